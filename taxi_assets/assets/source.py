@@ -1,0 +1,26 @@
+import dagster as dg
+import pandas as pd
+
+from taxi_assets.partitions import monthly_partitions
+from taxi_assets.resources import TaxiSourceResource
+from taxi_assets.schema import read_trips, to_pandas
+
+
+@dg.asset(
+    partitions_def=monthly_partitions,
+    group_name="ingest",
+    kinds={"csv", "pandas"},
+    # Network faults are retried inside the download; a run-level retry would only repeat them.
+)
+def raw_yellow_trips(context: dg.AssetExecutionContext, taxi_source: TaxiSourceResource) -> pd.DataFrame:
+    """Every trip in the month's TLC yellow-taxi file, parsed under the column contract."""
+    month = context.partition_key[:7]
+    path = taxi_source.fetch(month, log=context.log.info)
+    trips = read_trips(path)
+    context.log.info(f"{path.name}: parsed {trips.num_rows:,} rows")
+    context.add_output_metadata({
+        "source_file": taxi_source.file_name(month),
+        "bytes": path.stat().st_size,
+        "dagster/row_count": trips.num_rows,
+    })
+    return to_pandas(trips)

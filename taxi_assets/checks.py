@@ -1,0 +1,59 @@
+"""Data-quality checks: Mage's block tests, as Dagster asset checks.
+
+Only `no_zero_passenger_trips` blocks the sinks; the others warn, because real TLC files break
+them every month (clock errors, new vendors) and the data is still worth loading.
+"""
+
+from collections.abc import Iterator
+
+import dagster as dg
+import pandas as pd
+
+from taxi_assets.partitions import monthly_partitions
+from taxi_assets.schema import DROPOFF, PICKUP
+
+KNOWN_VENDOR_IDS = {1, 2, 4, 5, 6, 7}  # the TLC data dictionary's vendors over the years
+
+def _spec(name: str, **kwargs) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(name, asset="yellow_trips", partitions_def=monthly_partitions, **kwargs)
+
+
+yellow_trips_checks = [
+    _spec("no_zero_passenger_trips", blocking=True,
+          description="No trip with zero or missing passengers reaches a sink."),
+    _spec("dropoff_not_before_pickup"),
+    _spec("known_vendor_ids"),
+    _spec("pickups_near_file_month",
+          description="Pickups fall in the file's month or the month before "
+                      "(late-filed trips); others land in no daily partition."),
+]
+
+
+def _result(name: str, failures: int, severity=dg.AssetCheckSeverity.WARN, **metadata):
+    return dg.AssetCheckResult(
+        check_name=name, passed=failures == 0, severity=severity,
+        metadata={"failing_rows": failures, **metadata},
+    )
+
+
+@dg.multi_asset_check(specs=yellow_trips_checks, can_subset=False)
+def yellow_trips_quality(
+    context: dg.AssetCheckExecutionContext, yellow_trips: pd.DataFrame
+) -> Iterator[dg.AssetCheckResult]:
+    trips = yellow_trips
+    yield _result(
+        "no_zero_passenger_trips",
+        int((trips["passenger_count"].fillna(0) <= 0).sum()),
+        severity=dg.AssetCheckSeverity.ERROR,
+    )
+    yield _result("dropoff_not_before_pickup", int((trips[DROPOFF] < trips[PICKUP]).sum()))
+    vendors = trips["VendorID"]
+    unknown = vendors.notna() & ~vendors.isin(KNOWN_VENDOR_IDS)
+    yield _result("known_vendor_ids", int(unknown.sum()),
+                  missing_vendor_rows=int(vendors.isna().sum()),
+                  unknown_ids=sorted(int(v) for v in vendors[unknown].unique()))
+    month = pd.Timestamp(context.partition_key)
+    earliest, end = month - pd.DateOffset(months=1), month + pd.DateOffset(months=1)
+    outside = (trips[PICKUP] < earliest) | (trips[PICKUP] >= end)
+    yield _result("pickups_near_file_month", int(outside.sum()),
+                  earliest_pickup=str(trips[PICKUP].min()), latest_pickup=str(trips[PICKUP].max()))

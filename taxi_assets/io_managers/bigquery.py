@@ -1,0 +1,332 @@
+"""BigQuery IO manager for pandas DataFrames that keeps column names as the asset wrote them.
+
+Built on dagster-gcp's DbIOManager machinery (table = `{dataset}.{asset name}`, `partition_expr`
+metadata, partition ranges from single-run backfills), with three changes:
+
+- names: dagster-gcp-pandas upper-cases every column on write (`VENDORID`) and lower-cases on
+  read; we write and read the names unchanged, so the asset decides (ours are lowercase).
+- partitions: the table is created DAY-partitioned on the `partition_expr` column, and a
+  partition is replaced with `DELETE ... WHERE col >= start AND col < end` (then a WRITE_APPEND
+  load) using literals typed after the column (DATE, DATETIME or TIMESTAMP), never `table$YYYYMMDD`
+  decorators. Rows outside the partition's window are refused (see partition_window.py).
+- emulators: `api_endpoint` points the client at e.g. bqemulator, with anonymous credentials.
+
+Required asset metadata for partitioned assets: `partition_expr` = the name of a DATE, DATETIME
+(naive pandas datetime64) or TIMESTAMP (tz-aware datetime64) column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+
+import dagster as dg
+import pandas as pd
+import pyarrow as pa
+from dagster._core.definitions.metadata import TableMetadataSet
+from dagster._core.storage.db_io_manager import (
+    DbIOManager,
+    DbTypeHandler,
+    TablePartitionDimension,
+    TableSlice,
+    static_where_clause,
+)
+from dagster_gcp import BigQueryIOManager
+from dagster_gcp.bigquery.io_manager import BigQueryClient
+from google.api_core.exceptions import NotFound
+from google.cloud import bigquery
+from pydantic import Field
+
+from taxi_assets.io_managers.partition_window import (
+    check_rows_inside_windows,
+    time_window_dimensions,
+    wall_clock,
+)
+
+
+def bigquery_client(
+    project: str | None, location: str | None = None, api_endpoint: str | None = None
+) -> bigquery.Client:
+    """A BigQuery client; with `api_endpoint` (an emulator) it sends no credentials."""
+    if not api_endpoint:
+        # Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud, metadata server).
+        return bigquery.Client(project=project, location=location)
+    from google.api_core.client_options import ClientOptions
+    from google.auth.credentials import AnonymousCredentials
+
+    return bigquery.Client(
+        project=project,
+        location=location,
+        credentials=AnonymousCredentials(),
+        client_options=ClientOptions(api_endpoint=api_endpoint),
+    )
+
+
+def _table_id(table_slice: TableSlice) -> str:
+    return f"{table_slice.database}.{table_slice.schema}.{table_slice.table}"
+
+
+# -- SQL for a partition ---------------------------------------------------------------------
+
+
+def _time_literal(value, column_type: str | None) -> str:
+    """A literal for a partition boundary, typed after the partition column.
+
+    DATE and DATETIME hold wall-clock values, compared with the boundary's wall clock in the
+    partition's timezone; TIMESTAMP is an instant, so the boundary keeps its UTC offset.
+    """
+    ts = pd.Timestamp(value)
+    if column_type == "DATE":
+        if ts != ts.normalize():
+            raise ValueError(f"a DATE partition column can't hold a window starting at {ts}")
+        return f"DATE '{ts:%Y-%m-%d}'"
+    if column_type == "DATETIME":
+        return f"DATETIME '{wall_clock(ts):%Y-%m-%d %H:%M:%S}'"
+    if column_type == "TIMESTAMP":
+        if ts.tzinfo is None:
+            ts = ts.tz_localize("UTC")
+        return f"TIMESTAMP '{ts.isoformat(sep=' ')}'"
+    # Type unknown (no table yet): a plain string, which BigQuery coerces to the column's type.
+    return f"'{wall_clock(ts):%Y-%m-%d %H:%M:%S}'"
+
+
+def _where_clause(
+    dimensions: Sequence[TablePartitionDimension], column_types: Mapping[str, str]
+) -> str:
+    clauses = []
+    for dim in dimensions:
+        if isinstance(dim.partitions, dg.TimeWindow):
+            column_type = column_types.get(dim.partition_expr.lower())
+            start = _time_literal(dim.partitions.start, column_type)
+            end = _time_literal(dim.partitions.end, column_type)
+            clauses.append(f"{dim.partition_expr} >= {start} AND {dim.partition_expr} < {end}")
+        else:
+            clauses.append(static_where_clause(dim))
+    return " AND\n".join(clauses)
+
+
+def _column_types(table: bigquery.Table) -> dict[str, str]:
+    # Column names are case-insensitive in BigQuery.
+    types = {f.name.lower(): f.field_type for f in table.schema}
+    # The REST API may report legacy names; the literals above use the standard SQL ones.
+    return {k: {"FLOAT": "FLOAT64", "INTEGER": "INT64"}.get(v, v) for k, v in types.items()}
+
+
+def _select_statement(table_slice: TableSlice, column_types: Mapping[str, str]) -> str:
+    columns = ", ".join(table_slice.columns) if table_slice.columns else "*"
+    query = f"SELECT {columns} FROM `{_table_id(table_slice)}`"
+    if table_slice.partition_dimensions:
+        query += " WHERE\n" + _where_clause(table_slice.partition_dimensions, column_types)
+    return query
+
+
+# -- Table creation --------------------------------------------------------------------------
+
+
+def _bigquery_type(arrow_type: pa.DataType) -> str:
+    if pa.types.is_boolean(arrow_type):
+        return "BOOL"
+    if pa.types.is_integer(arrow_type):
+        return "INT64"
+    if pa.types.is_floating(arrow_type):
+        return "FLOAT64"
+    if pa.types.is_decimal(arrow_type):
+        return "NUMERIC" if arrow_type.precision <= 38 and arrow_type.scale <= 9 else "BIGNUMERIC"
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return "STRING"
+    if pa.types.is_null(arrow_type):  # an all-null object column
+        return "STRING"
+    if pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type):
+        return "BYTES"
+    if pa.types.is_timestamp(arrow_type):
+        return "TIMESTAMP" if arrow_type.tz is not None else "DATETIME"
+    if pa.types.is_date(arrow_type):
+        return "DATE"
+    if pa.types.is_time(arrow_type):
+        return "TIME"
+    raise TypeError(f"no BigQuery column type for Arrow type {arrow_type}")
+
+
+def bigquery_schema(obj: pd.DataFrame) -> list[bigquery.SchemaField]:
+    """The table schema for a DataFrame: names unchanged, every column NULLABLE."""
+    arrow_schema = pa.Schema.from_pandas(obj, preserve_index=False)
+    fields = []
+    for field in arrow_schema:
+        try:
+            fields.append(bigquery.SchemaField(field.name, _bigquery_type(field.type)))
+        except TypeError as exc:
+            raise TypeError(f"column {field.name!r}: {exc}") from exc
+    return fields
+
+
+# -- Dagster plumbing ------------------------------------------------------------------------
+
+
+class BigQueryWarehouseClient(BigQueryClient):
+    """DbClient: connects through `api_endpoint` when set; replaces partitions with typed DELETEs."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        # Filled by delete_table_slice, so the "Query" metadata that DbIOManager attaches after a
+        # write carries the same typed literals the IO manager really used.
+        self._column_types: dict[str, dict[str, str]] = {}
+
+    @staticmethod
+    @contextmanager
+    def connect(context, table_slice) -> Iterator[bigquery.Client]:
+        config = context.resource_config or {}
+        client = bigquery_client(
+            project=config.get("project"),
+            location=config.get("location"),
+            api_endpoint=config.get("api_endpoint"),
+        )
+        try:
+            yield client
+        finally:
+            client.close()
+
+    @staticmethod
+    def ensure_schema_exists(context, table_slice: TableSlice, connection) -> None:
+        # Through the datasets API rather than `CREATE SCHEMA`, so the dataset gets the
+        # configured location (and emulators register it in their catalog).
+        config = context.resource_config or {}
+        dataset = bigquery.Dataset(f"{table_slice.database}.{table_slice.schema}")
+        dataset.location = config.get("location")
+        connection.create_dataset(dataset, exists_ok=True)
+
+    def delete_table_slice(self, context, table_slice: TableSlice, connection) -> None:
+        if not table_slice.partition_dimensions:
+            BigQueryClient.delete_table_slice(context, table_slice, connection)
+            return
+        try:
+            table = connection.get_table(_table_id(table_slice))
+        except NotFound:
+            return  # first write: nothing to replace
+        column_types = _column_types(table)
+        self._column_types[_table_id(table_slice)] = column_types
+        for dim in time_window_dimensions(table_slice.partition_dimensions):
+            if dim.partition_expr.lower() not in column_types:
+                raise ValueError(
+                    f"partition_expr {dim.partition_expr!r} is not a column of"
+                    f" {_table_id(table_slice)}"
+                )
+        where = _where_clause(table_slice.partition_dimensions, column_types)
+        connection.query(f"DELETE FROM `{_table_id(table_slice)}` WHERE\n{where}").result()
+
+    def get_select_statement(self, table_slice: TableSlice) -> str:
+        return _select_statement(table_slice, self._column_types.get(_table_id(table_slice), {}))
+
+
+class BigQueryWarehousePandasTypeHandler(DbTypeHandler[pd.DataFrame]):
+    """Stores and loads pandas DataFrames with their column names untouched."""
+
+    def handle_output(
+        self, context: dg.OutputContext, table_slice: TableSlice, obj: pd.DataFrame, connection
+    ):
+        config = context.resource_config or {}
+        check_rows_inside_windows(obj, table_slice.partition_dimensions)
+        if obj.empty:
+            # The partition's old rows are already deleted: an empty output means an empty partition.
+            context.log.info(f"no rows to write to {_table_id(table_slice)}")
+        else:
+            self._ensure_table(table_slice, obj, connection)
+            # No schema in the job config: the client takes it from the existing table.
+            job = connection.load_table_from_dataframe(
+                dataframe=obj,
+                destination=_table_id(table_slice),
+                job_config=bigquery.LoadJobConfig(
+                    write_disposition=bigquery.WriteDisposition.WRITE_APPEND
+                ),
+                location=config.get("location"),
+                timeout=config.get("timeout"),
+            )
+            job.result()
+
+        return {
+            **(
+                TableMetadataSet(partition_row_count=len(obj), storage_kind="bigquery")
+                if context.has_partition_key
+                else TableMetadataSet(row_count=len(obj), storage_kind="bigquery")
+            ),
+            "dataframe_columns": dg.MetadataValue.table_schema(
+                dg.TableSchema(
+                    columns=[
+                        dg.TableColumn(name=str(name), type=str(dtype))
+                        for name, dtype in obj.dtypes.items()
+                    ]
+                )
+            ),
+        }
+
+    @staticmethod
+    def _ensure_table(table_slice: TableSlice, obj: pd.DataFrame, connection) -> None:
+        # Created up front rather than by the load job: emulators ignore a load job's
+        # time partitioning, and our explicit schema keeps naive datetimes as DATETIME.
+        table = bigquery.Table(_table_id(table_slice), schema=bigquery_schema(obj))
+        windows = time_window_dimensions(table_slice.partition_dimensions)
+        if windows:
+            table.time_partitioning = bigquery.TimePartitioning(
+                type_=bigquery.TimePartitioningType.DAY, field=windows[0].partition_expr
+            )
+        connection.create_table(table, exists_ok=True)
+
+    def load_input(
+        self, context: dg.InputContext, table_slice: TableSlice, connection
+    ) -> pd.DataFrame:
+        config = context.resource_config or {}
+        if table_slice.partition_dimensions and len(context.asset_partition_keys) == 0:
+            return pd.DataFrame()
+        column_types = {}
+        if table_slice.partition_dimensions:
+            column_types = _column_types(connection.get_table(_table_id(table_slice)))
+        job = connection.query(
+            _select_statement(table_slice, column_types),
+            location=config.get("location"),
+            timeout=config.get("timeout"),
+        )
+        # An emulator serves no Storage Read API; real BigQuery uses it when it is installed.
+        return job.to_dataframe(create_bqstorage_client=not config.get("api_endpoint"))
+
+    @property
+    def supported_types(self):
+        return [pd.DataFrame]
+
+
+class BigQueryWarehouseIOManager(BigQueryIOManager):
+    """Reads and writes pandas DataFrames as BigQuery tables `{dataset}.{asset name}`.
+
+    Unlike dagster-gcp-pandas' BigQueryPandasIOManager it keeps column names as written, creates
+    partitioned assets' tables DAY-partitioned on `partition_expr`, replaces a partition (or a
+    backfill's partition range) with a typed DELETE plus an append, and can talk to an emulator.
+
+    Fields (besides dagster-gcp's project, dataset, location, gcp_credentials, timeout,
+    write_mode): `api_endpoint`, e.g. `http://127.0.0.1:9050`, for a BigQuery emulator.
+    """
+
+    api_endpoint: str | None = Field(
+        default=None,
+        description=(
+            "Base URL of a BigQuery API emulator, e.g. http://127.0.0.1:9050. When set the"
+            " client sends anonymous credentials. Leave unset for real BigQuery."
+        ),
+    )
+
+    @staticmethod
+    def type_handlers() -> Sequence[DbTypeHandler]:
+        return [BigQueryWarehousePandasTypeHandler()]
+
+    @staticmethod
+    def default_load_type() -> type | None:
+        return pd.DataFrame
+
+    def create_io_manager(self, context) -> DbIOManager:
+        return DbIOManager(
+            db_client=BigQueryWarehouseClient(
+                write_mode=self.write_mode, gcp_credentials=self.gcp_credentials
+            ),
+            io_manager_name="BigQueryWarehouseIOManager",
+            database=self.project,
+            schema=self.dataset,
+            type_handlers=self.type_handlers(),
+            default_load_type=self.default_load_type(),
+        )

@@ -1,0 +1,121 @@
+"""DuckDB IO manager for the local profile: the warehouse table in a DuckDB file.
+
+dagster-duckdb-pandas' DuckDBPandasIOManager already keeps column names as given and replaces a
+partition with `DELETE ... WHERE partition_expr in window` before inserting. We subclass it to fix
+three things that matter for a table that is rewritten partition by partition:
+
+- its INSERT is positional (`insert into t select * from obj`): a DataFrame whose columns come in
+  another order than the table's would land in the wrong columns. We insert `BY NAME`.
+- its DELETE and INSERT are separate autocommitted statements: a failed insert leaves the
+  partition empty. We run a whole write in one transaction.
+- rows outside the partition's window are refused, as in the BigQuery IO manager.
+
+Required asset metadata for partitioned assets: `partition_expr` = the name of a DATE or
+TIMESTAMP column (naive pandas datetime64 becomes TIMESTAMP).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import contextmanager
+
+import dagster as dg
+import pandas as pd
+from dagster._core.definitions.metadata import TableMetadataSet
+from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
+from dagster_duckdb.io_manager import DuckDbClient
+from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
+
+from taxi_assets.io_managers.partition_window import check_rows_inside_windows
+
+
+class DuckDBWarehouseClient(DuckDbClient):
+    @staticmethod
+    @contextmanager
+    def connect(context, table_slice):
+        with DuckDbClient.connect(context, table_slice) as conn:
+            # DbIOManager deletes the partition and writes it on this one connection; commit
+            # both or neither.
+            conn.begin()
+            try:
+                yield conn
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+
+    @staticmethod
+    def delete_table_slice(context, table_slice: TableSlice, connection) -> None:
+        # The parent runs the DELETE and swallows "table does not exist"; inside a transaction
+        # that error would abort it, so look first.
+        exists = connection.execute(
+            "select count(*) from information_schema.tables"
+            " where table_schema = ? and table_name = ?",
+            [table_slice.schema, table_slice.table],
+        ).fetchone()[0]
+        if exists:
+            DuckDbClient.delete_table_slice(context, table_slice, connection)
+
+
+class DuckDBWarehousePandasTypeHandler(DuckDBPandasTypeHandler):
+    """The stock pandas handler with a by-name insert and the partition-window guard."""
+
+    def handle_output(
+        self, context: dg.OutputContext, table_slice: TableSlice, obj: pd.DataFrame, connection
+    ):
+        check_rows_inside_windows(obj, table_slice.partition_dimensions)
+        table = f"{table_slice.schema}.{table_slice.table}"
+        if obj.empty:
+            # The partition's old rows are already deleted: an empty output means an empty partition.
+            context.log.info(f"no rows to write to {table}")
+        else:
+            connection.register("_taxi_output", obj)
+            try:
+                connection.execute(
+                    f"create table if not exists {table} as select * from _taxi_output limit 0"
+                )
+                connection.execute(f"insert into {table} by name select * from _taxi_output")
+            finally:
+                connection.unregister("_taxi_output")
+
+        return {
+            **(
+                TableMetadataSet(partition_row_count=len(obj), storage_kind="duckdb")
+                if context.has_partition_key
+                else TableMetadataSet(row_count=len(obj), storage_kind="duckdb")
+            ),
+            "dataframe_columns": dg.MetadataValue.table_schema(
+                dg.TableSchema(
+                    columns=[
+                        dg.TableColumn(name=str(name), type=str(dtype))
+                        for name, dtype in obj.dtypes.items()
+                    ]
+                )
+            ),
+        }
+
+
+class DuckDBWarehouseIOManager(DuckDBPandasIOManager):
+    """Reads and writes pandas DataFrames as DuckDB tables `{schema}.{asset name}`.
+
+    Fields as DuckDBPandasIOManager: `database` (path of the DuckDB file), `schema`,
+    `connection_config`.
+    """
+
+    @classmethod
+    def _is_dagster_maintained(cls) -> bool:
+        return False
+
+    @staticmethod
+    def type_handlers() -> Sequence[DbTypeHandler]:
+        return [DuckDBWarehousePandasTypeHandler()]
+
+    def create_io_manager(self, context) -> DbIOManager:
+        return DbIOManager(
+            db_client=DuckDBWarehouseClient(),
+            database=self.database,
+            schema=self.schema_,
+            type_handlers=self.type_handlers(),
+            default_load_type=self.default_load_type(),
+            io_manager_name="DuckDBWarehouseIOManager",
+        )

@@ -1,0 +1,56 @@
+"""Guards shared by the warehouse IO managers (BigQuery and DuckDB).
+
+Both replace a partition by deleting the rows whose `partition_expr` column falls in the
+partition's time window and then appending the new rows. A row outside that window would
+survive the next rerun's DELETE and be written again, duplicating it; so we refuse such output
+instead of letting the table drift from the lake.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import dagster as dg
+import pandas as pd
+from dagster._core.storage.db_io_manager import TablePartitionDimension
+
+
+def time_window_dimensions(
+    dimensions: Sequence[TablePartitionDimension] | None,
+) -> list[TablePartitionDimension]:
+    return [d for d in dimensions or () if isinstance(d.partitions, dg.TimeWindow)]
+
+
+def wall_clock(ts) -> pd.Timestamp:
+    """The partition boundary as a naive wall-clock time in the partition's own timezone."""
+    ts = pd.Timestamp(ts)
+    return ts.tz_localize(None) if ts.tzinfo is not None else ts
+
+
+def check_rows_inside_windows(
+    obj: pd.DataFrame, dimensions: Sequence[TablePartitionDimension] | None
+) -> None:
+    """Raise if any row's partition column is null or outside its partition's time window."""
+    for dim in time_window_dimensions(dimensions):
+        column = dim.partition_expr
+        if column not in obj.columns:
+            raise ValueError(
+                f"partition_expr {column!r} must name a column of the output; columns are"
+                f" {list(obj.columns)}"
+            )
+        start, end = dim.partitions.start, dim.partitions.end  # type: ignore[union-attr]
+        values = obj[column]
+        if isinstance(values.dtype, pd.DatetimeTZDtype):
+            lo, hi = pd.Timestamp(start), pd.Timestamp(end)
+        else:
+            # Naive datetimes (and dates) are wall-clock times, as BigQuery DATETIME/DATE are.
+            values = pd.to_datetime(values)
+            lo, hi = wall_clock(start), wall_clock(end)
+        outside = values.isna() | (values < lo) | (values >= hi)
+        if outside.any():
+            sample = obj.loc[outside, column].head(3).tolist()
+            raise ValueError(
+                f"{int(outside.sum())} of {len(obj)} rows have {column!r} outside the partition"
+                f" window [{start}, {end}) (e.g. {sample}); rerunning the partition would not"
+                " replace them. Filter the output to the partition's window."
+            )

@@ -1,0 +1,101 @@
+"""Resources, and the profiles that choose them: our answer to Mage's `io_config.yaml`.
+
+`local` (the default) needs no setup: an embedded PostgreSQL and folders under TAXI_HOME.
+`gcp` takes every address and secret from the environment through `dg.EnvVar`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from taxi_assets import source
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DATATALKS_RELEASE = "https://github.com/DataTalksClub/nyc-tlc-data/releases/download/yellow"
+LOCAL_PG_PORT = 55432
+
+
+def taxi_home() -> Path:
+    """Where the local profile keeps its state (git-ignored)."""
+    return Path(os.environ.get("TAXI_HOME", PROJECT_ROOT / ".local")).resolve()
+
+
+class TaxiSourceResource(dg.ConfigurableResource):
+    """The monthly yellow-taxi files: a base URL, `file://` URL or plain folder."""
+
+    base_url: str = DATATALKS_RELEASE
+    landing_dir: str
+    retries: int = 3
+    backoff_seconds: float = 1.0
+    timeout_seconds: float = 60.0
+
+    def file_name(self, month: str) -> str:
+        return f"yellow_tripdata_{month}.csv.gz"
+
+    def fetch(self, month: str, log) -> Path:
+        return source.download(
+            self.base_url,
+            self.file_name(month),
+            Path(self.landing_dir),
+            retries=self.retries,
+            backoff_seconds=self.backoff_seconds,
+            timeout=self.timeout_seconds,
+            log=log,
+        )
+
+
+class PostgresResource(dg.ConfigurableResource):
+    host: str = "127.0.0.1"
+    port: int = LOCAL_PG_PORT
+    user: str = "postgres"
+    password: str = ""
+    database: str = "postgres"
+
+    def uri(self) -> str:
+        """A libpq URI. It carries the password: never log it."""
+        from urllib.parse import quote
+
+        auth = quote(self.user, safe="")
+        if self.password:
+            auth += ":" + quote(self.password, safe="")
+        return f"postgresql://{auth}@{self.host}:{self.port}/{quote(self.database, safe='')}"
+
+    def describe(self) -> str:
+        return f"postgresql://{self.user}@{self.host}:{self.port}/{self.database}"
+
+
+def _env_or(name: str, default: str) -> str:
+    return os.environ.get(name) or default
+
+
+def local_resources() -> dict:
+    home = taxi_home()
+    return {
+        "taxi_source": TaxiSourceResource(
+            base_url=_env_or("TAXI_SOURCE_URL", DATATALKS_RELEASE),
+            landing_dir=str(home / "landing"),
+        ),
+        "postgres": PostgresResource(port=int(_env_or("TAXI_PG_PORT", str(LOCAL_PG_PORT)))),
+        "staging_dir": str(home / "staging"),
+    }
+
+
+def gcp_resources() -> dict:
+    home = taxi_home()
+    return {
+        "taxi_source": TaxiSourceResource(
+            base_url=_env_or("TAXI_SOURCE_URL", DATATALKS_RELEASE),
+            landing_dir=str(home / "landing"),
+        ),
+        "postgres": PostgresResource(
+            host=dg.EnvVar("TAXI_PG_HOST"),
+            port=dg.EnvVar.int("TAXI_PG_PORT"),
+            user=dg.EnvVar("TAXI_PG_USER"),
+            password=dg.EnvVar("TAXI_PG_PASSWORD"),
+            database=dg.EnvVar("TAXI_PG_DB"),
+        ),
+        "staging_dir": str(home / "staging"),
+    }

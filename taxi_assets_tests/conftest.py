@@ -1,0 +1,147 @@
+"""Session fixtures: a real PostgreSQL and a real HTTP source on loopback, fed real TLC samples."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import shutil
+import threading
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from taxi_assets.local_postgres import LocalPostgres, free_port
+from taxi_assets.resources import PostgresResource
+
+DATA = Path(__file__).parent / "data"
+
+
+def sample(name: str) -> Path:
+    """A real TLC sample shipped with the tests (see data/README.md)."""
+    path = DATA / name
+    assert path.exists(), f"no test sample {path}"
+    return path
+
+
+@dataclass
+class PostgresUnderTest:
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str
+    server: LocalPostgres | None = None  # None when the suite uses an external server
+
+    def resource(self) -> PostgresResource:
+        return PostgresResource(host=self.host, port=self.port, user=self.user,
+                                password=self.password, database=self.database)
+
+    @property
+    def uri(self) -> str:
+        return self.resource().uri()
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory) -> PostgresUnderTest:
+    """The suite's PostgreSQL: TAXI_TEST_POSTGRES_URL if set, else one the suite starts."""
+    external = os.environ.get("TAXI_TEST_POSTGRES_URL")
+    if external:
+        url = urllib.parse.urlparse(external)
+        yield PostgresUnderTest(url.hostname or "127.0.0.1", url.port or 5432,
+                                urllib.parse.unquote(url.username or "postgres"),
+                                urllib.parse.unquote(url.password or ""),
+                                url.path.lstrip("/") or "postgres")
+        return
+    server = LocalPostgres(tmp_path_factory.mktemp("postgres") / "data", free_port()).start()
+    try:
+        yield PostgresUnderTest(server.host, server.port, "postgres", "", "postgres", server)
+    finally:
+        server.stop(mode="immediate")
+
+
+@dataclass
+class HttpSource:
+    """A loopback HTTP server that publishes files under the TLC names, and can misbehave."""
+
+    root: Path
+    url: str
+    requests: list[str] = field(default_factory=list)
+    # file name -> fault: ("cut", n_bytes) closes the connection after n bytes;
+    # ("short", n_bytes) claims the full length but sends n bytes; ("status", code).
+    faults: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+    def publish(self, month: str, sample_name: str) -> None:
+        shutil.copyfile(sample(sample_name), self.root / f"yellow_tripdata_{month}.csv.gz")
+
+    def publish_bytes(self, month: str, data: bytes) -> None:
+        (self.root / f"yellow_tripdata_{month}.csv.gz").write_bytes(data)
+
+    def clear(self) -> None:
+        for path in self.root.iterdir():
+            path.unlink()
+        self.requests.clear()
+        self.faults.clear()
+
+
+def _handler(source: HttpSource):
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):  # keep pytest output clean
+            pass
+
+        def _file(self) -> Path | None:
+            name = urllib.parse.unquote(self.path.lstrip("/"))
+            path = source.root / name
+            return path if "/" not in name and path.is_file() else None
+
+        def do_HEAD(self):
+            source.requests.append(f"HEAD {self.path}")
+            path = self._file()
+            self.send_response(200 if path else 404)
+            self.send_header("Content-Length", str(path.stat().st_size if path else 0))
+            self.end_headers()
+
+        def do_GET(self):
+            source.requests.append(f"GET {self.path}")
+            path = self._file()
+            fault = source.faults.get(path.name) if path else None
+            if path is None or (fault and fault[0] == "status"):
+                code = fault[1] if fault else 404
+                self.send_response(code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            data = path.read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if fault:
+                self.wfile.write(data[: fault[1]])
+                self.wfile.flush()
+                self.close_connection = True
+                return
+            self.wfile.write(data)
+
+    return Handler
+
+
+@pytest.fixture(scope="session")
+def _http_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("source")
+    source = HttpSource(root=root, url="")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(source))
+    source.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield source
+    server.shutdown()
+
+
+@pytest.fixture
+def http_source(_http_server) -> HttpSource:
+    _http_server.clear()
+    yield _http_server
+    _http_server.clear()
