@@ -1,0 +1,26 @@
+# Two commands do all set-up on a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+# uv from PATH, else the one pip installs on first use (pip resolves this stack far too slowly).
+UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
+export UV_LINK_MODE ?= copy
+
+.PHONY: install run dev test bench stop clean
+
+install:
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	$(UV) sync --frozen
+
+run: install  ## materialize the whole pipeline for MONTH (default 2021-01) on the local profile
+	$(UV) run --frozen python -m taxi_assets.cli run --month $(or $(MONTH),2021-01)
+
+dev: install  ## the Dagster UI (http://127.0.0.1:3000) and daemon on the same instance
+	$(UV) run --frozen python -m taxi_assets.cli dev
+
+test: install
+	$(UV) run --frozen pytest -q -rs $(PYTEST_ARGS)
+
+stop:  ## stop the local PostgreSQL
+	$(UV) run --frozen python -m taxi_assets.cli stop
+
+clean: stop
+	rm -rf .local

@@ -1,0 +1,94 @@
+"""`python -m taxi_assets.cli {run,dev,postgres,stop}`: the Makefile's entry points.
+
+On the local profile it first starts the project's own PostgreSQL (data under TAXI_HOME), which
+holds both the sink tables and Dagster's run, event-log and schedule storage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from taxi_assets.resources import LOCAL_PG_PORT, PROJECT_ROOT, taxi_home
+
+
+def _profile() -> str:
+    return os.environ.get("TAXI_PROFILE", "local")
+
+
+def prepare_environment() -> None:
+    """Point Dagster at this project's instance and, locally, at the embedded PostgreSQL."""
+    os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT))
+    home = taxi_home()
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["TAXI_HOME"] = str(home)
+    if _profile() == "local":
+        from taxi_assets.local_postgres import LocalPostgres
+
+        port = int(os.environ.get("TAXI_PG_PORT") or LOCAL_PG_PORT)
+        server = LocalPostgres(home / "pgdata", port).start()
+        os.environ.setdefault("DAGSTER_PG_URL", server.url)
+    elif not os.environ.get("DAGSTER_PG_URL"):
+        sys.exit("TAXI_PROFILE=gcp needs DAGSTER_PG_URL (the PostgreSQL for Dagster's storage)")
+
+
+def run(month: str) -> None:
+    import dagster as dg
+
+    from taxi_assets.definitions import defs
+    from taxi_assets.partitions import monthly_partitions
+
+    key = f"{month}-01"
+    if key not in monthly_partitions.get_partition_keys():
+        sys.exit(f"--month {month}: not a month of the yellow-taxi release "
+                 f"({monthly_partitions.get_first_partition_key()[:7]} to "
+                 f"{monthly_partitions.get_last_partition_key()[:7]})")
+    instance = dg.DagsterInstance.get()
+    graph = defs.resolve_asset_graph()
+    monthly = [k for k in graph.get_all_asset_keys()
+               if graph.get(k).partitions_def == monthly_partitions]
+    result = dg.materialize(
+        [*defs.assets, *defs.asset_checks], resources=defs.resources, instance=instance,
+        partition_key=key, selection=monthly, raise_on_error=False,
+    )
+    if not result.success:
+        sys.exit(f"the run for {month} failed: see the log above, or the run in `make dev`")
+    print(f"\n{month} materialized. Where the data is:")
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        where = {k: v.value for k, v in materialization.metadata.items()
+                 if k in ("table", "path", "uri", "dagster/row_count")}
+        print(f"  {materialization.asset_key.to_user_string():28} {where}")
+    if _profile() == "local":
+        print(f"  PostgreSQL: {os.environ['DAGSTER_PG_URL']} (psql it, or `make dev` for the UI)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="taxi_assets")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_parser = commands.add_parser("run", help="materialize the whole pipeline for a month")
+    run_parser.add_argument("--month", default="2021-01", help="YYYY-MM (default 2021-01)")
+    commands.add_parser("dev", help="the Dagster UI and daemon on the same instance")
+    commands.add_parser("postgres", help="start the local PostgreSQL and print its URL")
+    commands.add_parser("stop", help="stop the local PostgreSQL")
+    args = parser.parse_args(argv)
+
+    if args.command == "stop":
+        from taxi_assets.local_postgres import LocalPostgres
+
+        LocalPostgres(taxi_home() / "pgdata", LOCAL_PG_PORT).stop()
+        return
+    prepare_environment()
+    if args.command == "postgres":
+        print(os.environ["DAGSTER_PG_URL"])
+    elif args.command == "run":
+        run(args.month)
+    elif args.command == "dev":
+        os.chdir(PROJECT_ROOT)
+        os.execvp("dagster", ["dagster", "dev", "-w", "workspace.yaml",
+                              "--host", os.environ.get("DAGSTER_HOST", "127.0.0.1")])
+
+
+if __name__ == "__main__":
+    main()
