@@ -1,0 +1,1 @@
+"""Benchmarks: a full-size generated month through our pipeline, the tutorial's way, and the limits."""
