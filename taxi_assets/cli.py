@@ -34,10 +34,11 @@ def prepare_environment() -> None:
 
 
 def run(month: str) -> None:
+    """The month's monthly assets in one run, then its days in one single-run backfill."""
     import dagster as dg
 
     from taxi_assets.definitions import defs
-    from taxi_assets.partitions import monthly_partitions
+    from taxi_assets.partitions import daily_partitions, monthly_partitions
 
     key = f"{month}-01"
     if key not in monthly_partitions.get_partition_keys():
@@ -46,16 +47,27 @@ def run(month: str) -> None:
                  f"{monthly_partitions.get_last_partition_key()[:7]})")
     instance = dg.DagsterInstance.get()
     graph = defs.resolve_asset_graph()
-    monthly = [k for k in graph.get_all_asset_keys()
-               if graph.get(k).partitions_def == monthly_partitions]
-    result = dg.materialize(
-        [*defs.assets, *defs.asset_checks], resources=defs.resources, instance=instance,
-        partition_key=key, selection=monthly, raise_on_error=False,
-    )
-    if not result.success:
-        sys.exit(f"the run for {month} failed: see the log above, or the run in `make dev`")
+    by_partitions: dict = {}
+    for asset_key in graph.get_all_asset_keys():
+        by_partitions.setdefault(graph.get(asset_key).partitions_def, []).append(asset_key)
+    days = daily_partitions.get_partition_keys_in_time_window(
+        monthly_partitions.time_window_for_partition_key(key))
+    runs = [(by_partitions.get(monthly_partitions, []), {"partition_key": key}),
+            (by_partitions.get(daily_partitions, []), {"tags": {
+                "dagster/asset_partition_range_start": days[0],
+                "dagster/asset_partition_range_end": days[-1]}})]
+    materialized = []
+    for selection, partitions in runs:
+        if not selection:
+            continue
+        result = dg.materialize([*defs.assets, *defs.asset_checks], resources=defs.resources,
+                                instance=instance, selection=selection, raise_on_error=False,
+                                **partitions)
+        if not result.success:
+            sys.exit(f"the run for {month} failed: see the log above, or the run in `make dev`")
+        materialized += result.get_asset_materialization_events()
     print(f"\n{month} materialized. Where the data is:")
-    for event in result.get_asset_materialization_events():
+    for event in materialized:
         materialization = event.event_specific_data.materialization
         where = {k: v.value for k, v in materialization.metadata.items()
                  if k in ("table", "path", "uri", "dagster/row_count")}

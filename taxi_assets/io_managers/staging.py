@@ -32,12 +32,15 @@ class StagingParquetIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         key = context.asset_key
         partitions = context.asset_partition_keys if context.has_asset_partitions else [None]
+        # Input metadata may mark the last N upstream partitions as optional: data that is
+        # welcome when it exists (late-filed trips in the next month's file) but not required.
+        optional = partitions[len(partitions) - context.definition_metadata.get("optional_trailing_partitions", 0):]
         tables = []
         for partition in partitions:
             path = self._path(key, partition)
             if path.exists():
                 tables.append(pq.read_table(path))
-            elif context.metadata.get("allow_missing_partitions"):
+            elif partition in optional:
                 context.log.info(f"{key.to_user_string()} {partition} is not materialized yet: "
                                  "reading without it")
             else:
@@ -45,8 +48,4 @@ class StagingParquetIOManager(dg.ConfigurableIOManager):
                     f"{key.to_user_string()} partition {partition} is not materialized "
                     f"(no {path}); materialize it first"
                 )
-        if not tables:
-            raise FileNotFoundError(
-                f"none of {key.to_user_string()} partitions {partitions} is materialized"
-            )
         return to_pandas(pa.concat_tables(tables))
