@@ -1,0 +1,1 @@
+"""Emulators and servers the test suite starts on loopback."""
