@@ -12,6 +12,7 @@ from pathlib import Path
 import dagster as dg
 
 from taxi_assets import source
+from taxi_assets.lake import LakeResource
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DATATALKS_RELEASE = "https://github.com/DataTalksClub/nyc-tlc-data/releases/download/yellow"
@@ -80,6 +81,7 @@ def local_resources() -> dict:
         ),
         "postgres": PostgresResource(port=int(_env_or("TAXI_PG_PORT", str(LOCAL_PG_PORT)))),
         "staging_dir": str(home / "staging"),
+        "lake": LakeResource(root=str(home / "lake")),
     }
 
 
@@ -98,4 +100,11 @@ def gcp_resources() -> dict:
             database=dg.EnvVar("TAXI_PG_DB"),
         ),
         "staging_dir": str(home / "staging"),
+        # The bucket name is no secret, and a gs:// root cannot be assembled from an EnvVar.
+        "lake": LakeResource(
+            root=f"gs://{os.environ.get('TAXI_GCS_BUCKET', 'set-TAXI_GCS_BUCKET')}",
+            endpoint=os.environ.get("TAXI_GCS_ENDPOINT") or None,
+            # The client's default is to retry for ~15 minutes while GCS is unreachable.
+            retry_time_limit_seconds=300,
+        ),
     }

@@ -15,6 +15,8 @@ import pytest
 from taxi_assets.local_postgres import LocalPostgres, free_port
 from taxi_assets.resources import PostgresResource
 
+pytest_plugins = ["taxi_assets_tests.emulators.gcs"]
+
 DATA = Path(__file__).parent / "data"
 
 
@@ -69,8 +71,14 @@ class HttpSource:
     url: str
     requests: list[str] = field(default_factory=list)
     # file name -> fault: ("cut", n_bytes) closes the connection after n bytes;
-    # ("short", n_bytes) claims the full length but sends n bytes; ("status", code).
-    faults: dict[str, tuple[str, int]] = field(default_factory=dict)
+    # ("short", n_bytes) claims the full length but sends n bytes; ("status", code);
+    # ("length", n_bytes) sends a Content-Length of n and exactly n bytes, a wrong length no
+    # byte count can catch; ("hang", n_bytes) sends n bytes, then waits for `release`.
+    # A third element, ("cut", n, times), limits the fault to `times` GETs of the file: later
+    # ones are served whole, as by a server that recovers.
+    faults: dict[str, tuple] = field(default_factory=dict)
+    release: threading.Event = field(default_factory=threading.Event)
+    _faulted: dict[str, int] = field(default_factory=dict)
 
     def publish(self, month: str, sample_name: str) -> None:
         shutil.copyfile(sample(sample_name), self.root / f"yellow_tripdata_{month}.csv.gz")
@@ -83,6 +91,18 @@ class HttpSource:
             path.unlink()
         self.requests.clear()
         self.faults.clear()
+        self._faulted.clear()
+        # Hung responses end now; a fresh event keeps the next test's "hang" faults hanging.
+        self.release.set()
+        self.release = threading.Event()
+
+    def fault_for(self, name: str) -> tuple[str, int] | None:
+        """The fault for this GET of `name`, if it still has GETs to spoil."""
+        fault = self.faults.get(name)
+        if fault is None or (len(fault) > 2 and self._faulted.get(name, 0) >= fault[2]):
+            return None
+        self._faulted[name] = self._faulted.get(name, 0) + 1
+        return fault[0], fault[1]
 
 
 def _handler(source: HttpSource):
@@ -107,7 +127,7 @@ def _handler(source: HttpSource):
         def do_GET(self):
             source.requests.append(f"GET {self.path}")
             path = self._file()
-            fault = source.faults.get(path.name) if path else None
+            fault = source.fault_for(path.name) if path else None
             if path is None or (fault and fault[0] == "status"):
                 code = fault[1] if fault else 404
                 self.send_response(code)
@@ -115,12 +135,18 @@ def _handler(source: HttpSource):
                 self.end_headers()
                 return
             data = path.read_bytes()
+            release = source.release  # the event of the test that set this fault
+            if fault and fault[0] == "length":
+                data = data[: fault[1]]
+                fault = None
             self.send_response(200)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             if fault:
                 self.wfile.write(data[: fault[1]])
                 self.wfile.flush()
+                if fault[0] == "hang":
+                    release.wait(timeout=120)
                 self.close_connection = True
                 return
             self.wfile.write(data)

@@ -8,25 +8,50 @@ import dagster as dg
 import psycopg
 
 from taxi_assets.definitions import defs
+from taxi_assets.io_managers.lake import (
+    DailyDatasetIOManager,
+    DailyExportIOManager,
+    MonthlyParquetIOManager,
+)
 from taxi_assets.io_managers.postgres import PostgresPandasIOManager
 from taxi_assets.io_managers.staging import StagingParquetIOManager
+from taxi_assets.lake import LakeResource
 from taxi_assets.resources import TaxiSourceResource
 
 JANUARY = "2021-01-01"
 POSTGRES_TABLE = "ny_taxi.yellow_cab_data"
 
 
-def pipeline_resources(state: Path, source_url: str, postgres) -> dict:
+def pipeline_resources(state: Path, source_url: str, postgres, lake: LakeResource | None = None) -> dict:
+    """The resources of the local profile, pointed at the suite's servers and `state`."""
+    lake = lake or LakeResource(root=str(state / "lake"))
     return {
         "taxi_source": TaxiSourceResource(base_url=source_url, landing_dir=str(state / "landing"),
                                           backoff_seconds=0.01),
         "io_manager": StagingParquetIOManager(base_dir=str(state / "staging")),
         "postgres_io_manager": PostgresPandasIOManager(postgres=postgres.resource()),
+        "lake_monthly_io_manager": MonthlyParquetIOManager(lake=lake),
+        "lake_by_day_io_manager": DailyDatasetIOManager(lake=lake),
+        "lake_export_io_manager": DailyExportIOManager(lake=lake),
     }
 
 
+MONTHLY = "raw_yellow_trips yellow_trips ny_taxi/yellow_cab_data yellow_trips_parquet"
+DAILY = "yellow_trips_by_day yellow_trips_daily_export"
+
+
+def _selection(names: str) -> list[dg.AssetKey]:
+    return [dg.AssetKey.from_user_string(name) for name in names.split()]
+
+
 def materialize(resources: dict, partition_key: str = JANUARY, selection=None,
-                instance: dg.DagsterInstance | None = None, raise_on_error: bool = True):
+                instance: dg.DagsterInstance | None = None, raise_on_error: bool = True,
+                tags: dict | None = None):
+    """One run of the real definitions; by default the monthly assets of one month."""
+    if selection is None:
+        selection = _selection(MONTHLY)
+    elif isinstance(selection, str):
+        selection = _selection(selection)
     return dg.materialize(
         [*defs.assets, *defs.asset_checks],
         partition_key=partition_key,
@@ -34,7 +59,16 @@ def materialize(resources: dict, partition_key: str = JANUARY, selection=None,
         selection=selection,
         instance=instance or dg.DagsterInstance.ephemeral(),
         raise_on_error=raise_on_error,
+        tags=tags,
     )
+
+
+def materialize_days(resources: dict, first: str, last: str, **kwargs):
+    """The daily assets for first..last as one run, as a single-run backfill launches them."""
+    return materialize(
+        resources, partition_key=None, selection=DAILY,
+        tags={"dagster/asset_partition_range_start": first,
+              "dagster/asset_partition_range_end": last}, **kwargs)
 
 
 def query(postgres, sql: str, *params):

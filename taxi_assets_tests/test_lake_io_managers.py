@@ -32,7 +32,7 @@ from taxi_assets.lake import LakeResource
 from taxi_assets.schema import read_trips, to_pandas
 from taxi_assets_tests.emulators.gcs import CuttableLink, GcsEmulator, running_gcs_emulator
 
-pytest_plugins = ["taxi_assets_tests.emulators.gcs"]
+
 
 SAMPLE = Path(__file__).parent / "data" / "yellow_tripdata_2021-01.csv.gz"
 PICKUP = "tpep_pickup_datetime"

@@ -1,0 +1,60 @@
+"""The tutorial's three GCS outputs: a Parquet object per month, a dataset by day, daily exports."""
+
+import dagster as dg
+import pandas as pd
+
+from taxi_assets.partitions import day_to_file_months, daily_partitions, monthly_partitions
+from taxi_assets.schema import PICKUP
+
+# A day's trips are in its own month's file and, when filed late, in the next one; the next
+# file may not be published (or loaded) yet, and the day is rebuilt when it is.
+trips_for_days = dg.AssetIn(
+    "yellow_trips",
+    partition_mapping=day_to_file_months,
+    metadata={"optional_trailing_partitions": 1},
+)
+
+
+def picked_up_in(trips: pd.DataFrame, window: dg.TimeWindow) -> pd.DataFrame:
+    start, end = (pd.Timestamp(t).tz_localize(None) for t in (window.start, window.end))
+    return trips[(trips[PICKUP] >= start) & (trips[PICKUP] < end)]
+
+
+@dg.asset(
+    partitions_def=monthly_partitions,
+    group_name="lake",
+    kinds={"parquet"},
+    io_manager_key="lake_monthly_io_manager",
+    pool="lake_yellow_trips_parquet",
+)
+def yellow_trips_parquet(yellow_trips: pd.DataFrame) -> pd.DataFrame:
+    """The month's cleaned trips as one Parquet object: `nyc_taxi_data/YYYY-MM.parquet`."""
+    return yellow_trips
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    ins={"yellow_trips": trips_for_days},
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    group_name="lake",
+    kinds={"parquet"},
+    io_manager_key="lake_by_day_io_manager",
+    pool="lake_yellow_trips_by_day",
+)
+def yellow_trips_by_day(context: dg.AssetExecutionContext, yellow_trips: pd.DataFrame) -> pd.DataFrame:
+    """Trips by pickup day, whichever month's file they came in: `tpep_pickup_date=…/` folders."""
+    return picked_up_in(yellow_trips, context.partition_time_window)
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    ins={"yellow_trips": trips_for_days},
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    group_name="lake",
+    kinds={"parquet"},
+    io_manager_key="lake_export_io_manager",
+    pool="lake_yellow_trips_daily_export",
+)
+def yellow_trips_daily_export(context: dg.AssetExecutionContext, yellow_trips: pd.DataFrame) -> pd.DataFrame:
+    """The tutorial's `execution_date` export: a day's trips at `YYYY/MM/DD/nyc_taxi_data.parquet`."""
+    return picked_up_in(yellow_trips, context.partition_time_window)
