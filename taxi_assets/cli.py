@@ -67,11 +67,14 @@ def run(month: str) -> None:
             sys.exit(f"the run for {month} failed: see the log above, or the run in `make dev`")
         materialized += result.get_asset_materialization_events()
     print(f"\n{month} materialized. Where the data is:")
-    for event in materialized:
+    where: dict[str, dict] = {}
+    for event in materialized:  # a day range's run reports each day: show each asset once
         materialization = event.event_specific_data.materialization
-        where = {k: v.value for k, v in materialization.metadata.items()
-                 if k in ("table", "path", "uri", "dagster/row_count")}
-        print(f"  {materialization.asset_key.to_user_string():28} {where}")
+        where[materialization.asset_key.to_user_string()] = {
+            k: v.value for k, v in materialization.metadata.items()
+            if k in ("table", "path", "uri", "dagster/row_count", "rows_in_run")}
+    for asset, details in where.items():
+        print(f"  {asset:28} {details}")
     if _profile() == "local":
         print(f"  PostgreSQL: {os.environ['DAGSTER_PG_URL']} (psql it, or `make dev` for the UI)")
 

@@ -137,6 +137,14 @@ def _as_table(obj: pd.DataFrame) -> pa.Table:
     return pa.Table.from_pandas(obj, preserve_index=False)
 
 
+def _row_count(context: dg.OutputContext, rows: int) -> dict:
+    # Output metadata is copied onto every partition a run covers, and the UI would show the
+    # whole run's rows as each day's count.
+    if context.has_asset_partitions and len(context.asset_partition_keys) > 1:
+        return {"rows_in_run": rows}
+    return {"dagster/row_count": rows}
+
+
 class _LakeIOManager(dg.ConfigurableIOManager):
     lake: LakeResource
     name: str
@@ -215,7 +223,7 @@ class DailyDatasetIOManager(_LakeIOManager):
         context.add_output_metadata({
             "uri": dg.MetadataValue.path(self.lake.uri(self._name(context))),
             "bytes": size,
-            "dagster/row_count": len(obj),
+            **_row_count(context, len(obj)),
             "days_written": written,
             "days_without_rows": cleared,
         })
@@ -257,7 +265,7 @@ class DailyExportIOManager(_LakeIOManager):
             "uri": dg.MetadataValue.path(uris[0] if len(uris) == 1 else self.lake.uri()),
             "objects": uris,
             "bytes": size,
-            "dagster/row_count": len(obj),
+            **_row_count(context, len(obj)),
             "days_written": days,
         })
 
