@@ -11,6 +11,9 @@ metadata, partition ranges from single-run backfills), with three changes:
   decorators. Rows outside the partition's window are refused (see partition_window.py).
 - emulators: `api_endpoint` points the client at e.g. bqemulator, with anonymous credentials.
 
+BigQuery runs no transaction across a DML statement and a load job: if the load fails after the
+DELETE, the partition stays empty (and the run fails) until it is rerun.
+
 Required asset metadata for partitioned assets: `partition_expr` = the name of a DATE, DATETIME
 (naive pandas datetime64) or TIMESTAMP (tz-aware datetime64) column.
 """
@@ -25,7 +28,6 @@ import pandas as pd
 import pyarrow as pa
 from dagster._core.definitions.metadata import TableMetadataSet
 from dagster._core.storage.db_io_manager import (
-    DbIOManager,
     DbTypeHandler,
     TablePartitionDimension,
     TableSlice,
@@ -38,7 +40,7 @@ from google.cloud import bigquery
 from pydantic import Field
 
 from taxi_assets.io_managers.partition_window import (
-    check_rows_inside_windows,
+    WindowCheckedDbIOManager,
     time_window_dimensions,
     wall_clock,
 )
@@ -86,8 +88,10 @@ def _time_literal(value, column_type: str | None) -> str:
         if ts.tzinfo is None:
             ts = ts.tz_localize("UTC")
         return f"TIMESTAMP '{ts.isoformat(sep=' ')}'"
-    # Type unknown (no table yet): a plain string, which BigQuery coerces to the column's type.
-    return f"'{wall_clock(ts):%Y-%m-%d %H:%M:%S}'"
+    # Type unknown (only for the "Query" metadata of a table's first write): a plain string,
+    # which BigQuery coerces to the column's type; date-only strings coerce to all three types.
+    wall = wall_clock(ts)
+    return f"'{wall:%Y-%m-%d}'" if wall == wall.normalize() else f"'{wall:%Y-%m-%d %H:%M:%S}'"
 
 
 def _where_clause(
@@ -107,9 +111,7 @@ def _where_clause(
 
 def _column_types(table: bigquery.Table) -> dict[str, str]:
     # Column names are case-insensitive in BigQuery.
-    types = {f.name.lower(): f.field_type for f in table.schema}
-    # The REST API may report legacy names; the literals above use the standard SQL ones.
-    return {k: {"FLOAT": "FLOAT64", "INTEGER": "INT64"}.get(v, v) for k, v in types.items()}
+    return {f.name.lower(): f.field_type for f in table.schema}
 
 
 def _select_statement(table_slice: TableSlice, column_types: Mapping[str, str]) -> str:
@@ -191,7 +193,8 @@ class BigQueryWarehouseClient(BigQueryClient):
         # configured location (and emulators register it in their catalog).
         config = context.resource_config or {}
         dataset = bigquery.Dataset(f"{table_slice.database}.{table_slice.schema}")
-        dataset.location = config.get("location")
+        if config.get("location"):
+            dataset.location = config["location"]
         connection.create_dataset(dataset, exists_ok=True)
 
     def delete_table_slice(self, context, table_slice: TableSlice, connection) -> None:
@@ -224,12 +227,15 @@ class BigQueryWarehousePandasTypeHandler(DbTypeHandler[pd.DataFrame]):
         self, context: dg.OutputContext, table_slice: TableSlice, obj: pd.DataFrame, connection
     ):
         config = context.resource_config or {}
-        check_rows_inside_windows(obj, table_slice.partition_dimensions)
         if obj.empty:
             # The partition's old rows are already deleted: an empty output means an empty partition.
             context.log.info(f"no rows to write to {_table_id(table_slice)}")
         else:
-            self._ensure_table(table_slice, obj, connection)
+            table = self._ensure_table(table_slice, obj, connection)
+            # In the table's column order: the client writes the Parquet in the DataFrame's order
+            # and some servers (bqemulator) match its columns by position.
+            table_order = [f.name for f in table.schema if f.name in obj.columns]
+            obj = obj[table_order + [c for c in obj.columns if c not in table_order]]
             # No schema in the job config: the client takes it from the existing table.
             job = connection.load_table_from_dataframe(
                 dataframe=obj,
@@ -259,7 +265,7 @@ class BigQueryWarehousePandasTypeHandler(DbTypeHandler[pd.DataFrame]):
         }
 
     @staticmethod
-    def _ensure_table(table_slice: TableSlice, obj: pd.DataFrame, connection) -> None:
+    def _ensure_table(table_slice: TableSlice, obj: pd.DataFrame, connection) -> bigquery.Table:
         # Created up front rather than by the load job: emulators ignore a load job's
         # time partitioning, and our explicit schema keeps naive datetimes as DATETIME.
         table = bigquery.Table(_table_id(table_slice), schema=bigquery_schema(obj))
@@ -268,7 +274,7 @@ class BigQueryWarehousePandasTypeHandler(DbTypeHandler[pd.DataFrame]):
             table.time_partitioning = bigquery.TimePartitioning(
                 type_=bigquery.TimePartitioningType.DAY, field=windows[0].partition_expr
             )
-        connection.create_table(table, exists_ok=True)
+        return connection.create_table(table, exists_ok=True)
 
     def load_input(
         self, context: dg.InputContext, table_slice: TableSlice, connection
@@ -319,8 +325,8 @@ class BigQueryWarehouseIOManager(BigQueryIOManager):
     def default_load_type() -> type | None:
         return pd.DataFrame
 
-    def create_io_manager(self, context) -> DbIOManager:
-        return DbIOManager(
+    def create_io_manager(self, context) -> WindowCheckedDbIOManager:
+        return WindowCheckedDbIOManager(
             db_client=BigQueryWarehouseClient(
                 write_mode=self.write_mode, gcp_credentials=self.gcp_credentials
             ),

@@ -22,11 +22,11 @@ from contextlib import contextmanager
 import dagster as dg
 import pandas as pd
 from dagster._core.definitions.metadata import TableMetadataSet
-from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
+from dagster._core.storage.db_io_manager import DbTypeHandler, TableSlice
 from dagster_duckdb.io_manager import DuckDbClient
 from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
 
-from taxi_assets.io_managers.partition_window import check_rows_inside_windows
+from taxi_assets.io_managers.partition_window import WindowCheckedDbIOManager
 
 
 class DuckDBWarehouseClient(DuckDbClient):
@@ -41,6 +41,9 @@ class DuckDBWarehouseClient(DuckDbClient):
                 yield conn
             except BaseException:
                 conn.rollback()
+                # The parent only closes on success; a connection left open in this process
+                # would block other connections to the file that use another configuration.
+                conn.close()
                 raise
             conn.commit()
 
@@ -58,25 +61,19 @@ class DuckDBWarehouseClient(DuckDbClient):
 
 
 class DuckDBWarehousePandasTypeHandler(DuckDBPandasTypeHandler):
-    """The stock pandas handler with a by-name insert and the partition-window guard."""
+    """The stock pandas handler with a by-name insert and data-independent read dtypes."""
 
     def handle_output(
         self, context: dg.OutputContext, table_slice: TableSlice, obj: pd.DataFrame, connection
     ):
-        check_rows_inside_windows(obj, table_slice.partition_dimensions)
         table = f"{table_slice.schema}.{table_slice.table}"
         if obj.empty:
             # The partition's old rows are already deleted: an empty output means an empty partition.
             context.log.info(f"no rows to write to {table}")
         else:
-            connection.register("_taxi_output", obj)
-            try:
-                connection.execute(
-                    f"create table if not exists {table} as select * from _taxi_output limit 0"
-                )
-                connection.execute(f"insert into {table} by name select * from _taxi_output")
-            finally:
-                connection.unregister("_taxi_output")
+            # `obj` is found by DuckDB's replacement scan of this frame's local variables.
+            connection.execute(f"create table if not exists {table} as select * from obj limit 0")
+            connection.execute(f"insert into {table} by name select * from obj").fetchall()
 
         return {
             **(
@@ -94,6 +91,19 @@ class DuckDBWarehousePandasTypeHandler(DuckDBPandasTypeHandler):
             ),
         }
 
+    def load_input(
+        self, context: dg.InputContext, table_slice: TableSlice, connection
+    ) -> pd.DataFrame:
+        df = super().load_input(context, table_slice, connection)
+        # DuckDB hands back int64 for an integer column without NULLs and Int64 for one with
+        # them; always use the nullable dtypes, as the BigQuery IO manager and our schema do.
+        for column, dtype in df.dtypes.items():
+            if pd.api.types.is_integer_dtype(dtype) and not isinstance(dtype, pd.Int64Dtype):
+                df[column] = df[column].astype("Int64")
+            elif pd.api.types.is_bool_dtype(dtype) and not isinstance(dtype, pd.BooleanDtype):
+                df[column] = df[column].astype("boolean")
+        return df
+
 
 class DuckDBWarehouseIOManager(DuckDBPandasIOManager):
     """Reads and writes pandas DataFrames as DuckDB tables `{schema}.{asset name}`.
@@ -110,8 +120,8 @@ class DuckDBWarehouseIOManager(DuckDBPandasIOManager):
     def type_handlers() -> Sequence[DbTypeHandler]:
         return [DuckDBWarehousePandasTypeHandler()]
 
-    def create_io_manager(self, context) -> DbIOManager:
-        return DbIOManager(
+    def create_io_manager(self, context) -> WindowCheckedDbIOManager:
+        return WindowCheckedDbIOManager(
             db_client=DuckDBWarehouseClient(),
             database=self.database,
             schema=self.schema_,

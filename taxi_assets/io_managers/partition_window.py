@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 import pandas as pd
-from dagster._core.storage.db_io_manager import TablePartitionDimension
+from dagster._core.storage.db_io_manager import DbIOManager, TablePartitionDimension
 
 
 def time_window_dimensions(
@@ -54,3 +54,17 @@ def check_rows_inside_windows(
                 f" window [{start}, {end}) (e.g. {sample}); rerunning the partition would not"
                 " replace them. Filter the output to the partition's window."
             )
+
+
+class WindowCheckedDbIOManager(DbIOManager):
+    """DbIOManager that checks a DataFrame against its partition window before touching the table.
+
+    DbIOManager deletes the partition's rows before the type handler writes; checking in the
+    handler would be too late on BigQuery, which has no transaction around the two.
+    """
+
+    def handle_output(self, context: dg.OutputContext, obj: object) -> None:
+        if isinstance(obj, pd.DataFrame) and context.has_asset_partitions:
+            table_slice = self._get_table_slice(context, context)
+            check_rows_inside_windows(obj, table_slice.partition_dimensions)
+        super().handle_output(context, obj)
