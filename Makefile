@@ -3,6 +3,9 @@ SHELL := /bin/bash
 # uv from PATH, else the one pip installs on first use (pip resolves this stack far too slowly).
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 export UV_LINK_MODE ?= copy
+# Byte-compiled once at install: this environment sets PYTHONDONTWRITEBYTECODE, and every
+# Dagster process (webserver, daemon, each run) would otherwise compile ~1,000 modules.
+export UV_COMPILE_BYTECODE ?= 1
 
 .PHONY: install run dev test bench stop clean
 

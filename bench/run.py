@@ -52,6 +52,8 @@ class Contender:
 
 
 CONTENDERS: dict[str, Contender] = {
+    "ours": Contender("bench.ours:run", {},
+                      "taxi_assets through Dagster: month run + single-run backfill of its days"),
     "tutorial": Contender("bench.tutorial:run", {"sink": "to_sql"},
                           "tutorial script, pandas to_sql (SQLAlchemy + psycopg)"),
     "tutorial_mage": Contender("bench.tutorial:run", {"sink": "mage_copy"},

@@ -28,6 +28,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from taxi_assets.lake import LakeResource
+from taxi_assets.schema import to_pandas
 
 NAME_METADATA_KEY = "lake/name"
 DATASET_FILE = "part-0.parquet"
@@ -90,7 +91,7 @@ def _to_pandas(tables: Sequence[pa.Table]) -> pd.DataFrame:
     if not tables:
         return pd.DataFrame()
     # A column that is all null in one file is typed null there; "default" promotes it.
-    return pa.concat_tables(tables, promote_options="default").to_pandas()
+    return to_pandas(pa.concat_tables(tables, promote_options="default"))
 
 
 def _days_between(start: dt.date, end: dt.date) -> list[dt.date]:

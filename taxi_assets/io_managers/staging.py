@@ -1,4 +1,10 @@
-"""Intermediate asset values as one Parquet file per asset partition on local disk."""
+"""Intermediate asset values as one Parquet file per asset partition on local disk.
+
+Runs execute in one process (see definitions.py), where every step of a month reads what the
+step before it wrote. The last table written is therefore also kept in memory and handed to
+readers as long as the file on disk is still the one it was written to; anything else is
+read from disk.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,29 @@ import pyarrow.parquet as pq
 from taxi_assets.schema import to_pandas
 
 
+class _LastWritten:
+    """The most recent table this process wrote, with the file identity it was written to."""
+
+    # One tuple, replaced whole, so threads running runs side by side never mix two entries.
+    entry: tuple[Path, tuple[int, int], pa.Table] | None = None
+
+    @classmethod
+    def remember(cls, path: Path, table: pa.Table) -> None:
+        cls.entry = (path, _stamp(path), table)
+
+    @classmethod
+    def read(cls, path: Path) -> pa.Table:
+        entry = cls.entry
+        if entry and entry[0] == path and entry[1] == _stamp(path):
+            return entry[2]
+        return pq.read_table(path)
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    status = path.stat()
+    return status.st_mtime_ns, status.st_ino
+
+
 class StagingParquetIOManager(dg.ConfigurableIOManager):
     base_dir: str
 
@@ -23,10 +52,14 @@ class StagingParquetIOManager(dg.ConfigurableIOManager):
         partition = context.partition_key if context.has_partition_key else None
         path = self._path(context.asset_key, partition)
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        # Named for the run, not the process: two runs may share a process (threads, or an
+        # in-process executor) and would otherwise write, and rename, each other's file.
+        partial = path.with_suffix(f".{context.run_id}.tmp")
         # Written aside and renamed, so a reader never meets half a file.
-        pq.write_table(pa.Table.from_pandas(obj, preserve_index=False), partial)
+        table = pa.Table.from_pandas(obj, preserve_index=False)
+        pq.write_table(table, partial)
         os.replace(partial, path)
+        _LastWritten.remember(path, table)
         context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
@@ -34,12 +67,13 @@ class StagingParquetIOManager(dg.ConfigurableIOManager):
         partitions = context.asset_partition_keys if context.has_asset_partitions else [None]
         # Input metadata may mark the last N upstream partitions as optional: data that is
         # welcome when it exists (late-filed trips in the next month's file) but not required.
-        optional = partitions[len(partitions) - context.definition_metadata.get("optional_trailing_partitions", 0):]
+        optional_count = context.definition_metadata.get("optional_trailing_partitions", 0)
+        optional = partitions[len(partitions) - optional_count:]
         tables = []
         for partition in partitions:
             path = self._path(key, partition)
             if path.exists():
-                tables.append(pq.read_table(path))
+                tables.append(_LastWritten.read(path))
             elif partition in optional:
                 context.log.info(f"{key.to_user_string()} {partition} is not materialized yet: "
                                  "reading without it")
