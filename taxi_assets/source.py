@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import gzip
 import http.client
 import os
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,13 +45,21 @@ def _stream(url: str, part: Path, timeout: float, log: Callable[[str], None]) ->
         expected = response.headers.get("Content-Length")
         expected = int(expected) if expected is not None else None
         received, next_report = 0, 0.0
-        while chunk := response.read(CHUNK_BYTES):
-            out.write(chunk)
-            received += len(chunk)
-            if expected and received / expected >= next_report:
-                log(f"{part.name[:-5]}: {received:,} of {expected:,} bytes "
-                    f"({received / expected:.0%})")
-                next_report += 0.25
+        try:
+            while chunk := response.read(CHUNK_BYTES):
+                out.write(chunk)
+                received += len(chunk)
+                if expected and received / expected >= next_report:
+                    log(f"{part.name[:-5]}: {received:,} of {expected:,} bytes "
+                        f"({received / expected:.0%})")
+                    next_report += 0.25
+        except http.client.IncompleteRead as error:
+            # Say it in bytes received, like the check below, not in IncompleteRead's repr.
+            received += len(error.partial)
+            of = f" of {expected:,}" if expected is not None else ""
+            raise DownloadFailed(
+                f"{url}: connection ended after {received:,}{of} bytes"
+            ) from error
         out.flush()
         os.fsync(out.fileno())
     if expected is not None and received != expected:
@@ -55,6 +67,43 @@ def _stream(url: str, part: Path, timeout: float, log: Callable[[str], None]) ->
             f"{url}: connection ended after {received:,} of {expected:,} bytes"
         )
     return received
+
+
+def _verify_gzip(part: Path, file_name: str) -> None:
+    """Read the whole gzip stream: its trailer's CRC and length prove the file is complete.
+
+    The byte count cannot: a server may send a Content-Length that is wrong but consistent
+    with what it sent, or none at all.
+    """
+    try:
+        with gzip.open(part, "rb") as stream:
+            while stream.read(CHUNK_BYTES):
+                pass
+    except gzip.BadGzipFile as error:
+        with open(part, "rb") as raw:
+            magic = raw.read(4)
+        kind = " (it is a Parquet file)" if magic == b"PAR1" else ""
+        raise DownloadFailed(
+            f"{file_name} is not gzip-compressed{kind}: starts with {magic!r}"
+        ) from error
+    except (OSError, EOFError, zlib.error) as error:
+        raise DownloadFailed(f"{file_name} is truncated or corrupt: {error}") from error
+
+
+@contextlib.contextmanager
+def _only_download(landing_dir: Path, file_name: str, log: Callable[[str], None]):
+    """Hold the file's download lock: runs fetching the same month take turns.
+
+    Without it two runs would write one `.part` file at once and rename a mix of both.
+    The lock is the kernel's, so it is released even when the holder is killed.
+    """
+    with open(landing_dir / f".{file_name}.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"{file_name}: another run is downloading it; waiting")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def download(
@@ -69,10 +118,17 @@ def download(
 ) -> Path:
     """Fetch file_name into landing_dir, reusing a copy an earlier run completed.
 
-    A download lands under a `.part` name and is renamed only once complete, so a cut
-    connection can never leave a file that a later run takes for whole.
+    A download lands under a `.part` name and is renamed only once complete (and, for a
+    gzip file, once its trailer checks out), so a cut connection can never leave a file that
+    a later run takes for whole.
     """
     landing_dir.mkdir(parents=True, exist_ok=True)
+    with _only_download(landing_dir, file_name, log):
+        return _download(base_url, file_name, landing_dir, retries=retries,
+                         backoff_seconds=backoff_seconds, timeout=timeout, log=log)
+
+
+def _download(base_url, file_name, landing_dir, *, retries, backoff_seconds, timeout, log) -> Path:
     target = landing_dir / file_name
     if target.exists():
         log(f"{file_name}: reusing the complete download at {target} "
@@ -83,6 +139,8 @@ def download(
     for attempt in range(1, retries + 2):
         try:
             size = _stream(url, part, timeout, log)
+            if file_name.endswith(".gz"):
+                _verify_gzip(part, file_name)
             break
         except urllib.error.HTTPError as error:
             if error.code == 404:
