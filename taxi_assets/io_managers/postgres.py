@@ -1,8 +1,9 @@
 """pandas DataFrames into PostgreSQL, one list partition per Dagster partition, swapped atomically.
 
-The rows land by binary COPY (ADBC `adbc_ingest`) in a staging table that nobody reads; a short
-transaction then detaches the partition's old table and attaches the new one. A reader sees the
-old rows or the new rows, never neither, and a failed load leaves the old rows where they were.
+The rows land by binary COPY (ADBC `adbc_ingest`) in a staging table that nobody reads; the same
+transaction then detaches the partition's old table and attaches the new one, a short last step
+and the only one readers wait for. A reader sees the old rows or the new rows, never neither,
+and a failed load, even one whose server dies midway, leaves the old rows and nothing else.
 """
 
 from __future__ import annotations
@@ -59,9 +60,11 @@ class PostgresPandasIOManager(dg.ConfigurableIOManager):
         staging = f"{partition}__{context.run_id[:8]}"
 
         with adbc.connect(self.postgres.uri()) as conn:
+            self._create_schema(conn, schema)
+            # One transaction from the staging table's creation to the swap's commit: if the
+            # run or the server dies at any point, the server discards it all, staging included.
             try:
                 with conn.cursor() as cur:
-                    cur.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
                     loaded = cur.adbc_ingest(
                         staging, self._logged_batches(context, rows, target),
                         mode="create", db_schema_name=schema,
@@ -72,13 +75,12 @@ class PostgresPandasIOManager(dg.ConfigurableIOManager):
                         f"{quote(staging + '_partition')} CHECK ({quote(column)} IS NOT NULL "
                         f"AND {quote(column)} = DATE '{value}')"
                     )
-                conn.commit()
                 self._swap(conn, schema, table, column, staging, partition, value)
             except BaseException:
-                conn.rollback()
-                with conn.cursor() as cur:
-                    cur.execute(f"DROP TABLE IF EXISTS {quote(schema)}.{quote(staging)}")
-                conn.commit()
+                try:
+                    conn.rollback()
+                except adbc.Error:
+                    pass  # the connection is gone, and its transaction with it; report the cause
                 raise
 
         context.log.info(f"{target}: partition {context.partition_key} replaced with "
@@ -100,6 +102,15 @@ class PostgresPandasIOManager(dg.ConfigurableIOManager):
                 context.log.info(f"{target}: {sent:,} of {rows.num_rows:,} rows loaded")
 
         return pa.RecordBatchReader.from_batches(rows.schema, batches())
+
+    @staticmethod
+    def _create_schema(conn, schema: str) -> None:
+        with conn.cursor() as cur:
+            # Two first runs would both miss the schema and the second would fail creating it.
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))"
+                        % _literal(f"CREATE SCHEMA {quote(schema)}"))
+            cur.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
+        conn.commit()
 
     @staticmethod
     def _swap(conn, schema, table, column, staging, partition, value) -> None:
