@@ -1,8 +1,4 @@
-"""Resources, and the profiles that choose them: our answer to Mage's `io_config.yaml`.
-
-`local` (the default) needs no setup: an embedded PostgreSQL and folders under TAXI_HOME.
-`gcp` takes every address and secret from the environment through `dg.EnvVar`.
-"""
+"""Resources: the source files and the PostgreSQL server (profiles.py chooses their settings)."""
 
 from __future__ import annotations
 
@@ -12,7 +8,6 @@ from pathlib import Path
 import dagster as dg
 
 from taxi_assets import source
-from taxi_assets.lake import LakeResource
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DATATALKS_RELEASE = "https://github.com/DataTalksClub/nyc-tlc-data/releases/download/yellow"
@@ -66,45 +61,3 @@ class PostgresResource(dg.ConfigurableResource):
 
     def describe(self) -> str:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{self.database}"
-
-
-def _env_or(name: str, default: str) -> str:
-    return os.environ.get(name) or default
-
-
-def local_resources() -> dict:
-    home = taxi_home()
-    return {
-        "taxi_source": TaxiSourceResource(
-            base_url=_env_or("TAXI_SOURCE_URL", DATATALKS_RELEASE),
-            landing_dir=str(home / "landing"),
-        ),
-        "postgres": PostgresResource(port=int(_env_or("TAXI_PG_PORT", str(LOCAL_PG_PORT)))),
-        "staging_dir": str(home / "staging"),
-        "lake": LakeResource(root=str(home / "lake")),
-    }
-
-
-def gcp_resources() -> dict:
-    home = taxi_home()
-    return {
-        "taxi_source": TaxiSourceResource(
-            base_url=_env_or("TAXI_SOURCE_URL", DATATALKS_RELEASE),
-            landing_dir=str(home / "landing"),
-        ),
-        "postgres": PostgresResource(
-            host=dg.EnvVar("TAXI_PG_HOST"),
-            port=dg.EnvVar.int("TAXI_PG_PORT"),
-            user=dg.EnvVar("TAXI_PG_USER"),
-            password=dg.EnvVar("TAXI_PG_PASSWORD"),
-            database=dg.EnvVar("TAXI_PG_DB"),
-        ),
-        "staging_dir": str(home / "staging"),
-        # The bucket name is no secret, and a gs:// root cannot be assembled from an EnvVar.
-        "lake": LakeResource(
-            root=f"gs://{os.environ.get('TAXI_GCS_BUCKET', 'set-TAXI_GCS_BUCKET')}",
-            endpoint=os.environ.get("TAXI_GCS_ENDPOINT") or None,
-            # The client's default is to retry for ~15 minutes while GCS is unreachable.
-            retry_time_limit_seconds=300,
-        ),
-    }

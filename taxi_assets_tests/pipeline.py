@@ -8,36 +8,31 @@ import dagster as dg
 import psycopg
 
 from taxi_assets.definitions import defs
-from taxi_assets.io_managers.lake import (
-    DailyDatasetIOManager,
-    DailyExportIOManager,
-    MonthlyParquetIOManager,
-)
-from taxi_assets.io_managers.postgres import PostgresPandasIOManager
-from taxi_assets.io_managers.staging import StagingParquetIOManager
+from taxi_assets.io_managers.duckdb import DuckDBWarehouseIOManager
 from taxi_assets.lake import LakeResource
+from taxi_assets.profiles import build_resources
 from taxi_assets.resources import TaxiSourceResource
 
 JANUARY = "2021-01-01"
 POSTGRES_TABLE = "ny_taxi.yellow_cab_data"
 
 
-def pipeline_resources(state: Path, source_url: str, postgres, lake: LakeResource | None = None) -> dict:
+def pipeline_resources(state: Path, source_url: str, postgres, lake: LakeResource | None = None,
+                       warehouse_io_manager: dg.ConfigurableIOManager | None = None) -> dict:
     """The resources of the local profile, pointed at the suite's servers and `state`."""
-    lake = lake or LakeResource(root=str(state / "lake"))
-    return {
-        "taxi_source": TaxiSourceResource(base_url=source_url, landing_dir=str(state / "landing"),
-                                          backoff_seconds=0.01),
-        "io_manager": StagingParquetIOManager(base_dir=str(state / "staging")),
-        "postgres_io_manager": PostgresPandasIOManager(postgres=postgres.resource()),
-        "lake_monthly_io_manager": MonthlyParquetIOManager(lake=lake),
-        "lake_by_day_io_manager": DailyDatasetIOManager(lake=lake),
-        "lake_export_io_manager": DailyExportIOManager(lake=lake),
-    }
+    return build_resources(
+        taxi_source=TaxiSourceResource(base_url=source_url, landing_dir=str(state / "landing"),
+                                       backoff_seconds=0.01),
+        postgres=postgres.resource(),
+        lake=lake or LakeResource(root=str(state / "lake")),
+        warehouse_io_manager=warehouse_io_manager
+        or DuckDBWarehouseIOManager(database=str(state / "warehouse.duckdb")),
+        staging_dir=str(state / "staging"),
+    )
 
 
 MONTHLY = "raw_yellow_trips yellow_trips ny_taxi/yellow_cab_data yellow_trips_parquet"
-DAILY = "yellow_trips_by_day yellow_trips_daily_export"
+DAILY = "yellow_trips_by_day yellow_trips_daily_export ny_taxi/yellow_trips"
 
 
 def _selection(names: str) -> list[dg.AssetKey]:
