@@ -12,10 +12,12 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pandas as pd
+import pyarrow as pa
 import pytest
 
-from taxi_assets.io_managers.bigquery import BigQueryWarehouseIOManager
+from taxi_assets.io_managers.bigquery import BigQueryWarehouseIOManager, bigquery_schema
 from taxi_assets.io_managers.duckdb import DuckDBWarehouseIOManager
+from taxi_assets.schema import to_pandas
 
 pytest_plugins = ["taxi_assets_tests.emulators.bigquery"]
 
@@ -71,11 +73,27 @@ def trips(day: str, n: int, fare: float = 10.0) -> pd.DataFrame:
     )[COLUMNS]
 
 
+def arrow_backed(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` as the pipeline hands frames on: Arrow-backed columns, microsecond datetime64."""
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    return to_pandas(
+        table.cast(
+            pa.schema(
+                pa.field(f.name, pa.timestamp("us", f.type.tz))
+                if pa.types.is_timestamp(f.type)
+                else f
+                for f in table.schema
+            )
+        )
+    )
+
+
 class ToyConfig(dg.Config):
     trips_per_day: int = 3
     fare: float = 10.0
     reverse_columns: bool = False  # the table must not care about column order
     stray_next_day_row: bool = False
+    arrow_backed: bool = False
 
 
 def _output(context: dg.AssetExecutionContext, config: ToyConfig) -> pd.DataFrame:
@@ -87,6 +105,8 @@ def _output(context: dg.AssetExecutionContext, config: ToyConfig) -> pd.DataFram
     if config.stray_next_day_row:
         frames.append(trips(f"{window.end:%Y-%m-%d}", 1, config.fare))
     df = pd.concat(frames, ignore_index=True)
+    if config.arrow_backed:
+        df = arrow_backed(df)
     return df[list(reversed(COLUMNS))] if config.reverse_columns else df
 
 
@@ -140,8 +160,8 @@ def warehouse(request, tmp_path: Path, monkeypatch) -> Iterator[Warehouse]:
                 dataset=dg.EnvVar("TAXI_BQ_DATASET"),
                 api_endpoint=dg.EnvVar("TAXI_BQ_ENDPOINT"),
             ),
-            query=lambda sql: client.query(sql.format(table=f"`{table}`")).to_dataframe(
-                create_bqstorage_client=False
+            query=lambda sql: to_pandas(
+                client.query(sql.format(table=f"`{table}`")).to_arrow(create_bqstorage_client=False)
             ),
             columns=lambda: [f.name for f in client.get_table(table).schema],
         )
@@ -250,10 +270,12 @@ def test_bigquery_partition_column_may_be_date_or_timestamp(
         assert {f.name: f.field_type for f in client.get_table(table).schema}[
             "pickup_key"
         ] == column_type
-        counts = client.query(
-            f"select cast(tpep_pickup_datetime as date) as day, count(*) as n from `{table}`"
-            " group by 1 order by 1"
-        ).to_dataframe(create_bqstorage_client=False)
+        counts = to_pandas(
+            client.query(
+                f"select cast(tpep_pickup_datetime as date) as day, count(*) as n from `{table}`"
+                " group by 1 order by 1"
+            ).to_arrow(create_bqstorage_client=False)
+        )
     assert [(str(d), n) for d, n in counts.itertuples(index=False)] == [
         ("2021-01-05", 2),
         ("2021-01-06", 3),
@@ -304,10 +326,67 @@ def test_reads_a_partition_back_through_the_io_manager(warehouse: Warehouse):
     read = result.output_for_node("trips_read_back")
     assert list(read.columns) == COLUMNS
     read = read.sort_values("tpep_pickup_datetime", ignore_index=True)
-    expected = trips("2021-01-06", 3, 20.0)
-    pd.testing.assert_frame_equal(read, expected, check_dtype=False)
-    assert read["vendorid"].dtype == "Int64"
-    assert pd.api.types.is_datetime64_dtype(read["tpep_pickup_datetime"])
+    # Arrow-backed, as the rest of the pipeline reads, with the NULL passenger_count kept; the
+    # datetimes numpy, at the table's precision (DuckDB kept the toy frame's nanoseconds).
+    assert read["vendorid"].dtype == pd.ArrowDtype(pa.int64())
+    assert read["tpep_pickup_datetime"].dtype.kind == "M"
+    in_us = {column: "datetime64[us]" for column in COLUMNS if "datetime" in column}
+    pd.testing.assert_frame_equal(read.astype(in_us), arrow_backed(trips("2021-01-06", 3, 20.0)))
+
+
+def test_bigquery_schema_is_the_same_for_numpy_and_arrow_backed_frames():
+    numpy_backed = trips("2021-01-05", 3)
+    ints = ["vendorid", "passenger_count", "ratecodeid", "pulocationid", "dolocationid",
+            "payment_type"]
+    expected = {
+        **{c: "INT64" for c in ints},
+        "tpep_pickup_datetime": "DATETIME",
+        "tpep_dropoff_datetime": "DATETIME",
+        "store_and_fwd_flag": "STRING",
+        **{c: "FLOAT64" for c in ["trip_distance", *COLUMNS[COLUMNS.index("fare_amount"):]]},
+    }
+
+    for frame in [numpy_backed, arrow_backed(numpy_backed)]:
+        schema = bigquery_schema(frame)
+        assert [f.name for f in schema] == COLUMNS
+        assert {f.name: f.field_type for f in schema} == expected
+
+    # Arrow-backed columns pandas' own dtypes don't produce.
+    other = pd.DataFrame(
+        {
+            "flag": pd.array(["Y", "N"], dtype=pd.ArrowDtype(pa.string_view())),
+            "zone": pd.Series(
+                pa.array(["a", "b"]).dictionary_encode(),
+                dtype=pd.ArrowDtype(pa.dictionary(pa.int32(), pa.string())),
+            ),
+            "day": pd.array(
+                [pd.Timestamp("2021-01-05").date()] * 2, dtype=pd.ArrowDtype(pa.date32())
+            ),
+            "at": pd.array(
+                [pd.Timestamp("2021-01-05", tz="UTC")] * 2,
+                dtype=pd.ArrowDtype(pa.timestamp("us", "UTC")),
+            ),
+            "ok": pd.array([True, None], dtype=pd.ArrowDtype(pa.bool_())),
+        }
+    )
+    assert {f.name: f.field_type for f in bigquery_schema(other)} == {
+        "flag": "STRING", "zone": "STRING", "day": "DATE", "at": "TIMESTAMP", "ok": "BOOL"
+    }
+
+
+def test_arrow_backed_and_numpy_backed_partitions_share_a_table(warehouse: Warehouse):
+    materialize(warehouse, "2021-01-05", arrow_backed=True)
+    materialize(warehouse, "2021-01-06")  # the other kind into the table the first one made
+    materialize(warehouse, "2021-01-05", arrow_backed=True, fare=50.0, reverse_columns=True)
+
+    assert warehouse.columns() == COLUMNS
+    assert rows_per_day(warehouse) == {"2021-01-05": (3, 153.0), "2021-01-06": (3, 33.0)}
+    day5 = warehouse.query("select * from {table} where fare_amount >= 50")
+    day5 = day5.sort_values("tpep_pickup_datetime", ignore_index=True)
+    expected = trips("2021-01-05", 3, 50.0)
+    assert day5["tpep_pickup_datetime"].tolist() == expected["tpep_pickup_datetime"].tolist()
+    assert day5["passenger_count"].isna().tolist() == [True, False, False]
+    assert day5["store_and_fwd_flag"].tolist() == expected["store_and_fwd_flag"].tolist()
 
 
 def test_rows_outside_the_partition_are_refused_before_anything_is_deleted(warehouse: Warehouse):

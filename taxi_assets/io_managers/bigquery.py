@@ -20,12 +20,14 @@ Required asset metadata for partitioned assets: `partition_expr` = the name of a
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import dagster as dg
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 from dagster._core.definitions.metadata import TableMetadataSet
 from dagster._core.storage.db_io_manager import (
     DbTypeHandler,
@@ -44,6 +46,7 @@ from taxi_assets.io_managers.partition_window import (
     time_window_dimensions,
     wall_clock,
 )
+from taxi_assets.schema import to_pandas
 
 
 def bigquery_client(
@@ -126,6 +129,8 @@ def _select_statement(table_slice: TableSlice, column_types: Mapping[str, str]) 
 
 
 def _bigquery_type(arrow_type: pa.DataType) -> str:
+    if pa.types.is_dictionary(arrow_type):  # pandas Categorical, dictionary-encoded ArrowDtype
+        return _bigquery_type(arrow_type.value_type)
     if pa.types.is_boolean(arrow_type):
         return "BOOL"
     if pa.types.is_integer(arrow_type):
@@ -134,11 +139,19 @@ def _bigquery_type(arrow_type: pa.DataType) -> str:
         return "FLOAT64"
     if pa.types.is_decimal(arrow_type):
         return "NUMERIC" if arrow_type.precision <= 38 and arrow_type.scale <= 9 else "BIGNUMERIC"
-    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+    if (
+        pa.types.is_string(arrow_type)
+        or pa.types.is_large_string(arrow_type)
+        or pa.types.is_string_view(arrow_type)
+    ):
         return "STRING"
     if pa.types.is_null(arrow_type):  # an all-null object column
         return "STRING"
-    if pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type):
+    if (
+        pa.types.is_binary(arrow_type)
+        or pa.types.is_large_binary(arrow_type)
+        or pa.types.is_binary_view(arrow_type)
+    ):
         return "BYTES"
     if pa.types.is_timestamp(arrow_type):
         return "TIMESTAMP" if arrow_type.tz is not None else "DATETIME"
@@ -150,7 +163,11 @@ def _bigquery_type(arrow_type: pa.DataType) -> str:
 
 
 def bigquery_schema(obj: pd.DataFrame) -> list[bigquery.SchemaField]:
-    """The table schema for a DataFrame: names unchanged, every column NULLABLE."""
+    """The table schema for a DataFrame: names unchanged, every column NULLABLE.
+
+    Takes numpy, pandas-nullable (`Int64`, `string`) and Arrow-backed (`int64[pyarrow]`) columns
+    alike, through the Arrow type each converts to.
+    """
     arrow_schema = pa.Schema.from_pandas(obj, preserve_index=False)
     fields = []
     for field in arrow_schema:
@@ -159,6 +176,63 @@ def bigquery_schema(obj: pd.DataFrame) -> list[bigquery.SchemaField]:
         except TypeError as exc:
             raise TypeError(f"column {field.name!r}: {exc}") from exc
     return fields
+
+
+# The Arrow type a load writes for each BigQuery column type (as the client library maps them).
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "BOOL": pa.bool_(),
+    "BOOLEAN": pa.bool_(),
+    "INT64": pa.int64(),
+    "INTEGER": pa.int64(),
+    "FLOAT64": pa.float64(),
+    "FLOAT": pa.float64(),
+    "NUMERIC": pa.decimal128(38, 9),
+    "BIGNUMERIC": pa.decimal256(76, 38),
+    "STRING": pa.string(),
+    "BYTES": pa.binary(),
+    "DATETIME": pa.timestamp("us"),
+    "TIMESTAMP": pa.timestamp("us", tz="UTC"),
+    "DATE": pa.date32(),
+    "TIME": pa.time64("us"),
+}
+
+
+def parquet_for_table(obj: pd.DataFrame, schema: Sequence[bigquery.SchemaField]) -> io.BytesIO:
+    """`obj` as Parquet whose columns have the table's order and types.
+
+    Order, because some servers (bqemulator) match a Parquet file's columns by position. Types,
+    because the frame's may be narrower or wider than the table's (int32, nanosecond
+    timestamps): cast safely, so a value the column can't hold fails the write.
+    """
+    names = [f.name for f in schema if f.name in obj.columns]
+    # Columns the table lacks stay, for the load job to refuse by name.
+    names += [c for c in obj.columns if c not in names]
+    table = pa.Table.from_pandas(obj[names], preserve_index=False)
+    field_types = {f.name: f.field_type for f in schema}
+    columns = []
+    for name, column in zip(table.column_names, table.columns):
+        target = _ARROW_TYPES.get(field_types.get(name, ""))
+        if target is None or column.type == target:
+            columns.append(column)
+            continue
+        if pa.types.is_timestamp(column.type) and pa.types.is_timestamp(target):
+            if (column.type.tz is None) != (target.tz is None):
+                # Arrow would read naive times as UTC, or drop a zone keeping the UTC wall clock.
+                raise TypeError(
+                    f"column {name!r}: {column.type} values can't go into a"
+                    f" {field_types[name]} column (naive vs time-zone aware)"
+                )
+        try:
+            columns.append(column.cast(target))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise TypeError(
+                f"column {name!r}: {column.type} values don't fit the table's"
+                f" {field_types[name]} column: {exc}"
+            ) from exc
+    buffer = io.BytesIO()
+    pq.write_table(pa.table(columns, names=table.column_names), buffer)
+    buffer.seek(0)
+    return buffer
 
 
 # -- Dagster plumbing ------------------------------------------------------------------------
@@ -232,16 +306,28 @@ class BigQueryWarehousePandasTypeHandler(DbTypeHandler[pd.DataFrame]):
             context.log.info(f"no rows to write to {_table_id(table_slice)}")
         else:
             table = self._ensure_table(table_slice, obj, connection)
-            # In the table's column order: the client writes the Parquet in the DataFrame's order
-            # and some servers (bqemulator) match its columns by position.
-            table_order = [f.name for f in table.schema if f.name in obj.columns]
-            obj = obj[table_order + [c for c in obj.columns if c not in table_order]]
-            # No schema in the job config: the client takes it from the existing table.
-            job = connection.load_table_from_dataframe(
-                dataframe=obj,
-                destination=_table_id(table_slice),
+            # Parquet written here rather than by load_table_from_dataframe, which is deprecated
+            # in favour of pandas-gbq.
+            schema = [
+                # Name and type only, as load_table_from_dataframe sent them: descriptions and
+                # policy tags belong to the table, not to a load.
+                bigquery.SchemaField(f.name, f.field_type, mode=f.mode, fields=f.fields)
+                for f in table.schema
+                if f.name in obj.columns
+            ]
+            parquet = parquet_for_table(obj, schema)
+            job = connection.load_table_from_file(
+                parquet,
+                table.reference,
+                # With the size known, a small file goes in one multipart request, as
+                # load_table_from_dataframe sent it, rather than a resumable upload session.
+                size=parquet.getbuffer().nbytes,
                 job_config=bigquery.LoadJobConfig(
-                    write_disposition=bigquery.WriteDisposition.WRITE_APPEND
+                    source_format=bigquery.SourceFormat.PARQUET,
+                    write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
+                    # The file is checked against the table's types rather than ones inferred
+                    # from the Parquet.
+                    schema=schema,
                 ),
                 location=config.get("location"),
                 timeout=config.get("timeout"),
@@ -290,8 +376,9 @@ class BigQueryWarehousePandasTypeHandler(DbTypeHandler[pd.DataFrame]):
             location=config.get("location"),
             timeout=config.get("timeout"),
         )
-        # An emulator serves no Storage Read API; real BigQuery uses it when it is installed.
-        return job.to_dataframe(create_bqstorage_client=not config.get("api_endpoint"))
+        # Arrow rather than to_dataframe, which is deprecated in favour of pandas-gbq. An
+        # emulator serves no Storage Read API; real BigQuery uses it when it is installed.
+        return to_pandas(job.to_arrow(create_bqstorage_client=not config.get("api_endpoint")))
 
     @property
     def supported_types(self):

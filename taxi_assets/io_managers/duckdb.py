@@ -27,6 +27,7 @@ from dagster_duckdb.io_manager import DuckDbClient
 from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
 
 from taxi_assets.io_managers.partition_window import WindowCheckedDbIOManager
+from taxi_assets.schema import to_pandas
 
 
 class DuckDBWarehouseClient(DuckDbClient):
@@ -61,7 +62,7 @@ class DuckDBWarehouseClient(DuckDbClient):
 
 
 class DuckDBWarehousePandasTypeHandler(DuckDBPandasTypeHandler):
-    """The stock pandas handler with a by-name insert and data-independent read dtypes."""
+    """The stock pandas handler with a by-name insert, read back as Arrow-backed pandas."""
 
     def handle_output(
         self, context: dg.OutputContext, table_slice: TableSlice, obj: pd.DataFrame, connection
@@ -94,15 +95,13 @@ class DuckDBWarehousePandasTypeHandler(DuckDBPandasTypeHandler):
     def load_input(
         self, context: dg.InputContext, table_slice: TableSlice, connection
     ) -> pd.DataFrame:
-        df = super().load_input(context, table_slice, connection)
-        # DuckDB hands back int64 for an integer column without NULLs and Int64 for one with
-        # them; always use the nullable dtypes, as the BigQuery IO manager and our schema do.
-        for column, dtype in df.dtypes.items():
-            if pd.api.types.is_integer_dtype(dtype) and not isinstance(dtype, pd.Int64Dtype):
-                df[column] = df[column].astype("Int64")
-            elif pd.api.types.is_bool_dtype(dtype) and not isinstance(dtype, pd.BooleanDtype):
-                df[column] = df[column].astype("boolean")
-        return df
+        if table_slice.partition_dimensions and len(context.asset_partition_keys) == 0:
+            return pd.DataFrame()
+        # Through Arrow, as the BigQuery IO manager and the lake read: one dtype per column type
+        # (fetchdf gives int64 for an integer column without NULLs, Int64 for one with them),
+        # and a relation's Arrow result, unlike a DB-API cursor's, is not copied again.
+        select = DuckDbClient.get_select_statement(table_slice)
+        return to_pandas(connection.sql(select).to_arrow_table())
 
 
 class DuckDBWarehouseIOManager(DuckDBPandasIOManager):
