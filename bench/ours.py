@@ -1,8 +1,8 @@
-"""Contender "ours": the month through Dagster, as `make run` does it, on the local profile.
+"""Contender "ours": months through Dagster, as `make run` does them, on the local profile.
 
-One run for the monthly assets (parse, clean, checks, Postgres, monthly Parquet) and one
-single-run backfill of the month's days (by-day dataset, daily exports), recorded in a
-PostgreSQL-backed Dagster instance like the real one.
+Per month, one run for the monthly assets (parse, clean, checks, Postgres, monthly Parquet)
+and one single-run backfill of its days (by-day dataset, daily exports, warehouse), recorded
+in a PostgreSQL-backed Dagster instance like the real one.
 """
 
 from __future__ import annotations
@@ -17,23 +17,33 @@ from taxi_assets import cli
 from taxi_assets.resources import PROJECT_ROOT
 
 
-def run(csv_path: Path | str, pg_url: str, workdir: Path | str) -> dict:
-    csv_path, workdir = Path(csv_path).resolve(), Path(workdir).resolve()
+def _month(csv_path: Path) -> str:
+    return re.search(r"yellow_tripdata_(\d{4}-\d{2})", csv_path.name).group(1)
+
+
+def _prepare(workdir: Path, pg_url: str, csv_paths: list[Path]) -> None:
     shutil.rmtree(workdir, ignore_errors=True)
-    month = re.search(r"yellow_tripdata_(\d{4}-\d{2})", csv_path.name).group(1)
     source = workdir / "source"
     source.mkdir(parents=True)
-    (source / f"yellow_tripdata_{month}.csv.gz").symlink_to(csv_path)
+    for csv_path in csv_paths:
+        (source / f"yellow_tripdata_{_month(csv_path)}.csv.gz").symlink_to(csv_path)
     shutil.copyfile(PROJECT_ROOT / "dagster.yaml", workdir / "dagster.yaml")
-    url = urllib.parse.urlparse(pg_url)
     os.environ.update({
-        "TAXI_PROFILE": "local", "TAXI_HOME": str(workdir), "TAXI_SOURCE_URL": str(source),
-        "TAXI_PG_PORT": str(url.port), "DAGSTER_HOME": str(workdir), "DAGSTER_PG_URL": cli.instance_storage_url(pg_url),
+        "TAXI_PROFILE": "local",
+        "TAXI_HOME": str(workdir),
+        "TAXI_SOURCE_URL": str(source),
+        "TAXI_PG_PORT": str(urllib.parse.urlparse(pg_url).port),
+        "DAGSTER_HOME": str(workdir),
+        "DAGSTER_PG_URL": cli.instance_storage_url(pg_url),
     })
 
+
+def run(csv_path: Path | str, pg_url: str, workdir: Path | str) -> dict:
     import dagster as dg
 
-    results = cli.run(month)
+    csv_path, workdir = Path(csv_path).resolve(), Path(workdir).resolve()
+    _prepare(workdir, pg_url, [csv_path])
+    results = cli.run(_month(csv_path))
     instance = dg.DagsterInstance.get()
     steps = {}
     for result in results:
@@ -47,3 +57,29 @@ def run(csv_path: Path | str, pg_url: str, workdir: Path | str) -> dict:
         "steps": steps,
         "postgres_step": "ny_taxi__yellow_cab_data",
     }
+
+
+def _next_months(first: str, count: int) -> list[str]:
+    year, month = int(first[:4]), int(first[5:])
+    return [f"{year + (month - 1 + i) // 12}-{(month - 1 + i) % 12 + 1:02d}" for i in range(count)]
+
+
+def run_backfill(csv_path: Path | str, pg_url: str, workdir: Path | str, months: int = 3) -> dict:
+    """Consecutive months in one process, as a backfill runs them one after another: the peak
+    RSS after each month shows whether memory grows with the backfill."""
+    from bench.run import _vm_hwm_mb, ensure_month
+
+    csv_path, workdir = Path(csv_path).resolve(), Path(workdir).resolve()
+    rows_per_month = int(re.search(r"\.(\d+)rows", csv_path.name).group(1))
+    seed = int(re.search(r"seed(\d+)", csv_path.name).group(1))
+    names = _next_months(_month(csv_path), months)
+    paths = [csv_path, *(ensure_month(name, rows_per_month, seed).resolve() for name in names[1:])]
+    _prepare(workdir, pg_url, paths)
+    steps, rows = {}, 0
+    for name in names:
+        for result in cli.run(name):
+            rows += sum(e.event_specific_data.materialization.metadata["dagster/row_count"].value
+                        for e in result.get_asset_materialization_events()
+                        if e.asset_key.to_user_string() == "raw_yellow_trips")
+        steps[f"{name} (peak RSS MB so far)"] = round(_vm_hwm_mb(), 1)
+    return {"rows": rows, "steps": steps}

@@ -54,6 +54,9 @@ class Contender:
 CONTENDERS: dict[str, Contender] = {
     "ours": Contender("bench.ours:run", {},
                       "taxi_assets through Dagster: month run + single-run backfill of its days"),
+    "ours_3_months": Contender("bench.ours:run_backfill", {"months": 3},
+                               "the same for three consecutive months in one process",
+                               pipeline=False),
     "tutorial": Contender("bench.tutorial:run", {"sink": "to_sql"},
                           "tutorial script, pandas to_sql (SQLAlchemy + psycopg)"),
     "tutorial_mage": Contender("bench.tutorial:run", {"sink": "mage_copy"},

@@ -10,6 +10,8 @@ import argparse
 import os
 import sys
 
+import dagster as dg
+
 from taxi_assets.resources import LOCAL_PG_PORT, PROJECT_ROOT, taxi_home
 
 
@@ -42,14 +44,27 @@ def prepare_environment() -> None:
         sys.exit("TAXI_PROFILE=gcp needs DAGSTER_PG_URL (the PostgreSQL for Dagster's storage)")
 
 
-def run(month: str) -> list:
-    """The month's monthly assets in one run, then its days in one single-run backfill.
-
-    Returns the runs' results; exits with a message naming the month when a run fails.
-    """
-    import dagster as dg
-
+def monthly_job() -> dg.JobDefinition:
     from taxi_assets.definitions import defs
+    from taxi_assets.schedules import MONTHLY_JOB
+
+    return defs.resolve_job_def(MONTHLY_JOB)
+
+
+def daily_job() -> dg.JobDefinition:
+    from taxi_assets.definitions import defs
+    from taxi_assets.schedules import DAILY_JOB
+
+    return defs.resolve_job_def(DAILY_JOB)
+
+
+def run(month: str) -> list[dg.ExecuteJobResult]:
+    """The month's monthly job, then its days as one single-run backfill of the daily job.
+
+    Through `execute_job`, as `dagster asset materialize` runs them: unlike `materialize`, it
+    does not keep every output in memory, which a month's DataFrames would make gigabytes.
+    Returns the (closed) results; exits with a message naming the month when a run fails.
+    """
     from taxi_assets.partitions import daily_partitions, monthly_partitions
 
     key = f"{month}-01"
@@ -57,27 +72,17 @@ def run(month: str) -> list:
         sys.exit(f"--month {month}: not a month of the yellow-taxi release "
                  f"({monthly_partitions.get_first_partition_key()[:7]} to "
                  f"{monthly_partitions.get_last_partition_key()[:7]})")
-    instance = dg.DagsterInstance.get()
-    graph = defs.resolve_asset_graph()
-    by_partitions: dict = {}
-    for asset_key in graph.get_all_asset_keys():
-        by_partitions.setdefault(graph.get(asset_key).partitions_def, []).append(asset_key)
     days = daily_partitions.get_partition_keys_in_time_window(
         monthly_partitions.time_window_for_partition_key(key))
-    runs = [(by_partitions.get(monthly_partitions, []), {"partition_key": key}),
-            (by_partitions.get(daily_partitions, []), {"tags": {
-                "dagster/asset_partition_range_start": days[0],
-                "dagster/asset_partition_range_end": days[-1]}})]
+    instance = dg.DagsterInstance.get()
     results = []
-    for selection, partitions in runs:
-        if not selection:
-            continue
-        result = dg.materialize([*defs.assets, *defs.asset_checks], resources=defs.resources,
-                                instance=instance, selection=selection, raise_on_error=False,
-                                **partitions)
+    for job, tags in ((monthly_job, {"dagster/partition": key}),
+                      (daily_job, {"dagster/asset_partition_range_start": days[0],
+                                   "dagster/asset_partition_range_end": days[-1]})):
+        with dg.execute_job(dg.reconstructable(job), instance=instance, tags=tags) as result:
+            results.append(result)
         if not result.success:
             sys.exit(f"the run for {month} failed: see the log above, or the run in `make dev`")
-        results.append(result)
     return results
 
 

@@ -9,7 +9,9 @@ from taxi_assets.schema import PICKUP
 
 def normalise_column_names(trips: pd.DataFrame) -> pd.DataFrame:
     """The tutorial's rule: spaces to underscores, lower case (`VendorID` → `vendorid`)."""
-    return trips.rename(columns=lambda name: name.replace(" ", "_").lower())
+    normalised = trips.copy(deep=False)  # new names over the same column data
+    normalised.columns = normalised.columns.str.replace(" ", "_").str.lower()
+    return normalised
 
 
 @dg.asset(
@@ -30,7 +32,8 @@ def warehouse_yellow_trips(trips: pd.DataFrame) -> pd.DataFrame:
 
 @dg.asset_check(
     asset=warehouse_yellow_trips,
-    additional_ins={"lake_trips": dg.AssetIn("yellow_trips_by_day")},
+    additional_ins={"lake_trips": dg.AssetIn("yellow_trips_by_day",
+                                              metadata={"columns": [PICKUP]})},
     partitions_def=daily_partitions,
     description="The warehouse holds exactly as many rows for the days as the lake does.",
 )

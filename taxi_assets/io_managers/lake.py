@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import dagster as dg
 import pandas as pd
@@ -72,11 +72,11 @@ def _is_local(fs: pafs.FileSystem) -> bool:
     return isinstance(base, pafs.LocalFileSystem)
 
 
-def _read_parquet(fs: pafs.FileSystem, path: str) -> pa.Table:
+def _read_parquet(fs: pafs.FileSystem, path: str, columns: list[str] | None = None) -> pa.Table:
     try:
         # One GET for the whole object, mirroring the single write.
         with fs.open_input_file(path) as source:
-            return pq.read_table(pa.BufferReader(source.read_buffer()))
+            return pq.read_table(pa.BufferReader(source.read_buffer()), columns=columns)
     except FileNotFoundError as error:
         raise FileNotFoundError(f"{path} is not in the lake: is its partition materialized? "
                                 f"({error})") from error
@@ -113,8 +113,10 @@ def _window_days(context: dg.OutputContext | dg.InputContext) -> list[dt.date]:
 
 def _split_by_day(
     table: pa.Table, column: str, days: Iterable[dt.date] | None
-) -> dict[dt.date, pa.Table]:
+) -> Iterator[tuple[dt.date, pa.Table]]:
     """Rows per day of `column`; every day of `days` gets an entry, possibly empty.
+
+    Days are cut one at a time as the caller asks, so a month is never held twice over.
 
     Rows outside `days` are an error, not dropped: writing them would overwrite another
     partition's data, and dropping them would lose trips silently.
@@ -131,7 +133,8 @@ def _split_by_day(
             f"outside the partitions being written ({wanted[0]} .. {wanted[-1]}); filter them "
             "in the asset or widen its partitions"
         )
-    return {day: table.filter(pc.equal(row_days, pa.scalar(day, pa.date32()))) for day in wanted}
+    for day in wanted:
+        yield day, table.filter(pc.equal(row_days, pa.scalar(day, pa.date32())))
 
 
 def _as_table(obj: pd.DataFrame) -> pa.Table:
@@ -209,7 +212,7 @@ class DailyDatasetIOManager(_LakeIOManager):
         fs = self.lake.filesystem()
         days = _window_days(context) if context.has_asset_partitions else None
         written, cleared, size = [], [], 0
-        for day, rows in _split_by_day(_as_table(obj), self.date_column, days).items():
+        for day, rows in _split_by_day(_as_table(obj), self.date_column, days):
             folder = self._folder(context, day)
             target = f"{folder}/{DATASET_FILE}"
             if rows.num_rows:
@@ -231,8 +234,11 @@ class DailyDatasetIOManager(_LakeIOManager):
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         fs = self.lake.filesystem()
+        # An input may ask for some columns only (metadata "columns"), as Dagster's database
+        # IO managers allow: a row count needs one column, not the month.
+        columns = context.definition_metadata.get("columns")
         tables = [
-            _read_parquet(fs, path)
+            _read_parquet(fs, path, columns)
             for day in _window_days(context)
             for path in _files_under(fs, self._folder(context, day))
             if not path.rpartition("/")[2].startswith((".", "_"))
@@ -257,7 +263,7 @@ class DailyExportIOManager(_LakeIOManager):
         fs = self.lake.filesystem()
         uris, days, size = [], [], 0
         by_day = _split_by_day(_as_table(obj), self.date_column, _window_days(context))
-        for day, rows in by_day.items():
+        for day, rows in by_day:
             path = self._path(context, day)
             size += _write_parquet(fs, path, rows)
             uris.append(self.lake.uri(path))
