@@ -6,13 +6,15 @@ metadata, partition ranges from single-run backfills), with three changes:
 - names: dagster-gcp-pandas upper-cases every column on write (`VENDORID`) and lower-cases on
   read; we write and read the names unchanged, so the asset decides (ours are lowercase).
 - partitions: the table is created DAY-partitioned on the `partition_expr` column, and a
-  partition is replaced with `DELETE ... WHERE col >= start AND col < end` (then a WRITE_APPEND
-  load) using literals typed after the column (DATE, DATETIME or TIMESTAMP), never `table$YYYYMMDD`
-  decorators. Rows outside the partition's window are refused (see partition_window.py).
+  partition is replaced with `DELETE ... WHERE col >= start AND col < end` plus an INSERT of the
+  new rows, using literals typed after the column (DATE, DATETIME or TIMESTAMP), never
+  `table$YYYYMMDD` decorators. Rows outside the partition's window are refused (see
+  partition_window.py).
 - emulators: `api_endpoint` points the client at e.g. bqemulator, with anonymous credentials.
 
-BigQuery runs no transaction across a DML statement and a load job: if the load fails after the
-DELETE, the partition stays empty (and the run fails) until it is rerun.
+A load job cannot take part in a transaction, so a partition's new rows are first loaded into a
+staging table (dropped afterwards, and expiring by itself); then one multi-statement transaction
+deletes the old rows and inserts the new. A failed load or transaction leaves the old rows.
 
 Required asset metadata for partitioned assets: `partition_expr` = the name of a DATE, DATETIME
 (naive pandas datetime64) or TIMESTAMP (tz-aware datetime64) column.
@@ -20,7 +22,9 @@ Required asset metadata for partitioned assets: `partition_expr` = the name of a
 
 from __future__ import annotations
 
+import datetime as dt
 import io
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
@@ -235,6 +239,48 @@ def parquet_for_table(obj: pd.DataFrame, schema: Sequence[bigquery.SchemaField])
     return buffer
 
 
+# -- Replacing a partition -------------------------------------------------------------------
+
+
+def _load(connection: bigquery.Client, parquet: io.BytesIO, schema, destination, config) -> None:
+    connection.load_table_from_file(
+        parquet,
+        destination,
+        # With the size known, a small file goes in one multipart request, as
+        # load_table_from_dataframe sent it, rather than a resumable upload session.
+        size=parquet.getbuffer().nbytes,
+        job_config=bigquery.LoadJobConfig(
+            source_format=bigquery.SourceFormat.PARQUET,
+            write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
+            # The file is checked against the table's types rather than ones inferred
+            # from the Parquet.
+            schema=schema,
+        ),
+        location=config.get("location"),
+        timeout=config.get("timeout"),
+    ).result()
+
+
+@contextmanager
+def _staging_table(connection: bigquery.Client, table: bigquery.Table) -> Iterator[bigquery.Table]:
+    """An empty table shaped like `table`, for one load; dropped after, expiring if we die first."""
+    staging = bigquery.Table(
+        f"{table.project}.{table.dataset_id}.{table.table_id}__load_{uuid.uuid4().hex[:12]}",
+        schema=table.schema,
+    )
+    staging.expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)
+    staging = connection.create_table(staging)
+    try:
+        yield staging
+    finally:
+        connection.delete_table(staging.reference, not_found_ok=True)
+
+
+def _partition_delete(table_slice: TableSlice, table: bigquery.Table) -> str:
+    where = _where_clause(table_slice.partition_dimensions, _column_types(table))
+    return f"DELETE FROM `{_table_id(table_slice)}` WHERE\n{where}"
+
+
 # -- Dagster plumbing ------------------------------------------------------------------------
 
 
@@ -272,6 +318,7 @@ class BigQueryWarehouseClient(BigQueryClient):
         connection.create_dataset(dataset, exists_ok=True)
 
     def delete_table_slice(self, context, table_slice: TableSlice, connection) -> None:
+        """For a partition, only checks: its rows are replaced in the type handler's transaction."""
         if not table_slice.partition_dimensions:
             BigQueryClient.delete_table_slice(context, table_slice, connection)
             return
@@ -287,8 +334,6 @@ class BigQueryWarehouseClient(BigQueryClient):
                     f"partition_expr {dim.partition_expr!r} is not a column of"
                     f" {_table_id(table_slice)}"
                 )
-        where = _where_clause(table_slice.partition_dimensions, column_types)
-        connection.query(f"DELETE FROM `{_table_id(table_slice)}` WHERE\n{where}").result()
 
     def get_select_statement(self, table_slice: TableSlice) -> str:
         return _select_statement(table_slice, self._column_types.get(_table_id(table_slice), {}))
@@ -302,8 +347,18 @@ class BigQueryWarehousePandasTypeHandler(DbTypeHandler[pd.DataFrame]):
     ):
         config = context.resource_config or {}
         if obj.empty:
-            # The partition's old rows are already deleted: an empty output means an empty partition.
+            # An empty output means an empty partition.
             context.log.info(f"no rows to write to {_table_id(table_slice)}")
+            if table_slice.partition_dimensions:
+                try:
+                    table = connection.get_table(_table_id(table_slice))
+                except NotFound:
+                    table = None  # no table, no rows to delete
+                if table is not None:
+                    # One statement, atomic by itself.
+                    connection.query(_partition_delete(table_slice, table),
+                                     location=config.get("location"),
+                                     timeout=config.get("timeout")).result()
         else:
             table = self._ensure_table(table_slice, obj, connection)
             # Parquet written here rather than by load_table_from_dataframe, which is deprecated
@@ -316,23 +371,21 @@ class BigQueryWarehousePandasTypeHandler(DbTypeHandler[pd.DataFrame]):
                 if f.name in obj.columns
             ]
             parquet = parquet_for_table(obj, schema)
-            job = connection.load_table_from_file(
-                parquet,
-                table.reference,
-                # With the size known, a small file goes in one multipart request, as
-                # load_table_from_dataframe sent it, rather than a resumable upload session.
-                size=parquet.getbuffer().nbytes,
-                job_config=bigquery.LoadJobConfig(
-                    source_format=bigquery.SourceFormat.PARQUET,
-                    write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
-                    # The file is checked against the table's types rather than ones inferred
-                    # from the Parquet.
-                    schema=schema,
-                ),
-                location=config.get("location"),
-                timeout=config.get("timeout"),
-            )
-            job.result()
+            if not table_slice.partition_dimensions:
+                _load(connection, parquet, schema, table.reference, config)
+            else:
+                with _staging_table(connection, table) as staging:
+                    _load(connection, parquet, schema, staging.reference, config)
+                    columns = ", ".join(f"`{field.name}`" for field in schema)
+                    connection.query(
+                        f"BEGIN TRANSACTION;\n{_partition_delete(table_slice, table)};\n"
+                        f"INSERT INTO `{_table_id(table_slice)}` ({columns})\n"
+                        f"SELECT {columns} FROM "
+                        f"`{staging.project}.{staging.dataset_id}.{staging.table_id}`;\n"
+                        "COMMIT TRANSACTION;",
+                        location=config.get("location"),
+                        timeout=config.get("timeout"),
+                    ).result()
 
         return {
             **(
