@@ -3,13 +3,16 @@
 Each case takes the sink's state (row counts and checksums per partition) before the fault and
 compares it after. The faults are real: a PostgreSQL server stopped with `pg_ctl stop -m
 immediate` while it runs the load, an HTTP server that cuts or mislabels its responses, a
-download process killed mid-stream, GCS lost mid-upload, two runs racing for one partition, every real sample the suite ships fed as a month, and secrets
+download process killed mid-stream, GCS lost mid-upload, BigQuery answering with errors, two
+runs racing for one partition, every real sample the suite ships fed as a month, and secrets
 that must stay out of everything Dagster records and the UI shows.
 """
 
 from __future__ import annotations
 
 import gzip
+import http.client
+import http.server
 import json
 import secrets
 import shutil
@@ -19,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +33,7 @@ import pyarrow.parquet as pq
 import pytest
 from dagster._serdes import serialize_value
 
+from taxi_assets.io_managers.bigquery import BigQueryWarehouseIOManager
 from taxi_assets.lake import LakeResource
 from taxi_assets.local_postgres import LocalPostgres, free_port
 from taxi_assets.profiles import resources_for_profile
@@ -41,12 +46,14 @@ from taxi_assets_tests.pipeline import (
     JANUARY,
     POSTGRES_TABLE,
     materialize,
+    materialize_days,
     partition_state,
     pipeline_resources,
     query,
 )
 
 pytestmark = pytest.mark.faults
+pytest_plugins = ["taxi_assets_tests.emulators.bigquery"]
 
 REAL_ROWS = 28_401
 REAL_ZERO_PASSENGER_ROWS = 589
@@ -278,6 +285,157 @@ def test_gcs_lost_mid_upload_keeps_the_months_object_and_next_run_succeeds(
     month = pq.read_table("nyc_taxi_data/2021-01.parquet", filesystem=lake.filesystem())
     assert month.num_rows == KEPT_ROWS * BIG_MONTH_COPIES
     assert lake_state(emulator, "lake/").keys() == good.keys()
+
+
+# --- the warehouse on BigQuery, answering with errors ----------------------------------------
+
+
+class ErrorInjectingProxy:
+    """A loopback HTTP proxy to the BigQuery emulator that answers chosen requests with errors.
+
+    The emulator cannot be told to fail; Google's API can, and does, so the fault is put on the
+    wire: requests whose method and path match a rule get BigQuery's error body instead of
+    reaching the emulator, and everything else passes through untouched.
+    """
+
+    def __init__(self, target: str):
+        self.target = urllib.parse.urlparse(target)
+        self.rules: list[dict] = []
+        self.injected: list[str] = []
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _any(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                rule = proxy._rule_for(self.command, self.path)
+                if rule is not None:
+                    proxy.injected.append(f"{self.command} {self.path}")
+                    error = json.dumps({"error": {
+                        "code": rule["status"], "status": rule["grpc_status"],
+                        "message": f"injected by the test: {rule['reason']}",
+                        "errors": [{"reason": rule["reason"], "domain": "global",
+                                    "message": f"injected by the test: {rule['reason']}"}],
+                    }}).encode()
+                    self._reply(rule["status"], {"Content-Type": "application/json"}, error)
+                    return
+                upstream = http.client.HTTPConnection(proxy.target.hostname, proxy.target.port,
+                                                      timeout=120)
+                try:
+                    headers = {k: v for k, v in self.headers.items()
+                               if k.lower() not in ("host", "connection", "content-length")}
+                    upstream.request(self.command, self.path, body=body, headers=headers)
+                    response = upstream.getresponse()
+                    data = response.read()
+                    self._reply(response.status, {
+                        k: v for k, v in response.getheaders()
+                        if k.lower() not in ("transfer-encoding", "connection", "content-length")
+                    }, data)
+                finally:
+                    upstream.close()
+
+            def _reply(self, status: int, headers: dict, data: bytes) -> None:
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _any
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def fail(self, method: str, path_contains: str, *, status: int = 400,
+             reason: str = "invalid", grpc_status: str = "INVALID_ARGUMENT",
+             times: int | None = None) -> None:
+        """Answer matching requests with an error; `times` of them, or all while the rule lasts."""
+        self.rules.append(dict(method=method, path=path_contains, status=status, reason=reason,
+                               grpc_status=grpc_status, left=times))
+
+    def _rule_for(self, method: str, path: str) -> dict | None:
+        for rule in self.rules:
+            if rule["method"] == method and rule["path"] in path and rule["left"] != 0:
+                if rule["left"] is not None:
+                    rule["left"] -= 1
+                return rule
+        return None
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+WAREHOUSE_DATASET = "ny_taxi_faults"  # the session's emulator is shared; this test's own dataset
+DAYS = ("2021-01-01", "2021-01-02")
+
+
+def warehouse_state(client) -> dict[str, tuple]:
+    """Each day in the BigQuery table: its row count and checksums of two columns."""
+    rows = client.query(
+        "SELECT CAST(CAST(tpep_pickup_datetime AS DATE) AS STRING) AS day, COUNT(*), "
+        "ROUND(SUM(total_amount), 2), SUM(pulocationid) "
+        f"FROM {WAREHOUSE_DATASET}.yellow_trips GROUP BY day").result()
+    return {row[0]: tuple(row.values())[1:] for row in rows}
+
+
+def warehouse_days(resources: dict, **kwargs):
+    """The warehouse asset alone for DAYS, in one run as a single-run backfill launches it."""
+    return materialize(resources, partition_key=None, selection="ny_taxi/yellow_trips",
+                       tags={"dagster/asset_partition_range_start": DAYS[0],
+                             "dagster/asset_partition_range_end": DAYS[1]}, **kwargs)
+
+
+@pytest.fixture
+def bigquery_behind_proxy(bigquery_emulator):
+    client = bigquery_emulator.client()
+    client.query(f"DROP TABLE IF EXISTS {WAREHOUSE_DATASET}.yellow_trips").result()
+    proxy = ErrorInjectingProxy(bigquery_emulator.endpoint)
+    try:
+        yield bigquery_emulator, client, proxy
+    finally:
+        proxy.close()
+
+
+def test_bigquery_errors_keep_the_days_rows_and_next_run_succeeds(
+    tmp_path, http_source, pg, bigquery_behind_proxy
+):
+    emulator, client, proxy = bigquery_behind_proxy
+    warehouse = BigQueryWarehouseIOManager(project=emulator.project, dataset=WAREHOUSE_DATASET,
+                                           api_endpoint=proxy.url)
+    http_source.publish("2021-01", JANUARY_FILE)
+    resources = pipeline_resources(tmp_path, http_source.url, pg, warehouse_io_manager=warehouse)
+    assert materialize(resources).success
+    assert materialize_days(resources, *DAYS).success
+    good = warehouse_state(client)
+    # The sample's January trips with passengers, less the 16 picked up in December.
+    assert sorted(good) == list(DAYS) and sum(day[0] for day in good.values()) == KEPT_ROWS - 16
+
+    # A transient error on the upload of the days' rows: the client retries, the run succeeds.
+    proxy.fail("POST", "/upload/bigquery/", status=503, reason="backendError",
+               grpc_status="UNAVAILABLE", times=1)
+    assert warehouse_days(resources).success
+    assert len(proxy.injected) == 1
+    assert warehouse_state(client) == good
+
+    # An error that stays: the upload is refused every time.
+    proxy.fail("POST", "/upload/bigquery/")
+    result = warehouse_days(resources, raise_on_error=False)
+    assert not result.success
+    assert "injected by the test: invalid" in failure_message(result)
+    assert warehouse_state(client) == good
+    assert [t.table_id for t in client.list_tables(WAREHOUSE_DATASET)] == ["yellow_trips"], \
+        "the staging table of the failed load should be gone"
+
+    proxy.rules.clear()
+    assert warehouse_days(resources).success
+    assert warehouse_state(client) == good
 
 
 # --- downloads ------------------------------------------------------------------------------
