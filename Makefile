@@ -20,6 +20,7 @@ dev: install  ## the Dagster UI (http://127.0.0.1:3000) and daemon on the same i
 	$(UV) run --frozen python -m taxi_assets.cli dev
 
 test: install
+	bash scripts/ensure-chromium.sh  # Debian's chromium for the browser test; no-op once installed
 	$(UV) run --frozen pytest -q -rs $(PYTEST_ARGS)
 
 stop:  ## stop the local PostgreSQL
