@@ -5,6 +5,8 @@ schedules, evaluated against a real Dagster instance after real runs on the loop
 from __future__ import annotations
 
 import datetime as dt
+import http.server
+import threading
 
 import dagster as dg
 import pytest
@@ -90,6 +92,42 @@ def test_publication_check_works_on_a_plain_folder(tmp_path):
     (tmp_path / "yellow_tripdata_2021-02.csv.gz").write_bytes(b"")
     assert is_published(str(tmp_path), "yellow_tripdata_2021-02.csv.gz", timeout=5)
     assert not is_published(str(tmp_path), "yellow_tripdata_2021-03.csv.gz", timeout=5)
+
+
+def test_publication_check_follows_a_redirect_without_downloading():
+    """GitHub release assets answer with a redirect to a CDN; urllib turns HEAD into GET there."""
+    seen = []
+
+    class Release(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_HEAD(self):
+            seen.append(f"HEAD {self.path}")
+            name = self.path.rsplit("/", 1)[-1]
+            if self.path.startswith("/release/"):
+                self.send_response(302)
+                self.send_header("Location", f"/cdn/{name}")
+            else:
+                self.send_response(200 if name.endswith("2021-02.csv.gz") else 404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_GET(self):
+            seen.append(f"GET {self.path}")
+            self.send_error(500)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Release)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}/release"
+        assert is_published(base, "yellow_tripdata_2021-02.csv.gz", timeout=5)
+        assert not is_published(base, "yellow_tripdata_2021-03.csv.gz", timeout=5)
+    finally:
+        server.shutdown()
+    assert not [r for r in seen if r.startswith("GET")]
+    assert seen[:2] == ["HEAD /release/yellow_tripdata_2021-02.csv.gz",
+                        "HEAD /cdn/yellow_tripdata_2021-02.csv.gz"]
 
 
 # --- downstream automation -------------------------------------------------------------------
