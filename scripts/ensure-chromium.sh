@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Makes sure Debian's chromium is installed for the browser test (taxi_assets_tests/test_ui.py).
+# Makes sure Debian's chromium is installed for the browser test (taxi_assets_tests/test_automation_live.py).
 #
 # Why Debian's package: the machine reaches only package registries, so Playwright's own browser
 # download (`playwright install`) cannot work; Playwright drives this binary instead through

@@ -11,6 +11,7 @@ import os
 import sys
 
 import dagster as dg
+import pyarrow as pa
 
 from taxi_assets.resources import LOCAL_PG_PORT, PROJECT_ROOT, taxi_home
 
@@ -58,12 +59,13 @@ def daily_job() -> dg.JobDefinition:
     return defs.resolve_job_def(DAILY_JOB)
 
 
-def run(month: str) -> list[dg.ExecuteJobResult]:
+def run(month: str, daily_assets: list[str] | None = None) -> list[dg.ExecuteJobResult]:
     """The month's monthly job, then its days as one single-run backfill of the daily job.
 
     Through `execute_job`, as `dagster asset materialize` runs them: unlike `materialize`, it
     does not keep every output in memory, which a month's DataFrames would make gigabytes.
-    Returns the (closed) results; exits with a message naming the month when a run fails.
+    `daily_assets` narrows the day run to those assets (default: all of them). Returns the
+    (closed) results; exits with a message naming the month when a run fails.
     """
     from taxi_assets.partitions import daily_partitions, monthly_partitions
 
@@ -76,11 +78,18 @@ def run(month: str) -> list[dg.ExecuteJobResult]:
         monthly_partitions.time_window_for_partition_key(key))
     instance = dg.DagsterInstance.get()
     results = []
-    for job, tags in ((monthly_job, {"dagster/partition": key}),
-                      (daily_job, {"dagster/asset_partition_range_start": days[0],
-                                   "dagster/asset_partition_range_end": days[-1]})):
-        with dg.execute_job(dg.reconstructable(job), instance=instance, tags=tags) as result:
+    day_selection = [dg.AssetKey.from_user_string(a) for a in daily_assets or []] or None
+    for job, tags, selection in (
+        (monthly_job, {"dagster/partition": key}, None),
+        (daily_job, {"dagster/asset_partition_range_start": days[0],
+                     "dagster/asset_partition_range_end": days[-1]}, day_selection),
+    ):
+        with dg.execute_job(dg.reconstructable(job), instance=instance, tags=tags,
+                            asset_selection=selection) as result:
             results.append(result)
+        # Hand the run's freed buffers back to the OS before the next run, so a backfill of
+        # many months in one process stays at one month's peak.
+        pa.default_memory_pool().release_unused()
         if not result.success:
             sys.exit(f"the run for {month} failed: see the log above, or the run in `make dev`")
     return results

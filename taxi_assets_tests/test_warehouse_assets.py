@@ -109,3 +109,12 @@ def test_reconciliation_fails_when_a_row_is_missing(resources, warehouse):
         raise_on_error=False)
 
     assert check_passed(result) is False
+
+
+def test_a_day_without_trips_empties_its_warehouse_partition(resources, warehouse):
+    materialize_days(resources, "2021-01-01", "2021-01-03")
+
+    assert rows_per_day(warehouse).get("2021-01-03") is None
+    result = materialize(resources, partition_key="2021-01-03",
+                         selection="yellow_trips_by_day ny_taxi/yellow_trips")
+    assert result.success and check_passed(result)

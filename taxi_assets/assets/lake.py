@@ -15,6 +15,16 @@ trips_for_days = dg.AssetIn(
 )
 
 
+# What a daily lake asset is: days, from the months' files, a range of them in one run.
+daily_from_months = dict(
+    partitions_def=daily_partitions,
+    ins={"yellow_trips": trips_for_days},
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    group_name="lake",
+    kinds={"parquet"},
+)
+
+
 def picked_up_in(trips: pd.DataFrame, window: dg.TimeWindow) -> pd.DataFrame:
     start, end = (pd.Timestamp(t).tz_localize(None) for t in (window.start, window.end))
     return trips[(trips[PICKUP] >= start) & (trips[PICKUP] < end)]
@@ -32,29 +42,15 @@ def yellow_trips_parquet(yellow_trips: pd.DataFrame) -> pd.DataFrame:
     return yellow_trips
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    ins={"yellow_trips": trips_for_days},
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    group_name="lake",
-    kinds={"parquet"},
-    io_manager_key="lake_by_day_io_manager",
-    pool="lake_yellow_trips_by_day",
-)
+@dg.asset(**daily_from_months, io_manager_key="lake_by_day_io_manager",
+          pool="lake_yellow_trips_by_day")
 def yellow_trips_by_day(context: dg.AssetExecutionContext, yellow_trips: pd.DataFrame) -> pd.DataFrame:
     """Trips by pickup day, whichever month's file they came in: `tpep_pickup_date=…/` folders."""
     return picked_up_in(yellow_trips, context.partition_time_window)
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    ins={"yellow_trips": trips_for_days},
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    group_name="lake",
-    kinds={"parquet"},
-    io_manager_key="lake_export_io_manager",
-    pool="lake_yellow_trips_daily_export",
-)
+@dg.asset(**daily_from_months, io_manager_key="lake_export_io_manager",
+          pool="lake_yellow_trips_daily_export")
 def yellow_trips_daily_export(context: dg.AssetExecutionContext, yellow_trips: pd.DataFrame) -> pd.DataFrame:
     """The tutorial's `execution_date` export: a day's trips at `YYYY/MM/DD/nyc_taxi_data.parquet`."""
     return picked_up_in(yellow_trips, context.partition_time_window)

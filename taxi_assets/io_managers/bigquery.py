@@ -32,7 +32,7 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from dagster._core.definitions.metadata import TableMetadataSet
+
 from dagster._core.storage.db_io_manager import (
     DbTypeHandler,
     TablePartitionDimension,
@@ -49,6 +49,7 @@ from taxi_assets.io_managers.partition_window import (
     WindowCheckedDbIOManager,
     time_window_dimensions,
     wall_clock,
+    written_metadata,
 )
 from taxi_assets.schema import to_pandas
 
@@ -387,21 +388,7 @@ class BigQueryWarehousePandasTypeHandler(DbTypeHandler[pd.DataFrame]):
                         timeout=config.get("timeout"),
                     ).result()
 
-        return {
-            **(
-                TableMetadataSet(partition_row_count=len(obj), storage_kind="bigquery")
-                if context.has_partition_key
-                else TableMetadataSet(row_count=len(obj), storage_kind="bigquery")
-            ),
-            "dataframe_columns": dg.MetadataValue.table_schema(
-                dg.TableSchema(
-                    columns=[
-                        dg.TableColumn(name=str(name), type=str(dtype))
-                        for name, dtype in obj.dtypes.items()
-                    ]
-                )
-            ),
-        }
+        return written_metadata(context, obj, "bigquery")
 
     @staticmethod
     def _ensure_table(table_slice: TableSlice, obj: pd.DataFrame, connection) -> bigquery.Table:

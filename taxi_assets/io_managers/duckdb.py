@@ -21,12 +21,12 @@ from contextlib import contextmanager
 
 import dagster as dg
 import pandas as pd
-from dagster._core.definitions.metadata import TableMetadataSet
+
 from dagster._core.storage.db_io_manager import DbTypeHandler, TableSlice
 from dagster_duckdb.io_manager import DuckDbClient
 from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
 
-from taxi_assets.io_managers.partition_window import WindowCheckedDbIOManager
+from taxi_assets.io_managers.partition_window import WindowCheckedDbIOManager, written_metadata
 from taxi_assets.schema import to_pandas
 
 
@@ -76,21 +76,7 @@ class DuckDBWarehousePandasTypeHandler(DuckDBPandasTypeHandler):
             connection.execute(f"create table if not exists {table} as select * from obj limit 0")
             connection.execute(f"insert into {table} by name select * from obj").fetchall()
 
-        return {
-            **(
-                TableMetadataSet(partition_row_count=len(obj), storage_kind="duckdb")
-                if context.has_partition_key
-                else TableMetadataSet(row_count=len(obj), storage_kind="duckdb")
-            ),
-            "dataframe_columns": dg.MetadataValue.table_schema(
-                dg.TableSchema(
-                    columns=[
-                        dg.TableColumn(name=str(name), type=str(dtype))
-                        for name, dtype in obj.dtypes.items()
-                    ]
-                )
-            ),
-        }
+        return written_metadata(context, obj, "duckdb")
 
     def load_input(
         self, context: dg.InputContext, table_slice: TableSlice, connection
