@@ -23,6 +23,9 @@ test: install
 	bash scripts/ensure-chromium.sh  # Debian's chromium for the browser test; no-op once installed
 	$(UV) run --frozen pytest -q -rs $(PYTEST_ARGS)
 
+bench: install  ## a generated full-size month: ours vs the tutorial's script vs psql/pyarrow limits
+	$(UV) run --frozen python -m bench.run $(BENCH_ARGS)
+
 stop:  ## stop the local PostgreSQL
 	$(UV) run --frozen python -m taxi_assets.cli stop
 

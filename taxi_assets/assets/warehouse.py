@@ -10,7 +10,7 @@ from taxi_assets.schema import PICKUP
 def normalise_column_names(trips: pd.DataFrame) -> pd.DataFrame:
     """The tutorial's rule: spaces to underscores, lower case (`VendorID` → `vendorid`)."""
     normalised = trips.copy(deep=False)  # new names over the same column data
-    normalised.columns = normalised.columns.str.replace(" ", "_").str.lower()
+    normalised.columns = [name.replace(" ", "_").lower() for name in normalised.columns]
     return normalised
 
 
