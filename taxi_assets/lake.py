@@ -14,6 +14,8 @@ import dagster as dg
 import pyarrow.fs as pafs
 from pydantic import Field
 
+from taxi_assets.google_credentials import check_key_file
+
 
 class LakeResource(dg.ConfigurableResource):
     """Where the lake lives: `root` is a local folder, `gs://bucket` or `gs://bucket/prefix`.
@@ -45,6 +47,8 @@ class LakeResource(dg.ConfigurableResource):
         if not bucket_and_prefix:
             raise ValueError(f"lake root {self.root!r} names no bucket")
         options: dict = {}
+        if not self.endpoint:
+            check_key_file()
         if self.endpoint:
             scheme, _, host = self.endpoint.rstrip("/").rpartition("://")
             options.update(anonymous=True, scheme=scheme or "https", endpoint_override=host)

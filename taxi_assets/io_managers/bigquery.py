@@ -45,6 +45,7 @@ from google.api_core.exceptions import NotFound
 from google.cloud import bigquery
 from pydantic import Field
 
+from taxi_assets.google_credentials import check_key_file
 from taxi_assets.io_managers.partition_window import (
     WindowCheckedDbIOManager,
     time_window_dimensions,
@@ -60,6 +61,7 @@ def bigquery_client(
     """A BigQuery client; with `api_endpoint` (an emulator) it sends no credentials."""
     if not api_endpoint:
         # Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud, metadata server).
+        check_key_file()
         return bigquery.Client(project=project, location=location)
     from google.api_core.client_options import ClientOptions
     from google.auth.credentials import AnonymousCredentials
