@@ -71,7 +71,8 @@ def _next_months(first: str, count: int) -> list[str]:
     return [f"{year + (month - 1 + i) // 12}-{(month - 1 + i) % 12 + 1:02d}" for i in range(count)]
 
 
-def run_backfill(csv_path: Path | str, pg_url: str, workdir: Path | str, months: int = 3) -> dict:
+def run_backfill(csv_path: Path | str, pg_url: str, workdir: Path | str, months: int = 3,
+                 daily_assets: list[str] | None = TUTORIAL_SCOPE) -> dict:
     """Consecutive months in one process, as a backfill runs them one after another: the peak
     RSS after each month shows whether memory grows with the backfill."""
     from bench.run import _vm_hwm_mb, ensure_month
@@ -84,7 +85,7 @@ def run_backfill(csv_path: Path | str, pg_url: str, workdir: Path | str, months:
     _prepare(workdir, pg_url, paths)
     steps, rows = {}, 0
     for name in names:
-        for result in cli.run(name):
+        for result in cli.run(name, daily_assets):
             rows += sum(e.event_specific_data.materialization.metadata["dagster/row_count"].value
                         for e in result.get_asset_materialization_events()
                         if e.asset_key.to_user_string() == "raw_yellow_trips")

@@ -58,7 +58,7 @@ CONTENDERS: dict[str, Contender] = {
     "ours_all_sinks": Contender("bench.ours:run", {"daily_assets": None},
                                 "the same plus daily exports and the DuckDB warehouse"),
     "ours_3_months": Contender("bench.ours:run_backfill", {"months": 3},
-                               "the same for three consecutive months in one process",
+                               "ours for three consecutive months in one process",
                                pipeline=False),
     "tutorial": Contender("bench.tutorial:run", {"sink": "to_sql"},
                           "tutorial script, pandas to_sql (SQLAlchemy + psycopg)"),

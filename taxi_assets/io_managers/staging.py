@@ -20,19 +20,25 @@ from taxi_assets.schema import to_pandas
 
 
 class _LastWritten:
-    """The most recent table this process wrote, with the file identity it was written to."""
+    """The most recent table this process wrote, with the file identity it was written to.
+
+    A later run (the days after their month) may take it once; then it is let go, so a
+    backfill of many months in one process never carries one month's table into the next.
+    """
 
     # One tuple, replaced whole, so threads running runs side by side never mix two entries.
-    entry: tuple[Path, tuple[int, int], pa.Table] | None = None
+    entry: tuple[Path, tuple[int, int], pa.Table, str] | None = None
 
     @classmethod
-    def remember(cls, path: Path, table: pa.Table) -> None:
-        cls.entry = (path, _stamp(path), table)
+    def remember(cls, path: Path, table: pa.Table, run_id: str) -> None:
+        cls.entry = (path, _stamp(path), table, run_id)
 
     @classmethod
-    def read(cls, path: Path) -> pa.Table:
+    def read(cls, path: Path, run_id: str) -> pa.Table:
         entry = cls.entry
         if entry and entry[0] == path and entry[1] == _stamp(path):
+            if entry[3] != run_id:
+                cls.entry = None
             return entry[2]
         return pq.read_table(path)
 
@@ -59,7 +65,7 @@ class StagingParquetIOManager(dg.ConfigurableIOManager):
         table = pa.Table.from_pandas(obj, preserve_index=False)
         pq.write_table(table, partial)
         os.replace(partial, path)
-        _LastWritten.remember(path, table)
+        _LastWritten.remember(path, table, context.run_id)
         context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
@@ -73,7 +79,7 @@ class StagingParquetIOManager(dg.ConfigurableIOManager):
         for partition in partitions:
             path = self._path(key, partition)
             if path.exists():
-                tables.append(_LastWritten.read(path))
+                tables.append(_LastWritten.read(path, context.step_context.run_id))
             elif partition in optional:
                 context.log.info(f"{key.to_user_string()} {partition} is not materialized yet: "
                                  "reading without it")
