@@ -163,7 +163,8 @@ def ratios(results: dict[str, dict]) -> dict[str, dict]:
         if ours.get("postgres_step") and other.get("postgres_step"):
             entry["postgres"] = round(ours["steps"][ours["postgres_step"]]
                                       / other["steps"][other["postgres_step"]], 3)
-        out[f"ours/{name}"] = entry
+        if entry:
+            out[f"ours/{name}"] = entry
     return out
 
 
