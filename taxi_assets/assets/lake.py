@@ -7,11 +7,12 @@ from taxi_assets.partitions import day_to_file_months, daily_partitions, monthly
 from taxi_assets.schema import PICKUP
 
 # A day's trips are in its own month's file and, when filed late, in the next one; the next
-# file may not be published (or loaded) yet, and the day is rebuilt when it is.
+# file may not be published (or loaded) yet, and the day is rebuilt when it is. Only the
+# run's days are read from each month.
 trips_for_days = dg.AssetIn(
     "yellow_trips",
     partition_mapping=day_to_file_months,
-    metadata={"optional_trailing_partitions": 1},
+    metadata={"window_column": PICKUP},
 )
 
 
@@ -27,7 +28,8 @@ daily_from_months = dict(
 
 def picked_up_in(trips: pd.DataFrame, window: dg.TimeWindow) -> pd.DataFrame:
     start, end = (pd.Timestamp(t).tz_localize(None) for t in (window.start, window.end))
-    return trips[(trips[PICKUP] >= start) & (trips[PICKUP] < end)]
+    inside = (trips[PICKUP] >= start) & (trips[PICKUP] < end)
+    return trips if inside.all() else trips[inside]  # no copy of a month already in window
 
 
 @dg.asset(

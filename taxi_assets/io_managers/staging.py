@@ -14,6 +14,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from taxi_assets.schema import to_pandas
@@ -71,16 +72,20 @@ class StagingParquetIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         key = context.asset_key
         partitions = context.asset_partition_keys if context.has_asset_partitions else [None]
-        # Input metadata may mark the last N upstream partitions as optional: data that is
-        # welcome when it exists (late-filed trips in the next month's file) but not required.
-        optional_count = context.definition_metadata.get("optional_trailing_partitions", 0)
-        optional = partitions[len(partitions) - optional_count:]
+        # Input metadata "window_column" asks for the rows whose date in that column falls in
+        # the running step's time window, from every upstream partition mapped to it: the
+        # partitions overlapping the window are required, the ones after it (late-filed trips
+        # in the next month's file) are read when they exist. Only those rows are kept.
+        column = context.definition_metadata.get("window_column")
+        window = _naive_window(context.step_context.partition_time_window) if column else None
         tables = []
         for partition in partitions:
             path = self._path(key, partition)
             if path.exists():
-                tables.append(_LastWritten.read(path, context.step_context.run_id))
-            elif partition in optional:
+                table = _LastWritten.read(path, context.step_context.run_id)
+                tables.append(_rows_in(table, column, window) if window else table)
+            elif window and _naive_window(context.asset_partitions_def.time_window_for_partition_key(
+                    partition))[0] >= window[1]:
                 context.log.info(f"{key.to_user_string()} {partition} is not materialized yet: "
                                  "reading without it")
             else:
@@ -89,3 +94,14 @@ class StagingParquetIOManager(dg.ConfigurableIOManager):
                     f"(no {path}); materialize it first"
                 )
         return to_pandas(pa.concat_tables(tables))
+
+
+def _naive_window(window: dg.TimeWindow) -> tuple[pd.Timestamp, pd.Timestamp]:
+    # Trip times are naive wall-clock times; partition windows are in UTC.
+    return pd.Timestamp(window.start).tz_localize(None), pd.Timestamp(window.end).tz_localize(None)
+
+
+def _rows_in(table: pa.Table, column: str, window: tuple[pd.Timestamp, pd.Timestamp]) -> pa.Table:
+    dates = table[column]
+    start, end = (pa.scalar(t.to_pydatetime(), dates.type) for t in window)
+    return table.filter(pc.and_(pc.greater_equal(dates, start), pc.less(dates, end)))
