@@ -58,6 +58,3 @@ class PostgresResource(dg.ConfigurableResource):
         if self.password:
             auth += ":" + quote(self.password, safe="")
         return f"postgresql://{auth}@{self.host}:{self.port}/{quote(self.database, safe='')}"
-
-    def describe(self) -> str:
-        return f"postgresql://{self.user}@{self.host}:{self.port}/{self.database}"
