@@ -10,7 +10,7 @@ import dagster as dg
 import pandas as pd
 
 from taxi_assets.partitions import monthly_partitions
-from taxi_assets.schema import DROPOFF, PICKUP
+from taxi_assets.schema import CANONICAL_COLUMNS, DROPOFF, PICKUP
 
 KNOWN_VENDOR_IDS = {1, 2, 4, 5, 6, 7}  # the TLC data dictionary's vendors over the years
 
@@ -26,6 +26,9 @@ yellow_trips_checks = [
     _spec("pickups_near_file_month",
           description="Pickups fall in the file's month or the month before "
                       "(late-filed trips); others land in no daily partition."),
+    _spec("only_known_columns",
+          description="The month has no column beyond the canonical ones; a new one is "
+                      "carried to every sink, and named here."),
 ]
 
 
@@ -57,3 +60,11 @@ def yellow_trips_quality(
     outside = (trips[PICKUP] < earliest) | (trips[PICKUP] >= end)
     yield _result("pickups_near_file_month", int(outside.sum()),
                   earliest_pickup=str(trips[PICKUP].min()), latest_pickup=str(trips[PICKUP].max()))
+    new_columns = [name for name in trips.columns if name not in CANONICAL_COLUMNS]
+    yield dg.AssetCheckResult(
+        check_name="only_known_columns", passed=not new_columns,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=f"new columns, carried to every sink: {', '.join(new_columns)}"
+        if new_columns else None,
+        metadata={"new_columns": new_columns},
+    )

@@ -69,11 +69,14 @@ def run(month: str, daily_assets: list[str] | None = None) -> list[dg.ExecuteJob
     """
     from taxi_assets.partitions import daily_partitions, monthly_partitions
 
+    from taxi_assets.resources import MonthNotCarried, configured_source
+    from taxi_assets.source import SourceNotPublished
+
     key = f"{month}-01"
-    if key not in monthly_partitions.get_partition_keys():
-        sys.exit(f"--month {month}: not a month of the yellow-taxi release "
-                 f"({monthly_partitions.get_first_partition_key()[:7]} to "
-                 f"{monthly_partitions.get_last_partition_key()[:7]})")
+    try:
+        configured_source().check_month(month)
+    except (MonthNotCarried, SourceNotPublished) as error:
+        sys.exit(f"--month {month}: {error}")
     days = daily_partitions.get_partition_keys_in_time_window(
         monthly_partitions.time_window_for_partition_key(key))
     instance = dg.DagsterInstance.get()

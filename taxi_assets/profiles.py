@@ -22,10 +22,10 @@ from taxi_assets.io_managers.postgres import PostgresPandasIOManager
 from taxi_assets.io_managers.staging import StagingParquetIOManager
 from taxi_assets.lake import LakeResource
 from taxi_assets.resources import (
-    DATATALKS_RELEASE,
     LOCAL_PG_PORT,
     PostgresResource,
     TaxiSourceResource,
+    configured_source,
     taxi_home,
 )
 
@@ -50,15 +50,10 @@ def build_resources(
     }
 
 
-def _source() -> TaxiSourceResource:
-    return TaxiSourceResource(base_url=os.environ.get("TAXI_SOURCE_URL") or DATATALKS_RELEASE,
-                              landing_dir=str(taxi_home() / "landing"))
-
-
 def local_resources() -> dict:
     home = taxi_home()
     return build_resources(
-        taxi_source=_source(),
+        taxi_source=configured_source(),
         postgres=PostgresResource(port=int(os.environ.get("TAXI_PG_PORT") or LOCAL_PG_PORT)),
         lake=LakeResource(root=str(home / "lake")),
         warehouse_io_manager=DuckDBWarehouseIOManager(database=str(home / "warehouse.duckdb")),
@@ -72,7 +67,7 @@ def gcp_resources() -> dict:
                 (("location", "TAXI_BQ_LOCATION"), ("api_endpoint", "TAXI_BQ_ENDPOINT"))
                 if os.environ.get(name)}
     return build_resources(
-        taxi_source=_source(),
+        taxi_source=configured_source(),
         postgres=PostgresResource(
             host=dg.EnvVar("TAXI_PG_HOST"),
             port=dg.EnvVar.int("TAXI_PG_PORT"),

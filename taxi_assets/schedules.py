@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import dagster as dg
 
 from taxi_assets.partitions import daily_partitions, monthly_partitions
+from taxi_assets.resources import TaxiSourceResource
+from taxi_assets.source import DownloadFailed, SourceNotPublished
 
 MONTHLY_JOB = "monthly_yellow_trips"
 DAILY_JOB = "daily_yellow_trips"
@@ -40,16 +42,34 @@ def partitioned_jobs(assets: Sequence[dg.AssetsDefinition]) -> dict[str, dg.Unre
     return jobs
 
 
+def build_monthly_schedule(job) -> dg.ScheduleDefinition:
+    # Off: each tick downloads a file, which nobody should get by merely opening the UI.
+    @dg.schedule(
+        name="monthly_yellow_trips_schedule", job=job, cron_schedule="0 6 2 * *",
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+        description="At 06:00 on the 2nd: the newest month the source's publication lag "
+                    "allows to be out (downloads the file), once it is published.",
+    )
+    def monthly_yellow_trips_schedule(context: dg.ScheduleEvaluationContext,
+                                      taxi_source: TaxiSourceResource):
+        month = taxi_source.newest_expected_month(context.scheduled_execution_time.date())
+        key = f"{month}-01"
+        if key in context.instance.get_materialized_partitions(dg.AssetKey("raw_yellow_trips")):
+            return dg.SkipReason(f"{month}, the newest month the source can have out, is taken")
+        try:
+            taxi_source.remote(month)
+        except (SourceNotPublished, DownloadFailed) as error:
+            # The publish sensor takes it when it appears.
+            return dg.SkipReason(f"{month} is not out yet: {error}")
+        return dg.RunRequest(partition_key=key, run_key=f"scheduled-{month}")
+
+    return monthly_yellow_trips_schedule
+
+
 def partitioned_schedules(jobs: dict[str, dg.UnresolvedAssetJobDefinition]) -> list:
     schedules = []
     if MONTHLY_JOB in jobs:
-        # Off: each tick downloads a file, which nobody should get by merely opening the UI.
-        # At 06:00 on the 2nd it runs the month that just ended.
-        schedules.append(dg.build_schedule_from_partitioned_job(
-            jobs[MONTHLY_JOB], name="monthly_yellow_trips_schedule",
-            day_of_month=2, hour_of_day=6, default_status=dg.DefaultScheduleStatus.STOPPED,
-            description="The month that just ended, every month (downloads the file).",
-        ))
+        schedules.append(build_monthly_schedule(jobs[MONTHLY_JOB]))
     if DAILY_JOB in jobs:
         # Off: a day also reads the next month's file, which a daily tick cannot wait for; the
         # automation sensor builds days as their files arrive. This is the tutorial's daily

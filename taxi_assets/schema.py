@@ -1,4 +1,5 @@
-"""The column contract of the TLC yellow-taxi CSV files, and a reader that enforces it.
+"""The canonical trip columns, the contract of the TLC yellow-taxi CSV files, and a reader that
+enforces it.
 
 The contract is the tutorial's dtype dict and its two parsed datetime columns. The reader
 fails on the first departure from it with the file, row and column at fault: a silent
@@ -43,6 +44,14 @@ TRIP_COLUMNS: dict[str, pa.DataType] = {
 }
 TRIP_SCHEMA = pa.schema(TRIP_COLUMNS.items())
 
+# Every yellow-taxi file, CSV or Parquet of any era, is mapped to these columns (plus any new
+# ones it brings, see schema_mapping.py): the CSV contract and the fees added since.
+CANONICAL_COLUMNS: dict[str, pa.DataType] = {
+    **TRIP_COLUMNS,
+    "airport_fee": pa.float64(),
+    "cbd_congestion_fee": pa.float64(),
+}
+CANONICAL_SCHEMA = pa.schema(CANONICAL_COLUMNS.items())
 
 
 class TripFileError(ValueError):

@@ -1,24 +1,23 @@
-"""Sensors: a new month at the source starts its run; materializations propagate downstream.
+"""Sensors: a new or re-uploaded month at the source starts its run; materializations propagate.
 
 `new_month_published` asks the source (HTTP HEAD, no download) for the month after the newest
-one taken, and requests that month's run once. Downstream propagation is declarative
-automation: every asset below the cleaned trips carries `downstream_condition()`, evaluated by
+one taken, and requests that month's run once. `source_file_changed` HEADs the months already
+taken and requests a month again when its file's version (ETag, or Last-Modified and size)
+is no longer the one its last run took. Downstream propagation is declarative automation:
+every asset below the cleaned trips carries `downstream_condition()`, evaluated by
 `downstream_automation`, which is on by default because it never downloads anything.
 """
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.parse
-import urllib.request
+import hashlib
 from collections.abc import Sequence
-from pathlib import Path
 
 import dagster as dg
 
 from taxi_assets.partitions import monthly_partitions
 from taxi_assets.resources import TaxiSourceResource
-from taxi_assets.source import source_url
+from taxi_assets.source import DownloadFailed, SourceNotPublished
 
 # The asset whose materialized months say which files have been taken from the source.
 SOURCE_ASSET = dg.AssetKey("raw_yellow_trips")
@@ -26,36 +25,14 @@ SOURCE_ASSET = dg.AssetKey("raw_yellow_trips")
 # yellow_trips itself is left to the jobs, so its blocking check always runs with it.
 CLEANED_ASSET = dg.AssetKey("yellow_trips")
 SOURCE_POLL_SECONDS = 3600
+# Re-uploads are rare (the TLC re-issued its archive once, in 2022) and checking one HEADs
+# every month taken: once a day is enough.
+REUPLOAD_POLL_SECONDS = 24 * 3600
 AUTOMATION_SENSOR = "downstream_automation"
 
 
-class _KeepHead(urllib.request.HTTPRedirectHandler):
-    """Follows redirects (GitHub release assets redirect to a CDN) without turning HEAD into GET."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        new = super().redirect_request(req, fp, code, msg, headers, newurl)
-        if new is not None and req.get_method() == "HEAD":
-            new.method = "HEAD"
-        return new
-
-
-def is_published(base_url: str, file_name: str, timeout: float) -> bool:
-    """Whether the source has the file, without downloading it. Other HTTP errors raise."""
-    url = source_url(base_url, file_name)
-    parsed = urllib.parse.urlparse(url)
-    if parsed.scheme == "file":
-        return Path(urllib.request.url2pathname(parsed.path)).is_file()
-    opener = urllib.request.build_opener(_KeepHead)
-    try:
-        with opener.open(urllib.request.Request(url, method="HEAD"), timeout=timeout):
-            return True
-    except urllib.error.HTTPError as error:
-        if error.code in (404, 410):
-            return False
-        raise
-
-
-def next_month_to_take(instance: dg.DagsterInstance) -> tuple[str | None, str]:
+def next_month_to_take(instance: dg.DagsterInstance,
+                       taxi_source: TaxiSourceResource) -> tuple[str | None, str]:
     """The month after the newest one taken from the source, or None and why there is none."""
     taken = instance.get_materialized_partitions(SOURCE_ASSET)
     if not taken:
@@ -63,12 +40,14 @@ def next_month_to_take(instance: dg.DagsterInstance) -> tuple[str | None, str]:
         # user starts with `make run` or a backfill, and the sensor takes it from there.
         return None, ("no month has been taken from the source yet: materialize or backfill a "
                       "first month, and this sensor follows the months after it")
+    newest = max(taken)[:7]
+    _, last = taxi_source.months()
+    if newest >= last:
+        if taxi_source.is_closed:
+            return None, f"{newest} is the last month of the release; nothing follows it"
+        return None, f"{newest} is the newest month that is over; nothing follows it yet"
     keys = monthly_partitions.get_partition_keys()
-    newest = max(taken)
-    following = keys.index(newest) + 1
-    if following == len(keys):
-        return None, f"{newest[:7]} is the last month of the release; nothing follows it"
-    return keys[following], ""
+    return keys[keys.index(f"{newest}-01") + 1], ""
 
 
 def build_publish_sensor(job) -> dg.SensorDefinition:
@@ -82,7 +61,7 @@ def build_publish_sensor(job) -> dg.SensorDefinition:
                     "is published, requests that month's run (once).",
     )
     def new_month_published(context: dg.SensorEvaluationContext, taxi_source: TaxiSourceResource):
-        partition_key, why_not = next_month_to_take(context.instance)
+        partition_key, why_not = next_month_to_take(context.instance, taxi_source)
         if partition_key is None:
             return dg.SkipReason(why_not)
         month = partition_key[:7]
@@ -91,8 +70,13 @@ def build_publish_sensor(job) -> dg.SensorDefinition:
         if context.cursor == month:
             return dg.SkipReason(f"{month} was requested already; waiting for its run")
         file_name = taxi_source.file_name(month)
-        if not is_published(taxi_source.base_url, file_name, taxi_source.timeout_seconds):
+        try:
+            taxi_source.remote(month)
+        except SourceNotPublished:
             return dg.SkipReason(f"{file_name} is not published yet")
+        except DownloadFailed as error:  # a throttling 403: says nothing about the month
+            return dg.SkipReason(f"{file_name}: the source did not answer ({error}); "
+                                 "asking again at the next tick")
         context.log.info(f"{file_name} is published: requesting {month}")
         return dg.SensorResult(
             run_requests=[dg.RunRequest(partition_key=partition_key, run_key=f"published-{month}")],
@@ -102,11 +86,62 @@ def build_publish_sensor(job) -> dg.SensorDefinition:
     return new_month_published
 
 
+def taken_versions(instance: dg.DagsterInstance) -> dict[str, str | None]:
+    """Each month taken from the source, with the file version its latest run took."""
+    versions = {}
+    for key in sorted(instance.get_materialized_partitions(SOURCE_ASSET)):
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=SOURCE_ASSET, asset_partitions=[key]), limit=1).records
+        recorded = records[0].asset_materialization.metadata.get("source_version") if records else None
+        versions[key] = recorded.value if recorded else None
+    return versions
+
+
+def build_reupload_sensor(job) -> dg.SensorDefinition:
+    @dg.sensor(
+        name="source_file_changed",
+        job=job,
+        minimum_interval_seconds=REUPLOAD_POLL_SECONDS,
+        # Off: a re-upload of the whole archive requests every month, each a download.
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description="HEADs the source for every month taken and requests a month again when "
+                    "its file's version changed (a re-upload); the automation then rebuilds "
+                    "its days and sinks.",
+    )
+    def source_file_changed(context: dg.SensorEvaluationContext, taxi_source: TaxiSourceResource):
+        requests, unversioned, unanswered = [], [], []
+        for partition_key, taken in taken_versions(context.instance).items():
+            month = partition_key[:7]
+            if taken is None:
+                unversioned.append(month)  # taken before versions were recorded
+                continue
+            try:
+                now = taxi_source.remote(month).version
+            except (SourceNotPublished, DownloadFailed, OSError) as error:
+                unanswered.append(f"{month} ({error})")
+                continue
+            if now != taken:
+                context.log.info(f"{taxi_source.file_name(month)} changed at the source "
+                                 f"({taken} → {now}): requesting {month} again")
+                digest = hashlib.sha256(now.encode()).hexdigest()[:16]
+                requests.append(dg.RunRequest(partition_key=partition_key,
+                                              run_key=f"reupload-{month}-{digest}"))
+        if unanswered:
+            context.log.warning(f"not checked this time, asked again next tick: {unanswered}")
+        if unversioned:
+            context.log.info(f"taken without a recorded version, not compared: {unversioned}")
+        if not requests:
+            return dg.SkipReason("no file taken from the source has changed there")
+        return dg.SensorResult(run_requests=requests)
+
+    return source_file_changed
+
+
 def downstream_condition() -> dg.AutomationCondition:
     """eager() over every partition, held back while a blocking check upstream has failed.
 
-    eager() alone looks at the latest time window only (July 2021 for this fixed release), so
-    that part is dropped. Because eager() waits for missing dependencies, a day is built once
+    eager() alone looks at the latest time window only (last month, yesterday), so that part
+    is dropped: a re-uploaded 2015 month rebuilds its days too. Because eager() waits for missing dependencies, a day is built once
     both files it reads are in: its month's and the next month's (the release's last month
     needs only its own).
     """
@@ -145,4 +180,5 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
 def all_sensors(jobs: dict) -> list[dg.SensorDefinition]:
     from taxi_assets.schedules import MONTHLY_JOB
 
-    return [build_publish_sensor(jobs[MONTHLY_JOB]), automation_sensor]
+    return [build_publish_sensor(jobs[MONTHLY_JOB]), build_reupload_sensor(jobs[MONTHLY_JOB]),
+            automation_sensor]

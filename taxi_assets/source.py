@@ -1,8 +1,14 @@
-"""Fetching the monthly TLC files: streamed, retried, verified, and never half-taken."""
+"""Fetching the monthly TLC files: streamed, retried, verified, versioned, never half-taken.
+
+Every file has a version: its ETag, or its Last-Modified time and size when the server sends
+no ETag (a folder's files: modification time and size). A landed copy is reused only while the
+source still has that version, so a re-uploaded file is fetched again.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import fcntl
 import gzip
 import http.client
@@ -13,6 +19,7 @@ import urllib.parse
 import urllib.request
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 CHUNK_BYTES = 1 << 20
@@ -26,10 +33,110 @@ class DownloadFailed(IOError):
     """The file could not be fetched completely, even after retrying."""
 
 
+class SourceRefused(DownloadFailed):
+    """HTTP 403 while the source's known-published object was not reachable either: throttled."""
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """What the source says about a file without sending it."""
+
+    url: str
+    version: str
+
+
+@dataclass(frozen=True)
+class LandedFile:
+    path: Path
+    version: str
+
+
 def source_url(base_url: str, file_name: str) -> str:
     if "://" not in base_url:  # a plain folder path
         return Path(base_url, file_name).resolve().as_uri()
     return f"{base_url.rstrip('/')}/{file_name}"
+
+
+def _version(headers, size: int | None) -> str:
+    etag = headers.get("ETag")
+    if etag:
+        return f"etag {etag}"
+    # Without either, the size alone: weaker, but a re-upload that changes the size is seen.
+    modified = headers.get("Last-Modified")
+    return ", ".join(filter(None, [modified and f"modified {modified}",
+                                   f"{size if size is not None else '?'} bytes"]))
+
+
+def _local_path(url: str) -> Path | None:
+    parsed = urllib.parse.urlparse(url)
+    return Path(urllib.request.url2pathname(parsed.path)) if parsed.scheme == "file" else None
+
+
+class _KeepHead(urllib.request.HTTPRedirectHandler):
+    """Follows redirects (GitHub release assets redirect to a CDN) without turning HEAD into GET."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and req.get_method() == "HEAD":
+            new.method = "HEAD"
+        return new
+
+
+def _head(url: str, timeout: float):
+    opener = urllib.request.build_opener(_KeepHead)
+    return opener.open(urllib.request.Request(url, method="HEAD"), timeout=timeout)
+
+
+def _not_published_or_refused(url: str, error: urllib.error.HTTPError, probe: str | None,
+                              timeout: float) -> Exception:
+    """What an HTTP error on a month's file means: not published, or a fault to retry.
+
+    404 and 410 say "not published". A source that hides its listing (the TLC's CloudFront)
+    answers 403 instead, and also 403 when it throttles: only if its known-published `probe`
+    object answers at the same moment is the 403 about the file.
+    """
+    if error.code in (404, 410):
+        return SourceNotPublished(f"{url}: not published (HTTP {error.code})")
+    if error.code == 403 and probe:
+        probe_url = urllib.parse.urljoin(url, probe)
+        try:
+            with _head(probe_url, timeout):
+                pass
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as probe_error:
+            return SourceRefused(f"{url}: HTTP 403, and {probe_url} is not reachable either "
+                                 f"({probe_error}): throttled or down, not 'not published'")
+        return SourceNotPublished(
+            f"{url}: not published (HTTP 403 while {probe_url} answers 200)")
+    return error
+
+
+def remote_file(base_url: str, file_name: str, *, timeout: float,
+                probe: str | None = None) -> SourceFile:
+    """The file's URL and version, by HEAD (no download). Raises SourceNotPublished."""
+    url = source_url(base_url, file_name)
+    local = _local_path(url)
+    if local is not None:
+        if not local.is_file():
+            raise SourceNotPublished(f"{url}: no such file")
+        status = local.stat()
+        modified = email.utils.formatdate(status.st_mtime, usegmt=True)
+        return SourceFile(url, f"modified {modified} ({status.st_mtime_ns} ns), "
+                               f"{status.st_size} bytes")
+    try:
+        with _head(url, timeout) as response:
+            size = response.headers.get("Content-Length")
+            return SourceFile(url, _version(response.headers, int(size) if size else None))
+    except urllib.error.HTTPError as error:
+        raise _not_published_or_refused(url, error, probe, timeout) from error
+
+
+def is_published(base_url: str, file_name: str, timeout: float, probe: str | None = None) -> bool:
+    """Whether the source has the file, without downloading it. Other faults raise."""
+    try:
+        remote_file(base_url, file_name, timeout=timeout, probe=probe)
+    except SourceNotPublished:
+        return False
+    return True
 
 
 def _transient(error: Exception) -> bool:
@@ -39,9 +146,13 @@ def _transient(error: Exception) -> bool:
                               http.client.HTTPException, DownloadFailed))
 
 
-def _stream(url: str, part: Path, timeout: float, log: Callable[[str], None]) -> int:
-    """Copy url to part; the byte count must match the server's Content-Length."""
+def _stream(url: str, part: Path, timeout: float, log: Callable[[str], None]):
+    """Copy url to part; the byte count must match the server's Content-Length.
+
+    Returns the byte count and the response's headers.
+    """
     with urllib.request.urlopen(url, timeout=timeout) as response, open(part, "wb") as out:
+        headers = response.headers
         expected = response.headers.get("Content-Length")
         expected = int(expected) if expected is not None else None
         received, next_report = 0, 0.0
@@ -66,7 +177,7 @@ def _stream(url: str, part: Path, timeout: float, log: Callable[[str], None]) ->
         raise DownloadFailed(
             f"{url}: connection ended after {received:,} of {expected:,} bytes"
         )
-    return received
+    return received, headers
 
 
 def _verify_gzip(part: Path, file_name: str) -> None:
@@ -114,51 +225,74 @@ def download(
     retries: int = 3,
     backoff_seconds: float = 1.0,
     timeout: float = 60.0,
+    probe: str | None = None,
     log: Callable[[str], None] = print,
-) -> Path:
-    """Fetch file_name into landing_dir, reusing a copy an earlier run completed.
+) -> LandedFile:
+    """Fetch file_name into landing_dir, reusing a copy an earlier run completed of the
+    version the source has now.
 
     A download lands under a `.part` name and is renamed only once complete (and, for a
     gzip file, once its trailer checks out), so a cut connection can never leave a file that
-    a later run takes for whole.
+    a later run takes for whole. `probe` is the source's known-published object (relative to
+    the file's URL), which tells its "not published" 403 from its throttling one.
     """
     landing_dir.mkdir(parents=True, exist_ok=True)
     with _only_download(landing_dir, file_name, log):
         return _download(base_url, file_name, landing_dir, retries=retries,
-                         backoff_seconds=backoff_seconds, timeout=timeout, log=log)
+                         backoff_seconds=backoff_seconds, timeout=timeout, probe=probe, log=log)
 
 
-def _download(base_url, file_name, landing_dir, *, retries, backoff_seconds, timeout, log) -> Path:
+def _download(base_url, file_name, landing_dir, *, retries, backoff_seconds, timeout, probe,
+              log) -> LandedFile:
     target = landing_dir / file_name
-    if target.exists():
-        log(f"{file_name}: reusing the complete download at {target} "
-            f"({target.stat().st_size:,} bytes)")
-        return target
+    # Beside the file, hidden: the version the landed bytes are. Removed before a new copy is
+    # renamed into place and written after, so it never vouches for other bytes.
+    recorded = landing_dir / f".{file_name}.version"
     url = source_url(base_url, file_name)
     part = target.with_name(target.name + ".part")
-    for attempt in range(1, retries + 2):
-        try:
-            size = _stream(url, part, timeout, log)
-            if file_name.endswith(".gz"):
-                _verify_gzip(part, file_name)
-            break
-        except urllib.error.HTTPError as error:
-            if error.code == 404:
-                raise SourceNotPublished(f"{url}: not published (HTTP 404)") from error
-            last_error: Exception = error
-        except FileNotFoundError as error:  # file:// and plain paths
-            raise SourceNotPublished(f"{url}: no such file") from error
-        except Exception as error:  # noqa: BLE001 - classified just below
-            last_error = error
-        if not _transient(last_error) or attempt > retries:
-            part.unlink(missing_ok=True)
-            raise DownloadFailed(
-                f"{url}: download failed after {attempt} attempt(s): {last_error}"
-            ) from last_error
-        delay = backoff_seconds * 2 ** (attempt - 1)
-        log(f"{file_name}: attempt {attempt} failed ({last_error}); retrying in {delay:.0f}s")
-        time.sleep(delay)
-    os.replace(part, target)
-    log(f"{file_name}: downloaded {size:,} bytes from {url}")
-    return target
 
+    def retrying(action):
+        for attempt in range(1, retries + 2):
+            try:
+                return action()
+            except SourceNotPublished:
+                part.unlink(missing_ok=True)
+                raise
+            except urllib.error.HTTPError as error:
+                last_error = _not_published_or_refused(url, error, probe, timeout)
+                if isinstance(last_error, SourceNotPublished):
+                    part.unlink(missing_ok=True)
+                    raise last_error from error
+            except FileNotFoundError as error:  # file:// and plain paths
+                raise SourceNotPublished(f"{url}: no such file") from error
+            except Exception as error:  # noqa: BLE001 - classified just below
+                last_error = error
+            if not _transient(last_error) or attempt > retries:
+                part.unlink(missing_ok=True)
+                raise DownloadFailed(
+                    f"{url}: download failed after {attempt} attempt(s): {last_error}"
+                ) from last_error
+            delay = backoff_seconds * 2 ** (attempt - 1)
+            log(f"{file_name}: attempt {attempt} failed ({last_error}); retrying in {delay:.0f}s")
+            time.sleep(delay)
+
+    remote = retrying(lambda: remote_file(base_url, file_name, timeout=timeout, probe=probe))
+    if target.exists() and recorded.exists() and recorded.read_text() == remote.version:
+        log(f"{file_name}: reusing the complete download at {target} "
+            f"({target.stat().st_size:,} bytes, {remote.version})")
+        return LandedFile(target, remote.version)
+
+    def fetch():
+        size, headers = _stream(url, part, timeout, log)
+        if file_name.endswith(".gz"):
+            _verify_gzip(part, file_name)
+        return size, headers
+
+    size, headers = retrying(fetch)
+    # The GET's own headers name the bytes received, should the file change after the HEAD.
+    version = remote.version if _local_path(url) else _version(headers, size)
+    recorded.unlink(missing_ok=True)
+    os.replace(part, target)
+    recorded.write_text(version)
+    log(f"{file_name}: downloaded {size:,} bytes from {url} ({version})")
+    return LandedFile(target, version)

@@ -15,7 +15,8 @@ from taxi_assets.assets import clean
 from taxi_assets.definitions import defs
 from taxi_assets.partitions import daily_partitions, monthly_partitions
 from taxi_assets.resources import TaxiSourceResource
-from taxi_assets.sensors import AUTOMATION_SENSOR, is_published
+from taxi_assets.sensors import AUTOMATION_SENSOR
+from taxi_assets.source import is_published
 from taxi_assets_tests.pipeline import materialize, pipeline_resources
 
 SAMPLE = "yellow_tripdata_2021-01.csv.gz"
@@ -199,7 +200,7 @@ def test_automation_builds_downstream_of_a_month_but_not_past_a_failed_blocking_
 def test_only_the_automation_sensor_is_on_by_default():
     running = dg.DefaultSensorStatus.RUNNING
     assert {s.name: s.default_status == running for s in REPO.sensor_defs} == {
-        AUTOMATION_SENSOR: True, "new_month_published": False}
+        AUTOMATION_SENSOR: True, "new_month_published": False, "source_file_changed": False}
     assert REPO.get_sensor_def("new_month_published").minimum_interval_seconds == 3600
     assert {s.name: s.default_status for s in REPO.schedule_defs} == {
         "monthly_yellow_trips_schedule": dg.DefaultScheduleStatus.STOPPED,
@@ -208,9 +209,9 @@ def test_only_the_automation_sensor_is_on_by_default():
 
 
 # build_schedule_from_partitioned_job calls Dagster's own deprecated run_request_for_partition.
+# (The monthly schedule asks the source: test_tlc_feed.py.)
 @pytest.mark.filterwarnings("ignore:Function `JobDefinition.run_request_for_partition`")
 @pytest.mark.parametrize("schedule, tick_at, partition", [
-    ("monthly_yellow_trips_schedule", dt.datetime(2021, 3, 2, 6), "2021-02-01"),
     ("daily_yellow_trips_schedule", dt.datetime(2021, 3, 2, 7), "2021-03-01"),
 ])
 def test_a_schedule_tick_runs_the_period_that_just_ended(schedule, tick_at, partition):

@@ -1,26 +1,53 @@
 import dagster as dg
-import pandas as pd
+import pyarrow as pa
 
 from taxi_assets.partitions import monthly_partitions
 from taxi_assets.resources import TaxiSourceResource
-from taxi_assets.schema import read_trips, to_pandas
+from taxi_assets.schema import to_pandas
+from taxi_assets.schema_mapping import read_mapped
+
+# How many of the newest months' mappings say which types the sinks hold for new columns.
+MAPPINGS_CONSULTED = 100
+
+
+def new_column_types(context: dg.AssetExecutionContext) -> dict[str, pa.DataType]:
+    """The types earlier months carried their new (non-contract) columns to the sinks in."""
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=context.asset_key), limit=MAPPINGS_CONSULTED).records
+    known: dict[str, pa.DataType] = {}
+    for record in reversed(records):  # oldest first: the newest month's type wins
+        mapping = record.asset_materialization.metadata.get("schema_mapping")
+        for name, type_name in ((mapping.value if mapping else {}).get("new") or {}).items():
+            known[name] = pa.type_for_alias(type_name)
+    return known
 
 
 @dg.asset(
     partitions_def=monthly_partitions,
     group_name="ingest",
-    kinds={"csv", "pandas"},
+    kinds={"csv", "parquet", "pandas"},
     # Network faults are retried inside the download; a run-level retry would only repeat them.
 )
-def raw_yellow_trips(context: dg.AssetExecutionContext, taxi_source: TaxiSourceResource) -> pd.DataFrame:
-    """Every trip in the month's TLC yellow-taxi file, parsed under the column contract."""
+def raw_yellow_trips(context: dg.AssetExecutionContext, taxi_source: TaxiSourceResource):
+    """Every trip in the month's TLC yellow-taxi file, mapped to the canonical columns.
+
+    Its data version is the source file's version (ETag, or Last-Modified and size): a
+    re-uploaded file makes a new version of the month.
+    """
     month = context.partition_key[:7]
-    path = taxi_source.fetch(month, log=context.log.info)
-    trips = read_trips(path)
-    context.log.info(f"{path.name}: parsed {trips.num_rows:,} rows")
-    context.add_output_metadata({
-        "source_file": taxi_source.file_name(month),
-        "bytes": path.stat().st_size,
-        "dagster/row_count": trips.num_rows,
-    })
-    return to_pandas(trips)
+    landed = taxi_source.fetch(month, log=context.log.info)
+    plan, trips = read_mapped(landed.path, known_types=new_column_types(context))
+    report = plan.report()
+    context.log.info(f"{landed.path.name}: parsed {trips.num_rows:,} rows; "
+                     f"mapping {report}")
+    return dg.Output(
+        to_pandas(trips),
+        data_version=dg.DataVersion(landed.version),
+        metadata={
+            "source_file": taxi_source.file_name(month),
+            "source_version": landed.version,
+            "bytes": landed.path.stat().st_size,
+            "dagster/row_count": trips.num_rows,
+            "schema_mapping": dg.MetadataValue.json(report),
+        },
+    )

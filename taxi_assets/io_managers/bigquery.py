@@ -402,7 +402,14 @@ class BigQueryWarehousePandasTypeHandler(DbTypeHandler[pd.DataFrame]):
             table.time_partitioning = bigquery.TimePartitioning(
                 type_=bigquery.TimePartitioningType.DAY, field=windows[0].partition_expr
             )
-        return connection.create_table(table, exists_ok=True)
+        table = connection.create_table(table, exists_ok=True)
+        held = {field.name.lower() for field in table.schema}
+        added = [field for field in bigquery_schema(obj) if field.name.lower() not in held]
+        if added:
+            # Field addition, the one schema change BigQuery allows in place: old rows get NULL.
+            table.schema = [*table.schema, *added]
+            table = connection.update_table(table, ["schema"])
+        return table
 
     def load_input(
         self, context: dg.InputContext, table_slice: TableSlice, connection

@@ -74,9 +74,27 @@ class DuckDBWarehousePandasTypeHandler(DuckDBPandasTypeHandler):
         else:
             # `obj` is found by DuckDB's replacement scan of this frame's local variables.
             connection.execute(f"create table if not exists {table} as select * from obj limit 0")
+            self._add_new_columns(connection, table_slice, obj)
             connection.execute(f"insert into {table} by name select * from obj").fetchall()
 
         return written_metadata(context, obj, "duckdb")
+
+    @staticmethod
+    def _add_new_columns(connection, table_slice: TableSlice, obj: pd.DataFrame) -> None:
+        """Columns the frame brings and the table lacks are added (empty for the old rows).
+
+        Columns the table has and the frame lacks are left NULL by the by-name insert.
+        """
+        held = {name for (name,) in connection.execute(
+            "select column_name from information_schema.columns"
+            " where table_schema = ? and table_name = ?",
+            [table_slice.schema, table_slice.table]).fetchall()}
+        types = dict(connection.execute("select column_name, column_type from"
+                                        " (describe select * from obj)").fetchall())
+        for name in obj.columns:
+            if name not in held:
+                connection.execute(f'alter table {table_slice.schema}.{table_slice.table} '
+                                   f'add column "{name}" {types[name]}')
 
     def load_input(
         self, context: dg.InputContext, table_slice: TableSlice, connection

@@ -127,6 +127,7 @@ class PostgresPandasIOManager(dg.ConfigurableIOManager):
                 f"CREATE TABLE IF NOT EXISTS {target} "
                 f"(LIKE {quote(schema)}.{quote(staging)}) PARTITION BY LIST ({quote(column)})"
             )
+            _align_columns(cur, schema, table, staging)
             cur.execute(
                 "SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
                 "JOIN pg_namespace n ON n.oid = c.relnamespace "
@@ -151,6 +152,35 @@ class PostgresPandasIOManager(dg.ConfigurableIOManager):
             cur.execute(f"SELECT * FROM {quote(schema)}.{quote(table)} "
                         f"WHERE {quote(column)} IN ({values})")
             return to_pandas(cur.fetch_arrow_table())
+
+
+def _columns(cur, schema: str, table: str) -> dict[str, str]:
+    cur.execute(
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+        "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+        f"WHERE n.nspname = {_literal(schema)} AND c.relname = {_literal(table)} "
+        "AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
+    )
+    return dict(cur.fetchall())
+
+
+def _align_columns(cur, schema: str, table: str, staging: str) -> None:
+    """Give the table the month's new columns, and the month the table's, so ATTACH fits.
+
+    Adding a nullable column to the partitioned table adds it, empty, to every partition: a
+    catalogue change, no rewrite. A column whose type differs is refused before any change.
+    """
+    held, loaded = _columns(cur, schema, table), _columns(cur, schema, staging)
+    for name in [n for n in loaded if n in held]:
+        if held[name] != loaded[name]:
+            raise TypeError(f"{schema}.{table}: column {name!r} is {held[name]} in the table "
+                            f"but {loaded[name]} in this partition's rows")
+    for name in [n for n in loaded if n not in held]:
+        cur.execute(f"ALTER TABLE {quote(schema)}.{quote(table)} "
+                    f"ADD COLUMN {quote(name)} {loaded[name]}")
+    for name in [n for n in held if n not in loaded]:
+        cur.execute(f"ALTER TABLE {quote(schema)}.{quote(staging)} "
+                    f"ADD COLUMN {quote(name)} {held[name]}")
 
 
 def _literal(text: str) -> str:

@@ -93,7 +93,8 @@ class StagingParquetIOManager(dg.ConfigurableIOManager):
                     f"{key.to_user_string()} partition {partition} is not materialized "
                     f"(no {path}); materialize it first"
                 )
-        return to_pandas(pa.concat_tables(tables))
+        # Months may differ by a new column: the others get it as nulls.
+        return to_pandas(pa.concat_tables(tables, promote_options="default"))
 
 
 def _naive_window(window: dg.TimeWindow) -> tuple[pd.Timestamp, pd.Timestamp]:

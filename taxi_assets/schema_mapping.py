@@ -1,0 +1,259 @@
+"""Mapping a trip file of any era onto the canonical columns, one record batch at a time.
+
+The TLC renamed and retyped its columns over the years (see README "Eras"). `plan_mapping`
+decides, from a file's schema alone (a Parquet footer, a CSV's parsed types), what happens to
+each column, and refuses a column whose type cannot become the canonical one before a row is
+read. `map_batch` then applies the plan to each batch as it streams. The plan's `report()` is
+what the UI shows for the month: what was renamed, cast, absent, or new.
+
+Rules: names match case-insensitively; int8..int32 → int64; large_string → string; a
+Null-typed column → nulls of the canonical type; an absent column → nulls; double → int64
+only when every value is whole (else the file, column, row and value are named); string
+datetimes (2009/2010) are parsed. A column the contract does not know is carried as it is,
+at the end, and reported as new.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from taxi_assets.schema import (
+    CANONICAL_COLUMNS,
+    DATETIME_FORMAT,
+    DROPOFF,
+    PICKUP,
+    TripFileError,
+    read_trips,
+)
+
+BATCH_ROWS = 65_536
+
+# The 2009 and 2010 layouts' names for canonical columns (matched case-insensitively). Their
+# vendor and payment columns hold names ("CMT", "Cash") where later files hold codes: they are
+# kept, under names of their own, rather than turned into codes the files never held. Their
+# coordinates are kept too; they have no zone ids, which stay null.
+LEGACY_NAMES = {
+    # 2009
+    "trip_pickup_datetime": PICKUP,
+    "trip_dropoff_datetime": DROPOFF,
+    "rate_code": "RatecodeID",
+    "store_and_forward": "store_and_fwd_flag",
+    "fare_amt": "fare_amount",
+    "surcharge": "extra",
+    "tip_amt": "tip_amount",
+    "tolls_amt": "tolls_amount",
+    "total_amt": "total_amount",
+    # 2010
+    "pickup_datetime": PICKUP,
+    "dropoff_datetime": DROPOFF,
+}
+LEGACY_EXTRA_NAMES = {
+    "vendor_name": "vendor_name",
+    "vendor_id": "vendor_name",  # 2010: the same names, under 2010's column name
+    "start_lon": "pickup_longitude",
+    "start_lat": "pickup_latitude",
+    "end_lon": "dropoff_longitude",
+    "end_lat": "dropoff_latitude",
+}
+# A legacy column whose values cannot be the canonical column's (2009's "Payment_Type" holds
+# "CASH" where later files hold 2) is kept as it is, lower-cased, under a name that is not the
+# canonical one, even case-insensitively (the warehouse lower-cases names).
+LEGACY_NAMED_CODES = {"payment_type": "payment_method", "rate_code": "rate_code_name",
+                      "store_and_forward": "store_and_forward_flag"}
+
+_INTEGERS = (pa.int8(), pa.int16(), pa.int32(), pa.uint8(), pa.uint16(), pa.uint32())
+
+
+@dataclass(frozen=True)
+class ColumnMapping:
+    """How one output column is made from the file's column `source` (None: absent)."""
+
+    name: str
+    type: pa.DataType
+    source: str | None
+    action: str  # "as is", "cast", "whole numbers", "parse", "null-typed", "absent", "new"
+
+
+@dataclass
+class MappingPlan:
+    file_name: str
+    columns: list[ColumnMapping] = field(default_factory=list)
+
+    @property
+    def schema(self) -> pa.Schema:
+        return pa.schema([(c.name, c.type) for c in self.columns])
+
+    @property
+    def new_columns(self) -> dict[str, str]:
+        return {c.name: str(c.type) for c in self.columns if c.action == "new"}
+
+    def report(self) -> dict:
+        """What was renamed, cast, absent or new: the month's mapping, for its metadata."""
+        return {
+            "renamed": {c.source: c.name for c in self.columns
+                        if c.source is not None and c.source != c.name},
+            "cast": {c.name: f"{self._source_types[c.source]} → {c.type}"
+                     for c in self.columns if c.action in ("cast", "whole numbers", "parse")},
+            "null_typed": [c.name for c in self.columns if c.action == "null-typed"],
+            "absent": [c.name for c in self.columns if c.action == "absent"],
+            "new": self.new_columns,
+        }
+
+    _source_types: dict[str, pa.DataType] = field(default_factory=dict)
+
+
+def _carried_type(type_: pa.DataType) -> pa.DataType:
+    """A new column's type in the sinks: the canonical widths, and strings for untyped nulls."""
+    if type_ in _INTEGERS:
+        return pa.int64()
+    if pa.types.is_large_string(type_) or pa.types.is_string_view(type_) or pa.types.is_null(type_):
+        return pa.string()
+    if pa.types.is_floating(type_):
+        return pa.float64()
+    return type_
+
+
+def _action(source: pa.DataType, target: pa.DataType) -> str | None:
+    """How a file column of type `source` becomes `target`; None if it cannot."""
+    if source == target:
+        return "as is"
+    if pa.types.is_null(source):
+        return "null-typed"
+    if pa.types.is_integer(target) and (source in _INTEGERS):
+        return "cast"
+    if pa.types.is_integer(target) and pa.types.is_floating(source):
+        return "whole numbers"
+    if pa.types.is_floating(target) and (pa.types.is_floating(source) or pa.types.is_integer(source)):
+        return "cast"
+    if pa.types.is_string(target) and (pa.types.is_large_string(source)
+                                       or pa.types.is_string_view(source)):
+        return "cast"
+    if pa.types.is_timestamp(target) and pa.types.is_timestamp(source) and source.tz is None:
+        return "cast"
+    if pa.types.is_timestamp(target) and (pa.types.is_string(source)
+                                          or pa.types.is_large_string(source)):
+        return "parse"
+    return None
+
+
+def plan_mapping(file_name: str, schema: pa.Schema,
+                 known_types: dict[str, pa.DataType] | None = None) -> MappingPlan:
+    """The mapping of a file with this schema; raises TripFileError for an incompatible type.
+
+    `known_types` are the types the sinks already hold for columns outside the contract: a
+    new column that arrives with another type fails here too, before any sink is touched.
+    """
+    legacy = any(name.lower() in LEGACY_EXTRA_NAMES for name in schema.names)
+    by_canonical: dict[str, str] = {}
+    for name in schema.names:
+        canonical = (LEGACY_NAMES.get(name.lower(), name) if legacy else name).lower()
+        if canonical in by_canonical:
+            raise TripFileError(file_name, f"columns {by_canonical[canonical]!r} and {name!r} "
+                                           f"both map to {canonical!r}")
+        by_canonical[canonical] = name
+    plan = MappingPlan(file_name, _source_types={f.name: f.type for f in schema})
+    taken: set[str] = set()
+    for name, target in CANONICAL_COLUMNS.items():
+        source = by_canonical.get(name.lower())
+        action = None if source is None else _action(schema.field(source).type, target)
+        if source is not None and action is None:
+            if not legacy:
+                raise TripFileError(
+                    file_name, f"column {source!r} is {schema.field(source).type}, which cannot "
+                               f"become the canonical {name!r} ({target})")
+            source = None  # a legacy column of names, not codes: carried below as it is
+        plan.columns.append(ColumnMapping(name, target, source, action or "absent"))
+        taken.add(source)
+    for field_ in schema:
+        if field_.name in taken:
+            continue
+        lower = field_.name.lower()
+        name = (LEGACY_EXTRA_NAMES.get(lower) or LEGACY_NAMED_CODES.get(lower, lower)
+                if legacy else field_.name)
+        type_ = _carried_type(field_.type)
+        known = (known_types or {}).get(name)
+        if known is not None and known != type_:
+            if _action(field_.type, known) not in ("as is", "cast", "null-typed"):
+                raise TripFileError(file_name, f"column {field_.name!r} is {field_.type}, but the "
+                                               f"sinks hold it as {known}: not an additive change")
+            type_ = known
+        plan.columns.append(ColumnMapping(name, type_, field_.name, "new"))
+    return plan
+
+
+def map_batch(plan: MappingPlan, batch: pa.RecordBatch, first_row: int = 0) -> pa.RecordBatch:
+    """One batch of the file, as the plan's columns. `first_row`: the batch's row in the file."""
+    arrays = []
+    for column in plan.columns:
+        if column.source is None:
+            arrays.append(pa.nulls(batch.num_rows, column.type))
+            continue
+        values = batch.column(column.source)
+        if column.action == "as is" or values.type == column.type:
+            arrays.append(values)
+        elif pa.types.is_null(values.type):
+            arrays.append(pa.nulls(batch.num_rows, column.type))
+        elif column.action == "whole numbers":
+            arrays.append(_whole_numbers(plan, column, values, first_row))
+        elif column.action == "parse":
+            arrays.append(_parsed_times(plan, column, values, first_row))
+        else:
+            arrays.append(values.cast(column.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=plan.schema)
+
+
+def map_table(plan: MappingPlan, table: pa.Table) -> pa.Table:
+    batches, row = [], 0
+    for batch in table.to_batches():
+        batches.append(map_batch(plan, batch, row))
+        row += batch.num_rows
+    return pa.Table.from_batches(batches, schema=plan.schema)
+
+
+def _fail_at(plan: MappingPlan, column: ColumnMapping, values: pa.Array, bad: pa.Array,
+             first_row: int, problem: str):
+    row = pc.index(bad, True).as_py()
+    raise TripFileError(plan.file_name, f"column {column.source!r}, row {first_row + row + 1}: "
+                                        f"{values[row].as_py()!r} {problem}")
+
+
+def _whole_numbers(plan, column, values: pa.Array, first_row: int) -> pa.Array:
+    fraction = pc.not_equal(values, pc.trunc(values))
+    if pc.any(fraction).as_py():
+        _fail_at(plan, column, values, pc.fill_null(fraction, False), first_row,
+                 f"is not a whole number ({values.type} → {column.type})")
+    return pc.cast(values, column.type)
+
+
+def _parsed_times(plan, column, values: pa.Array, first_row: int) -> pa.Array:
+    parsed = pc.strptime(values, format=DATETIME_FORMAT, unit="us", error_is_null=True)
+    failed = pc.and_(pc.is_null(parsed), pc.is_valid(values))
+    if pc.any(failed).as_py():
+        _fail_at(plan, column, values, failed, first_row,
+                 f"is not a valid timestamp (expected {DATETIME_FORMAT})")
+    return parsed
+
+
+def read_mapped(path: Path | str,
+                known_types: dict[str, pa.DataType] | None = None) -> tuple[MappingPlan, pa.Table]:
+    """A trip file (Parquet of any era, or CSV under its contract) as canonical columns."""
+    path = Path(path)
+    if path.suffix != ".parquet":
+        table = read_trips(path)
+        plan = plan_mapping(path.name, table.schema, known_types)
+        return plan, map_table(plan, table)
+    try:
+        parquet = pq.ParquetFile(path)
+        plan = plan_mapping(path.name, parquet.schema_arrow, known_types)
+        batches, row = [], 0
+        for batch in parquet.iter_batches(batch_size=BATCH_ROWS):
+            batches.append(map_batch(plan, batch, row))
+            row += batch.num_rows
+    except (pa.ArrowInvalid, OSError) as error:
+        raise TripFileError(path, f"is not a readable Parquet file: {error}") from error
+    return plan, pa.Table.from_batches(batches, schema=plan.schema)
