@@ -104,7 +104,7 @@ def _not_published_or_refused(url: str, error: urllib.error.HTTPError, probe: st
                 pass
         except (urllib.error.URLError, OSError, http.client.HTTPException) as probe_error:
             return SourceRefused(f"{url}: HTTP 403, and {probe_url} is not reachable either "
-                                 f"({probe_error}): throttled or down, not 'not published'")
+                                 f"({probe_error}): throttled or down, which says nothing of the file")
         return SourceNotPublished(
             f"{url}: not published (HTTP 403 while {probe_url} answers 200)")
     return error

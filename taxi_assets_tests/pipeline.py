@@ -18,11 +18,12 @@ POSTGRES_TABLE = "ny_taxi.yellow_cab_data"
 
 
 def pipeline_resources(state: Path, source_url: str, postgres, lake: LakeResource | None = None,
-                       warehouse_io_manager: dg.ConfigurableIOManager | None = None) -> dict:
+                       warehouse_io_manager: dg.ConfigurableIOManager | None = None,
+                       source_kind: str = "datatalks") -> dict:
     """The resources of the local profile, pointed at the suite's servers and `state`."""
     return build_resources(
-        taxi_source=TaxiSourceResource(base_url=source_url, landing_dir=str(state / "landing"),
-                                       backoff_seconds=0.01),
+        taxi_source=TaxiSourceResource(kind=source_kind, base_url=source_url,
+                                       landing_dir=str(state / "landing"), backoff_seconds=0.01),
         postgres=postgres.resource(),
         lake=lake or LakeResource(root=str(state / "lake")),
         warehouse_io_manager=warehouse_io_manager

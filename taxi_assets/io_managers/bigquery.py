@@ -409,6 +409,11 @@ class BigQueryWarehousePandasTypeHandler(DbTypeHandler[pd.DataFrame]):
             # Field addition, the one schema change BigQuery allows in place: old rows get NULL.
             table.schema = [*table.schema, *added]
             table = connection.update_table(table, ["schema"])
+            # A no-op on BigQuery, where the patch added the columns; emulators record a
+            # patch without applying it to the stored rows, and need the DDL too.
+            columns = ", ".join(f"ADD COLUMN IF NOT EXISTS `{field.name}` {field.field_type}"
+                                for field in added)
+            connection.query(f"ALTER TABLE `{_table_id(table_slice)}` {columns}").result()
         return table
 
     def load_input(
