@@ -22,14 +22,18 @@ def _month(csv_path: Path) -> str:
 
 
 def _prepare(workdir: Path, pg_url: str, csv_paths: list[Path]) -> None:
+    """A folder source of the files (a Parquet month is the TLC feed's, a CSV the mirror's)."""
     shutil.rmtree(workdir, ignore_errors=True)
     source = workdir / "source"
     source.mkdir(parents=True)
+    parquet = csv_paths[0].suffix == ".parquet"
     for csv_path in csv_paths:
-        (source / f"yellow_tripdata_{_month(csv_path)}.csv.gz").symlink_to(csv_path)
+        suffix = ".parquet" if parquet else ".csv.gz"
+        (source / f"yellow_tripdata_{_month(csv_path)}{suffix}").symlink_to(csv_path)
     shutil.copyfile(PROJECT_ROOT / "dagster.yaml", workdir / "dagster.yaml")
     os.environ.update({
         "TAXI_PROFILE": "local",
+        "TAXI_SOURCE": "tlc" if parquet else "datatalks",
         "TAXI_HOME": str(workdir),
         "TAXI_SOURCE_URL": str(source),
         "TAXI_PG_PORT": str(urllib.parse.urlparse(pg_url).port),

@@ -39,6 +39,7 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 BENCH_DIR = REPO / ".bench"
 REAL_2021_01_ROWS = 1_369_765
+ROWS_2025_01 = 3_475_226  # the TLC's 2025-01 Parquet file
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class Contender:
     # False for measurements that are not a whole month's pipeline (the limits): their wall
     # time includes untimed setup, so only their steps are compared.
     pipeline: bool = True
+    # "csv": the generated CSV.gz month; "parquet": the TLC-shaped 2025-01 Parquet month.
+    input: str = "csv"
 
 
 CONTENDERS: dict[str, Contender] = {
@@ -66,6 +69,12 @@ CONTENDERS: dict[str, Contender] = {
                                "tutorial script, Mage's export (CSV buffer + COPY)"),
     "limit": Contender("bench.limit:run", {},
                        "psql \\copy CSV / binary, pyarrow read_csv", pipeline=False),
+    "ours_parquet": Contender("bench.ours:run", {},
+                              "ours on the TLC-shaped Parquet month (TAXI_SOURCE=tlc)",
+                              input="parquet"),
+    "tutorial_parquet": Contender("bench.tutorial:run", {"sink": "to_sql"},
+                                  "tutorial script on Parquet: pd.read_parquet + to_sql",
+                                  input="parquet"),
 }
 
 
@@ -148,14 +157,27 @@ def ensure_month(month: str, rows: int, seed: int) -> Path:
     return path
 
 
+def ensure_parquet_month(rows: int, seed: int) -> Path:
+    """The TLC-shaped 2025-01 Parquet month, converted from a generated CSV month."""
+    path = BENCH_DIR / "data" / f"yellow_tripdata_2025-01.{rows}rows.seed{seed}.parquet"
+    if not path.exists():
+        csv = ensure_month("2025-01", rows, seed)
+        subprocess.run([sys.executable, "-m", "bench.tlc_parquet", "--csv", str(csv),
+                        "--out", str(path)], cwd=REPO, check=True)
+    return path
+
+
 def ratios(results: dict[str, dict]) -> dict[str, dict]:
-    """ours / X for wall time and for the Postgres step: below 1 means ours is faster."""
-    ours = results.get("ours")
-    if not ours:
-        return {}
+    """ours / X for wall time and for the Postgres step: below 1 means ours is faster.
+
+    Each contender is compared with ours on the same input: CSV with "ours", Parquet with
+    "ours_parquet".
+    """
     out = {}
     for name, other in results.items():
-        if name == "ours":
+        ours_name = "ours_parquet" if CONTENDERS[name].input == "parquet" else "ours"
+        ours = results.get(ours_name)
+        if not ours or name == ours_name:
             continue
         entry = {}
         if CONTENDERS[name].pipeline:
@@ -164,7 +186,7 @@ def ratios(results: dict[str, dict]) -> dict[str, dict]:
             entry["postgres"] = round(ours["steps"][ours["postgres_step"]]
                                       / other["steps"][other["postgres_step"]], 3)
         if entry:
-            out[f"ours/{name}"] = entry
+            out[f"{ours_name}/{name}"] = entry
     return out
 
 
@@ -178,9 +200,11 @@ def _postgres_rate(result: dict) -> tuple[float | None, float | None]:
 
 def render(report: dict) -> str:
     results = report["results"]
+    files = "; ".join(
+        f"{kind} {f['month']}: {f['rows']:,} rows, {f['mb']} MB"
+        for kind, f in report["files"].items())
     lines = [
-        f"Month {report['month']}: {report['file']['rows']:,} rows, "
-        f"{report['file']['gz_mb']} MB gzipped; {report['machine']['cpus']} CPUs; "
+        f"Months: {files}; {report['machine']['cpus']} CPUs; "
         f"PostgreSQL {report['machine']['postgres']}",
         "",
         "| contender | rows read | wall s | peak RSS MB | Postgres step | Postgres s | Postgres rows/s |",
@@ -213,6 +237,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--month", default="2021-01")
     parser.add_argument("--rows", type=int, default=REAL_2021_01_ROWS)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--parquet-rows", type=int, default=ROWS_2025_01,
+                        help="rows of the TLC-shaped 2025-01 Parquet month")
     parser.add_argument("--pg-url", help="postgresql://user:pass@127.0.0.1:port/db "
                                          "(default: a throwaway server)")
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(CONTENDERS)}")
@@ -231,7 +257,11 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [n for n in names if n not in CONTENDERS]
     if unknown:
         parser.error(f"unknown contenders {unknown}; known: {list(CONTENDERS)}")
-    csv = ensure_month(args.month, args.rows, args.seed)
+    inputs = {}
+    if any(CONTENDERS[n].input == "csv" for n in names):
+        inputs["csv"] = ensure_month(args.month, args.rows, args.seed)
+    if any(CONTENDERS[n].input == "parquet" for n in names):
+        inputs["parquet"] = ensure_parquet_month(args.parquet_rows, args.seed)
 
     server = pg_dir = None
     pg_url = args.pg_url
@@ -248,7 +278,7 @@ def main(argv: list[str] | None = None) -> None:
             # Flush the previous contender's dirty pages outside anyone's timing.
             _psql(pg_url, "CHECKPOINT")
             print(f"bench: {name} ...", file=sys.stderr, flush=True)
-            results[name] = measure(name, csv, pg_url, work)
+            results[name] = measure(name, inputs[CONTENDERS[name].input], pg_url, work)
             if not args.keep_work:
                 shutil.rmtree(work / name, ignore_errors=True)
             print(f"bench: {name} {results[name]['wall_s']} s, "
@@ -266,9 +296,12 @@ def main(argv: list[str] | None = None) -> None:
         "command": "python -m bench.run " + " ".join(sys.argv[1:] if argv is None else argv),
         "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "month": args.month,
-        "file": {"path": str(csv.relative_to(REPO) if csv.is_relative_to(REPO) else csv),
-                 "rows": args.rows, "seed": args.seed,
-                 "gz_mb": round(csv.stat().st_size / 2**20, 1)},
+        "files": {kind: {"path": str(path.relative_to(REPO) if path.is_relative_to(REPO)
+                                     else path),
+                         "month": args.month if kind == "csv" else "2025-01",
+                         "rows": args.rows if kind == "csv" else args.parquet_rows,
+                         "seed": args.seed, "mb": round(path.stat().st_size / 2**20, 1)}
+                  for kind, path in inputs.items()},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "pandas": pandas.__version__, "pyarrow": pyarrow.__version__,
                     "postgres": postgres_version},
