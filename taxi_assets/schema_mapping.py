@@ -1,6 +1,7 @@
 """Mapping a trip file of any era onto the canonical columns, one record batch at a time.
 
-The TLC renamed and retyped its columns over the years (see README "Eras"). `plan_mapping`
+The TLC renamed and retyped its columns over the years (README, "Sources, eras and the
+mapping"). `plan_mapping`
 decides, from a file's schema alone (a Parquet footer, a CSV's parsed types), what happens to
 each column, and refuses a column whose type cannot become the canonical one before a row is
 read. `map_batch` then applies the plan to each batch as it streams. The plan's `report()` is
@@ -9,8 +10,8 @@ what the UI shows for the month: what was renamed, cast, absent, or new.
 Rules: names match case-insensitively; int8..int32 → int64; large_string → string; a
 Null-typed column → nulls of the canonical type; an absent column → nulls; double → int64
 only when every value is whole (else the file, column, row and value are named); string
-datetimes (2009/2010) are parsed. A column the contract does not know is carried as it is,
-at the end, and reported as new.
+datetimes (2009/2010) are parsed; any other type change fails, naming the column and both
+types. A column the contract does not know is carried, at the end, and reported as new.
 """
 
 from __future__ import annotations
@@ -33,10 +34,9 @@ from taxi_assets.schema import (
 
 BATCH_ROWS = 65_536
 
-# The 2009 and 2010 layouts' names for canonical columns (matched case-insensitively). Their
-# vendor and payment columns hold names ("CMT", "Cash") where later files hold codes: they are
-# kept, under names of their own, rather than turned into codes the files never held. Their
-# coordinates are kept too; they have no zone ids, which stay null.
+# The 2009 and 2010 layouts' names for canonical columns (lower case; matched
+# case-insensitively). A file is taken for one of these layouts when it has one of the
+# LEGACY_EXTRA_NAMES columns, which no later layout has.
 LEGACY_NAMES = {
     # 2009
     "trip_pickup_datetime": PICKUP,
@@ -52,6 +52,9 @@ LEGACY_NAMES = {
     "pickup_datetime": PICKUP,
     "dropoff_datetime": DROPOFF,
 }
+# Their columns with no canonical counterpart, kept as new columns: the vendor's name ("CMT"),
+# where later files hold a code the names cannot be turned into without inventing it, and the
+# coordinates, which later files replaced with zone ids (those stay null).
 LEGACY_EXTRA_NAMES = {
     "vendor_name": "vendor_name",
     "vendor_id": "vendor_name",  # 2010: the same names, under 2010's column name
@@ -76,6 +79,7 @@ class ColumnMapping:
     name: str
     type: pa.DataType
     source: str | None
+    source_type: pa.DataType | None
     action: str  # "as is", "cast", "whole numbers", "parse", "null-typed", "absent", "new"
 
 
@@ -97,14 +101,12 @@ class MappingPlan:
         return {
             "renamed": {c.source: c.name for c in self.columns
                         if c.source is not None and c.source != c.name},
-            "cast": {c.name: f"{self._source_types[c.source]} → {c.type}"
+            "cast": {c.name: f"{c.source_type} → {c.type}"
                      for c in self.columns if c.action in ("cast", "whole numbers", "parse")},
             "null_typed": [c.name for c in self.columns if c.action == "null-typed"],
             "absent": [c.name for c in self.columns if c.action == "absent"],
             "new": self.new_columns,
         }
-
-    _source_types: dict[str, pa.DataType] = field(default_factory=dict)
 
 
 def _carried_type(type_: pa.DataType) -> pa.DataType:
@@ -156,7 +158,7 @@ def plan_mapping(file_name: str, schema: pa.Schema,
             raise TripFileError(file_name, f"columns {by_canonical[canonical]!r} and {name!r} "
                                            f"both map to {canonical!r}")
         by_canonical[canonical] = name
-    plan = MappingPlan(file_name, _source_types={f.name: f.type for f in schema})
+    plan = MappingPlan(file_name)
     taken: set[str] = set()
     for name, target in CANONICAL_COLUMNS.items():
         source = by_canonical.get(name.lower())
@@ -167,7 +169,9 @@ def plan_mapping(file_name: str, schema: pa.Schema,
                     file_name, f"column {source!r} is {schema.field(source).type}, which cannot "
                                f"become the canonical {name!r} ({target})")
             source = None  # a legacy column of names, not codes: carried below as it is
-        plan.columns.append(ColumnMapping(name, target, source, action or "absent"))
+        plan.columns.append(ColumnMapping(name, target, source,
+                                          None if source is None else schema.field(source).type,
+                                          action or "absent"))
         taken.add(source)
     for field_ in schema:
         if field_.name in taken:
@@ -182,7 +186,7 @@ def plan_mapping(file_name: str, schema: pa.Schema,
                 raise TripFileError(file_name, f"column {field_.name!r} is {field_.type}, but the "
                                                f"sinks hold it as {known}: not an additive change")
             type_ = known
-        plan.columns.append(ColumnMapping(name, type_, field_.name, "new"))
+        plan.columns.append(ColumnMapping(name, type_, field_.name, field_.type, "new"))
     return plan
 
 

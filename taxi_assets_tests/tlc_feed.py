@@ -144,6 +144,25 @@ def era_2010(month: str) -> pa.Table:
     })
 
 
+_NAMES_2009 = {
+    "vendor_id": "vendor_name", "pickup_datetime": "Trip_Pickup_DateTime",
+    "dropoff_datetime": "Trip_Dropoff_DateTime", "passenger_count": "Passenger_Count",
+    "trip_distance": "Trip_Distance", "pickup_longitude": "Start_Lon",
+    "pickup_latitude": "Start_Lat", "rate_code": "Rate_Code",
+    "store_and_fwd_flag": "store_and_forward", "dropoff_longitude": "End_Lon",
+    "dropoff_latitude": "End_Lat", "payment_type": "Payment_Type", "fare_amount": "Fare_Amt",
+    "tip_amount": "Tip_Amt", "tolls_amount": "Tolls_Amt", "total_amount": "Total_Amt",
+}
+
+
+def era_2009(month: str) -> pa.Table:
+    """2009: 2010's columns under 2009's names; rate code and flag as (mostly null) doubles."""
+    table = _renamed(era_2010(month), _NAMES_2009)
+    table = _retyped(table, {"Rate_Code": pa.float64()})
+    flag = table.schema.get_field_index("store_and_forward")
+    return table.set_column(flag, "store_and_forward", pa.nulls(table.num_rows, pa.float64()))
+
+
 # One month of each era, as the feed would have it.
 ERAS = {
     "2015-03": era_2011,
@@ -153,6 +172,7 @@ ERAS = {
     "2025-01": era_2025,
     "2026-03": with_unknown_column,
     "2010-05": era_2010,
+    "2009-05": era_2009,
 }
 
 
