@@ -13,7 +13,8 @@ import dagster as dg
 
 from taxi_assets.partitions import daily_partitions, monthly_partitions
 from taxi_assets.resources import TaxiSourceResource
-from taxi_assets.source import DownloadFailed, SourceNotPublished
+from taxi_assets.sensors import SOURCE_ASSET
+from taxi_assets.source import SourceNotPublished
 
 MONTHLY_JOB = "monthly_yellow_trips"
 DAILY_JOB = "daily_yellow_trips"
@@ -54,13 +55,15 @@ def build_monthly_schedule(job) -> dg.ScheduleDefinition:
                                       taxi_source: TaxiSourceResource):
         month = taxi_source.newest_expected_month(context.scheduled_execution_time.date())
         key = f"{month}-01"
-        if key in context.instance.get_materialized_partitions(dg.AssetKey("raw_yellow_trips")):
+        if key in context.instance.get_materialized_partitions(SOURCE_ASSET):
             return dg.SkipReason(f"{month}, the newest month the source can have out, is taken")
+        # Either way the publish sensor takes the month once it is out.
         try:
             taxi_source.remote(month)
-        except (SourceNotPublished, DownloadFailed) as error:
-            # The publish sensor takes it when it appears.
+        except SourceNotPublished as error:
             return dg.SkipReason(f"{month} is not out yet: {error}")
+        except OSError as error:  # throttled or unreachable: says nothing about the month
+            return dg.SkipReason(f"the source did not answer for {month}: {error}")
         return dg.RunRequest(partition_key=key, run_key=f"scheduled-{month}")
 
     return monthly_yellow_trips_schedule

@@ -104,7 +104,8 @@ def _not_published_or_refused(url: str, error: urllib.error.HTTPError, probe: st
                 pass
         except (urllib.error.URLError, OSError, http.client.HTTPException) as probe_error:
             return SourceRefused(f"{url}: HTTP 403, and {probe_url} is not reachable either "
-                                 f"({probe_error}): throttled or down, which says nothing of the file")
+                                 f"({probe_error}): throttled or down, which says nothing "
+                                 "of the file")
         return SourceNotPublished(
             f"{url}: not published (HTTP 403 while {probe_url} answers 200)")
     return error
@@ -130,15 +131,6 @@ def remote_file(base_url: str, file_name: str, *, timeout: float,
         raise _not_published_or_refused(url, error, probe, timeout) from error
 
 
-def is_published(base_url: str, file_name: str, timeout: float, probe: str | None = None) -> bool:
-    """Whether the source has the file, without downloading it. Other faults raise."""
-    try:
-        remote_file(base_url, file_name, timeout=timeout, probe=probe)
-    except SourceNotPublished:
-        return False
-    return True
-
-
 def _transient(error: Exception) -> bool:
     if isinstance(error, urllib.error.HTTPError):
         return error.code >= 500 or error.code in (408, 429)
@@ -146,13 +138,9 @@ def _transient(error: Exception) -> bool:
                               http.client.HTTPException, DownloadFailed))
 
 
-def _stream(url: str, part: Path, timeout: float, log: Callable[[str], None]):
-    """Copy url to part; the byte count must match the server's Content-Length.
-
-    Returns the byte count and the response's headers.
-    """
+def _stream(url: str, part: Path, timeout: float, log: Callable[[str], None]) -> int:
+    """Copy url to part; the byte count must match the server's Content-Length."""
     with urllib.request.urlopen(url, timeout=timeout) as response, open(part, "wb") as out:
-        headers = response.headers
         expected = response.headers.get("Content-Length")
         expected = int(expected) if expected is not None else None
         received, next_report = 0, 0.0
@@ -177,7 +165,7 @@ def _stream(url: str, part: Path, timeout: float, log: Callable[[str], None]):
         raise DownloadFailed(
             f"{url}: connection ended after {received:,} of {expected:,} bytes"
         )
-    return received, headers
+    return received
 
 
 def _verify_gzip(part: Path, file_name: str) -> None:
@@ -282,17 +270,17 @@ def _download(base_url, file_name, landing_dir, *, retries, backoff_seconds, tim
             f"({target.stat().st_size:,} bytes, {remote.version})")
         return LandedFile(target, remote.version)
 
-    def fetch():
-        size, headers = _stream(url, part, timeout, log)
+    def fetch() -> int:
+        size = _stream(url, part, timeout, log)
         if file_name.endswith(".gz"):
             _verify_gzip(part, file_name)
-        return size, headers
+        return size
 
-    size, headers = retrying(fetch)
-    # The GET's own headers name the bytes received, should the file change after the HEAD.
-    version = remote.version if _local_path(url) else _version(headers, size)
+    size = retrying(fetch)
+    # The HEAD's version, even should the file be re-uploaded between it and the GET: then
+    # the next HEAD differs from it, and the new file is fetched (and the month re-run) again.
     recorded.unlink(missing_ok=True)
     os.replace(part, target)
-    recorded.write_text(version)
-    log(f"{file_name}: downloaded {size:,} bytes from {url} ({version})")
-    return LandedFile(target, version)
+    recorded.write_text(remote.version)
+    log(f"{file_name}: downloaded {size:,} bytes from {url} ({remote.version})")
+    return LandedFile(target, remote.version)

@@ -16,7 +16,7 @@ from taxi_assets.definitions import defs
 from taxi_assets.partitions import daily_partitions, monthly_partitions
 from taxi_assets.resources import TaxiSourceResource
 from taxi_assets.sensors import AUTOMATION_SENSOR
-from taxi_assets.source import is_published
+from taxi_assets.source import SourceNotPublished, remote_file
 from taxi_assets_tests.pipeline import materialize, pipeline_resources
 
 SAMPLE = "yellow_tripdata_2021-01.csv.gz"
@@ -37,6 +37,15 @@ def take(resources, instance, month: str, **kwargs):
 
 
 # --- the new-month sensor --------------------------------------------------------------------
+
+def is_published(base_url: str, file_name: str, timeout: float) -> bool:
+    """What the sensor asks the source: HEAD the file, and tell "not published" apart."""
+    try:
+        remote_file(base_url, file_name, timeout=timeout)
+    except SourceNotPublished:
+        return False
+    return True
+
 
 def tick(instance, source: TaxiSourceResource, cursor: str | None):
     sensor = REPO.get_sensor_def("new_month_published")
