@@ -445,12 +445,17 @@ def test_the_monthly_schedule_asks_for_the_newest_month_the_lag_allows(tmp_path,
     schedule = REPO.get_schedule_def("monthly_yellow_trips_schedule")
 
     def tick_at(when: dt.datetime):
-        # A schedule's context needs a persistent instance.
-        with dg.instance_for_test() as instance:
+        # A schedule's context needs a persistent instance. Not entered as a context manager:
+        # that would leave it as the process's definitions state storage once disposed.
+        (tmp_path / "dagster").mkdir(exist_ok=True)
+        instance = dg.DagsterInstance.local_temp(str(tmp_path / "dagster"))
+        try:
             context = dg.build_schedule_context(
                 instance=instance, resources={"taxi_source": source}, repository_def=REPO,
                 scheduled_execution_time=when.replace(tzinfo=dt.timezone.utc))
             return schedule.evaluate_tick(context)
+        finally:
+            instance.dispose()
 
     # On 2026-12-02 September is the newest month the TLC's two-month lag allows.
     not_out = tick_at(dt.datetime(2026, 12, 2, 6))
