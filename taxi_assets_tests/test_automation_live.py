@@ -332,9 +332,10 @@ def test_the_ui_shows_every_asset_and_the_backfilled_partitions(stack, page, tmp
     expect(page.locator("svg").get_by_text("Loading")).to_have_count(0)  # their statuses
     shot = screenshot(page, tmp_path, "asset-graph")
 
-    page.goto(f"{stack.webserver.url}/assets/ny_taxi/yellow_cab_data?view=partitions")
+    # Straight to the month: with partitions from 2009 on, the list opens at the newest ones.
+    page.goto(f"{stack.webserver.url}/assets/ny_taxi/yellow_cab_data"
+              f"?view=partitions&partition={MONTHS[0]}")
     page.get_by_text(f"Materialized ({len(MONTHS)})").wait_for()
-    page.get_by_text(MONTHS[0], exact=True).first.click()
     page.get_by_text("dagster/row_count").wait_for()
     assert page.get_by_text(str(CLEAN_ROWS), exact=True).count() >= 1
     screenshot(page, tmp_path, "yellow_cab_data-partitions")
