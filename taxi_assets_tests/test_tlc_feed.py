@@ -27,6 +27,7 @@ from taxi_assets_tests.pipeline import (
     pipeline_resources,
     query,
 )
+from taxi_assets_tests.test_automation import requested
 from taxi_assets_tests.test_faults import failure_message, sink_state
 from taxi_assets_tests.test_warehouse_assets import BigQueryWarehouse, DuckDBWarehouse
 from taxi_assets_tests.tlc_feed import ERAS, era_2025, start_feed, with_unknown_column
@@ -289,23 +290,19 @@ def test_an_incompatible_type_fails_before_any_sink_naming_column_and_types(
     assert materialize(resources, "2026-03-01", instance=instance).success
     good = sink_state(postgres)
 
-    # A contract column turned string.
-    table = era_2025("2025-01")
-    feed.publish("2025-01", table.set_column(table.schema.get_field_index("fare_amount"),
-                                             "fare_amount", table["fare_amount"].cast(pa.string())))
-    failed = materialize(resources, "2025-01-01", instance=instance, raise_on_error=False)
-    assert not failed.success
-    assert ("column 'fare_amount' is string, which cannot become the canonical 'fare_amount' "
-            "(double)") in failure_message(failed)
+    def fails_with_string(month: str, table: pa.Table, column: str) -> str:
+        feed.publish(month, table.set_column(table.schema.get_field_index(column), column,
+                                             table[column].cast(pa.string())))
+        failed = materialize(resources, f"{month}-01", instance=instance, raise_on_error=False)
+        assert not failed.success
+        return failure_message(failed)
 
+    # A contract column turned string.
+    assert ("column 'fare_amount' is string, which cannot become the canonical 'fare_amount' "
+            "(double)") in fails_with_string("2025-01", era_2025("2025-01"), "fare_amount")
     # A new column, carried as double so far, arriving as a string.
-    table = with_unknown_column("2026-04")
-    feed.publish("2026-04", table.set_column(table.schema.get_field_index("green_levy"),
-                                             "green_levy", table["green_levy"].cast(pa.string())))
-    failed = materialize(resources, "2026-04-01", instance=instance, raise_on_error=False)
-    assert not failed.success
     assert ("column 'green_levy' is string, but the sinks hold it as double: not an additive "
-            "change") in failure_message(failed)
+            "change") in fails_with_string("2026-04", with_unknown_column("2026-04"), "green_levy")
 
     assert sink_state(postgres) == good
     assert sorted(p.name for p in (tmp_path / "lake" / "nyc_taxi_data").iterdir()) == \
@@ -356,15 +353,6 @@ def test_a_403_is_not_published_only_while_the_known_object_answers(
 
 
 # --- re-uploads -------------------------------------------------------------------------------
-
-def requested(result) -> dict[str, list[str]]:
-    out = {}
-    for key_result in result.results:
-        partitions = key_result.true_subset.expensively_compute_asset_partitions()
-        if partitions:
-            out[key_result.key.to_user_string()] = sorted(p.partition_key for p in partitions)
-    return out
-
 
 def test_a_reupload_rematerializes_the_month_and_its_days(tmp_path, feed, fresh_postgres, instance):
     postgres = fresh_postgres
