@@ -117,21 +117,26 @@ def build_reupload_sensor(job) -> dg.SensorDefinition:
                 continue
             try:
                 now = taxi_source.remote(month).version
-            except (SourceNotPublished, DownloadFailed, OSError) as error:
+            except SourceNotPublished as error:  # withdrawn: nothing to take again
                 unanswered.append(f"{month} ({error})")
                 continue
+            except OSError as error:
+                # Throttled or unreachable: the months after would only wait out their timeouts.
+                unanswered.append(f"{month} and the months after it ({error})")
+                break
             if now != taken:
                 context.log.info(f"{taxi_source.file_name(month)} changed at the source "
                                  f"({taken} → {now}): requesting {month} again")
                 digest = hashlib.sha256(now.encode()).hexdigest()[:16]
                 requests.append(dg.RunRequest(partition_key=partition_key,
                                               run_key=f"reupload-{month}-{digest}"))
-        if unanswered:
-            context.log.warning(f"not checked this time, asked again next tick: {unanswered}")
+        unchecked = f"; not checked, asked again next tick: {unanswered}" if unanswered else ""
         if unversioned:
             context.log.info(f"taken without a recorded version, not compared: {unversioned}")
         if not requests:
-            return dg.SkipReason("no file taken from the source has changed there")
+            return dg.SkipReason(f"no file taken from the source has changed there{unchecked}")
+        if unanswered:
+            context.log.warning(unchecked[2:])
         return dg.SensorResult(run_requests=requests)
 
     return source_file_changed

@@ -405,6 +405,28 @@ def test_a_reupload_rematerializes_the_month_and_its_days(tmp_path, feed, fresh_
     assert rows == pc.sum(in_days.cast(pa.int64())).as_py()
 
 
+def test_a_throttled_feed_requests_nothing_and_is_asked_once(
+    tmp_path, feed, fresh_postgres, instance
+):
+    resources = tlc_resources(tmp_path, feed, fresh_postgres)
+    for month in ("2025-01", "2025-02"):
+        feed.publish(month, era_2025(month))
+        assert materialize(resources, f"{month}-01", instance=instance).success
+    feed.reupload("2025-02", era_2025("2025-02").slice(3))
+    feed.throttled = True
+    feed.requests.clear()
+
+    requests, _, skipped = tick("source_file_changed", instance, resources["taxi_source"])
+
+    assert requests == [] and "not checked, asked again next tick: ['2025-01 and the months " \
+        "after it" in skipped
+    # The first refusal ends the tick: the other months are not asked to time out in turn.
+    assert feed.requests == ["HEAD /trip-data/yellow_tripdata_2025-01.parquet", f"HEAD {PROBE}"]
+    feed.throttled = False
+    requests, _, _ = tick("source_file_changed", instance, resources["taxi_source"])
+    assert [r.partition_key for r in requests] == ["2025-02-01"]
+
+
 def test_without_an_etag_the_version_is_last_modified_and_size(feed):
     feed.send_etag = False
     feed.publish("2025-01")
