@@ -82,6 +82,14 @@ class LocalPostgres:
     def is_running(self) -> bool:
         return self._run("pg_ctl", "status", "-D", str(self.data_dir), check=False).returncode == 0
 
+    def running_port(self) -> int | None:
+        """The port this data directory's server listens on, if it is running."""
+        if not self.is_running():
+            return None
+        # postmaster.pid: pid, data directory, start time, port, ... (one per line)
+        lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
+        return int(lines[3]) if len(lines) > 3 and lines[3].strip().isdigit() else None
+
     def start(self) -> "LocalPostgres":
         if not (self.data_dir / "PG_VERSION").exists():
             self._init()
