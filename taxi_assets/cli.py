@@ -87,6 +87,9 @@ def start_local_postgres(home, port: int):
 def prepare_environment() -> None:
     """Point Dagster at this project's instance and, locally, at the embedded PostgreSQL."""
     os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT))
+    # dagster.yaml turns telemetry off, but the webserver and the daemon still make its folders
+    # (logs/, .logs_queue/) in DAGSTER_HOME, the checkout, unless this is set.
+    os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
     home = taxi_home()
     home.mkdir(parents=True, exist_ok=True)
     os.environ["TAXI_HOME"] = str(home)

@@ -1,10 +1,11 @@
 """The one module that imports Dagster's private API (`dagster._core`).
 
-Three needs have no public API in Dagster 1.13: the building blocks of the warehouse IO
+Four needs have no public API in Dagster 1.13: the building blocks of the warehouse IO
 managers (`DbIOManager` and its table types, re-exported here); a run created from the terminal
 as the UI creates one, i.e. a run of the workspace's code location, which the UI can list under
-its job and re-execute, but executed in this process rather than handed to a run launcher; and
-run logs in a folder of their own (`dagster.yaml` names `RunLogs`).
+its job and re-execute, but executed in this process rather than handed to a run launcher; a
+check evaluation for one partition of a range run, tied to that partition's materialization;
+and run logs in a folder of their own (`dagster.yaml` names `RunLogs`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from pathlib import Path
 
 import dagster as dg
 from dagster._utils.hosted_user_process import recon_job_from_origin
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
 from dagster._core.definitions.selector import JobSubsetSelector
 from dagster._core.execution.api import execute_run
 from dagster._core.execution.job_execution_result import JobExecutionResult
@@ -46,6 +50,7 @@ __all__ = [
     "TableSlice",
     "WorkspaceLocation",
     "static_where_clause",
+    "check_evaluation_for_partition",
 ]
 
 
@@ -125,3 +130,23 @@ class RunLogs(LocalComputeLogManager):
         config = dict(config_value)
         config["base_dir"] = os.path.join(config["base_dir"], "storage")
         return cls(inst_data=inst_data, **config)
+
+
+def check_evaluation_for_partition(
+    instance: dg.DagsterInstance, check_key: dg.AssetCheckKey, partition: str, **fields
+) -> dg.AssetCheckEvaluation:
+    """An evaluation of `check_key` for one partition, about that partition's latest
+    materialization, as an `AssetCheckResult` of a single-partition run records it. Without
+    that link the UI takes the result for a stale one and shows the partition unchecked."""
+    latest = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=check_key.asset_key, asset_partitions=[partition]),
+        limit=1,
+    ).records
+    target = AssetCheckEvaluationTargetMaterializationData(
+        run_id=latest[0].event_log_entry.run_id, storage_id=latest[0].storage_id,
+        timestamp=latest[0].timestamp,
+    ) if latest else None
+    return dg.AssetCheckEvaluation(
+        asset_key=check_key.asset_key, check_name=check_key.name, partition=partition,
+        target_materialization_data=target, **fields,
+    )

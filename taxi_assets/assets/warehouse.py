@@ -3,6 +3,7 @@
 import dagster as dg
 import pandas as pd
 
+from taxi_assets.dagster_private import check_evaluation_for_partition
 from taxi_assets.partitions import daily_partitions
 from taxi_assets.schema import PICKUP
 
@@ -54,9 +55,8 @@ def warehouse_matches_lake(
     op_context = context.op_execution_context
     for day in op_context.partition_keys:
         in_warehouse, in_lake = warehouse_rows.get(day, 0), lake_rows.get(day, 0)
-        op_context.log_event(dg.AssetCheckEvaluation(
-            asset_key=check_key.asset_key, check_name=check_key.name,
-            partition=day, passed=in_warehouse == in_lake,
+        op_context.log_event(check_evaluation_for_partition(
+            context.instance, check_key, day, passed=in_warehouse == in_lake,
             severity=dg.AssetCheckSeverity.WARN,
             metadata={"warehouse_rows": in_warehouse, "lake_rows": in_lake},
         ))
