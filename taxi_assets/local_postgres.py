@@ -90,7 +90,7 @@ class LocalPostgres:
         lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
         return int(lines[3]) if len(lines) > 3 and lines[3].strip().isdigit() else None
 
-    def start(self) -> "LocalPostgres":
+    def start(self) -> LocalPostgres:
         if not (self.data_dir / "PG_VERSION").exists():
             self._init()
         if self.is_running():
