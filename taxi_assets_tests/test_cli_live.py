@@ -80,6 +80,24 @@ mutation Reexecute($params: ReexecutionParams!) {
 }
 """
 
+LAUNCH_BACKFILL = """
+mutation LaunchPartitionBackfill($backfillParams: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $backfillParams) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+  }
+}
+"""
+
+BACKFILL_RUNS = """
+query Backfill($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename ... on PartitionBackfill { status runs { runId status tags { key value } } }
+  }
+}
+"""
+
 CHECK_STATUS = """
 query Check($key: AssetKeyInput!) {
   assetNodeOrError(assetKey: $key) { __typename ... on AssetNode {
@@ -119,6 +137,10 @@ class Project:
         launched = launched["launchPipelineReexecution"]
         assert launched["__typename"] == "LaunchRunSuccess", launched
         return launched["run"]["runId"]
+
+    def step_failures(self, run_id: str) -> list[dict]:
+        events = self.graphql(STEP_FAILURES, {"id": run_id})["logsForRun"]["events"]
+        return [e for e in events if e["__typename"] == "ExecutionStepFailureEvent"]
 
     def wait_for(self, run_id: str) -> dict:
         def finished():
@@ -189,8 +211,7 @@ def test_an_unpublished_month_fails_in_one_line_and_reexecutes_from_failure(proj
     assert last[1] == "Setting that fixes it: TAXI_SOURCE_URL", output
     [run_id] = RUN_ID.findall(output)
     assert project.job_runs("monthly_yellow_trips") == {run_id: "FAILURE"}
-    [failure] = [e for e in project.graphql(STEP_FAILURES, {"id": run_id})["logsForRun"]["events"]
-                 if e["__typename"] == "ExecutionStepFailureEvent"]
+    [failure] = project.step_failures(run_id)
     assert failure["stepKey"] == "raw_yellow_trips"
     assert "not published (HTTP 404)" in failure["failureMetadata"]["description"]
     assert {"month", "setting"} <= {m["label"] for m in failure["failureMetadata"]["metadataEntries"]}
@@ -239,6 +260,30 @@ def test_the_reconciliation_check_reads_the_same_everywhere(project):
     ranges = check["partitionStatuses"]["ranges"]
     assert [(r["startKey"], r["endKey"], r["status"]) for r in ranges] == [
         ("2021-01-01", "2021-01-31", "SUCCEEDED")]
+
+
+def test_a_backfill_over_unpublished_months_says_so_on_each_run(project):
+    launched = project.graphql(LAUNCH_BACKFILL, {"backfillParams": {
+        "assetSelection": [{"path": ["raw_yellow_trips"]}],
+        "partitionNames": ["2021-03-01", "2021-04-01"], "fromFailure": False,
+    }})["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+
+    def finished():
+        result = project.graphql(BACKFILL_RUNS, {"id": launched["backfillId"]})
+        result = result["partitionBackfillOrError"]
+        runs = result["runs"]
+        done = len(runs) == 2 and all(r["status"] in ("SUCCESS", "FAILURE") for r in runs)
+        return runs if done and result["status"] not in ("REQUESTED", "CANCELING") else None
+    runs = wait_until(finished, "the backfill", [project.dev], timeout=RUN_TIMEOUT, interval=1.0)
+
+    for run in runs:
+        month = {t["key"]: t["value"] for t in run["tags"]}["dagster/partition"][:7]
+        [failure] = project.step_failures(run["runId"])
+        assert run["status"] == "FAILURE"
+        assert failure["failureMetadata"]["description"] == (
+            f"{month} is not published by the source: {project.env['TAXI_SOURCE_URL']}/"
+            f"yellow_tripdata_{month}.csv.gz: not published (HTTP 404)")
 
 
 def test_verbose_shows_every_event(project):
