@@ -145,7 +145,10 @@ def failure_cause(step_failure) -> str:
     errors = list(_chain(step_failure.error))
     ours = [e for e in errors if not (e.cls_name or "").startswith("Dagster")]
     cause = (ours or errors or [None])[0]
-    return cause.message.strip().splitlines()[0] if cause else "unknown error"
+    if cause is None:
+        return "unknown error"
+    # "taxi_assets.source.DownloadFailed: ..." reads as "DownloadFailed: ..."
+    return re.sub(r"^(?:\w+\.)+(\w+: )", r"\1", cause.message.strip().splitlines()[0])
 
 
 def setting_for(step_failure) -> str | None:
