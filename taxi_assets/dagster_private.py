@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import dagster as dg
-from dagster._utils.hosted_user_process import recon_job_from_origin
 from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
@@ -31,7 +29,6 @@ from dagster._core.remote_origin import (
     RemoteRepositoryOrigin,
 )
 from dagster._core.remote_representation.code_location import CodeLocation
-from dagster._core.storage.local_compute_log_manager import LocalComputeLogManager
 from dagster._core.storage.db_io_manager import (
     DbIOManager,
     DbTypeHandler,
@@ -39,18 +36,21 @@ from dagster._core.storage.db_io_manager import (
     TableSlice,
     static_where_clause,
 )
+from dagster._core.storage.local_compute_log_manager import LocalComputeLogManager
 from dagster._core.workspace.load import location_origins_from_yaml_paths
+from dagster._utils.hosted_user_process import recon_job_from_origin
 
 __all__ = [
     "DbIOManager",
-    "RunLogs",
     "DbTypeHandler",
     "JobExecutionResult",
+    "RunLogs",
     "TablePartitionDimension",
     "TableSlice",
     "WorkspaceLocation",
-    "static_where_clause",
     "check_evaluation_for_partition",
+    "execute_in_process",
+    "static_where_clause",
 ]
 
 
@@ -75,10 +75,7 @@ class WorkspaceLocation:
         if target is None:
             raise ValueError(f"code location {location_name!r} in {workspace_yaml} is served by "
                              "a gRPC server; runs from the terminal need one loaded from Python")
-        in_process = InProcessCodeLocationOrigin(
-            loadable_target_origin=target._replace(executable_path=sys.executable),
-            location_name=location_name,
-        )
+        in_process = InProcessCodeLocationOrigin(target, location_name=location_name)
         with in_process.create_location(instance) as location:
             yield cls(origin, location)
 

@@ -321,6 +321,7 @@ def test_ports_name_the_setting_that_moves_them(project, tmp_path):
 def test_the_checkout_stays_clean(project):
     """Neither the runs nor the UI leave Dagster state in the project; run artifacts are in one
     folder of TAXI_HOME."""
+    assert project.graphql("{ shouldShowNux }") == {"shouldShowNux": False}
     dagster_home = Path(project.env["DAGSTER_HOME"])
     assert sorted(p.name for p in dagster_home.iterdir()) == ["dagster.yaml"]
     top = sorted(p.name for p in project.taxi_home.iterdir())
