@@ -2,6 +2,8 @@
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from taxi_assets.dagster_private import check_evaluation_for_partition
 from taxi_assets.partitions import daily_partitions
@@ -65,5 +67,5 @@ def warehouse_matches_lake(
 def _rows_per_day(trips: pd.DataFrame, pickup: str) -> dict[str, int]:
     if trips.empty:  # an empty day may come back without columns
         return {}
-    counts = trips[pickup].dt.strftime("%Y-%m-%d").value_counts()
-    return {day: int(count) for day, count in counts.items()}
+    counts = pc.value_counts(pc.cast(pa.array(trips[pickup]), pa.date32()))
+    return {str(count["values"]): count["counts"] for count in counts.to_pylist()}
