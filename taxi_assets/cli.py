@@ -18,7 +18,7 @@ import dagster as dg
 import pyarrow as pa
 
 from taxi_assets import console
-from taxi_assets.resources import LOCAL_PG_PORT, PROJECT_ROOT, taxi_home
+from taxi_assets.resources import PROJECT_ROOT, local_pg_port, taxi_home
 
 LOCATION_NAME = "taxi_assets"  # the code location in workspace.yaml, which `make dev` serves
 WEBSERVER_PORT = 3000
@@ -94,7 +94,7 @@ def prepare_environment() -> None:
     home.mkdir(parents=True, exist_ok=True)
     os.environ["TAXI_HOME"] = str(home)
     if _profile() == "local":
-        server = start_local_postgres(home, int(os.environ.get("TAXI_PG_PORT") or LOCAL_PG_PORT))
+        server = start_local_postgres(home, local_pg_port())
         os.environ.setdefault("DAGSTER_PG_URL", instance_storage_url(server.url))
     elif not os.environ.get("DAGSTER_PG_URL"):
         sys.exit("TAXI_PROFILE=gcp needs DAGSTER_PG_URL (the PostgreSQL for Dagster's storage)")
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "stop":
         from taxi_assets.local_postgres import LocalPostgres
 
-        LocalPostgres(taxi_home() / "pgdata", LOCAL_PG_PORT).stop()
+        LocalPostgres(taxi_home() / "pgdata", local_pg_port()).stop()
         return
     prepare_environment()
     if args.command == "postgres":
