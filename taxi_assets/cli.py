@@ -29,11 +29,11 @@ def _profile() -> str:
 
 
 def quiet_framework_warnings() -> None:
-    """Dagster's Beta/Preview notices are about APIs this project chose; a user cannot act on
-    them, and they would open every run's console."""
-    warnings.filterwarnings("ignore", category=dg.BetaWarning)
-    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+    """Notices no user of the project can act on (the package itself silences Dagster's
+    Beta/Preview ones): platformdirs' about a variable containers often lack, and `dagster dev`
+    pointing to its successor, which `make dev` runs for us."""
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore:Function `dev_command` is superseded")
 
 
 def log_level(verbose: bool) -> str:
