@@ -12,6 +12,7 @@ import argparse
 import os
 import socket
 import sys
+import time
 import warnings
 
 import dagster as dg
@@ -60,12 +61,13 @@ def instance_storage_url(url: str) -> str:
 
 
 def port_in_use(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return True
-    return False
+    """Whether something listens there. A connection, not a bind: a bind also fails while
+    connections of a server just stopped linger in TIME_WAIT, which would not stop a server."""
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+    except OSError:
+        return False
+    return True
 
 
 def start_local_postgres(home, port: int):
@@ -78,10 +80,17 @@ def start_local_postgres(home, port: int):
         sys.exit(f"The project's PostgreSQL ({server.data_dir}) is already running on port "
                  f"{running}, not on TAXI_PG_PORT={port}: use TAXI_PG_PORT={running}, or "
                  "`make stop` it first.")
+    setting = f"set TAXI_PG_PORT to a free port (e.g. TAXI_PG_PORT={port + 1} make run)"
     if running is None and port_in_use(server.host, port):
-        sys.exit(f"{server.host}:{port} is in use by another program: set TAXI_PG_PORT to a free "
-                 f"port for the project's PostgreSQL (e.g. TAXI_PG_PORT={port + 1} make run).")
-    return server.start()
+        sys.exit(f"{server.host}:{port} is in use by another program: {setting}.")
+    try:
+        return server.start()
+    except RuntimeError as error:
+        if "Address already in use" not in str(error):
+            raise
+        sys.exit(f"PostgreSQL could not listen on {server.host}:{port}, which is in use (by "
+                 "another program, or for a while by the last connections of a server that "
+                 f"stopped there): {setting}, or retry later.")
 
 
 def prepare_environment() -> None:
@@ -155,8 +164,8 @@ def run(month: str, daily_assets: list[str] | None = None,
     return results
 
 
-def print_locations(month: str, results: list) -> None:
-    print("\n" + "\n".join(console.closing_table(month, console.landed(results))))
+def print_locations(month: str, results: list, seconds: float) -> None:
+    print("\n" + "\n".join(console.closing_table(month, console.landed(results), seconds)))
     if _profile() == "local":
         server = os.environ["DAGSTER_PG_URL"].split("?")[0]
         print(f"PostgreSQL: {server} (psql it); the runs: `make dev`, then {webserver_url()}")
@@ -208,7 +217,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "postgres":
         print(os.environ["DAGSTER_PG_URL"])
     elif args.command == "run":
-        print_locations(args.month, run(args.month, level=log_level(args.verbose)))
+        start = time.monotonic()
+        results = run(args.month, level=log_level(args.verbose))
+        print_locations(args.month, results, time.monotonic() - start)
     elif args.command == "dev":
         dev(args.port)
 

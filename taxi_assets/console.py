@@ -75,7 +75,9 @@ class StepLines(logging.Filter):
         return line is not None and self._say(record, step, line)
 
     def _say(self, record: logging.LogRecord, step: str, text: str) -> bool:
-        record.msg, record.args = f"{step:27} {text}", None
+        # Step keys spell asset keys with "__" ("ny_taxi__yellow_cab_data"); say them as the
+        # closing table and the UI do.
+        record.msg, record.args = f"{step.replace('__', '/'):27} {text}", None
         return True
 
     def _event_line(self, event: dg.DagsterEvent, step: str) -> str | None:
@@ -212,8 +214,10 @@ def landed(results) -> list[tuple[str, str, int | None, int]]:
     return table
 
 
-def closing_table(month: str, rows: list[tuple[str, str, int | None, int]]) -> list[str]:
-    lines = [f"{month} materialized:", f"  {'asset':27} {'rows':>9} {'days':>4}  where"]
+def closing_table(month: str, rows: list[tuple[str, str, int | None, int]],
+                  seconds: float) -> list[str]:
+    lines = [f"{month} materialized in {seconds:.1f} s:",
+             f"  {'asset':27} {'rows':>9} {'days':>4}  where"]
     for asset, where, count, days in rows:
         lines.append(f"  {asset:27} {'' if count is None else f'{count:,}':>9} "
                      f"{days or '':>4}  {where}")
