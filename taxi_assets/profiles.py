@@ -22,10 +22,10 @@ from taxi_assets.io_managers.postgres import PostgresPandasIOManager
 from taxi_assets.io_managers.staging import StagingParquetIOManager
 from taxi_assets.lake import LakeResource
 from taxi_assets.resources import (
-    LOCAL_PG_PORT,
     PostgresResource,
     TaxiSourceResource,
     configured_source,
+    local_pg_port,
     taxi_home,
 )
 
@@ -54,7 +54,7 @@ def local_resources() -> dict:
     home = taxi_home()
     return build_resources(
         taxi_source=configured_source(),
-        postgres=PostgresResource(port=int(os.environ.get("TAXI_PG_PORT") or LOCAL_PG_PORT)),
+        postgres=PostgresResource(port=local_pg_port()),
         lake=LakeResource(root=str(home / "lake")),
         warehouse_io_manager=DuckDBWarehouseIOManager(database=str(home / "warehouse.duckdb")),
         staging_dir=str(home / "staging"),

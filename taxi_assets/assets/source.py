@@ -2,9 +2,10 @@ import dagster as dg
 import pyarrow as pa
 
 from taxi_assets.partitions import monthly_partitions
-from taxi_assets.resources import TaxiSourceResource
+from taxi_assets.resources import MonthNotCarried, TaxiSourceResource
 from taxi_assets.schema import to_pandas
 from taxi_assets.schema_mapping import read_mapped
+from taxi_assets.source import SourceNotPublished
 
 # How many of the newest months' mappings say which types the sinks hold for new columns.
 MAPPINGS_CONSULTED = 100
@@ -35,7 +36,17 @@ def raw_yellow_trips(context: dg.AssetExecutionContext, taxi_source: TaxiSourceR
     re-uploaded file makes a new version of the month.
     """
     month = context.partition_key[:7]
-    landed = taxi_source.fetch(month, log=context.log.info)
+    try:
+        landed = taxi_source.fetch(month, log=context.log.info)
+    except (SourceNotPublished, MonthNotCarried) as error:
+        # A month the source does not have is an answer, not a crash: say it in one line.
+        raise dg.Failure(
+            description=(f"{month} is not published by the source: {error}"
+                         if isinstance(error, SourceNotPublished) else str(error)),
+            metadata={"month": month, "source_file": taxi_source.file_name(month),
+                      "setting": "TAXI_SOURCE, TAXI_SOURCE_URL"},
+            allow_retries=False,
+        ) from error
     plan, trips = read_mapped(landed.path, known_types=new_column_types(context))
     report = plan.report()
     context.log.info(f"{landed.path.name}: parsed {trips.num_rows:,} rows; "
