@@ -23,7 +23,8 @@ RECORD_METADATA = "dagster_meta"  # the attribute Dagster's log handler sets on 
 
 # Which setting fixes a failure, by the exception types (anywhere in its chain) it raised.
 SETTING_FOR_ERROR = {
-    "DownloadFailed": "TAXI_SOURCE_URL (where the monthly files come from)",
+    "DownloadFailed": "TAXI_SOURCE_URL (where the monthly files come from) or TAXI_SOURCE "
+                      "(datatalks for CSV.gz, tlc for Parquet)",
     "URLError": "TAXI_SOURCE_URL (where the monthly files come from)",
     "OperationalError": "TAXI_PG_PORT (locally) or TAXI_PG_HOST/TAXI_PG_PORT (gcp)",
 }

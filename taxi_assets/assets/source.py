@@ -40,11 +40,12 @@ def raw_yellow_trips(context: dg.AssetExecutionContext, taxi_source: TaxiSourceR
         landed = taxi_source.fetch(month, log=context.log.info)
     except (SourceNotPublished, MonthNotCarried) as error:
         # A month the source does not have is an answer, not a crash: say it in one line.
+        published = isinstance(error, SourceNotPublished)
         raise dg.Failure(
-            description=(f"{month} is not published by the source: {error}"
-                         if isinstance(error, SourceNotPublished) else str(error)),
+            description=f"{month} is not published by the source: {error}" if published
+            else str(error),
             metadata={"month": month, "source_file": taxi_source.file_name(month),
-                      "setting": "TAXI_SOURCE, TAXI_SOURCE_URL"},
+                      "setting": "TAXI_SOURCE_URL" if published else "TAXI_SOURCE"},
             allow_retries=False,
         ) from error
     plan, trips = read_mapped(landed.path, known_types=new_column_types(context))
