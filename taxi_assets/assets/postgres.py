@@ -1,6 +1,6 @@
 import dagster as dg
-from taxi_assets.batches import TripBatches
 
+from taxi_assets.batches import TripBatches
 from taxi_assets.partitions import monthly_partitions
 
 
