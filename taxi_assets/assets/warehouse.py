@@ -2,16 +2,19 @@
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
 
+from taxi_assets.batches import TripBatches
 from taxi_assets.partitions import daily_partitions
 from taxi_assets.schema import PICKUP
 
 
-def normalise_column_names(trips: pd.DataFrame) -> pd.DataFrame:
+def normalise_column_names(trips: TripBatches) -> TripBatches:
     """The tutorial's rule: spaces to underscores, lower case (`VendorID` → `vendorid`)."""
-    normalised = trips.copy(deep=False)  # new names over the same column data
-    normalised.columns = [name.replace(" ", "_").lower() for name in normalised.columns]
-    return normalised
+    names = [name.replace(" ", "_").lower() for name in trips.schema.names]
+    # New names over the same column data.
+    return trips.map(lambda batch: batch.rename_columns(names),
+                     pa.schema([field.with_name(name) for field, name in zip(trips.schema, names)]))
 
 
 @dg.asset(
@@ -25,7 +28,7 @@ def normalise_column_names(trips: pd.DataFrame) -> pd.DataFrame:
     metadata={"partition_expr": PICKUP.lower()},
     pool="warehouse_yellow_trips",
 )
-def warehouse_yellow_trips(trips: pd.DataFrame) -> pd.DataFrame:
+def warehouse_yellow_trips(trips: TripBatches) -> TripBatches:
     """`ny_taxi.yellow_trips`: the day-partitioned lake's trips, one warehouse partition a day."""
     return normalise_column_names(trips)
 

@@ -26,7 +26,12 @@ from dagster._core.storage.db_io_manager import DbTypeHandler, TableSlice
 from dagster_duckdb.io_manager import DuckDbClient
 from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
 
-from taxi_assets.io_managers.partition_window import WindowCheckedDbIOManager, written_metadata
+from taxi_assets.batches import TripBatches
+from taxi_assets.io_managers.partition_window import (
+    WindowCheckedDbIOManager,
+    counted,
+    written_metadata,
+)
 from taxi_assets.schema import to_pandas
 
 
@@ -65,9 +70,12 @@ class DuckDBWarehousePandasTypeHandler(DuckDBPandasTypeHandler):
     """The stock pandas handler with a by-name insert, read back as Arrow-backed pandas."""
 
     def handle_output(
-        self, context: dg.OutputContext, table_slice: TableSlice, obj: pd.DataFrame, connection
+        self, context: dg.OutputContext, table_slice: TableSlice,
+        obj: pd.DataFrame | TripBatches, connection
     ):
         table = f"{table_slice.schema}.{table_slice.table}"
+        if isinstance(obj, TripBatches):
+            return self._insert_stream(context, table, obj, connection)
         if obj.empty:
             # The partition's old rows are already deleted: an empty output means an empty partition.
             context.log.info(f"no rows to write to {table}")
@@ -77,6 +85,25 @@ class DuckDBWarehousePandasTypeHandler(DuckDBPandasTypeHandler):
             connection.execute(f"insert into {table} by name select * from obj").fetchall()
 
         return written_metadata(context, obj, "duckdb")
+
+    @staticmethod
+    def _insert_stream(context, table: str, trips: TripBatches, connection) -> dict:
+        if not trips.schema.names:
+            # No lake files for the days: their old rows are already deleted, and stay so.
+            context.log.info(f"no rows to write to {table}")
+            return written_metadata(context, trips, "duckdb", rows=0)
+        # `empty` and `stream` are found by DuckDB's replacement scan of these local variables;
+        # DuckDB pulls the stream batch by batch.
+        empty = trips.schema.empty_table()  # noqa: F841
+        connection.execute(f"create table if not exists {table} as select * from empty")
+        tally: dict = {}
+        stream = counted(trips, tally).reader()  # noqa: F841
+        connection.execute(f"insert into {table} by name select * from stream").fetchall()
+        return written_metadata(context, trips, "duckdb", rows=tally["rows"])
+
+    @property
+    def supported_types(self):
+        return [pd.DataFrame, TripBatches]
 
     def load_input(
         self, context: dg.InputContext, table_slice: TableSlice, connection
