@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from taxi_assets import batches, source
+from taxi_assets import source
 from taxi_assets.batches import TripBatches
 from taxi_assets.schema import TRIP_SCHEMA, trip_batches
 
@@ -54,7 +54,7 @@ class TaxiSourceResource(dg.ConfigurableResource):
     def trips(self, path: Path) -> TripBatches:
         """The file's trips under the column contract, parsed batch by batch as they are read."""
         return TripBatches(TRIP_SCHEMA, lambda: trip_batches(
-            path, batch_rows=batches.BATCH_ROWS, max_rows=self.max_rows_per_file,
+            path, max_rows=self.max_rows_per_file,
             max_bytes=self.max_bytes_per_file))
 
 
