@@ -41,9 +41,10 @@ def warehouse_yellow_trips(trips: TripBatches) -> TripBatches:
     description="The warehouse holds exactly as many rows for the days as the lake does.",
 )
 def warehouse_matches_lake(
-    warehouse_yellow_trips: pd.DataFrame, lake_trips: pd.DataFrame
+    warehouse_yellow_trips: pd.DataFrame, lake_trips: TripBatches
 ) -> dg.AssetCheckResult:
-    warehouse_rows, lake_rows = len(warehouse_yellow_trips), len(lake_trips)
+    warehouse_rows = len(warehouse_yellow_trips)
+    lake_rows = sum(batch.num_rows for batch in lake_trips)
     return dg.AssetCheckResult(
         passed=warehouse_rows == lake_rows,
         metadata={"warehouse_rows": warehouse_rows, "lake_rows": lake_rows},

@@ -167,7 +167,7 @@ def _streamed(fs: pafs.FileSystem, paths: Sequence[str],
             schemas.append(pq.ParquetFile(source).schema_arrow)
     # A column that is all null in one file is typed null there; "default" promotes it.
     schema = (pa.unify_schemas(schemas, promote_options="default") if schemas else pa.schema([]))
-    if columns:
+    if columns and schemas:
         schema = pa.schema([schema.field(name) for name in columns])
 
     def batches():
