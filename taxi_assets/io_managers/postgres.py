@@ -1,4 +1,4 @@
-"""Trips (a batch stream or a DataFrame) into PostgreSQL, one list partition per Dagster partition, swapped atomically.
+"""Trips into PostgreSQL, one list partition per Dagster partition, swapped atomically.
 
 The rows land by binary COPY (ADBC `adbc_ingest`) in a staging table that nobody reads; the same
 transaction then detaches the partition's old table and attaches the new one, a short last step
