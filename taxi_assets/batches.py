@@ -66,6 +66,11 @@ class TripBatches:
         return to_pandas(self.to_table())
 
 
+class RowCount(int):
+    """An input typed RowCount asks its IO manager how many rows there are, not for the rows:
+    all a reconciliation needs, whatever the size of the days."""
+
+
 def rebatched(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
     """The batches regrouped into tables of `rows` rows (the last may be shorter)."""
     pending: list[pa.RecordBatch] = []

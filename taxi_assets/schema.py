@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import gzip
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -200,26 +200,30 @@ def read_csv_batches(path: Path | str, *, max_bytes: int) -> Iterator[pa.RecordB
             raise InputTooLarge(
                 path, f"decompresses to more than {max_bytes:,} bytes, the source's "
                       "max_bytes_per_file ceiling; nothing was loaded") from None
-        if isinstance(error, pa.ArrowInvalid) and not _is_decompression_error(error):
+        if isinstance(error, pa.ArrowInvalid):
             raise TripFileError(path, _locate_bad_row(path, error)) from error
         raise TripFileError(path, f"is truncated or corrupt: {error}") from error
     finally:
         counted.close()
 
 
-def _is_decompression_error(error: pa.ArrowInvalid) -> bool:
-    return "ompress" in str(error) or "gzip" in str(error).lower()
+# A file's suffix chooses its reader. Each yields batches of TRIP_SCHEMA from one file, failing
+# with TripFileError naming the file, row and column, and enforces `max_bytes` on what it
+# decompresses; rows are counted for all of them in trip_batches.
+READERS: dict[str, Callable[..., Iterator[pa.RecordBatch]]] = {
+    ".csv": read_csv_batches,
+    ".gz": read_csv_batches,  # .csv.gz
+}
 
 
 def trip_batches(path: Path | str, *, max_rows: int, max_bytes: int) -> Iterator[pa.RecordBatch]:
-    """A source file's trips under the column contract, in batches, within the ceiling.
-
-    The one place that picks a reader for a file; each reader yields batches of TRIP_SCHEMA
-    and enforces `max_bytes` on what it decompresses. Rows are counted here, for all of them.
-    """
+    """A source file's trips under the column contract, in batches, within the ceiling."""
     path = Path(path)
+    reader = READERS.get(path.suffix)
+    if reader is None:
+        raise TripFileError(path, f"has no reader for {path.suffix or 'suffix-less'} files")
     rows = 0
-    for batch in read_csv_batches(path, max_bytes=max_bytes):
+    for batch in reader(path, max_bytes=max_bytes):
         rows += batch.num_rows
         if rows > max_rows:
             raise InputTooLarge(path, f"has more than {max_rows:,} rows, the source's "

@@ -1,10 +1,9 @@
 """The tutorial's GCS → BigQuery pipeline: the lake's trips, columns normalised, in a warehouse."""
 
 import dagster as dg
-import pandas as pd
 import pyarrow as pa
 
-from taxi_assets.batches import TripBatches
+from taxi_assets.batches import RowCount, TripBatches
 from taxi_assets.partitions import daily_partitions
 from taxi_assets.schema import PICKUP
 
@@ -41,9 +40,9 @@ def warehouse_yellow_trips(trips: TripBatches) -> TripBatches:
     description="The warehouse holds exactly as many rows for the days as the lake does.",
 )
 def warehouse_matches_lake(
-    warehouse_yellow_trips: pd.DataFrame, lake_trips: TripBatches
+    warehouse_yellow_trips: RowCount, lake_trips: TripBatches
 ) -> dg.AssetCheckResult:
-    warehouse_rows = len(warehouse_yellow_trips)
+    warehouse_rows = int(warehouse_yellow_trips)
     lake_rows = sum(batch.num_rows for batch in lake_trips)
     return dg.AssetCheckResult(
         passed=warehouse_rows == lake_rows,

@@ -45,7 +45,7 @@ from google.api_core.exceptions import NotFound
 from google.cloud import bigquery
 from pydantic import Field
 
-from taxi_assets.batches import TripBatches, rebatched
+from taxi_assets.batches import RowCount, TripBatches, rebatched
 from taxi_assets.google_credentials import check_key_file
 from taxi_assets.io_managers.partition_window import (
     WindowCheckedDbIOManager,
@@ -427,25 +427,28 @@ class BigQueryWarehousePandasTypeHandler(DbTypeHandler[pd.DataFrame]):
 
     def load_input(
         self, context: dg.InputContext, table_slice: TableSlice, connection
-    ) -> pd.DataFrame:
+    ) -> pd.DataFrame | RowCount:
         config = context.resource_config or {}
+        count = context.dagster_type.typing_type is RowCount
         if table_slice.partition_dimensions and len(context.asset_partition_keys) == 0:
-            return pd.DataFrame()
+            return RowCount(0) if count else pd.DataFrame()
         column_types = {}
         if table_slice.partition_dimensions:
             column_types = _column_types(connection.get_table(_table_id(table_slice)))
-        job = connection.query(
-            _select_statement(table_slice, column_types),
-            location=config.get("location"),
-            timeout=config.get("timeout"),
-        )
+        select = _select_statement(table_slice, column_types)
+        if count:
+            select = f"SELECT COUNT(*) FROM ({select})"
+        job = connection.query(select, location=config.get("location"),
+                               timeout=config.get("timeout"))
+        if count:
+            return RowCount(next(iter(job.result()))[0])
         # Arrow rather than to_dataframe, which is deprecated in favour of pandas-gbq. An
         # emulator serves no Storage Read API; real BigQuery uses it when it is installed.
         return to_pandas(job.to_arrow(create_bqstorage_client=not config.get("api_endpoint")))
 
     @property
     def supported_types(self):
-        return [pd.DataFrame, TripBatches]
+        return [pd.DataFrame, TripBatches, RowCount]
 
 
 class BigQueryWarehouseIOManager(BigQueryIOManager):

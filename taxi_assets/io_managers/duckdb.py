@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -25,8 +26,9 @@ import pandas as pd
 from dagster._core.storage.db_io_manager import DbTypeHandler, TableSlice
 from dagster_duckdb.io_manager import DuckDbClient
 from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
+from pydantic import Field
 
-from taxi_assets.batches import TripBatches
+from taxi_assets.batches import RowCount, TripBatches
 from taxi_assets.io_managers.partition_window import (
     WindowCheckedDbIOManager,
     counted,
@@ -103,17 +105,19 @@ class DuckDBWarehousePandasTypeHandler(DuckDBPandasTypeHandler):
 
     @property
     def supported_types(self):
-        return [pd.DataFrame, TripBatches]
+        return [pd.DataFrame, TripBatches, RowCount]
 
     def load_input(
         self, context: dg.InputContext, table_slice: TableSlice, connection
-    ) -> pd.DataFrame:
+    ) -> pd.DataFrame | RowCount:
+        select = DuckDbClient.get_select_statement(table_slice)
+        if context.dagster_type.typing_type is RowCount:
+            return RowCount(connection.execute(f"select count(*) from ({select})").fetchone()[0])
         if table_slice.partition_dimensions and len(context.asset_partition_keys) == 0:
             return pd.DataFrame()
         # Through Arrow, as the BigQuery IO manager and the lake read: one dtype per column type
         # (fetchdf gives int64 for an integer column without NULLs, Int64 for one with them),
         # and a relation's Arrow result, unlike a DB-API cursor's, is not copied again.
-        select = DuckDbClient.get_select_statement(table_slice)
         return to_pandas(connection.sql(select).to_arrow_table())
 
 
@@ -123,6 +127,13 @@ class DuckDBWarehouseIOManager(DuckDBPandasIOManager):
     Fields as DuckDBPandasIOManager: `database` (path of the DuckDB file), `schema`,
     `connection_config`.
     """
+
+    # A day range streams through DuckDB, whose buffer pool would otherwise keep its pages up
+    # to 80% of the machine's memory (measured: 220 MB more for a 7.7M-row month's days).
+    connection_config: dict[str, Any] = Field(
+        default={"memory_limit": "128MB"},
+        description="DuckDB configuration options (https://duckdb.org/docs/sql/configuration).",
+    )
 
     @classmethod
     def _is_dagster_maintained(cls) -> bool:
