@@ -13,7 +13,8 @@ It runs in a child process of its own, so the peak RSS is that contender's alone
 `measure()` returns {wall_s, peak_rss_mb, rows, steps, ...} where wall_s is the whole child
 process (interpreter start and imports included, as a user would time the script) and
 peak_rss_mb is the larger of the child's own high-water mark (VmHWM, exact) and the peak of
-the summed RSS of its process tree, sampled every 20 ms (for helpers such as psql).
+the summed proportional set size (PSS) of its process tree, sampled every 20 ms (for helpers
+such as psql; PSS, because a freshly forked helper shares its parent's pages).
 
 To add a contender (e.g. "ours", a Dagster materialization of the month), add an entry to
 CONTENDERS; the ratio table appears as soon as a contender named "ours" has results.
@@ -103,10 +104,13 @@ def _child(name: str, csv: Path, pg_url: str, workdir: Path, result: Path) -> No
 # --- parent side --------------------------------------------------------------------------------
 
 def _tree_rss(process: psutil.Process) -> int:
+    """The process tree's memory, as proportional set sizes: a child forked from a big parent
+    (Dagster spawns `tail -F` for compute logs) shares the parent's pages until it execs, and
+    summed RSS would count them twice."""
     total = 0
     for proc in [process, *process.children(recursive=True)]:
         try:
-            total += proc.memory_info().rss
+            total += proc.memory_full_info().pss
         except psutil.Error:
             pass
     return total
@@ -137,7 +141,7 @@ def measure(name: str, csv: Path, pg_url: str, workdir: Path) -> dict:
     outcome = json.loads(result.read_text())
     peak = max(outcome["self_peak_rss_mb"], peak_tree / 2**20)
     return {"wall_s": round(wall, 2), "peak_rss_mb": round(peak, 1), "rows": outcome.pop("rows"),
-            "steps": outcome.pop("steps"), "peak_tree_rss_sampled_mb": round(peak_tree / 2**20, 1),
+            "steps": outcome.pop("steps"), "peak_tree_pss_sampled_mb": round(peak_tree / 2**20, 1),
             **outcome}
 
 
