@@ -148,14 +148,18 @@ def _is_local(fs: pafs.FileSystem) -> bool:
     return isinstance(base, pafs.LocalFileSystem)
 
 
-def _read_parquet(fs: pafs.FileSystem, path: str, columns: list[str] | None = None) -> pa.Table:
+def _open_input(fs: pafs.FileSystem, path: str) -> pa.NativeFile:
     try:
-        # One GET for the whole object: only for notebooks, which ask for a month or a day.
-        with fs.open_input_file(path) as source:
-            return pq.read_table(pa.BufferReader(source.read_buffer()), columns=columns)
+        return fs.open_input_file(path)
     except FileNotFoundError as error:
         raise FileNotFoundError(f"{path} is not in the lake: is its partition materialized? "
                                 f"({error})") from error
+
+
+def _read_parquet(fs: pafs.FileSystem, path: str, columns: list[str] | None = None) -> pa.Table:
+    # One GET for the whole object: only for notebooks, which ask for a month or a day.
+    with _open_input(fs, path) as source:
+        return pq.read_table(pa.BufferReader(source.read_buffer()), columns=columns)
 
 
 def _streamed(fs: pafs.FileSystem, paths: Sequence[str],
@@ -163,7 +167,7 @@ def _streamed(fs: pafs.FileSystem, paths: Sequence[str],
     """The objects' rows as a stream, one row group at a time, under one schema."""
     schemas = []
     for path in paths:
-        with fs.open_input_file(path) as source:
+        with _open_input(fs, path) as source:
             schemas.append(pq.ParquetFile(source).schema_arrow)
     # A column that is all null in one file is typed null there; "default" promotes it.
     schema = (pa.unify_schemas(schemas, promote_options="default") if schemas else pa.schema([]))
@@ -172,7 +176,7 @@ def _streamed(fs: pafs.FileSystem, paths: Sequence[str],
 
     def batches():
         for path in paths:
-            with fs.open_input_file(path) as source:
+            with _open_input(fs, path) as source:
                 for batch in pq.ParquetFile(source).iter_batches(
                         batch_size=batching.BATCH_ROWS, columns=columns):
                     yield batch if batch.schema == schema else batch.cast(schema)
