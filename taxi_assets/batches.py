@@ -14,6 +14,7 @@ from queue import Full, Queue
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from taxi_assets.schema import to_pandas
 
@@ -66,9 +67,20 @@ class TripBatches:
         return to_pandas(self.to_table())
 
 
-class RowCount(int):
-    """An input typed RowCount asks its IO manager how many rows there are, not for the rows:
-    all a reconciliation needs, whatever the size of the days."""
+class RowsPerDay(dict):
+    """An input typed RowsPerDay asks its IO manager how many rows each day ("YYYY-MM-DD") of
+    the partition column holds, counted where the rows are, not for the rows: all a
+    reconciliation needs, whatever the size of the days."""
+
+
+def rows_per_day(batches: Iterable[pa.RecordBatch], column: str) -> RowsPerDay:
+    """The batches' rows counted per day of `column`, one batch at a time."""
+    counts = RowsPerDay()
+    for batch in batches:
+        for entry in pc.value_counts(pc.cast(batch.column(column), pa.date32())).to_pylist():
+            day = str(entry["values"])
+            counts[day] = counts.get(day, 0) + entry["counts"]
+    return counts
 
 
 def rebatched(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:

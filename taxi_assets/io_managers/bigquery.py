@@ -33,19 +33,19 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dagster._core.storage.db_io_manager import (
-    DbTypeHandler,
-    TablePartitionDimension,
-    TableSlice,
-    static_where_clause,
-)
 from dagster_gcp import BigQueryIOManager
 from dagster_gcp.bigquery.io_manager import BigQueryClient
 from google.api_core.exceptions import NotFound
 from google.cloud import bigquery
 from pydantic import Field
 
-from taxi_assets.batches import RowCount, TripBatches, rebatched
+from taxi_assets.batches import RowsPerDay, TripBatches, rebatched
+from taxi_assets.dagster_private import (
+    DbTypeHandler,
+    TablePartitionDimension,
+    TableSlice,
+    static_where_clause,
+)
 from taxi_assets.google_credentials import check_key_file
 from taxi_assets.io_managers.partition_window import (
     WindowCheckedDbIOManager,
@@ -427,28 +427,30 @@ class BigQueryWarehousePandasTypeHandler(DbTypeHandler[pd.DataFrame]):
 
     def load_input(
         self, context: dg.InputContext, table_slice: TableSlice, connection
-    ) -> pd.DataFrame | RowCount:
+    ) -> pd.DataFrame | RowsPerDay:
         config = context.resource_config or {}
-        count = context.dagster_type.typing_type is RowCount
+        count = context.dagster_type.typing_type is RowsPerDay
         if table_slice.partition_dimensions and len(context.asset_partition_keys) == 0:
-            return RowCount(0) if count else pd.DataFrame()
+            return RowsPerDay() if count else pd.DataFrame()
         column_types = {}
         if table_slice.partition_dimensions:
             column_types = _column_types(connection.get_table(_table_id(table_slice)))
         select = _select_statement(table_slice, column_types)
         if count:
-            select = f"SELECT COUNT(*) FROM ({select})"
+            [day] = time_window_dimensions(table_slice.partition_dimensions)
+            select = (f"SELECT CAST(CAST({day.partition_expr} AS DATE) AS STRING), COUNT(*) "
+                      f"FROM ({select}) GROUP BY 1")
         job = connection.query(select, location=config.get("location"),
                                timeout=config.get("timeout"))
         if count:
-            return RowCount(next(iter(job.result()))[0])
+            return RowsPerDay((row[0], row[1]) for row in job.result())
         # Arrow rather than to_dataframe, which is deprecated in favour of pandas-gbq. An
         # emulator serves no Storage Read API; real BigQuery uses it when it is installed.
         return to_pandas(job.to_arrow(create_bqstorage_client=not config.get("api_endpoint")))
 
     @property
     def supported_types(self):
-        return [pd.DataFrame, TripBatches, RowCount]
+        return [pd.DataFrame, TripBatches, RowsPerDay]
 
 
 class BigQueryWarehouseIOManager(BigQueryIOManager):

@@ -23,15 +23,16 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from dagster._core.storage.db_io_manager import DbTypeHandler, TableSlice
 from dagster_duckdb.io_manager import DuckDbClient
 from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
 from pydantic import Field
 
-from taxi_assets.batches import RowCount, TripBatches
+from taxi_assets.batches import RowsPerDay, TripBatches
+from taxi_assets.dagster_private import DbTypeHandler, TableSlice
 from taxi_assets.io_managers.partition_window import (
     WindowCheckedDbIOManager,
     counted,
+    time_window_dimensions,
     written_metadata,
 )
 from taxi_assets.schema import to_pandas
@@ -105,14 +106,17 @@ class DuckDBWarehousePandasTypeHandler(DuckDBPandasTypeHandler):
 
     @property
     def supported_types(self):
-        return [pd.DataFrame, TripBatches, RowCount]
+        return [pd.DataFrame, TripBatches, RowsPerDay]
 
     def load_input(
         self, context: dg.InputContext, table_slice: TableSlice, connection
-    ) -> pd.DataFrame | RowCount:
+    ) -> pd.DataFrame | RowsPerDay:
         select = DuckDbClient.get_select_statement(table_slice)
-        if context.dagster_type.typing_type is RowCount:
-            return RowCount(connection.execute(f"select count(*) from ({select})").fetchone()[0])
+        if context.dagster_type.typing_type is RowsPerDay:
+            [day] = time_window_dimensions(table_slice.partition_dimensions)
+            return RowsPerDay(connection.execute(
+                f"select cast(cast({day.partition_expr} as date) as varchar), count(*) "
+                f"from ({select}) group by 1").fetchall())
         if table_slice.partition_dimensions and len(context.asset_partition_keys) == 0:
             return pd.DataFrame()
         # Through Arrow, as the BigQuery IO manager and the lake read: one dtype per column type

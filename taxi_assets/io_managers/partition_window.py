@@ -13,9 +13,9 @@ from collections.abc import Sequence
 import dagster as dg
 import pandas as pd
 import pyarrow as pa
-from dagster._core.storage.db_io_manager import DbIOManager, TablePartitionDimension
 
 from taxi_assets.batches import TripBatches
+from taxi_assets.dagster_private import DbIOManager, TablePartitionDimension
 from taxi_assets.schema import to_pandas
 
 
