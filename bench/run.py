@@ -1,6 +1,10 @@
 """Run the contenders one after another on the same generated month; print and save one table.
 
-    python -m bench.run [--month 2021-01] [--rows 1369765] [--seed 7] [--pg-url URL] [--only a,b]
+    python -m bench.run [--month 2021-01] [--rows N] [--seed 7] [--pg-url URL] [--only a,b]
+
+Without --rows it runs two sizes one after the other: the real 2021-01's 1,369,765 rows and
+2019-01's 7,696,617, the contenders marked `at_full_size=False` (the slowest baselines, which
+need 3-18 GB at that size) only at the first. `--rows N` runs one size, every contender.
 
 Each contender is a function `run(csv_path, pg_url, workdir, **kwargs) -> dict` returning at
 least `rows` (rows read from the file), `steps` ({name: seconds}) and optionally
@@ -9,7 +13,8 @@ It runs in a child process of its own, so the peak RSS is that contender's alone
 `measure()` returns {wall_s, peak_rss_mb, rows, steps, ...} where wall_s is the whole child
 process (interpreter start and imports included, as a user would time the script) and
 peak_rss_mb is the larger of the child's own high-water mark (VmHWM, exact) and the peak of
-the summed RSS of its process tree, sampled every 20 ms (for helpers such as psql).
+the summed proportional set size (PSS) of its process tree, sampled every 20 ms (for helpers
+such as psql; PSS, because a freshly forked helper shares its parent's pages).
 
 To add a contender (e.g. "ours", a Dagster materialization of the month), add an entry to
 CONTENDERS; the ratio table appears as soon as a contender named "ours" has results.
@@ -39,6 +44,7 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 BENCH_DIR = REPO / ".bench"
 REAL_2021_01_ROWS = 1_369_765
+REAL_2019_01_ROWS = 7_696_617
 ROWS_2025_01 = 3_475_226  # the TLC's 2025-01 Parquet file
 
 
@@ -50,7 +56,10 @@ class Contender:
     # False for measurements that are not a whole month's pipeline (the limits): their wall
     # time includes untimed setup, so only their steps are compared.
     pipeline: bool = True
-    # "csv": the generated CSV.gz month; "parquet": the TLC-shaped 2025-01 Parquet month.
+    # False: run only at the first size of a two-size run (too slow or too big at 7.7 M rows).
+    at_full_size: bool = True
+    # "csv": the generated CSV.gz month; "parquet": the TLC-shaped 2025-01 Parquet month,
+    # run after the CSV sizes and compared with "ours_parquet".
     input: str = "csv"
 
 
@@ -62,11 +71,14 @@ CONTENDERS: dict[str, Contender] = {
                                 "the same plus daily exports and the DuckDB warehouse"),
     "ours_3_months": Contender("bench.ours:run_backfill", {"months": 3},
                                "ours for three consecutive months in one process",
-                               pipeline=False),
+                               pipeline=False, at_full_size=False),
     "tutorial": Contender("bench.tutorial:run", {"sink": "to_sql"},
-                          "tutorial script, pandas to_sql (SQLAlchemy + psycopg)"),
+                          "tutorial script, pandas to_sql (SQLAlchemy + psycopg)",
+                          at_full_size=False),
     "tutorial_mage": Contender("bench.tutorial:run", {"sink": "mage_copy"},
                                "tutorial script, Mage's export (CSV buffer + COPY)"),
+    "dlt": Contender("bench.dlt_load:run", {},
+                     "dlt 1.31: Arrow batches, parquet loader file format (ADBC) into Postgres"),
     "limit": Contender("bench.limit:run", {},
                        "psql \\copy CSV / binary, pyarrow read_csv", pipeline=False),
     "ours_parquet": Contender("bench.ours:run", {},
@@ -75,6 +87,9 @@ CONTENDERS: dict[str, Contender] = {
     "tutorial_parquet": Contender("bench.tutorial:run", {"sink": "to_sql"},
                                   "tutorial script on Parquet: pd.read_parquet + to_sql",
                                   input="parquet"),
+    "dlt_parquet": Contender("bench.dlt_load:run", {},
+                             "dlt on the Parquet month: the same resource of Arrow batches",
+                             input="parquet"),
 }
 
 
@@ -102,10 +117,13 @@ def _child(name: str, csv: Path, pg_url: str, workdir: Path, result: Path) -> No
 # --- parent side --------------------------------------------------------------------------------
 
 def _tree_rss(process: psutil.Process) -> int:
+    """The process tree's memory, as proportional set sizes: a child forked from a big parent
+    (Dagster spawns `tail -F` for compute logs) shares the parent's pages until it execs, and
+    summed RSS would count them twice."""
     total = 0
     for proc in [process, *process.children(recursive=True)]:
         try:
-            total += proc.memory_info().rss
+            total += proc.memory_full_info().pss
         except psutil.Error:
             pass
     return total
@@ -136,7 +154,7 @@ def measure(name: str, csv: Path, pg_url: str, workdir: Path) -> dict:
     outcome = json.loads(result.read_text())
     peak = max(outcome["self_peak_rss_mb"], peak_tree / 2**20)
     return {"wall_s": round(wall, 2), "peak_rss_mb": round(peak, 1), "rows": outcome.pop("rows"),
-            "steps": outcome.pop("steps"), "peak_tree_rss_sampled_mb": round(peak_tree / 2**20, 1),
+            "steps": outcome.pop("steps"), "peak_tree_pss_sampled_mb": round(peak_tree / 2**20, 1),
             **outcome}
 
 
@@ -167,17 +185,14 @@ def ensure_parquet_month(rows: int, seed: int) -> Path:
     return path
 
 
-def ratios(results: dict[str, dict]) -> dict[str, dict]:
-    """ours / X for wall time and for the Postgres step: below 1 means ours is faster.
-
-    Each contender is compared with ours on the same input: CSV with "ours", Parquet with
-    "ours_parquet".
-    """
+def ratios(results: dict[str, dict], ours_name: str = "ours") -> dict[str, dict]:
+    """ours / X for wall time and for the Postgres step: below 1 means ours is faster."""
+    ours = results.get(ours_name)
+    if not ours:
+        return {}
     out = {}
     for name, other in results.items():
-        ours_name = "ours_parquet" if CONTENDERS[name].input == "parquet" else "ours"
-        ours = results.get(ours_name)
-        if not ours or name == ours_name:
+        if name == ours_name:
             continue
         entry = {}
         if CONTENDERS[name].pipeline:
@@ -187,6 +202,11 @@ def ratios(results: dict[str, dict]) -> dict[str, dict]:
                                       / other["steps"][other["postgres_step"]], 3)
         if entry:
             out[f"{ours_name}/{name}"] = entry
+    limit = results.get("limit")
+    if limit:
+        # The physical floor of the month's work: parsing it once and a binary COPY.
+        floor = limit["steps"]["pyarrow_read_csv"] + limit["steps"]["psql_copy_binary"]
+        out["ours/(pyarrow read + psql binary COPY)"] = {"wall": round(ours["wall_s"] / floor, 3)}
     return out
 
 
@@ -200,11 +220,9 @@ def _postgres_rate(result: dict) -> tuple[float | None, float | None]:
 
 def render(report: dict) -> str:
     results = report["results"]
-    files = "; ".join(
-        f"{kind} {f['month']}: {f['rows']:,} rows, {f['mb']} MB"
-        for kind, f in report["files"].items())
     lines = [
-        f"Months: {files}; {report['machine']['cpus']} CPUs; "
+        f"Month {report['month']}: {report['file']['rows']:,} rows, "
+        f"{report['file']['mb']} MB {report['file']['format']}; {report['machine']['cpus']} CPUs; "
         f"PostgreSQL {report['machine']['postgres']}",
         "",
         "| contender | rows read | wall s | peak RSS MB | Postgres step | Postgres s | Postgres rows/s |",
@@ -235,7 +253,8 @@ def render(report: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--month", default="2021-01")
-    parser.add_argument("--rows", type=int, default=REAL_2021_01_ROWS)
+    parser.add_argument("--rows", type=int,
+                        help="one size (default: 1,369,765 then 7,696,617 rows)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--parquet-rows", type=int, default=ROWS_2025_01,
                         help="rows of the TLC-shaped 2025-01 Parquet month")
@@ -257,11 +276,44 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [n for n in names if n not in CONTENDERS]
     if unknown:
         parser.error(f"unknown contenders {unknown}; known: {list(CONTENDERS)}")
-    inputs = {}
-    if any(CONTENDERS[n].input == "csv" for n in names):
-        inputs["csv"] = ensure_month(args.month, args.rows, args.seed)
-    if any(CONTENDERS[n].input == "parquet" for n in names):
-        inputs["parquet"] = ensure_parquet_month(args.parquet_rows, args.seed)
+    sizes = [args.rows] if args.rows else [REAL_2021_01_ROWS, REAL_2019_01_ROWS]
+    reports = {}
+    csv_names = [n for n in names if CONTENDERS[n].input == "csv"]
+    for size in sizes if csv_names else []:
+        at_size = [n for n in csv_names if size == sizes[0] or CONTENDERS[n].at_full_size]
+        reports[size] = run_size(args, size, at_size)
+        print(render(reports[size]), flush=True)
+    parquet = None
+    parquet_names = [n for n in names if CONTENDERS[n].input == "parquet"]
+    if parquet_names:
+        parquet = run_size(args, args.parquet_rows, parquet_names, parquet=True)
+        print(render(parquet), flush=True)
+    if not reports:
+        reports[args.parquet_rows], parquet = parquet, None
+        sizes = [args.parquet_rows]
+    report = reports[sizes[0]]
+    if len(sizes) > 1:
+        report = {**reports[sizes[-1]], "by_rows": {str(size): reports[size] for size in sizes}}
+        small, big = (reports[size]["results"].get("ours") for size in sizes)
+        if small and big:
+            report["ours_peak_rss_growth"] = round(big["peak_rss_mb"] / small["peak_rss_mb"], 3)
+            print(f"\nours' peak RSS at {sizes[-1]:,} / at {sizes[0]:,} rows: "
+                  f"{report['ours_peak_rss_growth']}")
+    if parquet:
+        report = {**report, "parquet": parquet}
+    out_dir = BENCH_DIR / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = report["finished_utc"].replace(":", "").replace("+0000", "Z")
+    text = json.dumps(report, indent=2)
+    (out_dir / f"{stamp}.json").write_text(text)
+    (BENCH_DIR / "latest.json").write_text(text)
+
+
+def run_size(args, rows: int, names: list[str], parquet: bool = False) -> dict:
+    """Every contender in `names` on the month of `rows` rows (the CSV month, or the Parquet
+    one); the report for that size."""
+    csv = ensure_parquet_month(rows, args.seed) if parquet else ensure_month(args.month, rows,
+                                                                             args.seed)
 
     server = pg_dir = None
     pg_url = args.pg_url
@@ -277,8 +329,8 @@ def main(argv: list[str] | None = None) -> None:
         for name in names:
             # Flush the previous contender's dirty pages outside anyone's timing.
             _psql(pg_url, "CHECKPOINT")
-            print(f"bench: {name} ...", file=sys.stderr, flush=True)
-            results[name] = measure(name, inputs[CONTENDERS[name].input], pg_url, work)
+            print(f"bench: {name} at {rows:,} rows ...", file=sys.stderr, flush=True)
+            results[name] = measure(name, csv, pg_url, work)
             if not args.keep_work:
                 shutil.rmtree(work / name, ignore_errors=True)
             print(f"bench: {name} {results[name]['wall_s']} s, "
@@ -292,30 +344,21 @@ def main(argv: list[str] | None = None) -> None:
     import pyarrow  # only for the versions; the contenders ran in their own processes
     import pandas
 
-    report = {
-        "command": "python -m bench.run " + " ".join(sys.argv[1:] if argv is None else argv),
+    return {
+        "command": "python -m bench.run " + " ".join(sys.argv[1:]),
         "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "month": args.month,
-        "files": {kind: {"path": str(path.relative_to(REPO) if path.is_relative_to(REPO)
-                                     else path),
-                         "month": args.month if kind == "csv" else "2025-01",
-                         "rows": args.rows if kind == "csv" else args.parquet_rows,
-                         "seed": args.seed, "mb": round(path.stat().st_size / 2**20, 1)}
-                  for kind, path in inputs.items()},
+        "month": "2025-01" if parquet else args.month,
+        "file": {"path": str(csv.relative_to(REPO) if csv.is_relative_to(REPO) else csv),
+                 "rows": rows, "seed": args.seed, "format": "Parquet" if parquet else "gzipped",
+                 "mb": round(csv.stat().st_size / 2**20, 1)},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "pandas": pandas.__version__, "pyarrow": pyarrow.__version__,
-                    "postgres": postgres_version},
+                    "postgres": postgres_version,
+                    "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()]},
         "contenders": {n: CONTENDERS[n].description for n in names},
         "results": results,
-        "ratios": ratios(results),
+        "ratios": ratios(results, "ours_parquet" if parquet else "ours"),
     }
-    out_dir = BENCH_DIR / "results"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = report["finished_utc"].replace(":", "").replace("+0000", "Z")
-    text = json.dumps(report, indent=2)
-    (out_dir / f"{stamp}.json").write_text(text)
-    (BENCH_DIR / "latest.json").write_text(text)
-    print(render(report))
 
 
 if __name__ == "__main__":

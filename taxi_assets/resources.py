@@ -9,8 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
+import pyarrow as pa
+from pydantic import Field
 
 from taxi_assets import source
+from taxi_assets.batches import TripBatches
+from taxi_assets.schema import file_schema, trip_batches
+from taxi_assets.schema_mapping import MappingPlan, map_batches, plan_mapping
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_PG_PORT = 55432
@@ -78,6 +83,12 @@ class TaxiSourceResource(dg.ConfigurableResource):
     retries: int = 3
     backoff_seconds: float = 1.0
     timeout_seconds: float = 60.0
+    # The ceiling on one file: the largest real months are ~15 M rows, ~2 GB of CSV.
+    max_rows_per_file: int = Field(
+        default=30_000_000, description="A file with more rows fails before any sink is written.")
+    max_bytes_per_file: int = Field(
+        default=8_000_000_000,
+        description="A file that decompresses to more bytes fails before any sink is written.")
 
     @property
     def _kind(self) -> SourceKind:
@@ -145,6 +156,15 @@ class TaxiSourceResource(dg.ConfigurableResource):
             probe=self.published_probe,
             log=log,
         )
+
+    def trips(self, path: Path, known_types: dict[str, pa.DataType] | None = None
+              ) -> tuple[MappingPlan, TripBatches]:
+        """The file's trips as canonical columns, read and mapped batch by batch; and the
+        mapping, planned from the file's schema before a row is read. `known_types`: the types
+        the sinks hold for columns beyond the canonical ones."""
+        plan = plan_mapping(path.name, file_schema(path), known_types)
+        return plan, TripBatches(plan.schema, lambda: map_batches(plan, trip_batches(
+            path, max_rows=self.max_rows_per_file, max_bytes=self.max_bytes_per_file)))
 
 
 def configured_source() -> TaxiSourceResource:

@@ -16,23 +16,13 @@ types. A column the contract does not know is carried, at the end, and reported 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from taxi_assets.schema import (
-    CANONICAL_COLUMNS,
-    DATETIME_FORMAT,
-    DROPOFF,
-    PICKUP,
-    TripFileError,
-    read_trips,
-)
-
-BATCH_ROWS = 65_536
+from taxi_assets.schema import CANONICAL_COLUMNS, DATETIME_FORMAT, DROPOFF, PICKUP, TripFileError
 
 # The 2009 and 2010 layouts' names for canonical columns (lower case; matched
 # case-insensitively). A file is taken for one of these layouts when it has one of the
@@ -211,12 +201,12 @@ def map_batch(plan: MappingPlan, batch: pa.RecordBatch, first_row: int = 0) -> p
     return pa.RecordBatch.from_arrays(arrays, schema=plan.schema)
 
 
-def map_table(plan: MappingPlan, table: pa.Table) -> pa.Table:
-    batches, row = [], 0
-    for batch in table.to_batches():
-        batches.append(map_batch(plan, batch, row))
+def map_batches(plan: MappingPlan, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """A file's batches, as they stream, mapped by the plan made from its schema."""
+    row = 0
+    for batch in batches:
+        yield map_batch(plan, batch, row)
         row += batch.num_rows
-    return pa.Table.from_batches(batches, schema=plan.schema)
 
 
 def _fail_at(plan: MappingPlan, column: ColumnMapping, values: pa.Array, bad: pa.Array,
@@ -242,22 +232,3 @@ def _parsed_times(plan, column, values: pa.Array, first_row: int) -> pa.Array:
                  f"is not a valid timestamp (expected {DATETIME_FORMAT})")
     return parsed
 
-
-def read_mapped(path: Path | str,
-                known_types: dict[str, pa.DataType] | None = None) -> tuple[MappingPlan, pa.Table]:
-    """A trip file (Parquet of any era, or CSV under its contract) as canonical columns."""
-    path = Path(path)
-    if path.suffix != ".parquet":
-        table = read_trips(path)
-        plan = plan_mapping(path.name, table.schema, known_types)
-        return plan, map_table(plan, table)
-    try:
-        parquet = pq.ParquetFile(path)
-        plan = plan_mapping(path.name, parquet.schema_arrow, known_types)
-        batches, row = [], 0
-        for batch in parquet.iter_batches(batch_size=BATCH_ROWS):
-            batches.append(map_batch(plan, batch, row))
-            row += batch.num_rows
-    except (pa.ArrowInvalid, OSError) as error:
-        raise TripFileError(path, f"is not a readable Parquet file: {error}") from error
-    return plan, pa.Table.from_batches(batches, schema=plan.schema)

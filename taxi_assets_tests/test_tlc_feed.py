@@ -18,7 +18,6 @@ from taxi_assets import cli
 from taxi_assets.definitions import defs
 from taxi_assets.resources import TaxiSourceResource
 from taxi_assets.schema import CANONICAL_COLUMNS, TripFileError
-from taxi_assets.schema_mapping import read_mapped
 from taxi_assets.source import remote_file
 from taxi_assets_tests.pipeline import (
     POSTGRES_TABLE,
@@ -97,6 +96,12 @@ def expected(path, month: str) -> dict:
 
 
 # --- the mapping, file by file ---------------------------------------------------------------
+
+def read_mapped(path) -> tuple:
+    """The file as the raw asset reads it: the mapping plan, and the mapped batches whole."""
+    plan, trips = TaxiSourceResource(kind="tlc", landing_dir=str(path.parent)).trips(path)
+    return plan, trips.to_table()
+
 
 EXPECTED_REPORTS = {
     "2015-03": {"null_typed": ["congestion_surcharge", "airport_fee"],

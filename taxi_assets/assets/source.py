@@ -1,10 +1,9 @@
 import dagster as dg
 import pyarrow as pa
 
+from taxi_assets.batches import TripBatches
 from taxi_assets.partitions import monthly_partitions
 from taxi_assets.resources import MonthNotCarried, TaxiSourceResource
-from taxi_assets.schema import to_pandas
-from taxi_assets.schema_mapping import read_mapped
 from taxi_assets.source import SourceNotPublished
 
 # How many of the newest months' mappings say which types the sinks hold for new columns.
@@ -29,7 +28,8 @@ def new_column_types(context: dg.AssetExecutionContext) -> dict[str, pa.DataType
     kinds={"csv", "parquet", "pandas"},
     # Network faults are retried inside the download; a run-level retry would only repeat them.
 )
-def raw_yellow_trips(context: dg.AssetExecutionContext, taxi_source: TaxiSourceResource):
+def raw_yellow_trips(context: dg.AssetExecutionContext,
+                     taxi_source: TaxiSourceResource) -> dg.Output[TripBatches]:
     """Every trip in the month's TLC yellow-taxi file, mapped to the canonical columns.
 
     Its data version is the source file's version (ETag, or Last-Modified and size): a
@@ -48,18 +48,16 @@ def raw_yellow_trips(context: dg.AssetExecutionContext, taxi_source: TaxiSourceR
                       "setting": "TAXI_SOURCE_URL" if published else "TAXI_SOURCE"},
             allow_retries=False,
         ) from error
-    plan, trips = read_mapped(landed.path, known_types=new_column_types(context))
+    plan, trips = taxi_source.trips(landed.path, known_types=new_column_types(context))
     report = plan.report()
-    context.log.info(f"{landed.path.name}: parsed {trips.num_rows:,} rows; "
-                     f"mapping {report}")
+    context.log.info(f"{landed.path.name}: mapped to the canonical columns: {report}")
     return dg.Output(
-        to_pandas(trips),
+        trips,
         data_version=dg.DataVersion(landed.version),
         metadata={
             "source_file": taxi_source.file_name(month),
             "source_version": landed.version,
             "bytes": landed.path.stat().st_size,
-            "dagster/row_count": trips.num_rows,
             "schema_mapping": dg.MetadataValue.json(report),
         },
     )

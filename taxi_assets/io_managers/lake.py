@@ -1,10 +1,11 @@
 """IO managers for the Parquet lake: monthly objects, a hive dataset by day, daily exports.
 
-All three write through `_write_parquet`: the whole file is serialised in memory and then
-published with a single write. On GCS an object only appears when its upload is finalised, so a
-failed upload leaves the previous object readable (and pyarrow streaming row groups to GCS would
-upload in 1 MiB pieces, several times slower). On local disk the bytes go to a hidden temporary
-file that is renamed over the target, which is atomic.
+All three write their batches as they arrive, row group by row group, into a `_PendingObject`
+that only becomes the object at its path once whole: on local disk a hidden temporary file
+beside the target, renamed over it (atomic); on GCS a local spool file, uploaded in large
+pieces to a hidden object that is then copied to the target by the server, so a half object
+is never readable and a failed upload leaves the previous one in place. Only a few row groups
+are in memory at a time, whatever the month's size.
 
 Layouts, relative to the lake root:
 - MonthlyParquetIOManager  {name}/{YYYY-MM}.parquet                (name: nyc_taxi_data)
@@ -16,9 +17,11 @@ Layouts, relative to the lake root:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import tempfile
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import dagster as dg
 import pandas as pd
@@ -27,44 +30,117 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from taxi_assets import batches as batching
+from taxi_assets.batches import TripBatches, rebatched
 from taxi_assets.lake import LakeResource
 from taxi_assets.schema import to_pandas
 
 NAME_METADATA_KEY = "lake/name"
 DATASET_FILE = "part-0.parquet"
+# Uploads in pieces this large: GCS takes 1 MiB writes several times slower.
+UPLOAD_PIECE_BYTES = 16 << 20
 
 
-def _write_parquet(fs: pafs.FileSystem, path: str, table: pa.Table) -> int:
-    """Publish `table` as one Parquet object at `path`; returns its size in bytes."""
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    data = sink.getvalue()
-    try:
+def _row_group_rows() -> int:
+    return 2 * batching.BATCH_ROWS
+
+
+class _PendingObject:
+    """A Parquet object being written; `publish()` makes it visible at `path`, whole."""
+
+    def __init__(self, fs: pafs.FileSystem, path: str, schema: pa.Schema):
+        self.fs, self.path, self.rows = fs, path, 0
+        parent, _, file_name = path.rpartition("/")
+        # The leading dot keeps pyarrow's dataset discovery away from a half-written file.
+        self._hidden = "/".join(filter(None, [parent, f".{file_name}.{uuid.uuid4().hex}.tmp"]))
+        self._spool = None
+        with _naming(path):
+            self._open(schema)
+
+    def _open(self, schema: pa.Schema) -> None:
+        fs, parent = self.fs, self.path.rpartition("/")[0]
         if _is_local(fs):
-            _replace_local_file(fs, path, data)
+            # Object stores need no folders (creating them on GCS adds placeholder objects).
+            fs.create_dir(parent, recursive=True)
+            self._out = fs.open_output_stream(self._hidden)
         else:
-            with fs.open_output_stream(path) as out:
-                out.write(data)
-    except OSError as error:
-        raise OSError(f"writing {path} ({data.size:,} bytes) to the lake failed; any previous "
-                      f"version is left as it was: {error}") from error
-    return data.size
+            self._spool = tempfile.NamedTemporaryFile(prefix="taxi-lake-", suffix=".parquet")
+            self._out = pa.OSFile(self._spool.name, "wb")
+        self._writer = pq.ParquetWriter(self._out, schema)
+
+    def write(self, table: pa.Table) -> None:
+        with _naming(self.path):
+            self._writer.write_table(table, row_group_size=max(table.num_rows, 1))
+        self.rows += table.num_rows
+
+    def publish(self) -> int:
+        """Finish the file and put it at `path` in one step; returns its size in bytes."""
+        with _naming(self.path):
+            return self._publish()
+
+    def _publish(self) -> int:
+        self._writer.close()
+        size = self._out.tell()
+        self._out.close()
+        if self._spool is not None:
+            with open(self._spool.name, "rb") as spool, \
+                    self.fs.open_output_stream(self._hidden) as out:
+                while piece := spool.read(UPLOAD_PIECE_BYTES):
+                    out.write(piece)
+        self.fs.move(self._hidden, self.path)
+        self._close_spool()
+        return size
+
+    def discard(self) -> None:
+        """Drop what was written; the object at `path` stays as it was."""
+        with contextlib.suppress(Exception):
+            self._writer.close()
+        with contextlib.suppress(Exception):
+            self._out.close()
+        # Best effort: with the store unreachable, a hidden object was never finalised either.
+        with contextlib.suppress(OSError):
+            if self.fs.get_file_info(self._hidden).type != pafs.FileType.NotFound:
+                self.fs.delete_file(self._hidden)
+        self._close_spool()
+
+    def _close_spool(self) -> None:
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
 
 
-def _replace_local_file(fs: pafs.FileSystem, path: str, data: pa.Buffer) -> None:
-    # Object stores need no folders (creating them on GCS adds placeholder objects); disks do.
-    parent, _, file_name = path.rpartition("/")
-    fs.create_dir(parent, recursive=True)
-    # The leading dot keeps pyarrow's dataset discovery away from a half-written file.
-    partial = "/".join(filter(None, [parent, f".{file_name}.{uuid.uuid4().hex}.tmp"]))
+@contextlib.contextmanager
+def _naming(path: str) -> Iterator[None]:
     try:
-        with fs.open_output_stream(partial) as out:
-            out.write(data)
-        fs.move(partial, path)
+        yield
+    except OSError as error:
+        raise OSError(f"writing {path} to the lake failed; any previous version is left as it "
+                      f"was: {error}") from error
+
+
+@contextlib.contextmanager
+def _all_or_none(pending: dict[object, _PendingObject]) -> Iterator[None]:
+    """On any failure, discard every pending object, so none of them is ever published."""
+    try:
+        yield
     except BaseException:
-        if fs.get_file_info(partial).type != pafs.FileType.NotFound:
-            fs.delete_file(partial)
+        for obj in pending.values():
+            obj.discard()
         raise
+
+
+def _write_object(fs: pafs.FileSystem, path: str, trips: TripBatches) -> tuple[int, int]:
+    """Publish the batches as one Parquet object at `path`; returns (bytes, rows)."""
+    pending = {path: _PendingObject(fs, path, _plain(trips.schema))}
+    with _all_or_none(pending):
+        for table in rebatched(trips, _row_group_rows()):
+            pending[path].write(table)
+        return pending[path].publish(), pending[path].rows
+
+
+def _plain(schema: pa.Schema) -> pa.Schema:
+    # pandas' metadata would make a reader rebuild an index the rows never had.
+    return schema.remove_metadata()
 
 
 def _is_local(fs: pafs.FileSystem) -> bool:
@@ -72,14 +148,40 @@ def _is_local(fs: pafs.FileSystem) -> bool:
     return isinstance(base, pafs.LocalFileSystem)
 
 
-def _read_parquet(fs: pafs.FileSystem, path: str, columns: list[str] | None = None) -> pa.Table:
+def _open_input(fs: pafs.FileSystem, path: str) -> pa.NativeFile:
     try:
-        # One GET for the whole object, mirroring the single write.
-        with fs.open_input_file(path) as source:
-            return pq.read_table(pa.BufferReader(source.read_buffer()), columns=columns)
+        return fs.open_input_file(path)
     except FileNotFoundError as error:
         raise FileNotFoundError(f"{path} is not in the lake: is its partition materialized? "
                                 f"({error})") from error
+
+
+def _read_parquet(fs: pafs.FileSystem, path: str, columns: list[str] | None = None) -> pa.Table:
+    # One GET for the whole object: only for notebooks, which ask for a month or a day.
+    with _open_input(fs, path) as source:
+        return pq.read_table(pa.BufferReader(source.read_buffer()), columns=columns)
+
+
+def _streamed(fs: pafs.FileSystem, paths: Sequence[str],
+              columns: list[str] | None = None) -> TripBatches:
+    """The objects' rows as a stream, one row group at a time, under one schema."""
+    schemas = []
+    for path in paths:
+        with _open_input(fs, path) as source:
+            schemas.append(pq.ParquetFile(source).schema_arrow)
+    # A column that is all null in one file is typed null there; "default" promotes it.
+    schema = (pa.unify_schemas(schemas, promote_options="default") if schemas else pa.schema([]))
+    if columns and schemas:
+        schema = pa.schema([schema.field(name) for name in columns])
+
+    def batches():
+        for path in paths:
+            with _open_input(fs, path) as source:
+                for batch in pq.ParquetFile(source).iter_batches(
+                        batch_size=batching.BATCH_ROWS, columns=columns):
+                    yield batch if batch.schema == schema else batch.cast(schema)
+
+    return TripBatches(schema, batches)
 
 
 def _files_under(fs: pafs.FileSystem, folder: str) -> list[str]:
@@ -111,34 +213,60 @@ def _window_days(context: dg.OutputContext | dg.InputContext) -> list[dt.date]:
     return _days_between(window.start.date(), window.end.date())
 
 
-def _split_by_day(
-    table: pa.Table, column: str, days: Iterable[dt.date] | None
-) -> Iterator[tuple[dt.date, pa.Table]]:
-    """Rows per day of `column`; every day of `days` gets an entry, possibly empty.
+class _DaySplit:
+    """A stream's rows into one pending object per day of `column`, without holding the month.
 
-    Days are cut one at a time as the caller asks, so a month is never held twice over.
-
-    Rows outside `days` are an error, not dropped: writing them would overwrite another
-    partition's data, and dropping them would lose trips silently.
+    Rows wait per day until a day has a row group's worth; when all days together hold more
+    than a few row groups, the fullest day is written out early. Every row must fall on one of
+    `days` (all days present, if None): writing a row elsewhere would overwrite another
+    partition's data, and dropping it would lose a trip silently.
     """
-    if table[column].null_count:
-        raise ValueError(f"{table[column].null_count} rows have no {column}: they belong to no day")
-    row_days = pc.cast(table[column], pa.date32())
-    present = set(pc.unique(row_days).to_pylist())
-    wanted = sorted(present) if days is None else list(days)
-    outside = sorted(present - set(wanted))
-    if outside:
-        raise ValueError(
-            f"rows with {column} on {[d.isoformat() for d in outside[:5]]} (and maybe more) fall "
-            f"outside the partitions being written ({wanted[0]} .. {wanted[-1]}); filter them "
-            "in the asset or widen its partitions"
-        )
-    for day in wanted:
-        yield day, table.filter(pc.equal(row_days, pa.scalar(day, pa.date32())))
 
+    def __init__(self, open_day: Callable[[dt.date, pa.Schema], _PendingObject], column: str,
+                 days: Iterable[dt.date] | None):
+        self._open_day, self._column = open_day, column
+        self._days = None if days is None else list(days)
+        self.pending: dict[dt.date, _PendingObject] = {}
+        self._waiting: dict[dt.date, list[pa.RecordBatch]] = {}
+        self._waiting_rows: dict[dt.date, int] = {}
 
-def _as_table(obj: pd.DataFrame) -> pa.Table:
-    return pa.Table.from_pandas(obj, preserve_index=False)
+    def split(self, trips: TripBatches) -> None:
+        for batch in trips:
+            self._add(batch)
+        for day in list(self._waiting):
+            self._flush(day)
+
+    def _add(self, batch: pa.RecordBatch) -> None:
+        dates = batch.column(self._column)
+        if dates.null_count:
+            raise ValueError(f"{dates.null_count} rows have no {self._column}: "
+                             "they belong to no day")
+        row_days = pc.cast(dates, pa.date32())
+        present = pc.unique(row_days).to_pylist()
+        if self._days is not None:
+            outside = sorted(set(present) - set(self._days))
+            if outside:
+                raise ValueError(
+                    f"rows with {self._column} on {[d.isoformat() for d in outside[:5]]} (and "
+                    f"maybe more) fall outside the partitions being written ({self._days[0]} .. "
+                    f"{self._days[-1]}); filter them in the asset or widen its partitions"
+                )
+        for day in present:
+            rows = batch if len(present) == 1 else batch.filter(
+                pc.equal(row_days, pa.scalar(day, pa.date32())))
+            self._waiting.setdefault(day, []).append(rows)
+            self._waiting_rows[day] = self._waiting_rows.get(day, 0) + rows.num_rows
+            if self._waiting_rows[day] >= _row_group_rows():
+                self._flush(day)
+        while sum(self._waiting_rows.values()) > 4 * _row_group_rows():
+            self._flush(max(self._waiting_rows, key=self._waiting_rows.__getitem__))
+
+    def _flush(self, day: dt.date) -> None:
+        waiting = self._waiting.pop(day)
+        del self._waiting_rows[day]
+        if day not in self.pending:
+            self.pending[day] = self._open_day(day, _plain(waiting[0].schema))
+        self.pending[day].write(pa.Table.from_batches(waiting))
 
 
 def _row_count(context: dg.OutputContext, rows: int) -> dict:
@@ -170,25 +298,28 @@ class MonthlyParquetIOManager(_LakeIOManager):
     def _path(self, context, month: dt.date) -> str:
         return f"{self._name(context)}/{month:%Y-%m}.parquet"
 
-    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
+    def handle_output(self, context: dg.OutputContext, obj: TripBatches | pd.DataFrame) -> None:
         window = context.asset_partitions_time_window
         months = _months_between(window.start.date(), window.end.date())
         if len(months) != 1:
             raise ValueError(f"{context.asset_key.to_user_string()}: one output must be one "
                              f"month, got {len(months)}; do not backfill it as a single run")
         path = self._path(context, months[0])
-        size = _write_parquet(self.lake.filesystem(), path, _as_table(obj))
+        size, rows = _write_object(self.lake.filesystem(), path, TripBatches.of(obj))
         context.add_output_metadata({
             "uri": dg.MetadataValue.path(self.lake.uri(path)),
             "bytes": size,
-            "dagster/row_count": len(obj),
+            "dagster/row_count": rows,
         })
 
-    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+    def load_input(self, context: dg.InputContext) -> TripBatches | pd.DataFrame:
         fs = self.lake.filesystem()
         window = context.asset_partitions_time_window
         months = _months_between(window.start.date(), window.end.date())
-        return _to_pandas([_read_parquet(fs, self._path(context, m)) for m in months])
+        paths = [self._path(context, m) for m in months]
+        if context.dagster_type.typing_type is TripBatches:
+            return _streamed(fs, paths)
+        return _to_pandas([_read_parquet(fs, path) for path in paths])
 
 
 class DailyDatasetIOManager(_LakeIOManager):
@@ -208,42 +339,53 @@ class DailyDatasetIOManager(_LakeIOManager):
     def _folder(self, context, day: dt.date) -> str:
         return f"{self._name(context)}/{self.partition_column}={day.isoformat()}"
 
-    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
+    def handle_output(self, context: dg.OutputContext, obj: TripBatches | pd.DataFrame) -> None:
         fs = self.lake.filesystem()
         days = _window_days(context) if context.has_asset_partitions else None
-        written, cleared, size = [], [], 0
-        for day, rows in _split_by_day(_as_table(obj), self.date_column, days):
+        split = _DaySplit(
+            lambda day, schema: _PendingObject(fs, f"{self._folder(context, day)}/{DATASET_FILE}",
+                                               schema),
+            self.date_column, days)
+        with _all_or_none(split.pending):
+            split.split(TripBatches.of(obj))
+        written, cleared, size, rows = [], [], 0, 0
+        for day in days if days is not None else sorted(split.pending):
             folder = self._folder(context, day)
             target = f"{folder}/{DATASET_FILE}"
-            if rows.num_rows:
+            pending = split.pending.pop(day, None)
+            if pending is not None:
                 # Written before stale files go, so the day never reads as empty meanwhile.
-                size += _write_parquet(fs, target, rows)
+                with _all_or_none({day: pending, **split.pending}):
+                    size += pending.publish()
+                rows += pending.rows
                 written.append(day.isoformat())
             else:
                 cleared.append(day.isoformat())
             for stale in _files_under(fs, folder):
-                if stale != target or not rows.num_rows:
+                if stale != target or pending is None:
                     fs.delete_file(stale)
         context.add_output_metadata({
             "uri": dg.MetadataValue.path(self.lake.uri(self._name(context))),
             "bytes": size,
-            **_row_count(context, len(obj)),
+            **_row_count(context, rows),
             "days_written": written,
             "days_without_rows": cleared,
         })
 
-    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+    def load_input(self, context: dg.InputContext) -> TripBatches | pd.DataFrame:
         fs = self.lake.filesystem()
         # An input may ask for some columns only (metadata "columns"), as Dagster's database
         # IO managers allow: a row count needs one column, not the month.
         columns = context.definition_metadata.get("columns")
-        tables = [
-            _read_parquet(fs, path, columns)
+        paths = [
+            path
             for day in _window_days(context)
             for path in _files_under(fs, self._folder(context, day))
             if not path.rpartition("/")[2].startswith((".", "_"))
         ]
-        return _to_pandas(tables)
+        if context.dagster_type.typing_type is TripBatches:
+            return _streamed(fs, paths, columns)
+        return _to_pandas([_read_parquet(fs, path, columns) for path in paths])
 
 
 class DailyExportIOManager(_LakeIOManager):
@@ -259,24 +401,36 @@ class DailyExportIOManager(_LakeIOManager):
     def _path(self, context, day: dt.date) -> str:
         return f"{day:%Y/%m/%d}/{self._name(context)}.parquet"
 
-    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
+    def handle_output(self, context: dg.OutputContext, obj: TripBatches | pd.DataFrame) -> None:
         fs = self.lake.filesystem()
-        uris, days, size = [], [], 0
-        by_day = _split_by_day(_as_table(obj), self.date_column, _window_days(context))
-        for day, rows in by_day:
-            path = self._path(context, day)
-            size += _write_parquet(fs, path, rows)
-            uris.append(self.lake.uri(path))
-            days.append(day.isoformat())
+        trips = TripBatches.of(obj)
+        days = _window_days(context)
+        split = _DaySplit(lambda day, schema: _PendingObject(fs, self._path(context, day), schema),
+                          self.date_column, days)
+        with _all_or_none(split.pending):
+            split.split(trips)
+            for day in days:  # a day without rows gets its empty object
+                if day not in split.pending:
+                    split.pending[day] = _PendingObject(fs, self._path(context, day),
+                                                        _plain(trips.schema))
+        uris, size, rows = [], 0, 0
+        for day in days:
+            pending = split.pending.pop(day)
+            with _all_or_none({day: pending, **split.pending}):
+                size += pending.publish()
+            rows += pending.rows
+            uris.append(self.lake.uri(pending.path))
         context.add_output_metadata({
             "uri": dg.MetadataValue.path(uris[0] if len(uris) == 1 else self.lake.uri()),
             "objects": uris,
             "bytes": size,
-            **_row_count(context, len(obj)),
-            "days_written": days,
+            **_row_count(context, rows),
+            "days_written": [day.isoformat() for day in days],
         })
 
-    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+    def load_input(self, context: dg.InputContext) -> TripBatches | pd.DataFrame:
         fs = self.lake.filesystem()
-        days = _window_days(context)
-        return _to_pandas([_read_parquet(fs, self._path(context, day)) for day in days])
+        paths = [self._path(context, day) for day in _window_days(context)]
+        if context.dagster_type.typing_type is TripBatches:
+            return _streamed(fs, paths)
+        return _to_pandas([_read_parquet(fs, path) for path in paths])
