@@ -194,6 +194,18 @@ def test_a_fractional_count_fails_naming_the_column_row_and_value(tmp_path):
                                  "row 701: 1.5 is not a whole number (double → int64)")
 
 
+def test_a_parquet_file_past_the_ceiling_stops_before_a_row_is_read(tmp_path):
+    path = tmp_path / "yellow_tripdata_2025-01.parquet"
+    pq.write_table(era_2025("2025-01"), path)
+    source = TaxiSourceResource(kind="tlc", landing_dir=str(tmp_path), max_bytes_per_file=10_000)
+
+    _, trips = source.trips(path)
+    with pytest.raises(TripFileError, match=r"yellow_tripdata_2025-01.parquet: decompresses to "
+                                            r"[\d,]+ bytes, more than the source's "
+                                            r"max_bytes_per_file ceiling of 10,000"):
+        next(iter(trips))
+
+
 # --- every era through every sink ------------------------------------------------------------
 
 def postgres_month(postgres, month: str) -> dict:
