@@ -53,7 +53,6 @@ CANONICAL_COLUMNS: dict[str, pa.DataType] = {
     "airport_fee": pa.float64(),
     "cbd_congestion_fee": pa.float64(),
 }
-CANONICAL_SCHEMA = pa.schema(CANONICAL_COLUMNS.items())
 
 
 class TripFileError(ValueError):
