@@ -58,12 +58,12 @@ def materialize(resources: dict, partition_key: str = JANUARY, selection=None,
     )
 
 
-def materialize_days(resources: dict, first: str, last: str, **kwargs):
+def materialize_days(resources: dict, first: str, last: str, tags: dict | None = None, **kwargs):
     """The daily assets for first..last as one run, as a single-run backfill launches them."""
     return materialize(
-        resources, partition_key=None, selection=DAILY,
+        resources, partition_key=None, selection=kwargs.pop("selection", DAILY),
         tags={"dagster/asset_partition_range_start": first,
-              "dagster/asset_partition_range_end": last}, **kwargs)
+              "dagster/asset_partition_range_end": last, **(tags or {})}, **kwargs)
 
 
 def query(postgres, sql: str, *params):

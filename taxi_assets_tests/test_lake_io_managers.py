@@ -59,12 +59,16 @@ class LakeUnderTest:
     prefix: str = ""
 
     def objects(self) -> dict[str, int]:
-        """Relative path -> size of every stored file or object, hidden ones included."""
+        """Relative path -> size of every stored file or object, hidden ones included, but for
+        the daily layouts' manifests (`_manifest.json`, which name the files a reader takes)."""
         if self.local_root is not None:
-            return {path.relative_to(self.local_root).as_posix(): path.stat().st_size
-                    for path in self.local_root.rglob("*") if path.is_file()}
-        stored = self.emulator.objects(self.prefix + "/")
-        return {name.removeprefix(self.prefix + "/"): size for name, size in stored.items()}
+            stored = {path.relative_to(self.local_root).as_posix(): path.stat().st_size
+                      for path in self.local_root.rglob("*") if path.is_file()}
+        else:
+            stored = {name.removeprefix(self.prefix + "/"): size
+                      for name, size in self.emulator.objects(self.prefix + "/").items()}
+        return {name: size for name, size in stored.items()
+                if name.rpartition("/")[2] != "_manifest.json"}
 
 
 @pytest.fixture(params=["local", "gcs"])

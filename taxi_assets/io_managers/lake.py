@@ -1,10 +1,10 @@
 """IO managers for the Parquet lake: monthly objects, a hive dataset by day, daily exports.
 
-All three write through `_write_parquet`: the whole file is serialised in memory and then
-published with a single write. On GCS an object only appears when its upload is finalised, so a
-failed upload leaves the previous object readable (and pyarrow streaming row groups to GCS would
-upload in 1 MiB pieces, several times slower). On local disk the bytes go to a hidden temporary
-file that is renamed over the target, which is atomic.
+Every file is published with a single write (lake_versions.write_parquet): on GCS an object
+only appears when its upload is finalised, on local disk a hidden temporary file is renamed
+over the target. A monthly object is one file. The daily layouts write a range of days per run
+through a manifest (lake_versions.VersionedDays), so the range switches at once; their loads
+read the files the manifest names.
 
 Layouts, relative to the lake root:
 - MonthlyParquetIOManager  {name}/{YYYY-MM}.parquet                (name: nyc_taxi_data)
@@ -17,7 +17,6 @@ Layouts, relative to the lake root:
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from collections.abc import Iterable, Iterator, Sequence
 
 import dagster as dg
@@ -27,49 +26,13 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from taxi_assets.io_managers.lake_versions import VersionedDays, write_parquet
 from taxi_assets.lake import LakeResource
 from taxi_assets.schema import to_pandas
+from taxi_assets.shrink_guard import ShrinkRefused, shrink_allowed, shrink_refusal
 
 NAME_METADATA_KEY = "lake/name"
 DATASET_FILE = "part-0.parquet"
-
-
-def _write_parquet(fs: pafs.FileSystem, path: str, table: pa.Table) -> int:
-    """Publish `table` as one Parquet object at `path`; returns its size in bytes."""
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    data = sink.getvalue()
-    try:
-        if _is_local(fs):
-            _replace_local_file(fs, path, data)
-        else:
-            with fs.open_output_stream(path) as out:
-                out.write(data)
-    except OSError as error:
-        raise OSError(f"writing {path} ({data.size:,} bytes) to the lake failed; any previous "
-                      f"version is left as it was: {error}") from error
-    return data.size
-
-
-def _replace_local_file(fs: pafs.FileSystem, path: str, data: pa.Buffer) -> None:
-    # Object stores need no folders (creating them on GCS adds placeholder objects); disks do.
-    parent, _, file_name = path.rpartition("/")
-    fs.create_dir(parent, recursive=True)
-    # The leading dot keeps pyarrow's dataset discovery away from a half-written file.
-    partial = "/".join(filter(None, [parent, f".{file_name}.{uuid.uuid4().hex}.tmp"]))
-    try:
-        with fs.open_output_stream(partial) as out:
-            out.write(data)
-        fs.move(partial, path)
-    except BaseException:
-        if fs.get_file_info(partial).type != pafs.FileType.NotFound:
-            fs.delete_file(partial)
-        raise
-
-
-def _is_local(fs: pafs.FileSystem) -> bool:
-    base = fs.base_fs if isinstance(fs, pafs.SubTreeFileSystem) else fs
-    return isinstance(base, pafs.LocalFileSystem)
 
 
 def _read_parquet(fs: pafs.FileSystem, path: str, columns: list[str] | None = None) -> pa.Table:
@@ -177,7 +140,7 @@ class MonthlyParquetIOManager(_LakeIOManager):
             raise ValueError(f"{context.asset_key.to_user_string()}: one output must be one "
                              f"month, got {len(months)}; do not backfill it as a single run")
         path = self._path(context, months[0])
-        size = _write_parquet(self.lake.filesystem(), path, _as_table(obj))
+        size = write_parquet(self.lake.filesystem(), path, _as_table(obj))
         context.add_output_metadata({
             "uri": dg.MetadataValue.path(self.lake.uri(path)),
             "bytes": size,
@@ -191,39 +154,87 @@ class MonthlyParquetIOManager(_LakeIOManager):
         return _to_pandas([_read_parquet(fs, self._path(context, m)) for m in months])
 
 
-class DailyDatasetIOManager(_LakeIOManager):
-    """A hive-partitioned dataset, one folder per day of `date_column`:
-    `{root}/{name}/{partition_column}=YYYY-MM-DD/part-0.parquet`.
+class _DailyLayoutIOManager(_LakeIOManager):
+    """A layout of one file (or none) per day, a range of days replaced at once per output.
 
-    An output covers one or several daily partitions (a single-run backfill) and replaces
-    exactly those days' folders: each day present gets one file, each day without rows is
-    emptied, other days are not touched. The day is in the path only; files hold the asset's
-    columns unchanged and loading returns them unchanged.
+    Each output covers one or several daily partitions (a single-run backfill) and replaces
+    exactly those days through the layout's manifest (see lake_versions.py), after the shrink
+    guard: a range that would keep fewer than half the rows the lake holds for it is refused.
+    """
+
+    date_column: str = "tpep_pickup_datetime"
+
+    def _layout(self, context, fs: pafs.FileSystem) -> VersionedDays:
+        raise NotImplementedError
+
+    def _write_days(self, context: dg.OutputContext, obj: pd.DataFrame) -> tuple[list, list, int]:
+        """Stage every day of the output's window, then switch them in; returns the days with
+        rows, the days without, and the bytes written."""
+        fs = self.lake.filesystem()
+        layout = self._layout(context, fs)
+        layout.recover()  # a dead run's switch finished, its leftovers removed
+        days = _window_days(context)
+        table = _as_table(obj)
+        names = [day.isoformat() for day in days]
+        refusal = shrink_refusal(
+            f"{context.asset_key.to_user_string()} {names[0]}..{names[-1]}",
+            layout.rows(names), table.num_rows)
+        # The run's tags are only reachable through the step context in an IO manager.
+        if refusal and not shrink_allowed(context.step_context.run_tags):
+            raise ShrinkRefused(refusal)
+        version = layout.new_version(context.run_id)
+        written, empty, size = [], [], 0
+        try:
+            for day, rows in _split_by_day(table, self.date_column, days):
+                size += version.put(day.isoformat(), rows)
+                (written if rows.num_rows else empty).append(day.isoformat())
+        except BaseException:
+            version.discard()
+            raise
+        version.commit()
+        return written, empty, size
+
+    def _day_paths(self, context: dg.InputContext, fs: pafs.FileSystem) -> list[str]:
+        current = self._layout(context, fs).days()
+        paths = []
+        for day in _window_days(context):
+            entry = current.get(day.isoformat())
+            if entry is None:  # written before the layout had a manifest
+                paths += self._unrecorded_paths(context, fs, day)
+            elif entry.path is not None:
+                paths.append(entry.path)
+        return paths
+
+    def _unrecorded_paths(self, context, fs: pafs.FileSystem, day: dt.date) -> list[str]:
+        raise NotImplementedError
+
+
+class DailyDatasetIOManager(_DailyLayoutIOManager):
+    """A hive-partitioned dataset, one folder per day of `date_column`:
+    `{root}/{name}/{partition_column}=YYYY-MM-DD/part-0.parquet`, manifest `{name}/_manifest.json`.
+
+    Each day with rows gets one file, each day without rows is emptied, other days are not
+    touched. The day is in the path only; files hold the asset's columns unchanged and loading
+    returns them unchanged.
     """
 
     name: str = "nyc_taxi_data_by_day"
-    date_column: str = "tpep_pickup_datetime"
     partition_column: str = "tpep_pickup_date"
 
-    def _folder(self, context, day: dt.date) -> str:
-        return f"{self._name(context)}/{self.partition_column}={day.isoformat()}"
+    def _folder(self, context, day: dt.date | str) -> str:
+        day = day if isinstance(day, str) else day.isoformat()
+        return f"{self._name(context)}/{self.partition_column}={day}"
+
+    def _layout(self, context, fs: pafs.FileSystem) -> VersionedDays:
+        return VersionedDays(
+            fs, self._name(context),
+            published_path=lambda day, rows: (
+                f"{self._folder(context, day)}/{DATASET_FILE}" if rows else None),
+            stale_files=lambda day: _files_under(fs, self._folder(context, day)),
+        )
 
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
-        fs = self.lake.filesystem()
-        days = _window_days(context) if context.has_asset_partitions else None
-        written, cleared, size = [], [], 0
-        for day, rows in _split_by_day(_as_table(obj), self.date_column, days):
-            folder = self._folder(context, day)
-            target = f"{folder}/{DATASET_FILE}"
-            if rows.num_rows:
-                # Written before stale files go, so the day never reads as empty meanwhile.
-                size += _write_parquet(fs, target, rows)
-                written.append(day.isoformat())
-            else:
-                cleared.append(day.isoformat())
-            for stale in _files_under(fs, folder):
-                if stale != target or not rows.num_rows:
-                    fs.delete_file(stale)
+        written, cleared, size = self._write_days(context, obj)
         context.add_output_metadata({
             "uri": dg.MetadataValue.path(self.lake.uri(self._name(context))),
             "bytes": size,
@@ -237,37 +248,36 @@ class DailyDatasetIOManager(_LakeIOManager):
         # An input may ask for some columns only (metadata "columns"), as Dagster's database
         # IO managers allow: a row count needs one column, not the month.
         columns = context.definition_metadata.get("columns")
-        tables = [
-            _read_parquet(fs, path, columns)
-            for day in _window_days(context)
-            for path in _files_under(fs, self._folder(context, day))
-            if not path.rpartition("/")[2].startswith((".", "_"))
-        ]
-        return _to_pandas(tables)
+        return _to_pandas([_read_parquet(fs, path, columns)
+                           for path in self._day_paths(context, fs)])
+
+    def _unrecorded_paths(self, context, fs: pafs.FileSystem, day: dt.date) -> list[str]:
+        return [path for path in _files_under(fs, self._folder(context, day))
+                if not path.rpartition("/")[2].startswith((".", "_"))]
 
 
-class DailyExportIOManager(_LakeIOManager):
-    """One object per day: `{root}/{YYYY}/{MM}/{DD}/{name}.parquet`.
+class DailyExportIOManager(_DailyLayoutIOManager):
+    """One object per day: `{root}/{YYYY}/{MM}/{DD}/{name}.parquet`, manifest
+    `{root}/_daily_exports/{name}/_manifest.json`.
 
     A multi-day output is split by the day of `date_column`; a day without rows still gets
     its (empty) object, so every materialised partition can be loaded.
     """
 
     name: str = "nyc_taxi_data"
-    date_column: str = "tpep_pickup_datetime"
 
-    def _path(self, context, day: dt.date) -> str:
+    def _path(self, context, day: dt.date | str) -> str:
+        day = dt.date.fromisoformat(day) if isinstance(day, str) else day
         return f"{day:%Y/%m/%d}/{self._name(context)}.parquet"
 
+    def _layout(self, context, fs: pafs.FileSystem) -> VersionedDays:
+        return VersionedDays(fs, f"_daily_exports/{self._name(context)}",
+                             published_path=lambda day, rows: self._path(context, day))
+
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
-        fs = self.lake.filesystem()
-        uris, days, size = [], [], 0
-        by_day = _split_by_day(_as_table(obj), self.date_column, _window_days(context))
-        for day, rows in by_day:
-            path = self._path(context, day)
-            size += _write_parquet(fs, path, rows)
-            uris.append(self.lake.uri(path))
-            days.append(day.isoformat())
+        written, empty, size = self._write_days(context, obj)
+        days = sorted(written + empty)
+        uris = [self.lake.uri(self._path(context, day)) for day in days]
         context.add_output_metadata({
             "uri": dg.MetadataValue.path(uris[0] if len(uris) == 1 else self.lake.uri()),
             "objects": uris,
@@ -278,5 +288,7 @@ class DailyExportIOManager(_LakeIOManager):
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         fs = self.lake.filesystem()
-        days = _window_days(context)
-        return _to_pandas([_read_parquet(fs, self._path(context, day)) for day in days])
+        return _to_pandas([_read_parquet(fs, path) for path in self._day_paths(context, fs)])
+
+    def _unrecorded_paths(self, context, fs: pafs.FileSystem, day: dt.date) -> list[str]:
+        return [self._path(context, day)]

@@ -1,0 +1,203 @@
+"""Crash-consistent writes of many lake files at once: new versions beside the old, one switch.
+
+A daily layout (the by-day dataset, the daily exports) is rewritten a range of days per run.
+A single object write is atomic on GCS and on local disk (written aside, renamed over), but a
+range is many objects, and GCS has no rename. So each layout keeps a manifest, one small JSON
+object that names the current file of every day it holds, and a run goes through it:
+
+1. write each day's new file under `_versions/<run id>/` (nothing a reader looks at changes);
+2. **switch**: write the manifest naming those versions, one object write: the commit point;
+3. publish: copy each version to the day's usual path (`tpep_pickup_date=…/part-0.parquet`,
+   `YYYY/MM/DD/nyc_taxi_data.parquet`), each an atomic replace, so a day is never missing;
+4. write the manifest again naming the usual paths, and delete the versions.
+
+Readers that go through the manifest (the IO managers' loads) see the old range or the new
+range, whatever instant the writer dies at. A writer killed before step 2 leaves only files
+under `_versions/`, which no reader opens; one killed after it leaves a committed switch that
+is not yet published. The next write of the layout first finishes that (`recover`): publishes
+what the manifest names and removes every version left over. Writers of one layout take turns
+(the asset's concurrency pool), so a version left under `_versions/` is always a dead run's.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+MANIFEST = "_manifest.json"
+VERSIONS = "_versions"
+
+
+def is_local(fs: pafs.FileSystem) -> bool:
+    base = fs.base_fs if isinstance(fs, pafs.SubTreeFileSystem) else fs
+    return isinstance(base, pafs.LocalFileSystem)
+
+
+def write_object(fs: pafs.FileSystem, path: str, data: pa.Buffer | bytes) -> None:
+    """Replace the object at `path` with `data` in one step: readers see old or new bytes."""
+    data = pa.py_buffer(data) if isinstance(data, bytes) else data
+    try:
+        if is_local(fs):
+            _replace_local_file(fs, path, lambda out: out.write(data))
+        else:
+            with fs.open_output_stream(path) as out:
+                out.write(data)
+    except OSError as error:
+        raise OSError(f"writing {path} ({data.size:,} bytes) to the lake failed; any previous "
+                      f"version is left as it was: {error}") from error
+
+
+def write_parquet(fs: pafs.FileSystem, path: str, table: pa.Table) -> int:
+    """Publish `table` as one Parquet object at `path`; returns its size in bytes.
+
+    Serialised whole in memory, then written in one request: on GCS an object only appears when
+    its upload is finalised (and pyarrow streaming row groups to GCS would upload in 1 MiB
+    pieces, several times slower).
+    """
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    data = sink.getvalue()
+    write_object(fs, path, data)
+    return data.size
+
+
+def copy_object(fs: pafs.FileSystem, source: str, target: str) -> None:
+    """Replace `target` with a copy of `source`, atomically; on GCS a server-side copy."""
+    if is_local(fs):
+        _replace_local_file(fs, target, lambda out: out.write(fs.open_input_file(source).read()))
+    else:
+        fs.copy_file(source, target)
+
+
+def _replace_local_file(fs: pafs.FileSystem, path: str, fill: Callable) -> None:
+    # Object stores need no folders (creating them on GCS adds placeholder objects); disks do.
+    parent, _, file_name = path.rpartition("/")
+    fs.create_dir(parent, recursive=True)
+    # The leading dot keeps pyarrow's dataset discovery away from a half-written file.
+    partial = "/".join(filter(None, [parent, f".{file_name}.{uuid.uuid4().hex}.tmp"]))
+    try:
+        with fs.open_output_stream(partial) as out:
+            fill(out)
+        fs.move(partial, path)
+    except BaseException:
+        if fs.get_file_info(partial).type != pafs.FileType.NotFound:
+            fs.delete_file(partial)
+        raise
+
+
+@dataclass(frozen=True)
+class DayEntry:
+    """A day's current file (None: the day has no rows and no file) and its row count."""
+
+    path: str | None
+    rows: int
+
+
+class VersionedDays:
+    """One daily layout's manifest: `{root}/_manifest.json`, versions under `{root}/_versions/`.
+
+    `published_path(day)` is where a day's file lives once published; None for a layout that
+    keeps no file for a day without rows (its files are deleted instead).
+    """
+
+    def __init__(self, fs: pafs.FileSystem, root: str,
+                 published_path: Callable[[str, int], str | None],
+                 stale_files: Callable[[str], list[str]] = lambda day: []):
+        self.fs, self.root = fs, root.strip("/")
+        self._published_path = published_path
+        self._stale_files = stale_files
+
+    @property
+    def manifest_path(self) -> str:
+        return f"{self.root}/{MANIFEST}"
+
+    @property
+    def versions_dir(self) -> str:
+        return f"{self.root}/{VERSIONS}"
+
+    def days(self) -> dict[str, DayEntry]:
+        """Every day the manifest holds; empty for a layout never written through it."""
+        try:
+            with self.fs.open_input_file(self.manifest_path) as source:
+                recorded = json.loads(source.read().decode())
+        except FileNotFoundError:
+            return {}
+        return {day: DayEntry(**entry) for day, entry in recorded["days"].items()}
+
+    def rows(self, days: list[str]) -> int | None:
+        """Rows the layout holds for `days`; None when a day is not in the manifest."""
+        current = self.days()
+        if any(day not in current for day in days):
+            return None
+        return sum(current[day].rows for day in days)
+
+    def recover(self) -> None:
+        """Finish a switch a dead writer committed, and remove every version left behind."""
+        current = self.days()
+        unpublished = {d: e for d, e in current.items()
+                       if e.path and e.path.startswith(self.versions_dir + "/")}
+        if unpublished:
+            self._publish(current, unpublished)
+        if self.fs.get_file_info(self.versions_dir).type != pafs.FileType.NotFound:
+            self.fs.delete_dir(self.versions_dir)
+
+    def new_version(self, run_id: str) -> "DaysVersion":
+        return DaysVersion(self, run_id)
+
+    def _write_manifest(self, days: dict[str, DayEntry]) -> None:
+        body = {"days": {day: {"path": e.path, "rows": e.rows} for day, e in sorted(days.items())}}
+        write_object(self.fs, self.manifest_path, json.dumps(body, indent=0).encode())
+
+    def _publish(self, current: dict[str, DayEntry], switched: dict[str, DayEntry]) -> None:
+        published = {}
+        for day, entry in sorted(switched.items()):
+            target = self._published_path(day, entry.rows)
+            if entry.path is not None and target is not None:
+                copy_object(self.fs, entry.path, target)
+            for stale in self._stale_files(day):
+                if stale != target:
+                    self.fs.delete_file(stale)
+            published[day] = DayEntry(target, entry.rows)
+        self._write_manifest({**current, **published})
+        for entry in switched.values():
+            if entry.path and entry.path.startswith(self.versions_dir + "/"):
+                self.fs.delete_file(entry.path)
+
+
+class DaysVersion:
+    """A run's new files for some days, invisible until `commit` switches them in at once."""
+
+    def __init__(self, layout: VersionedDays, run_id: str):
+        self.layout, self.run_id = layout, run_id
+        self.entries: dict[str, DayEntry] = {}
+
+    def put(self, day: str, table: pa.Table) -> int:
+        """Stage a day's rows; returns the bytes written (0 for a day kept without a file)."""
+        size = 0
+        path = None
+        if table.num_rows or self.layout._published_path(day, 0) is not None:
+            path = f"{self.layout.versions_dir}/{self.run_id}/{day}.parquet"
+            size = write_parquet(self.layout.fs, path, table)
+        self.entries[day] = DayEntry(path, table.num_rows)
+        return size
+
+    def discard(self) -> None:
+        """Remove what was staged (best effort: the next `recover` removes what is left)."""
+        folder = f"{self.layout.versions_dir}/{self.run_id}"
+        try:
+            if self.layout.fs.get_file_info(folder).type != pafs.FileType.NotFound:
+                self.layout.fs.delete_dir(folder)
+        except OSError:
+            pass
+
+    def commit(self) -> None:
+        current = self.layout.days()
+        # The switch: from this write on, the manifest's readers see every staged day.
+        self.layout._write_manifest({**current, **self.entries})
+        self.layout._publish({**current, **self.entries}, self.entries)

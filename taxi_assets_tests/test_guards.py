@@ -1,0 +1,133 @@
+"""Guards against destructive inputs, each tried with the real samples through the pipeline.
+
+The shrink guard: a valid file with far fewer rows than the month's sinks hold (an empty one,
+the head of the real January file) is stopped before any sink changes, for the month and for a
+range of days, and goes through when the run carries the override tag.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from taxi_assets.shrink_guard import ALLOW_SHRINK_TAG
+from taxi_assets_tests.conftest import sample
+from taxi_assets_tests.pipeline import (
+    JANUARY,
+    materialize,
+    materialize_days,
+    partition_state,
+    pipeline_resources,
+    query,
+)
+
+pytestmark = pytest.mark.faults
+
+JANUARY_FILE = "yellow_tripdata_2021-01.csv.gz"
+KEPT_ROWS = 27_812
+ALLOW = {ALLOW_SHRINK_TAG: "true"}
+FIRST_WEEK = ("2021-01-01", "2021-01-07")
+
+
+def head_of_january(lines: int) -> bytes:
+    """The real January file's header and its first `lines` rows, gzipped as the TLC ships it."""
+    with gzip.open(sample(JANUARY_FILE), "rt", newline="") as text:
+        kept = [text.readline() for _ in range(lines + 1)]
+    return gzip.compress("".join(kept).encode())
+
+
+def lake_files(resources: dict) -> dict[str, str]:
+    """Every file in the local lake, hidden ones included: its MD5."""
+    root = Path(resources["lake_monthly_io_manager"].lake.root)
+    return {p.relative_to(root).as_posix(): hashlib.md5(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def warehouse_rows(resources: dict) -> list[tuple]:
+    import duckdb
+
+    with duckdb.connect(resources["warehouse_io_manager"].database, read_only=True) as conn:
+        return conn.sql("SELECT CAST(tpep_pickup_datetime AS DATE) d, count(*) FROM "
+                        "ny_taxi.yellow_trips GROUP BY d ORDER BY d").fetchall()
+
+
+def failure_messages(result) -> str:
+    """Each failed step's error and its causes, without stack traces."""
+    messages = []
+    for failure in result.get_step_failure_events():
+        error = failure.event_specific_data.error
+        while error is not None:
+            messages.append(error.message.strip())
+            error = error.cause or error.context
+    return "\n".join(messages)
+
+
+def failed_checks(result) -> dict[str, str]:
+    return {e.check_name: e.description or "" for e in result.get_asset_check_evaluations()
+            if not e.passed}
+
+
+@pytest.fixture
+def loaded(tmp_path, http_source, postgres):
+    """The real January in every sink (its first week of days too), on one instance."""
+    query(postgres, "DROP SCHEMA IF EXISTS ny_taxi CASCADE")
+    http_source.publish("2021-01", JANUARY_FILE)
+    resources = pipeline_resources(tmp_path, http_source.url, postgres)
+    instance = dg.DagsterInstance.ephemeral()
+    assert materialize(resources, instance=instance).success
+    assert materialize_days(resources, *FIRST_WEEK, instance=instance).success
+    assert partition_state(postgres)[0] == KEPT_ROWS
+    return resources, instance
+
+
+def replace_source(resources: dict, http_source, data: bytes) -> None:
+    """A new file for January at the source; the landing copy goes, as a re-upload's would."""
+    http_source.publish_bytes("2021-01", data)
+    (Path(resources["taxi_source"].landing_dir) / JANUARY_FILE).unlink()
+
+
+@pytest.mark.parametrize("rows", [0, 1_000], ids=["empty_file", "head_of_the_file"])
+def test_shrunken_month_is_stopped_before_any_sink_and_goes_through_on_request(
+    loaded, http_source, postgres, rows
+):
+    resources, instance = loaded
+    before = (partition_state(postgres), lake_files(resources), warehouse_rows(resources))
+    replace_source(resources, http_source, head_of_january(rows))
+
+    result = materialize(resources, instance=instance, raise_on_error=False)
+
+    assert not result.success
+    reason = failed_checks(result)["no_shrink"]
+    assert "yellow_trips 2021-01" in reason and f"{KEPT_ROWS:,}" in reason, reason
+    assert ALLOW_SHRINK_TAG in reason
+    assert not result.asset_materializations_for_node("ny_taxi__yellow_cab_data")
+    assert (partition_state(postgres), lake_files(resources), warehouse_rows(resources)) == before
+
+    # A range of days built from the shrunken month (by hand: automation holds it back) is
+    # stopped too, by the daily lake sinks before they write; the warehouse, below them, waits.
+    days = materialize_days(resources, *FIRST_WEEK, instance=instance, raise_on_error=False)
+    assert not days.success
+    messages = failure_messages(days)
+    assert "yellow_trips_by_day 2021-01-01..2021-01-07" in messages, messages
+    assert "yellow_trips_daily_export 2021-01-01..2021-01-07" in messages, messages
+    assert (partition_state(postgres), lake_files(resources), warehouse_rows(resources)) == before
+
+    # On purpose: the tag lets the month and its days be replaced.
+    assert materialize(resources, instance=instance, tags=ALLOW).success
+    assert materialize_days(resources, *FIRST_WEEK, instance=instance, tags=ALLOW).success
+    count = partition_state(postgres)[0]
+    assert count <= rows and (count > 0) == (rows > 0)
+    assert sum(n for _, n in warehouse_rows(resources)) <= count
+
+
+def test_a_month_that_keeps_its_size_passes(loaded, http_source, postgres):
+    resources, instance = loaded
+    replace_source(resources, http_source, sample(JANUARY_FILE).read_bytes())
+    result = materialize(resources, instance=instance)
+    assert result.success
+    [check] = [e for e in result.get_asset_check_evaluations() if e.check_name == "no_shrink"]
+    assert check.passed and check.metadata["materialized_rows"].value == KEPT_ROWS
