@@ -22,14 +22,20 @@ what the manifest names and removes every version left over. Writers of one layo
 from __future__ import annotations
 
 import json
-import uuid
+import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from taxi_assets.atomic_files import replace_file
+
+# What moves a local lake, for errors about its disk.
+LOCAL_LAKE_SETTING = "TAXI_HOME"
 MANIFEST = "_manifest.json"
 VERSIONS = "_versions"
 
@@ -39,12 +45,21 @@ def is_local(fs: pafs.FileSystem) -> bool:
     return isinstance(base, pafs.LocalFileSystem)
 
 
+def _local_path(fs: pafs.FileSystem, path: str) -> Path:
+    return Path(fs.base_path, path) if isinstance(fs, pafs.SubTreeFileSystem) else Path(path)
+
+
 def write_object(fs: pafs.FileSystem, path: str, data: pa.Buffer | bytes) -> None:
-    """Replace the object at `path` with `data` in one step: readers see old or new bytes."""
+    """Replace the object at `path` with `data` in one step: readers see old or new bytes.
+
+    On GCS an object only appears when its upload is finalised; on disk the bytes are written
+    aside and renamed over the file (atomic_files.replace_file), after a free-space check.
+    """
     data = pa.py_buffer(data) if isinstance(data, bytes) else data
     try:
         if is_local(fs):
-            _replace_local_file(fs, path, lambda out: out.write(data))
+            replace_file(_local_path(fs, path), lambda out: out.write(data),
+                         size_hint=data.size, setting=LOCAL_LAKE_SETTING)
         else:
             with fs.open_output_stream(path) as out:
                 out.write(data)
@@ -56,9 +71,8 @@ def write_object(fs: pafs.FileSystem, path: str, data: pa.Buffer | bytes) -> Non
 def write_parquet(fs: pafs.FileSystem, path: str, table: pa.Table) -> int:
     """Publish `table` as one Parquet object at `path`; returns its size in bytes.
 
-    Serialised whole in memory, then written in one request: on GCS an object only appears when
-    its upload is finalised (and pyarrow streaming row groups to GCS would upload in 1 MiB
-    pieces, several times slower).
+    Serialised whole in memory, then written in one request (pyarrow streaming row groups to
+    GCS would upload in 1 MiB pieces, several times slower).
     """
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
@@ -70,25 +84,12 @@ def write_parquet(fs: pafs.FileSystem, path: str, table: pa.Table) -> int:
 def copy_object(fs: pafs.FileSystem, source: str, target: str) -> None:
     """Replace `target` with a copy of `source`, atomically; on GCS a server-side copy."""
     if is_local(fs):
-        _replace_local_file(fs, target, lambda out: out.write(fs.open_input_file(source).read()))
+        with open(_local_path(fs, source), "rb") as original:
+            replace_file(_local_path(fs, target), lambda out: shutil.copyfileobj(original, out),
+                         size_hint=os.fstat(original.fileno()).st_size,
+                         setting=LOCAL_LAKE_SETTING)
     else:
         fs.copy_file(source, target)
-
-
-def _replace_local_file(fs: pafs.FileSystem, path: str, fill: Callable) -> None:
-    # Object stores need no folders (creating them on GCS adds placeholder objects); disks do.
-    parent, _, file_name = path.rpartition("/")
-    fs.create_dir(parent, recursive=True)
-    # The leading dot keeps pyarrow's dataset discovery away from a half-written file.
-    partial = "/".join(filter(None, [parent, f".{file_name}.{uuid.uuid4().hex}.tmp"]))
-    try:
-        with fs.open_output_stream(partial) as out:
-            fill(out)
-        fs.move(partial, path)
-    except BaseException:
-        if fs.get_file_info(partial).type != pafs.FileType.NotFound:
-            fs.delete_file(partial)
-        raise
 
 
 @dataclass(frozen=True)

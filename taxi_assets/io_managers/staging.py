@@ -8,7 +8,6 @@ read from disk.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import dagster as dg
@@ -17,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from taxi_assets.atomic_files import replace_file
 from taxi_assets.schema import to_pandas
 
 
@@ -58,14 +58,11 @@ class StagingParquetIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
         partition = context.partition_key if context.has_partition_key else None
         path = self._path(context.asset_key, partition)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Named for the run, not the process: two runs may share a process (threads, or an
-        # in-process executor) and would otherwise write, and rename, each other's file.
-        partial = path.with_suffix(f".{context.run_id}.tmp")
-        # Written aside and renamed, so a reader never meets half a file.
         table = pa.Table.from_pandas(obj, preserve_index=False)
-        pq.write_table(table, partial)
-        os.replace(partial, path)
+        # Written aside and renamed, so a reader never meets half a file; a dead run's partial
+        # file is removed by the next write of the partition.
+        replace_file(path, lambda out: pq.write_table(table, out), size_hint=table.nbytes,
+                     setting="TAXI_HOME")
         _LastWritten.remember(path, table, context.run_id)
         context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
 

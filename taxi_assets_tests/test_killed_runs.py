@@ -1,0 +1,251 @@
+"""Runs killed with SIGKILL in the middle of each sink's write, and the next run after them.
+
+Every sink holds the real January (and its first week of days) as its last good state; then
+the source publishes a new January (the real rows twice over, so each day's count doubles and
+"old" and "new" cannot be confused), and a run writing that into one sink kills itself at a
+chosen point (see killed_run.py). Afterwards each sink holds exactly its old state or exactly
+its new one, what a reader sees never lacks a day, and the next run of the same asset, started
+as usual, completes and leaves no temporary file, version or staging table behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+from taxi_assets_tests.conftest import sample
+from taxi_assets_tests.pipeline import (
+    JANUARY,
+    materialize,
+    materialize_days,
+    partition_state,
+    pipeline_resources,
+    query,
+)
+
+pytestmark = pytest.mark.faults
+
+JANUARY_FILE = "yellow_tripdata_2021-01.csv.gz"
+# The sample's trips are picked up on 2021-01-01 and 02 (and 16 on 2020-12-31); the 3rd has none.
+WEEK = ("2021-01-01", "2021-01-03")
+WEEK_DAYS = ["2021-01-01", "2021-01-02", "2021-01-03"]
+LAKE_VERSIONS = "taxi_assets.io_managers.lake_versions"
+
+
+def doubled_january() -> bytes:
+    with gzip.open(sample(JANUARY_FILE), "rb") as text:
+        header, rows = text.readline(), text.read()
+    if not rows.endswith(b"\n"):
+        rows += b"\r\n"
+    return gzip.compress(header + rows * 2, compresslevel=1)
+
+
+@dataclasses.dataclass
+class Deployment:
+    state: Path
+    resources: dict
+    source_url: str
+    postgres: object
+
+    @property
+    def lake(self) -> Path:
+        return Path(self.resources["lake_monthly_io_manager"].lake.root)
+
+    def killed_run(self, selection: str, kill: dict, days: tuple[str, str] | None = None) -> None:
+        """A run of `selection` in its own process, killed at `kill`; it must die of SIGKILL."""
+        postgres = {f.name: getattr(self.postgres, f.name)
+                    for f in dataclasses.fields(self.postgres) if f.name != "server"}
+        spec = {"kill": kill, "postgres": postgres, "state": str(self.state),
+                "source_url": self.source_url, "selection": selection}
+        if days:
+            spec["days"] = days
+        process = subprocess.run([sys.executable, "-m", "taxi_assets_tests.killed_run",
+                                  json.dumps(spec)], capture_output=True, text=True)
+        assert process.returncode == -signal.SIGKILL, \
+            f"the run should have been killed at {kill}:\n{process.stderr[-3000:]}"
+
+
+@pytest.fixture
+def deployment(tmp_path, http_source, postgres) -> Deployment:
+    """Every sink at its last good state; the source already offers the new January."""
+    query(postgres, "DROP SCHEMA IF EXISTS ny_taxi CASCADE")
+    http_source.publish("2021-01", JANUARY_FILE)
+    resources = pipeline_resources(tmp_path, http_source.url, postgres)
+    assert materialize(resources).success
+    assert materialize_days(resources, *WEEK).success
+    http_source.publish_bytes("2021-01", doubled_january())
+    (Path(resources["taxi_source"].landing_dir) / JANUARY_FILE).unlink()
+    return Deployment(tmp_path, resources, http_source.url, postgres)
+
+
+def leftovers(root: Path) -> list[str]:
+    """Temporary files and unswitched versions: what a dead writer leaves."""
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and (
+        p.name.endswith(".tmp") or "_versions" in p.parts))
+
+
+def rows_of(path: Path) -> int:
+    return pq.ParquetFile(path).metadata.num_rows
+
+
+# --- what readers of each daily layout see ----------------------------------------------------
+
+LAYOUTS = {
+    # asset: (its manifest folder, the day's files as a folder-listing reader finds them)
+    "yellow_trips_by_day": (
+        "nyc_taxi_data_by_day",
+        lambda lake, day: sorted((lake / f"nyc_taxi_data_by_day/tpep_pickup_date={day}")
+                                 .glob("[!._]*.parquet"))),
+    "yellow_trips_daily_export": (
+        "_daily_exports/nyc_taxi_data",
+        lambda lake, day: [p for p in [lake / day.replace("-", "/") / "nyc_taxi_data.parquet"]
+                           if p.exists()]),
+}
+
+
+def through_manifest(lake: Path, asset: str) -> dict[str, int]:
+    """Each day's rows as the IO managers read them: the files the manifest names."""
+    manifest = json.loads((lake / LAYOUTS[asset][0] / "_manifest.json").read_text())["days"]
+    return {day: rows_of(lake / manifest[day]["path"]) if manifest[day]["path"] else 0
+            for day in WEEK_DAYS}
+
+
+def through_folders(lake: Path, asset: str) -> dict[str, int | None]:
+    """Each day's rows as a reader that lists folders sees them (None: no file at all)."""
+    files = {day: LAYOUTS[asset][1](lake, day) for day in WEEK_DAYS}
+    return {day: sum(rows_of(p) for p in found) if found else None for day, found in files.items()}
+
+
+STAGED = "before the switch"
+SWITCHED = "after the switch"
+LAKE_KILLS = {
+    "one_day_staged": (dict(target=f"{LAKE_VERSIONS}:write_parquet", nth=2), STAGED),
+    "all_staged": (dict(target=f"{LAKE_VERSIONS}:VersionedDays._write_manifest"), STAGED),
+    "mid_publish": (dict(target=f"{LAKE_VERSIONS}:copy_object", nth=2), SWITCHED),
+    "published": (dict(target=f"{LAKE_VERSIONS}:VersionedDays._write_manifest", nth=2),
+                  SWITCHED),
+    "versions_not_yet_deleted": (
+        dict(target=f"{LAKE_VERSIONS}:VersionedDays._write_manifest", nth=2, when="after"),
+        SWITCHED),
+}
+
+
+@pytest.mark.parametrize("asset", list(LAYOUTS))
+@pytest.mark.parametrize("moment", list(LAKE_KILLS))
+def test_daily_layout_killed_mid_range_is_all_old_or_all_new(deployment, asset, moment):
+    lake = deployment.lake
+    old = through_manifest(lake, asset)
+    empty_day = None if asset == "yellow_trips_by_day" else 0  # no folder, or an empty file
+    assert through_folders(lake, asset) == {**old, "2021-01-03": empty_day}
+    assert old["2021-01-01"] and old["2021-01-02"] and not old["2021-01-03"]
+    assert materialize(deployment.resources, selection="raw_yellow_trips yellow_trips").success
+    kill, expected = LAKE_KILLS[moment]
+
+    deployment.killed_run(asset, kill, days=WEEK)
+
+    new = {day: 2 * rows for day, rows in old.items()}
+    assert through_manifest(lake, asset) == (old if expected == STAGED else new)
+    seen = {**through_folders(lake, asset), "2021-01-03": 0}
+    # A folder reader sees each day whole, old or new, and never a day missing.
+    assert all(seen[day] in (old[day], new[day]) for day in WEEK_DAYS), seen
+    if expected == STAGED:
+        assert seen == old
+
+    assert materialize_days(deployment.resources, *WEEK, selection=asset).success
+    assert through_manifest(lake, asset) == new
+    assert through_folders(lake, asset) == {**new, "2021-01-03": empty_day}
+    assert leftovers(lake) == []
+
+
+# --- the monthly object and staging -------------------------------------------------------------
+
+def test_monthly_object_killed_before_its_rename_keeps_the_old_object(deployment):
+    lake = deployment.lake
+    month = lake / "nyc_taxi_data/2021-01.parquet"
+    old, old_rows = month.read_bytes(), rows_of(month)
+    assert materialize(deployment.resources, selection="raw_yellow_trips yellow_trips").success
+
+    deployment.killed_run("yellow_trips_parquet",
+                          dict(target="os:replace", match="nyc_taxi_data/.2021-01.parquet"))
+
+    assert month.read_bytes() == old
+    assert [Path(p).name[:17] for p in leftovers(lake)] == [".2021-01.parquet."]
+    assert materialize(deployment.resources, selection="yellow_trips_parquet").success
+    assert rows_of(month) == 2 * old_rows
+    assert leftovers(lake) == []
+
+
+def test_staged_month_killed_before_its_rename_is_rewritten_cleanly(deployment):
+    staging = Path(deployment.resources["io_manager"].base_dir)
+    cleaned = staging / "yellow_trips" / f"{JANUARY}.parquet"
+    old = cleaned.read_bytes()
+
+    deployment.killed_run("raw_yellow_trips yellow_trips",
+                          dict(target="os:replace", match="/yellow_trips/."))
+
+    assert cleaned.read_bytes() == old
+    assert len(leftovers(staging)) == 1
+    assert materialize(deployment.resources, selection="raw_yellow_trips yellow_trips").success
+    assert leftovers(staging) == []
+
+
+# --- Postgres and the warehouse --------------------------------------------------------------
+
+@pytest.mark.parametrize("kill, expected", [
+    (dict(target="adbc_driver_manager.dbapi:Cursor.adbc_ingest"), "old"),
+    (dict(target="taxi_assets.io_managers.postgres:PostgresPandasIOManager._swap"), "old"),
+    (dict(target="taxi_assets.io_managers.postgres:PostgresPandasIOManager._swap",
+          when="after"), "new"),
+], ids=["copying", "staged_not_swapped", "swapped"])
+def test_postgres_killed_mid_load_is_all_old_or_all_new(deployment, kill, expected):
+    pg = deployment.postgres
+    old = partition_state(pg)
+    assert materialize(deployment.resources, selection="raw_yellow_trips yellow_trips").success
+
+    deployment.killed_run("ny_taxi/yellow_cab_data", kill)
+
+    state = partition_state(pg)
+    if expected == "old":
+        assert state == old
+    else:
+        assert state[0] == 2 * old[0]
+    assert materialize(deployment.resources, selection="ny_taxi/yellow_cab_data").success
+    assert partition_state(pg)[0] == 2 * old[0]
+    tables = query(pg, "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON "
+                       "n.oid = c.relnamespace LEFT JOIN pg_inherits i ON i.inhrelid = c.oid "
+                       "WHERE n.nspname = 'ny_taxi' AND c.relkind = 'r' AND i.inhrelid IS NULL")
+    assert tables == [], "a staging table was left behind"
+
+
+def warehouse_days(deployment) -> dict[str, int]:
+    with duckdb.connect(deployment.resources["warehouse_io_manager"].database) as conn:
+        return dict(conn.sql("SELECT CAST(CAST(tpep_pickup_datetime AS DATE) AS VARCHAR), "
+                             "count(*) FROM ny_taxi.yellow_trips GROUP BY 1").fetchall())
+
+
+@pytest.mark.parametrize("kill", [
+    dict(target="taxi_assets.io_managers.duckdb:DuckDBWarehouseClient.delete_table_slice",
+         when="after"),
+    dict(target="taxi_assets.io_managers.duckdb:DuckDBWarehousePandasTypeHandler.handle_output",
+         when="after"),
+], ids=["deleted", "inserted_not_committed"])
+def test_warehouse_killed_mid_replace_keeps_every_day(deployment, kill):
+    old = warehouse_days(deployment)
+    assert sorted(old) == WEEK_DAYS[:2]  # the 3rd has no trips
+    assert materialize(deployment.resources, selection="raw_yellow_trips yellow_trips").success
+    assert materialize_days(deployment.resources, *WEEK, selection="yellow_trips_by_day").success
+
+    deployment.killed_run("ny_taxi/yellow_trips", kill, days=WEEK)
+
+    assert warehouse_days(deployment) == old
+    assert materialize_days(deployment.resources, *WEEK, selection="ny_taxi/yellow_trips").success
+    assert warehouse_days(deployment) == {day: 2 * n for day, n in old.items()}
