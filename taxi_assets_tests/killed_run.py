@@ -59,7 +59,13 @@ def main(spec: dict) -> None:
 
     KillPoint(**spec["kill"]).arm()
     postgres = PostgresUnderTest(**spec["postgres"])
-    resources = pipeline_resources(Path(spec["state"]), spec["source_url"], postgres)
+    warehouse = None
+    if "bigquery" in spec:
+        from taxi_assets.io_managers.bigquery import BigQueryWarehouseIOManager
+
+        warehouse = BigQueryWarehouseIOManager(**spec["bigquery"])
+    resources = pipeline_resources(Path(spec["state"]), spec["source_url"], postgres,
+                                   warehouse_io_manager=warehouse)
     if "days" in spec:
         result = materialize_days(resources, *spec["days"], selection=spec["selection"],
                                   raise_on_error=False)

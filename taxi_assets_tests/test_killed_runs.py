@@ -22,6 +22,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
+from taxi_assets.io_managers.bigquery import BigQueryWarehouseIOManager
 from taxi_assets_tests.conftest import sample
 from taxi_assets_tests.pipeline import (
     JANUARY,
@@ -33,6 +34,7 @@ from taxi_assets_tests.pipeline import (
 )
 
 pytestmark = pytest.mark.faults
+pytest_plugins = ["taxi_assets_tests.emulators.bigquery"]
 
 JANUARY_FILE = "yellow_tripdata_2021-01.csv.gz"
 # The sample's trips are picked up on 2021-01-01 and 02 (and 16 on 2020-12-31); the 3rd has none.
@@ -55,6 +57,7 @@ class Deployment:
     resources: dict
     source_url: str
     postgres: object
+    bigquery: dict | None = None  # BigQueryWarehouseIOManager fields, instead of DuckDB
 
     @property
     def lake(self) -> Path:
@@ -68,6 +71,8 @@ class Deployment:
                 "source_url": self.source_url, "selection": selection}
         if days:
             spec["days"] = days
+        if self.bigquery:
+            spec["bigquery"] = self.bigquery
         process = subprocess.run([sys.executable, "-m", "taxi_assets_tests.killed_run",
                                   json.dumps(spec)], capture_output=True, text=True)
         assert process.returncode == -signal.SIGKILL, \
@@ -249,3 +254,44 @@ def test_warehouse_killed_mid_replace_keeps_every_day(deployment, kill):
     assert warehouse_days(deployment) == old
     assert materialize_days(deployment.resources, *WEEK, selection="ny_taxi/yellow_trips").success
     assert warehouse_days(deployment) == {day: 2 * n for day, n in old.items()}
+
+
+BQ_DATASET = "ny_taxi_killed"  # the session's emulator is shared; this module's own dataset
+
+
+def bigquery_days(client) -> dict[str, int]:
+    rows = client.query("SELECT CAST(CAST(tpep_pickup_datetime AS DATE) AS STRING), COUNT(*) "
+                        f"FROM {BQ_DATASET}.yellow_trips GROUP BY 1").result()
+    return {row[0]: row[1] for row in rows}
+
+
+def test_bigquery_killed_between_load_and_swap_keeps_every_day(
+        tmp_path, http_source, postgres, bigquery_emulator):
+    client = bigquery_emulator.client()
+    client.query(f"DROP TABLE IF EXISTS {BQ_DATASET}.yellow_trips").result()
+    bigquery = dict(project=bigquery_emulator.project, dataset=BQ_DATASET,
+                    api_endpoint=bigquery_emulator.endpoint)
+    query(postgres, "DROP SCHEMA IF EXISTS ny_taxi CASCADE")
+    http_source.publish("2021-01", JANUARY_FILE)
+    resources = pipeline_resources(tmp_path, http_source.url, postgres,
+                                   warehouse_io_manager=BigQueryWarehouseIOManager(**bigquery))
+    assert materialize(resources).success
+    assert materialize_days(resources, *WEEK).success
+    old = bigquery_days(client)
+    assert sorted(old) == WEEK_DAYS[:2]
+    http_source.publish_bytes("2021-01", doubled_january())
+    (Path(resources["taxi_source"].landing_dir) / JANUARY_FILE).unlink()
+    assert materialize(resources, selection="raw_yellow_trips yellow_trips").success
+    assert materialize_days(resources, *WEEK, selection="yellow_trips_by_day").success
+    deployment = Deployment(tmp_path, resources, http_source.url, postgres, bigquery)
+
+    # The new rows are in the staging table; the transaction that swaps them in never runs.
+    deployment.killed_run("ny_taxi/yellow_trips", dict(
+        target="taxi_assets.io_managers.bigquery:_load", when="after"), days=WEEK)
+
+    assert bigquery_days(client) == old
+    tables = [t.table_id for t in client.list_tables(BQ_DATASET)]
+    assert len(tables) == 2 and any("__load_" in name for name in tables), tables
+    assert materialize_days(resources, *WEEK, selection="ny_taxi/yellow_trips").success
+    assert bigquery_days(client) == {day: 2 * n for day, n in old.items()}
+    assert [t.table_id for t in client.list_tables(BQ_DATASET)] == ["yellow_trips"]

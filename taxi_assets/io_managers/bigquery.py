@@ -13,8 +13,9 @@ metadata, partition ranges from single-run backfills), with three changes:
 - emulators: `api_endpoint` points the client at e.g. bqemulator, with anonymous credentials.
 
 A load job cannot take part in a transaction, so a partition's new rows are first loaded into a
-staging table (dropped afterwards, and expiring by itself); then one multi-statement transaction
-deletes the old rows and inserts the new. A failed load or transaction leaves the old rows.
+staging table (dropped afterwards, by the next write if the run dies first, and expiring by
+itself in a day); then one multi-statement transaction deletes the old rows and inserts the new.
+A failed load or transaction, or a run killed anywhere in between, leaves the old rows.
 
 Required asset metadata for partitioned assets: `partition_expr` = the name of a DATE, DATETIME
 (naive pandas datetime64) or TIMESTAMP (tz-aware datetime64) column.
@@ -264,11 +265,27 @@ def _load(connection: bigquery.Client, parquet: io.BytesIO, schema, destination,
     ).result()
 
 
+def _staging_prefix(table: bigquery.Table) -> str:
+    return f"{table.table_id}__load_"
+
+
+def _drop_dead_staging_tables(connection: bigquery.Client, table: bigquery.Table) -> None:
+    """Drop the staging tables a killed run left (they would expire in a day anyway).
+
+    Writers of one table take turns (its asset's concurrency pool), so any staging table of
+    `table` that exists before a write belongs to a run that is gone. Nobody reads them.
+    """
+    for listed in connection.list_tables(f"{table.project}.{table.dataset_id}"):
+        if listed.table_id.startswith(_staging_prefix(table)):
+            connection.delete_table(listed.reference, not_found_ok=True)
+
+
 @contextmanager
 def _staging_table(connection: bigquery.Client, table: bigquery.Table) -> Iterator[bigquery.Table]:
     """An empty table shaped like `table`, for one load; dropped after, expiring if we die first."""
+    _drop_dead_staging_tables(connection, table)
     staging = bigquery.Table(
-        f"{table.project}.{table.dataset_id}.{table.table_id}__load_{uuid.uuid4().hex[:12]}",
+        f"{table.project}.{table.dataset_id}.{_staging_prefix(table)}{uuid.uuid4().hex[:12]}",
         schema=table.schema,
     )
     staging.expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)
