@@ -131,3 +131,35 @@ def test_a_month_that_keeps_its_size_passes(loaded, http_source, postgres):
     assert result.success
     [check] = [e for e in result.get_asset_check_evaluations() if e.check_name == "no_shrink"]
     assert check.passed and check.metadata["materialized_rows"].value == KEPT_ROWS
+
+
+# --- fail early, naming the thing -------------------------------------------------------------
+
+def test_a_table_the_project_did_not_make_is_refused_before_loading(tmp_path, http_source,
+                                                                     postgres):
+    """The tutorial's `to_sql` leaves a plain `yellow_cab_data` table: it is kept, untouched."""
+    query(postgres, "DROP SCHEMA IF EXISTS ny_taxi CASCADE")
+    query(postgres, "CREATE SCHEMA ny_taxi")
+    with gzip.open(sample(JANUARY_FILE), "rt") as text:
+        header = text.readline().strip().split(",")
+    columns = ", ".join(f'"{name}" text' for name in header)
+    query(postgres, f"CREATE TABLE ny_taxi.yellow_cab_data ({columns})")
+    query(postgres, "INSERT INTO ny_taxi.yellow_cab_data (\"VendorID\") VALUES ('1'), ('2')")
+    http_source.publish("2021-01", JANUARY_FILE)
+
+    result = materialize(pipeline_resources(tmp_path, http_source.url, postgres),
+                         raise_on_error=False)
+
+    assert not result.success
+    message = failure_messages(result)
+    assert "ny_taxi.yellow_cab_data exists but is not the project's table (a plain table" \
+        in message, message
+    assert "ALTER TABLE ny_taxi.yellow_cab_data RENAME TO yellow_cab_data_old" in message
+    assert query(postgres, "SELECT count(*) FROM ny_taxi.yellow_cab_data") == [(2,)]
+    assert query(postgres, "SELECT count(*) FROM pg_tables WHERE schemaname = 'ny_taxi'") == [(1,)]
+
+    # Done as the error says, the next run loads the month and the old rows are kept aside.
+    query(postgres, "ALTER TABLE ny_taxi.yellow_cab_data RENAME TO yellow_cab_data_old")
+    assert materialize(pipeline_resources(tmp_path, http_source.url, postgres)).success
+    assert partition_state(postgres)[0] == KEPT_ROWS
+    assert query(postgres, "SELECT count(*) FROM ny_taxi.yellow_cab_data_old") == [(2,)]
