@@ -7,6 +7,7 @@ import fcntl
 import gzip
 import http.client
 import os
+import re
 import time
 import urllib.error
 import urllib.parse
@@ -30,6 +31,27 @@ def source_url(base_url: str, file_name: str) -> str:
     if "://" not in base_url:  # a plain folder path
         return Path(base_url, file_name).resolve().as_uri()
     return f"{base_url.rstrip('/')}/{file_name}"
+
+
+def _what_is_read(file_name: str) -> str:
+    """The names and format a source is read for, from one month's file name."""
+    pattern = re.sub(r"\d{4}-\d{2}", "YYYY-MM", file_name)
+    kind = "gzip-compressed CSV" if file_name.endswith(".csv.gz") else file_name.partition(".")[2]
+    return f"the source is read for files named {pattern}, {kind}"
+
+
+def _local_file(url: str) -> Path | None:
+    """The path of a folder or file:// source's file; None for a network source."""
+    parsed = urllib.parse.urlparse(url)
+    return Path(urllib.request.url2pathname(parsed.path)) if parsed.scheme == "file" else None
+
+
+def _not_published_locally(path: Path, file_name: str) -> SourceNotPublished:
+    stem = file_name.partition(".")[0]
+    others = sorted(p.name for p in path.parent.glob(f"{stem}*") if p.name != file_name)
+    found = f"; the folder has {others}, in a name or format not read" if others else ""
+    return SourceNotPublished(f"{path.parent}: {file_name} is not published there "
+                              f"({_what_is_read(file_name)}){found}")
 
 
 def _transient(error: Exception) -> bool:
@@ -84,7 +106,8 @@ def _verify_gzip(part: Path, file_name: str) -> None:
             magic = raw.read(4)
         kind = " (it is a Parquet file)" if magic == b"PAR1" else ""
         raise DownloadFailed(
-            f"{file_name} is not gzip-compressed{kind}: starts with {magic!r}"
+            f"{file_name} is not gzip-compressed{kind}: starts with {magic!r} "
+            f"({_what_is_read(file_name)})"
         ) from error
     except (OSError, EOFError, zlib.error) as error:
         raise DownloadFailed(f"{file_name} is truncated or corrupt: {error}") from error
@@ -135,6 +158,11 @@ def _download(base_url, file_name, landing_dir, *, retries, backoff_seconds, tim
             f"({target.stat().st_size:,} bytes)")
         return target
     url = source_url(base_url, file_name)
+    local = _local_file(url)
+    if local is not None:
+        if not local.is_file():
+            raise _not_published_locally(local, file_name)
+        retries = 0  # a file on disk does not get better by reading it again
     part = target.with_name(target.name + ".part")
     for attempt in range(1, retries + 2):
         try:
@@ -146,8 +174,6 @@ def _download(base_url, file_name, landing_dir, *, retries, backoff_seconds, tim
             if error.code == 404:
                 raise SourceNotPublished(f"{url}: not published (HTTP 404)") from error
             last_error: Exception = error
-        except FileNotFoundError as error:  # file:// and plain paths
-            raise SourceNotPublished(f"{url}: no such file") from error
         except Exception as error:  # noqa: BLE001 - classified just below
             last_error = error
         if not _transient(last_error) or attempt > retries:

@@ -163,3 +163,42 @@ def test_a_table_the_project_did_not_make_is_refused_before_loading(tmp_path, ht
     assert materialize(pipeline_resources(tmp_path, http_source.url, postgres)).success
     assert partition_state(postgres)[0] == KEPT_ROWS
     assert query(postgres, "SELECT count(*) FROM ny_taxi.yellow_cab_data_old") == [(2,)]
+
+
+# --- local sources ------------------------------------------------------------------------------
+
+READ = "the source is read for files named yellow_tripdata_YYYY-MM.csv.gz, gzip-compressed CSV"
+
+
+@pytest.mark.parametrize("as_url", [False, True], ids=["folder", "file_url"])
+def test_a_month_missing_from_a_local_source_is_not_published(tmp_path, postgres, as_url):
+    folder = tmp_path / "source"
+    folder.mkdir()
+    # Another format under the month's name is not taken for it, but named.
+    (folder / "yellow_tripdata_2021-01.parquet").write_bytes(
+        sample("green_tripdata_2022-01.parquet").read_bytes())
+    source = folder.as_uri() if as_url else str(folder)
+
+    result = materialize(pipeline_resources(tmp_path, source, postgres),
+                         selection="raw_yellow_trips", raise_on_error=False)
+
+    assert not result.success
+    message = failure_messages(result)
+    assert f"{folder}: yellow_tripdata_2021-01.csv.gz is not published there ({READ})" \
+        in message, message
+    assert "the folder has ['yellow_tripdata_2021-01.parquet'], in a name or format not read" \
+        in message
+    assert "attempt" not in message, "a missing local file is not a network fault to retry"
+
+
+def test_a_local_file_in_the_wrong_format_says_what_is_read(tmp_path, postgres):
+    folder = tmp_path / "source"
+    folder.mkdir()
+    (folder / JANUARY_FILE).write_bytes(sample("green_tripdata_2022-01.parquet").read_bytes())
+
+    result = materialize(pipeline_resources(tmp_path, str(folder), postgres),
+                         selection="raw_yellow_trips", raise_on_error=False)
+
+    message = failure_messages(result)
+    assert f"{JANUARY_FILE} is not gzip-compressed (it is a Parquet file)" in message, message
+    assert READ in message and "after 1 attempt(s)" in message
