@@ -68,6 +68,7 @@ def run(month: str, daily_assets: list[str] | None = None) -> list[dg.ExecuteJob
     (closed) results; exits with a message naming the month when a run fails.
     """
     from taxi_assets.partitions import daily_partitions, monthly_partitions
+    from taxi_assets.run_health import prepare_run
 
     key = f"{month}-01"
     if key not in monthly_partitions.get_partition_keys():
@@ -84,6 +85,7 @@ def run(month: str, daily_assets: list[str] | None = None) -> list[dg.ExecuteJob
         (daily_job, {"dagster/asset_partition_range_start": days[0],
                      "dagster/asset_partition_range_end": days[-1]}, day_selection),
     ):
+        prepare_run(instance, job())  # no dead run holds its pools; says who holds them
         with dg.execute_job(dg.reconstructable(job), instance=instance, tags=tags,
                             asset_selection=selection) as result:
             results.append(result)

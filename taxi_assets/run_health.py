@@ -1,0 +1,130 @@
+"""Dead runs: a run whose process is gone is marked failed, and its pool slots are freed.
+
+Dagster's run monitoring (the daemon, `dagster.yaml`) fails a run whose run launcher reports
+its worker gone. The default launcher, which starts runs as local processes (`make dev`),
+cannot tell, so a run killed by SIGKILL or the OOM killer stayed STARTED for ever, holding its
+write step's pool slot, and the next writer of that table waited at that step indefinitely.
+`LocalRunLauncher` answers the health check from the worker's process id, which every run
+records in its RUN_START event. `make run` executes runs in its own process, with no daemon
+watching, so it makes the same check itself before each job (`prepare_run`): it fails the
+dead runs and frees their slots, then, while a live run holds a pool the job writes through,
+says which run and waits (asleep, so Ctrl-C stops it).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+import dagster as dg
+from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
+
+ACTIVE = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING,
+          dg.DagsterRunStatus.CANCELING]
+POLL_SECONDS = 2.0
+
+
+def _process_start_time(pid: int) -> float | None:
+    """When the process `pid` started (seconds since the epoch); None if there is none."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            # Field 22, after the parenthesised command name (which may hold spaces).
+            started_ticks = int(stat.read().rpartition(")")[2].split()[19])
+        with open("/proc/stat") as system:
+            boot = next(int(line.split()[1]) for line in system if line.startswith("btime"))
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return boot + started_ticks / os.sysconf("SC_CLK_TCK")
+
+
+def run_worker(instance: dg.DagsterInstance, run_id: str) -> tuple[int, float] | None:
+    """The pid of the process that started the run, and when; None before it started."""
+    records = instance.get_records_for_run(
+        run_id, of_type=dg.DagsterEventType.RUN_START, limit=1).records
+    if not records or records[0].event_log_entry.dagster_event is None:
+        return None
+    entry = records[0].event_log_entry
+    return entry.dagster_event.pid, entry.timestamp
+
+
+def worker_gone(instance: dg.DagsterInstance, run_id: str) -> str | None:
+    """Why the run's process is known to be gone; None if it lives or has not started yet.
+
+    A pid is reused once its process is gone: a process with that pid that started after the
+    run did is another one.
+    """
+    worker = run_worker(instance, run_id)
+    if worker is None:
+        return None
+    pid, run_started = worker
+    started = _process_start_time(pid)
+    if started is None:
+        return f"its process (pid {pid}) is gone"
+    if started > run_started + 1:
+        return f"its process (pid {pid}) is gone; that pid now belongs to another process"
+    return None
+
+
+class LocalRunLauncher(dg.DefaultRunLauncher):
+    """Dagster's default launcher (a process per run), with a worker health check for run
+    monitoring. For run workers on this machine, as `make dev` starts them."""
+
+    @property
+    def supports_check_run_worker_health(self) -> bool:
+        return True
+
+    def check_run_worker_health(self, run: dg.DagsterRun) -> CheckRunHealthResult:
+        gone = worker_gone(self._instance, run.run_id)
+        if gone:
+            return CheckRunHealthResult(WorkerStatus.FAILED, f"run {run.run_id}: {gone}")
+        if run_worker(self._instance, run.run_id) is None:
+            return CheckRunHealthResult(WorkerStatus.UNKNOWN, "the run has not started yet")
+        return CheckRunHealthResult(WorkerStatus.RUNNING)
+
+
+def fail_dead_runs(instance: dg.DagsterInstance, log: Callable[[str], None]) -> list[str]:
+    """Mark every started run whose process is gone as failed, freeing its pool slots."""
+    failed = []
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=ACTIVE)):
+        gone = worker_gone(instance, run.run_id)
+        if gone is None:
+            continue
+        message = f"run {run.run_id} ({run.job_name}) was still marked running, but {gone}"
+        instance.report_run_failed(run, f"{message}: marked failed")
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        log(f"{message}: marked it failed and freed its pool slots")
+        failed.append(run.run_id)
+    return failed
+
+
+def job_pools(job: dg.JobDefinition) -> set[str]:
+    return {op.pool for op in job.graph.iterate_op_defs() if op.pool}
+
+
+def busy_pools(instance: dg.DagsterInstance, pools: set[str]) -> dict[str, list[str]]:
+    """Each of `pools` whose slots are all taken, with the runs holding them."""
+    busy = {}
+    for pool in sorted(pools):
+        info = instance.event_log_storage.get_concurrency_info(pool)
+        if info.limit is not None and len(info.claimed_slots) >= info.limit:
+            busy[pool] = sorted(info.active_run_ids)
+    return busy
+
+
+def prepare_run(instance: dg.DagsterInstance, job: dg.JobDefinition,
+                log: Callable[[str], None] | None = None) -> None:
+    """Before a job runs in this process: no dead run holds its pools, and no live one does."""
+    log = log or dg.get_dagster_logger("taxi_assets").info
+    if not instance.event_log_storage.supports_global_concurrency_limits:
+        return
+    fail_dead_runs(instance, log)
+    said = None
+    while busy := busy_pools(instance, job_pools(job)):
+        if busy != said:
+            for pool, runs in busy.items():
+                log(f"{job.name} waits for the pool {pool}: its slot is held by run "
+                    f"{', '.join(runs)}")
+            said = busy
+        time.sleep(POLL_SECONDS)
+        fail_dead_runs(instance, log)
