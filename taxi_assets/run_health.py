@@ -14,6 +14,7 @@ says which run and waits (asleep, so Ctrl-C stops it).
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable
 
@@ -98,6 +99,10 @@ def fail_dead_runs(instance: dg.DagsterInstance, log: Callable[[str], None]) -> 
     return failed
 
 
+def _console(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def job_pools(job: dg.JobDefinition) -> set[str]:
     return {op.pool for op in job.graph.iterate_op_defs() if op.pool}
 
@@ -115,7 +120,7 @@ def busy_pools(instance: dg.DagsterInstance, pools: set[str]) -> dict[str, list[
 def prepare_run(instance: dg.DagsterInstance, job: dg.JobDefinition,
                 log: Callable[[str], None] | None = None) -> None:
     """Before a job runs in this process: no dead run holds its pools, and no live one does."""
-    log = log or dg.get_dagster_logger("taxi_assets").info
+    log = log or _console
     if not instance.event_log_storage.supports_global_concurrency_limits:
         return
     fail_dead_runs(instance, log)

@@ -20,6 +20,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import dagster as dg
+
 
 @dataclass
 class KillPoint:
@@ -57,7 +59,8 @@ def main(spec: dict) -> None:
     from taxi_assets_tests.conftest import PostgresUnderTest
     from taxi_assets_tests.pipeline import materialize, materialize_days, pipeline_resources
 
-    KillPoint(**spec["kill"]).arm()
+    if spec.get("kill"):
+        KillPoint(**spec["kill"]).arm()
     postgres = PostgresUnderTest(**spec["postgres"])
     warehouse = None
     if "bigquery" in spec:
@@ -66,12 +69,15 @@ def main(spec: dict) -> None:
         warehouse = BigQueryWarehouseIOManager(**spec["bigquery"])
     resources = pipeline_resources(Path(spec["state"]), spec["source_url"], postgres,
                                    warehouse_io_manager=warehouse)
+    # The instance of DAGSTER_HOME (pool slots are kept there), else an ephemeral one.
+    instance = dg.DagsterInstance.get() if spec.get("instance") == "home" else None
     if "days" in spec:
         result = materialize_days(resources, *spec["days"], selection=spec["selection"],
-                                  raise_on_error=False)
+                                  raise_on_error=False, instance=instance)
     else:
-        result = materialize(resources, selection=spec["selection"], raise_on_error=False)
-    # Reaching this line means the kill point was never hit: the test fails on this code.
+        result = materialize(resources, selection=spec["selection"], raise_on_error=False,
+                             instance=instance)
+    # With a kill point armed, reaching this line means it was never hit: the test fails then.
     sys.exit(3 if result.success else 4)
 
 
