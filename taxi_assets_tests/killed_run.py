@@ -77,6 +77,14 @@ def main(spec: dict) -> None:
     else:
         result = materialize(resources, selection=spec["selection"], raise_on_error=False,
                              instance=instance)
+    if not result.success:  # for the test to read: each failed step's error and its causes
+        messages = []
+        for failure in result.get_step_failure_events():
+            error = failure.event_specific_data.error
+            while error is not None:
+                messages.append(error.message.strip())
+                error = error.cause or error.context
+        print(json.dumps({"failures": messages}))
     # With a kill point armed, reaching this line means it was never hit: the test fails then.
     sys.exit(3 if result.success else 4)
 
