@@ -231,3 +231,36 @@ def test_a_lake_folder_without_room_fails_before_writing_naming_the_folder(
     assert f"{lake}/nyc_taxi_data has " in failures and " bytes free, and writing needs " \
         in failures, failures
     assert "free some space there or point TAXI_HOME elsewhere" in failures
+
+
+def test_an_unreachable_lake_or_warehouse_fails_before_writing_naming_the_settings(
+        tmp_path, http_source, postgres):
+    """A GCS and a BigQuery endpoint where nothing listens (a port just closed)."""
+    from taxi_assets.io_managers.bigquery import BigQueryWarehouseIOManager
+    from taxi_assets.lake import LakeResource
+    from taxi_assets.local_postgres import free_port
+
+    query(postgres, "DROP SCHEMA IF EXISTS ny_taxi CASCADE")
+    http_source.publish("2021-01", JANUARY_FILE)
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    resources = pipeline_resources(
+        tmp_path, http_source.url, postgres,
+        lake=LakeResource(root="gs://taxi-lake", endpoint=nowhere, retry_time_limit_seconds=1),
+        warehouse_io_manager=BigQueryWarehouseIOManager(project="taxi", api_endpoint=nowhere))
+    assert materialize(resources, selection="raw_yellow_trips yellow_trips").success
+
+    lake = materialize(resources, selection="yellow_trips_parquet", raise_on_error=False)
+    message = failure_messages(lake)
+    assert "the lake gs://taxi-lake cannot be reached" in message, message
+    assert "Check TAXI_GCS_BUCKET, TAXI_GCS_ENDPOINT and the credentials" in message
+
+    # The warehouse reads the lake's days: those come from a lake that works.
+    resources["lake_by_day_io_manager"] = pipeline_resources(
+        tmp_path, http_source.url, postgres)["lake_by_day_io_manager"]
+    assert materialize_days(resources, *FIRST_WEEK, selection="yellow_trips_by_day").success
+    warehouse = materialize_days(resources, *FIRST_WEEK, selection="ny_taxi/yellow_trips",
+                                 raise_on_error=False)
+    message = failure_messages(warehouse)
+    assert f"the warehouse {nowhere} (dataset ny_taxi in project taxi) cannot be reached" \
+        in message, message
+    assert "Check TAXI_BQ_PROJECT, TAXI_BQ_ENDPOINT and the credentials" in message

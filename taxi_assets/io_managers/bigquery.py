@@ -42,7 +42,7 @@ from dagster._core.storage.db_io_manager import (
 )
 from dagster_gcp import BigQueryIOManager
 from dagster_gcp.bigquery.io_manager import BigQueryClient
-from google.api_core.exceptions import NotFound
+from google.api_core.exceptions import GoogleAPIError, NotFound
 from google.cloud import bigquery
 from pydantic import Field
 
@@ -335,7 +335,17 @@ class BigQueryWarehouseClient(BigQueryClient):
         dataset = bigquery.Dataset(f"{table_slice.database}.{table_slice.schema}")
         if config.get("location"):
             dataset.location = config["location"]
-        connection.create_dataset(dataset, exists_ok=True)
+        try:
+            # The first call of a write: an unreachable warehouse fails here, before any data
+            # moves, and after 20 s of retrying rather than the client's ten minutes.
+            connection.create_dataset(dataset, exists_ok=True,
+                                      retry=bigquery.DEFAULT_RETRY.with_deadline(20))
+        except (GoogleAPIError, OSError) as error:  # requests' connection errors are OSErrors
+            where = config.get("api_endpoint") or "BigQuery"
+            raise ConnectionError(
+                f"the warehouse {where} (dataset {dataset.dataset_id} in project "
+                f"{dataset.project}) cannot be reached ({error}); nothing was written. Check "
+                f"TAXI_BQ_PROJECT, TAXI_BQ_ENDPOINT and the credentials") from error
 
     def delete_table_slice(self, context, table_slice: TableSlice, connection) -> None:
         """For a partition, only checks: its rows are replaced in the type handler's transaction."""

@@ -140,6 +140,7 @@ class MonthlyParquetIOManager(_LakeIOManager):
             raise ValueError(f"{context.asset_key.to_user_string()}: one output must be one "
                              f"month, got {len(months)}; do not backfill it as a single run")
         path = self._path(context, months[0])
+        self.lake.check_reachable()
         size = write_parquet(self.lake.filesystem(), path, _as_table(obj))
         context.add_output_metadata({
             "uri": dg.MetadataValue.path(self.lake.uri(path)),
@@ -170,6 +171,7 @@ class _DailyLayoutIOManager(_LakeIOManager):
     def _write_days(self, context: dg.OutputContext, obj: pd.DataFrame) -> tuple[list, list, int]:
         """Stage every day of the output's window, then switch them in; returns the days with
         rows, the days without, and the bytes written."""
+        self.lake.check_reachable()
         fs = self.lake.filesystem()
         layout = self._layout(context, fs)
         layout.recover()  # a dead run's switch finished, its leftovers removed
