@@ -63,8 +63,9 @@ class LakeResource(dg.ConfigurableResource):
 
     def check_reachable(self) -> None:
         """Fail before any data moves when the lake cannot be reached, naming what sets it."""
+        base_fs, base_path = self._base()
         try:
-            self.filesystem().get_file_info("")
+            base_fs.get_file_info(base_path)
         except OSError as error:
             settings = ("TAXI_GCS_BUCKET, TAXI_GCS_ENDPOINT and the credentials"
                         if self.is_gcs else "TAXI_HOME")
