@@ -12,23 +12,33 @@ daemon's path, run monitoring asking the launcher about each worker, is the same
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import dagster as dg
 import psycopg
 import pytest
 
 from taxi_assets.definitions import defs
-from taxi_assets.run_health import LocalRunLauncher, prepare_run
+from taxi_assets.run_health import LocalRunLauncher, prepare_run, run_worker
 from taxi_assets.schedules import MONTHLY_JOB
-from taxi_assets_tests.dagster_processes import create_database, dagster_env
-from taxi_assets_tests.pipeline import materialize, partition_state, pipeline_resources, query
+from taxi_assets_tests.dagster_processes import create_database, dagster_env, dagster_stack
+from taxi_assets_tests.pipeline import (
+    JANUARY,
+    materialize,
+    partition_state,
+    pipeline_resources,
+    query,
+)
 
 pytestmark = pytest.mark.faults
 
@@ -45,6 +55,24 @@ def wait_for(what: str, check, process: subprocess.Popen | None = None):
         assert time.monotonic() < deadline, f"gave up waiting: {what}"
         time.sleep(0.1)
     return found
+
+
+FINISHED = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE,
+            dg.DagsterRunStatus.CANCELED)
+
+
+@contextlib.contextmanager
+def _environment(env: dict, *names: str):
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update({name: env[name] for name in names})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def slot_holders(instance: dg.DagsterInstance) -> set[str]:
@@ -130,3 +158,83 @@ def test_a_killed_runs_slot_is_freed_and_the_waiting_writer_proceeds(
     assert partition_state(postgres) == good, "the killed run's load was never committed"
     assert materialize(resources, instance=instance, selection="ny_taxi/yellow_cab_data").success
     assert partition_state(postgres) == good
+
+
+# --- under the daemon (make dev) -------------------------------------------------------------
+
+LAUNCH_RUN = """
+mutation ($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message stack }
+    ... on Error { message }
+  }
+}
+"""
+
+
+def test_the_daemon_fails_a_killed_run_and_the_waiting_writer_proceeds(
+        tmp_path, http_source, postgres):
+    """`make dev`'s webserver and daemon, with the project's dagster.yaml but for shorter
+    monitoring intervals (so the test does not sit out the production minutes). The run's
+    worker dies with the code server that started it, as when the OOM killer takes both (a live
+    code server would notice its child's death and fail the run itself): only run monitoring,
+    asking the launcher's health check, can find it. Meanwhile another writer of the table
+    waits at its pooled step for the slot the dead run holds."""
+    query(postgres, "DROP SCHEMA IF EXISTS ny_taxi CASCADE")
+    http_source.publish("2021-01", "yellow_tripdata_2021-01.csv.gz")
+    env = dagster_env(tmp_path, dagster_pg_url=create_database(postgres, "dagster_dead_daemon"),
+                      source_url=http_source.url, postgres=postgres)
+    config = Path(env["DAGSTER_HOME"], "dagster.yaml")
+    text = config.read_text()
+    for setting, value in (("poll_interval_seconds", 1), ("free_slots_after_run_end_seconds", 1)):
+        text, replaced = re.subn(rf"{setting}: \d+", f"{setting}: {value}", text)
+        assert replaced == 1, setting
+    config.write_text(text)
+    # The daemon's runs use the local profile's resources under TAXI_HOME; so does the writer.
+    resources = pipeline_resources(Path(env["TAXI_HOME"]), http_source.url, postgres)
+
+    holder = psycopg.connect(postgres.uri, autocommit=True)
+    with dagster_stack(env, tmp_path / "logs") as stack, \
+            _environment(env, "DAGSTER_HOME", "DAGSTER_PG_URL", "TAXI_HOME"), \
+            dg.DagsterInstance.get() as instance:
+        writer_result: list = []
+        writer = threading.Thread(target=lambda: writer_result.append(materialize(
+            resources, instance=instance, selection="ny_taxi/yellow_cab_data",
+            raise_on_error=False)))
+        try:
+            # Held inside its pooled Postgres write, as by a concurrent writer's lock.
+            holder.execute("SELECT pg_advisory_lock(hashtext(%s))", (SWAP_LOCK,))
+            launched = stack.graphql(LAUNCH_RUN, {"params": {
+                "selector": {"repositoryLocationName": "taxi_assets",
+                             "repositoryName": "__repository__", "jobName": MONTHLY_JOB},
+                "executionMetadata": {"tags": [{"key": "dagster/partition", "value": JANUARY}]},
+            }})["launchRun"]
+            assert launched["__typename"] == "LaunchRunSuccess", launched
+            dead = launched["run"]["runId"]
+            stack.wait_until(lambda: slot_holders(instance) == {dead},
+                             "the run to take the pool's slot", HANG_BOUND)
+            writer.start()
+            stack.wait_until(lambda: instance.event_log_storage.get_concurrency_info(POOL)
+                             .pending_run_ids - {dead}, "the writer to wait for the slot",
+                             HANG_BOUND)
+            pid, _ = run_worker(instance, dead)
+            with open(f"/proc/{pid}/stat") as stat:
+                code_server = int(stat.read().rpartition(")")[2].split()[1])
+            os.kill(code_server, signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)
+            holder.close()
+
+            stack.wait_until(lambda: instance.get_run_by_id(dead).status in FINISHED,
+                             "the daemon to fail the dead run", HANG_BOUND)
+            writer.join(timeout=HANG_BOUND)
+            assert not writer.is_alive(), "the writer should have got the slot"
+        finally:
+            holder.close()
+        assert instance.get_run_by_id(dead).status == dg.DagsterRunStatus.FAILURE
+        said = [e.message for e in instance.all_logs(dead) if e.message]
+        assert any(f"its process (pid {pid}) is gone" in m for m in said), said[-3:]
+        [result] = writer_result
+        assert result.success
+    assert partition_state(postgres)[0] == KEPT_ROWS
