@@ -57,7 +57,12 @@ class KillPoint:
 
 def main(spec: dict) -> None:
     from taxi_assets_tests.conftest import PostgresUnderTest
-    from taxi_assets_tests.pipeline import materialize, materialize_days, pipeline_resources
+    from taxi_assets_tests.pipeline import (
+        failure_messages,
+        materialize,
+        materialize_days,
+        pipeline_resources,
+    )
 
     if spec.get("kill"):
         KillPoint(**spec["kill"]).arm()
@@ -78,13 +83,7 @@ def main(spec: dict) -> None:
         result = materialize(resources, selection=spec["selection"], raise_on_error=False,
                              instance=instance)
     if not result.success:  # for the test to read: each failed step's error and its causes
-        messages = []
-        for failure in result.get_step_failure_events():
-            error = failure.event_specific_data.error
-            while error is not None:
-                messages.append(error.message.strip())
-                error = error.cause or error.context
-        print(json.dumps({"failures": messages}))
+        print(json.dumps({"failures": failure_messages(result)}))
     # With a kill point armed, reaching this line means it was never hit: the test fails then.
     sys.exit(3 if result.success else 4)
 

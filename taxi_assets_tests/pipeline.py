@@ -66,6 +66,17 @@ def materialize_days(resources: dict, first: str, last: str, tags: dict | None =
               "dagster/asset_partition_range_end": last, **(tags or {})}, **kwargs)
 
 
+def failure_messages(result) -> list[str]:
+    """Each failed step's error and its causes, without stack traces."""
+    messages = []
+    for failure in result.get_step_failure_events():
+        error = failure.event_specific_data.error
+        while error is not None:
+            messages.append(error.message.strip())
+            error = error.cause or error.context
+    return messages
+
+
 def query(postgres, sql: str, *params):
     with psycopg.connect(postgres.uri, autocommit=True) as conn:
         cursor = conn.execute(sql, params)

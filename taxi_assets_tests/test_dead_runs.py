@@ -12,7 +12,6 @@ daemon's path, run monitoring asking the launcher about each worker, is the same
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -59,20 +58,6 @@ def wait_for(what: str, check, process: subprocess.Popen | None = None):
 
 FINISHED = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE,
             dg.DagsterRunStatus.CANCELED)
-
-
-@contextlib.contextmanager
-def _environment(env: dict, *names: str):
-    saved = {name: os.environ.get(name) for name in names}
-    os.environ.update({name: env[name] for name in names})
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def slot_holders(instance: dg.DagsterInstance) -> set[str]:
@@ -175,7 +160,7 @@ mutation ($params: ExecutionParams!) {
 
 
 def test_the_daemon_fails_a_killed_run_and_the_waiting_writer_proceeds(
-        tmp_path, http_source, postgres):
+        tmp_path, http_source, postgres, monkeypatch):
     """`make dev`'s webserver and daemon, with the project's dagster.yaml but for shorter
     monitoring intervals (so the test does not sit out the production minutes). The run's
     worker dies with the code server that started it, as when the OOM killer takes both (a live
@@ -195,10 +180,11 @@ def test_the_daemon_fails_a_killed_run_and_the_waiting_writer_proceeds(
     # The daemon's runs use the local profile's resources under TAXI_HOME; so does the writer.
     resources = pipeline_resources(Path(env["TAXI_HOME"]), http_source.url, postgres)
 
+    for name in ("DAGSTER_HOME", "DAGSTER_PG_URL", "TAXI_HOME"):
+        monkeypatch.setenv(name, env[name])
+
     holder = psycopg.connect(postgres.uri, autocommit=True)
-    with dagster_stack(env, tmp_path / "logs") as stack, \
-            _environment(env, "DAGSTER_HOME", "DAGSTER_PG_URL", "TAXI_HOME"), \
-            dg.DagsterInstance.get() as instance:
+    with dagster_stack(env, tmp_path / "logs") as stack, dg.DagsterInstance.get() as instance:
         writer_result: list = []
         writer = threading.Thread(target=lambda: writer_result.append(materialize(
             resources, instance=instance, selection="ny_taxi/yellow_cab_data",

@@ -20,7 +20,7 @@ import pytest
 from taxi_assets.shrink_guard import ALLOW_SHRINK_TAG
 from taxi_assets_tests.conftest import sample
 from taxi_assets_tests.pipeline import (
-    JANUARY,
+    failure_messages,
     materialize,
     materialize_days,
     partition_state,
@@ -58,15 +58,8 @@ def warehouse_rows(resources: dict) -> list[tuple]:
                         "ny_taxi.yellow_trips GROUP BY d ORDER BY d").fetchall()
 
 
-def failure_messages(result) -> str:
-    """Each failed step's error and its causes, without stack traces."""
-    messages = []
-    for failure in result.get_step_failure_events():
-        error = failure.event_specific_data.error
-        while error is not None:
-            messages.append(error.message.strip())
-            error = error.cause or error.context
-    return "\n".join(messages)
+def messages_of(result) -> str:
+    return "\n".join(failure_messages(result))
 
 
 def failed_checks(result) -> dict[str, str]:
@@ -114,7 +107,7 @@ def test_shrunken_month_is_stopped_before_any_sink_and_goes_through_on_request(
     # stopped too, by the daily lake sinks before they write; the warehouse, below them, waits.
     days = materialize_days(resources, *FIRST_WEEK, instance=instance, raise_on_error=False)
     assert not days.success
-    messages = failure_messages(days)
+    messages = messages_of(days)
     assert "yellow_trips_by_day 2021-01-01..2021-01-07" in messages, messages
     assert "yellow_trips_daily_export 2021-01-01..2021-01-07" in messages, messages
     assert (partition_state(postgres), lake_files(resources), warehouse_rows(resources)) == before
@@ -154,7 +147,7 @@ def test_a_table_the_project_did_not_make_is_refused_before_loading(tmp_path, ht
                          raise_on_error=False)
 
     assert not result.success
-    message = failure_messages(result)
+    message = messages_of(result)
     assert "ny_taxi.yellow_cab_data exists but is not the project's table (a plain table" \
         in message, message
     assert "ALTER TABLE ny_taxi.yellow_cab_data RENAME TO yellow_cab_data_old" in message
@@ -186,7 +179,7 @@ def test_a_month_missing_from_a_local_source_is_not_published(tmp_path, postgres
                          selection="raw_yellow_trips", raise_on_error=False)
 
     assert not result.success
-    message = failure_messages(result)
+    message = messages_of(result)
     assert f"{folder}: yellow_tripdata_2021-01.csv.gz is not published there ({READ})" \
         in message, message
     assert "the folder has ['yellow_tripdata_2021-01.parquet'], in a name or format not read" \
@@ -202,7 +195,7 @@ def test_a_local_file_in_the_wrong_format_says_what_is_read(tmp_path, postgres):
     result = materialize(pipeline_resources(tmp_path, str(folder), postgres),
                          selection="raw_yellow_trips", raise_on_error=False)
 
-    message = failure_messages(result)
+    message = messages_of(result)
     assert f"{JANUARY_FILE} is not gzip-compressed (it is a Parquet file)" in message, message
     assert READ in message and "after 1 attempt(s)" in message
 
@@ -250,7 +243,7 @@ def test_an_unreachable_lake_or_warehouse_fails_before_writing_naming_the_settin
     assert materialize(resources, selection="raw_yellow_trips yellow_trips").success
 
     lake = materialize(resources, selection="yellow_trips_parquet", raise_on_error=False)
-    message = failure_messages(lake)
+    message = messages_of(lake)
     assert "the lake gs://taxi-lake cannot be reached" in message, message
     assert "Check TAXI_GCS_BUCKET, TAXI_GCS_ENDPOINT and the credentials" in message
 
@@ -260,7 +253,7 @@ def test_an_unreachable_lake_or_warehouse_fails_before_writing_naming_the_settin
     assert materialize_days(resources, *FIRST_WEEK, selection="yellow_trips_by_day").success
     warehouse = materialize_days(resources, *FIRST_WEEK, selection="ny_taxi/yellow_trips",
                                  raise_on_error=False)
-    message = failure_messages(warehouse)
+    message = messages_of(warehouse)
     assert f"the warehouse {nowhere} (dataset ny_taxi in project taxi) cannot be reached" \
         in message, message
     assert "Check TAXI_BQ_PROJECT, TAXI_BQ_ENDPOINT and the credentials" in message

@@ -40,7 +40,7 @@ MANIFEST = "_manifest.json"
 VERSIONS = "_versions"
 
 
-def is_local(fs: pafs.FileSystem) -> bool:
+def _is_local(fs: pafs.FileSystem) -> bool:
     base = fs.base_fs if isinstance(fs, pafs.SubTreeFileSystem) else fs
     return isinstance(base, pafs.LocalFileSystem)
 
@@ -57,7 +57,7 @@ def write_object(fs: pafs.FileSystem, path: str, data: pa.Buffer | bytes) -> Non
     """
     data = pa.py_buffer(data) if isinstance(data, bytes) else data
     try:
-        if is_local(fs):
+        if _is_local(fs):
             replace_file(_local_path(fs, path), lambda out: out.write(data),
                          size_hint=data.size, setting=LOCAL_LAKE_SETTING)
         else:
@@ -83,7 +83,7 @@ def write_parquet(fs: pafs.FileSystem, path: str, table: pa.Table) -> int:
 
 def copy_object(fs: pafs.FileSystem, source: str, target: str) -> None:
     """Replace `target` with a copy of `source`, atomically; on GCS a server-side copy."""
-    if is_local(fs):
+    if _is_local(fs):
         with open(_local_path(fs, source), "rb") as original:
             replace_file(_local_path(fs, target), lambda out: shutil.copyfileobj(original, out),
                          size_hint=os.fstat(original.fileno()).st_size,
