@@ -1,4 +1,5 @@
-"""Dead runs: a run whose process is gone is marked failed, and its pool slots are freed.
+"""Dead runs and pools: a run whose process is gone is marked failed and its pool slots freed;
+a step waiting for a pool slot says which run holds it.
 
 Dagster's run monitoring (the daemon, `dagster.yaml`) fails a run whose run launcher reports
 its worker gone. The default launcher, which starts runs as local processes (`make dev`),
@@ -8,7 +9,9 @@ write step's pool slot, and the next writer of that table waited at that step in
 records in its RUN_START event. `make run` executes runs in its own process, with no daemon
 watching, so it makes the same check itself before each job (`prepare_run`): it fails the
 dead runs and frees their slots, then, while a live run holds a pool the job writes through,
-says which run and waits (asleep, so Ctrl-C stops it).
+says which run and waits (asleep, so Ctrl-C stops it). In a run, Dagster's executor only says
+that a step is blocked on a pool; `in_process_executor` here is Dagster's, adding at INFO which
+run holds the slot.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import time
 from collections.abc import Callable
 
 import dagster as dg
+from dagster._core.executor.in_process import InProcessExecutor
 from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
 
 ACTIVE = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING,
@@ -133,3 +137,26 @@ def prepare_run(instance: dg.DagsterInstance, job: dg.JobDefinition,
             said = busy
         time.sleep(POLL_SECONDS)
         fail_dead_runs(instance, log)
+
+
+class _PoolReportingExecutor(InProcessExecutor):
+    def execute(self, plan_context, execution_plan):
+        for event in super().execute(plan_context, execution_plan):
+            yield event
+            # Dagster's own notice of a step blocked on a pool (its first, then every 5 min).
+            pool = event.event_specific_data.metadata.get("pool") if (
+                event.is_engine_event and event.step_key and event.event_specific_data) else None
+            if pool is not None:
+                runs = busy_pools(plan_context.instance, {pool.value}).get(pool.value, [])
+                held_by = f"run {', '.join(runs)}" if runs else "another run"
+                plan_context.log.info(f"{event.step_key} waits for the pool {pool.value}: its "
+                                      f"slot is held by {held_by}")
+
+
+@dg.executor(name="in_process", config_schema=dg.in_process_executor.config_schema)
+def in_process_executor(init_context) -> InProcessExecutor:
+    """Dagster's in-process executor, saying which run holds the pool a step waits for."""
+    standard = dg.in_process_executor.executor_creation_fn(init_context)
+    return _PoolReportingExecutor(retries=standard.retries,
+                                  step_dependency_config=standard.step_dependency_config,
+                                  marker_to_close=standard.marker_to_close)

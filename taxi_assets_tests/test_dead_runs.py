@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import re
 import signal
@@ -60,6 +61,24 @@ FINISHED = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE,
             dg.DagsterRunStatus.CANCELED)
 
 
+POSTGRES_STEP = "ny_taxi__yellow_cab_data"
+# The month's Postgres write through the job's own executor, as `make run` executes it.
+WRITER = """
+import dagster as dg
+from taxi_assets import cli
+with dg.DagsterInstance.get() as instance, dg.execute_job(
+        dg.reconstructable(cli.monthly_job), instance=instance,
+        tags={"dagster/partition": "2021-01-01"},
+        asset_selection=[dg.AssetKey(["ny_taxi", "yellow_cab_data"])]) as result:
+    raise SystemExit(0 if result.success else 1)
+"""
+
+
+def said_at_info(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    return [e.user_message for e in instance.all_logs(run_id)
+            if e.level == logging.INFO and e.dagster_event is None]
+
+
 def slot_holders(instance: dg.DagsterInstance) -> set[str]:
     return instance.event_log_storage.get_concurrency_info(POOL).active_run_ids
 
@@ -79,7 +98,8 @@ def test_a_killed_runs_slot_is_freed_and_the_waiting_writer_proceeds(
     instance, env = home_instance
     query(postgres, "DROP SCHEMA IF EXISTS ny_taxi CASCADE")
     http_source.publish("2021-01", "yellow_tripdata_2021-01.csv.gz")
-    state = tmp_path / "state"
+    # The local profile's layout under TAXI_HOME, for the writer below that runs as make run does.
+    state = Path(env["TAXI_HOME"])
     resources = pipeline_resources(state, http_source.url, postgres)
     assert materialize(resources, instance=instance).success
     good = partition_state(postgres)
@@ -92,7 +112,7 @@ def test_a_killed_runs_slot_is_freed_and_the_waiting_writer_proceeds(
             "selection": "ny_taxi/yellow_cab_data", "instance": "home"}
     stuck = subprocess.Popen([sys.executable, "-m", "taxi_assets_tests.killed_run",
                               json.dumps(spec)])
-    waiter = None
+    waiter = writer = None
     try:
         [run_id] = wait_for("the run to take the pool's slot", lambda: slot_holders(instance),
                             stuck)
@@ -113,6 +133,16 @@ def test_a_killed_runs_slot_is_freed_and_the_waiting_writer_proceeds(
         assert cli.wait(timeout=HANG_BOUND) != 0
         assert slot_holders(instance) == {run_id}, "Ctrl-C must not disturb the other run"
 
+        # A writer that reaches the pool anyway (launched by the daemon, or between make run's
+        # check and its step) waits in Dagster's executor, which says who holds the slot.
+        writer = subprocess.Popen([sys.executable, "-c", WRITER], env={**env,
+                                  "TAXI_PROFILE": "local"})
+        wait_for("the writer to say who holds the pool", lambda: [
+            m for r in instance.get_runs() if r.run_id != run_id
+            for m in said_at_info(instance, r.run_id)
+            if m == f"{POSTGRES_STEP} waits for the pool {POOL}: its slot is held by run {run_id}"
+        ], writer)
+
         # The next writer, prepared as make run prepares each job, waits for the same pool.
         said_by_waiter: list[str] = []
         job = defs.resolve_job_def(MONTHLY_JOB)
@@ -130,9 +160,11 @@ def test_a_killed_runs_slot_is_freed_and_the_waiting_writer_proceeds(
         assert health.status.value == "FAILED" and "is gone" in health.msg, health
         waiter.join(timeout=HANG_BOUND)
         assert not waiter.is_alive()
+        assert writer.wait(timeout=HANG_BOUND) == 0, "the writer should load the month"
     finally:
-        if stuck.poll() is None:
-            stuck.kill()
+        for process in (stuck, writer):
+            if process is not None and process.poll() is None:
+                process.kill()
         holder.close()
 
     run = instance.get_run_by_id(run_id)
