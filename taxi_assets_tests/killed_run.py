@@ -72,7 +72,12 @@ def main(spec: dict) -> None:
         from taxi_assets.io_managers.bigquery import BigQueryWarehouseIOManager
 
         warehouse = BigQueryWarehouseIOManager(**spec["bigquery"])
-    resources = pipeline_resources(Path(spec["state"]), spec["source_url"], postgres,
+    lake = None
+    if "lake" in spec:
+        from taxi_assets.lake import LakeResource
+
+        lake = LakeResource(**spec["lake"])
+    resources = pipeline_resources(Path(spec["state"]), spec["source_url"], postgres, lake=lake,
                                    warehouse_io_manager=warehouse)
     # The instance of DAGSTER_HOME (pool slots are kept there), else an ephemeral one.
     instance = dg.DagsterInstance.get() if spec.get("instance") == "home" else None

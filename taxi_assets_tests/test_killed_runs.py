@@ -16,13 +16,16 @@ import json
 import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import duckdb
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
 from taxi_assets.io_managers.bigquery import BigQueryWarehouseIOManager
+from taxi_assets.lake import LakeResource
 from taxi_assets_tests.conftest import sample
 from taxi_assets_tests.pipeline import (
     JANUARY,
@@ -58,10 +61,11 @@ class Deployment:
     source_url: str
     postgres: object
     bigquery: dict | None = None  # BigQueryWarehouseIOManager fields, instead of DuckDB
+    lake: dict | None = None  # LakeResource fields, instead of a folder under `state`
 
     @property
-    def lake(self) -> Path:
-        return Path(self.resources["lake_monthly_io_manager"].lake.root)
+    def lake_fs(self) -> pafs.FileSystem:
+        return self.resources["lake_monthly_io_manager"].lake.filesystem()
 
     def killed_run(self, selection: str, kill: dict, days: tuple[str, str] | None = None) -> None:
         """A run of `selection` in its own process, killed at `kill`; it must die of SIGKILL."""
@@ -73,6 +77,8 @@ class Deployment:
             spec["days"] = days
         if self.bigquery:
             spec["bigquery"] = self.bigquery
+        if self.lake:
+            spec["lake"] = self.lake
         process = subprocess.run([sys.executable, "-m", "taxi_assets_tests.killed_run",
                                   json.dumps(spec)], capture_output=True, text=True)
         assert process.returncode == -signal.SIGKILL, \
@@ -80,26 +86,44 @@ class Deployment:
 
 
 @pytest.fixture
-def deployment(tmp_path, http_source, postgres) -> Deployment:
-    """Every sink at its last good state; the source already offers the new January."""
+def deployment(request, tmp_path, http_source, postgres) -> Deployment:
+    """Every sink at its last good state; the source already offers the new January.
+
+    The lake is a local folder, or (parametrized "gcs") a prefix in the GCS emulator's bucket.
+    """
+    lake = None
+    if getattr(request, "param", "local") == "gcs":
+        emulator = request.getfixturevalue("gcs_emulator")
+        lake = {"root": f"gs://{emulator.bucket}/lake-{uuid.uuid4().hex[:8]}",
+                "endpoint": emulator.url}
     query(postgres, "DROP SCHEMA IF EXISTS ny_taxi CASCADE")
     http_source.publish("2021-01", JANUARY_FILE)
-    resources = pipeline_resources(tmp_path, http_source.url, postgres)
+    resources = pipeline_resources(tmp_path, http_source.url, postgres,
+                                   lake=LakeResource(**lake) if lake else None)
     assert materialize(resources).success
     assert materialize_days(resources, *WEEK).success
     http_source.publish_bytes("2021-01", doubled_january())
     (Path(resources["taxi_source"].landing_dir) / JANUARY_FILE).unlink()
-    return Deployment(tmp_path, resources, http_source.url, postgres)
+    return Deployment(tmp_path, resources, http_source.url, postgres, lake=lake)
 
 
-def leftovers(root: Path) -> list[str]:
+def files(fs: pafs.FileSystem, folder: str = "") -> list[str]:
+    selector = pafs.FileSelector(folder, recursive=True, allow_not_found=True)
+    return sorted(i.path for i in fs.get_file_info(selector) if i.type == pafs.FileType.File)
+
+
+def leftovers(fs: pafs.FileSystem) -> list[str]:
     """Temporary files and unswitched versions: what a dead writer leaves."""
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and (
-        p.name.endswith(".tmp") or "_versions" in p.parts))
+    return [p for p in files(fs) if p.endswith(".tmp") or "_versions/" in p]
 
 
-def rows_of(path: Path) -> int:
-    return pq.ParquetFile(path).metadata.num_rows
+def local(folder: Path) -> pafs.FileSystem:
+    return pafs.SubTreeFileSystem(str(folder), pafs.LocalFileSystem())
+
+
+def rows_of(fs: pafs.FileSystem, path: str) -> int:
+    with fs.open_input_file(path) as source:
+        return pq.ParquetFile(source).metadata.num_rows
 
 
 # --- what readers of each daily layout see ----------------------------------------------------
@@ -108,26 +132,28 @@ LAYOUTS = {
     # asset: (its manifest folder, the day's files as a folder-listing reader finds them)
     "yellow_trips_by_day": (
         "nyc_taxi_data_by_day",
-        lambda lake, day: sorted((lake / f"nyc_taxi_data_by_day/tpep_pickup_date={day}")
-                                 .glob("[!._]*.parquet"))),
+        lambda fs, day: [p for p in files(fs, f"nyc_taxi_data_by_day/tpep_pickup_date={day}")
+                         if not p.rpartition("/")[2].startswith((".", "_"))]),
     "yellow_trips_daily_export": (
         "_daily_exports/nyc_taxi_data",
-        lambda lake, day: [p for p in [lake / day.replace("-", "/") / "nyc_taxi_data.parquet"]
-                           if p.exists()]),
+        lambda fs, day: [p for p in [f"{day.replace('-', '/')}/nyc_taxi_data.parquet"]
+                         if fs.get_file_info(p).is_file]),
 }
 
 
-def through_manifest(lake: Path, asset: str) -> dict[str, int]:
+def through_manifest(fs: pafs.FileSystem, asset: str) -> dict[str, int]:
     """Each day's rows as the IO managers read them: the files the manifest names."""
-    manifest = json.loads((lake / LAYOUTS[asset][0] / "_manifest.json").read_text())["days"]
-    return {day: rows_of(lake / manifest[day]["path"]) if manifest[day]["path"] else 0
+    with fs.open_input_file(f"{LAYOUTS[asset][0]}/_manifest.json") as source:
+        manifest = json.loads(source.read())["days"]
+    return {day: rows_of(fs, manifest[day]["path"]) if manifest[day]["path"] else 0
             for day in WEEK_DAYS}
 
 
-def through_folders(lake: Path, asset: str) -> dict[str, int | None]:
+def through_folders(fs: pafs.FileSystem, asset: str) -> dict[str, int | None]:
     """Each day's rows as a reader that lists folders sees them (None: no file at all)."""
-    files = {day: LAYOUTS[asset][1](lake, day) for day in WEEK_DAYS}
-    return {day: sum(rows_of(p) for p in found) if found else None for day, found in files.items()}
+    found = {day: LAYOUTS[asset][1](fs, day) for day in WEEK_DAYS}
+    return {day: sum(rows_of(fs, p) for p in paths) if paths else None
+            for day, paths in found.items()}
 
 
 STAGED = "before the switch"
@@ -144,10 +170,12 @@ LAKE_KILLS = {
 }
 
 
+@pytest.mark.parametrize("deployment", ["local", "gcs"], indirect=True)
 @pytest.mark.parametrize("asset", list(LAYOUTS))
 @pytest.mark.parametrize("moment", list(LAKE_KILLS))
 def test_daily_layout_killed_mid_range_is_all_old_or_all_new(deployment, asset, moment):
-    lake = deployment.lake
+    """On GCS, which has no rename, the switch is the manifest's single object write."""
+    lake = deployment.lake_fs
     old = through_manifest(lake, asset)
     empty_day = None if asset == "yellow_trips_by_day" else 0  # no folder, or an empty file
     assert through_folders(lake, asset) == {**old, "2021-01-03": empty_day}
@@ -174,9 +202,10 @@ def test_daily_layout_killed_mid_range_is_all_old_or_all_new(deployment, asset, 
 # --- the monthly object and staging -------------------------------------------------------------
 
 def test_monthly_object_killed_before_its_rename_keeps_the_old_object(deployment):
-    lake = deployment.lake
-    month = lake / "nyc_taxi_data/2021-01.parquet"
-    old, old_rows = month.read_bytes(), rows_of(month)
+    lake = deployment.lake_fs
+    root = Path(deployment.resources["lake_monthly_io_manager"].lake.root)
+    month = root / "nyc_taxi_data/2021-01.parquet"
+    old, old_rows = month.read_bytes(), rows_of(lake, "nyc_taxi_data/2021-01.parquet")
     assert materialize(deployment.resources, selection="raw_yellow_trips yellow_trips").success
 
     deployment.killed_run("yellow_trips_parquet",
@@ -185,7 +214,7 @@ def test_monthly_object_killed_before_its_rename_keeps_the_old_object(deployment
     assert month.read_bytes() == old
     assert [Path(p).name[:17] for p in leftovers(lake)] == [".2021-01.parquet."]
     assert materialize(deployment.resources, selection="yellow_trips_parquet").success
-    assert rows_of(month) == 2 * old_rows
+    assert rows_of(lake, "nyc_taxi_data/2021-01.parquet") == 2 * old_rows
     assert leftovers(lake) == []
 
 
@@ -198,9 +227,9 @@ def test_staged_month_killed_before_its_rename_is_rewritten_cleanly(deployment):
                           dict(target="os:replace", match="/yellow_trips/."))
 
     assert cleaned.read_bytes() == old
-    assert len(leftovers(staging)) == 1
+    assert len(leftovers(local(staging))) == 1
     assert materialize(deployment.resources, selection="raw_yellow_trips yellow_trips").success
-    assert leftovers(staging) == []
+    assert leftovers(local(staging)) == []
 
 
 # --- Postgres and the warehouse --------------------------------------------------------------

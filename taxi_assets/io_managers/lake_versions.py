@@ -92,6 +92,17 @@ def copy_object(fs: pafs.FileSystem, source: str, target: str) -> None:
         fs.copy_file(source, target)
 
 
+def _remove_tree(fs: pafs.FileSystem, folder: str) -> None:
+    # File by file: GCS has no folders, and deleting one as pyarrow does asks for a marker
+    # object that was never made.
+    selector = pafs.FileSelector(folder, recursive=True, allow_not_found=True)
+    for info in fs.get_file_info(selector):
+        if info.type == pafs.FileType.File:
+            fs.delete_file(info.path)
+    if _is_local(fs) and fs.get_file_info(folder).type == pafs.FileType.Directory:
+        fs.delete_dir(folder)
+
+
 @dataclass(frozen=True)
 class DayEntry:
     """A day's current file (None: the day has no rows and no file) and its row count."""
@@ -145,8 +156,7 @@ class VersionedDays:
                        if e.path and e.path.startswith(self.versions_dir + "/")}
         if unpublished:
             self._publish(current, unpublished)
-        if self.fs.get_file_info(self.versions_dir).type != pafs.FileType.NotFound:
-            self.fs.delete_dir(self.versions_dir)
+        _remove_tree(self.fs, self.versions_dir)
 
     def new_version(self, run_id: str) -> "DaysVersion":
         return DaysVersion(self, run_id)
@@ -190,10 +200,8 @@ class DaysVersion:
 
     def discard(self) -> None:
         """Remove what was staged (best effort: the next `recover` removes what is left)."""
-        folder = f"{self.layout.versions_dir}/{self.run_id}"
         try:
-            if self.layout.fs.get_file_info(folder).type != pafs.FileType.NotFound:
-                self.layout.fs.delete_dir(folder)
+            _remove_tree(self.layout.fs, f"{self.layout.versions_dir}/{self.run_id}")
         except OSError:
             pass
 
