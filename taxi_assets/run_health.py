@@ -9,9 +9,10 @@ write step's pool slot, and the next writer of that table waited at that step in
 records in its RUN_START event. `make run` executes runs in its own process, with no daemon
 watching, so it makes the same check itself before each job (`prepare_run`): it fails the
 dead runs and frees their slots, then, while a live run holds a pool the job writes through,
-says which run and waits (asleep, so Ctrl-C stops it). In a run, Dagster's executor only says
-that a step is blocked on a pool; `in_process_executor` here is Dagster's, adding at INFO which
-run holds the slot.
+says which run and waits (asleep, so Ctrl-C stops it). In a run, Dagster's in-process executor
+says only that a step is blocked on a pool, and waits for the slot polling without pause and
+deaf to Ctrl-C; `in_process_executor` here is Dagster's with that wait sleeping, stopping on an
+interrupt, and saying at INFO which run holds the slot.
 """
 
 from __future__ import annotations
@@ -22,8 +23,14 @@ import time
 from collections.abc import Callable
 
 import dagster as dg
+from dagster._core.events import DagsterEvent, EngineEventData
+from dagster._core.execution.api import ExecuteRunWithPlanIterable
+from dagster._core.execution.context_creation_job import PlanExecutionContextManager
+from dagster._core.execution.plan.execute_plan import inner_plan_execution_iterator
+from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
 from dagster._core.executor.in_process import InProcessExecutor
 from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
+from dagster._utils.interrupts import pop_captured_interrupt
 
 ACTIVE = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING,
           dg.DagsterRunStatus.CANCELING]
@@ -139,9 +146,50 @@ def prepare_run(instance: dg.DagsterInstance, job: dg.JobDefinition,
         fail_dead_runs(instance, log)
 
 
+class _PatientConcurrencyContext(InstanceConcurrencyContext):
+    """Dagster's pool claims, with a wait that sleeps and hears Ctrl-C.
+
+    Dagster's returns min(0, …), never a pause, so its executor polls the instance's storage
+    without rest while a step waits for a slot (a core at 100%); and a Ctrl-C (or the UI's
+    terminate) only sets a flag that this loop never reads. Here the loop sleeps until the next
+    claim attempt is due and, when an interrupt came meanwhile, stops the run.
+    """
+
+    def interval_to_next_pending_claim_check(self) -> float:
+        if pop_captured_interrupt():
+            raise KeyboardInterrupt
+        due = [ready_at - time.time() for ready_at in self._pending_timeouts.values()]
+        return max(0.0, min(due, default=0.0)) if self._pending_claims else 0.0
+
+
+def _execution_iterator(job_context, execution_plan, instance_concurrency_context=None):
+    with _PatientConcurrencyContext(job_context.instance, job_context.dagster_run) as context:
+        yield from inner_plan_execution_iterator(job_context, execution_plan, context)
+
+
 class _PoolReportingExecutor(InProcessExecutor):
     def execute(self, plan_context, execution_plan):
-        for event in super().execute(plan_context, execution_plan):
+        # InProcessExecutor.execute, with the concurrency context above.
+        yield DagsterEvent.engine_event(
+            plan_context, f"Executing steps in process (pid: {os.getpid()})",
+            event_specific_data=EngineEventData.in_process(
+                os.getpid(), execution_plan.step_keys_to_execute))
+        events = ExecuteRunWithPlanIterable(
+            execution_plan=plan_context.execution_plan,
+            iterator=_execution_iterator,
+            execution_context_manager=PlanExecutionContextManager(
+                job=plan_context.job,
+                retry_mode=plan_context.retry_mode,
+                execution_plan=plan_context.execution_plan,
+                run_config=plan_context.run_config,
+                dagster_run=plan_context.dagster_run,
+                instance=plan_context.instance,
+                raise_on_error=plan_context.raise_on_error,
+                output_capture=plan_context.output_capture,
+                step_dependency_config=self.step_dependency_config,
+            ),
+        )
+        for event in events:
             yield event
             # Dagster's own notice of a step blocked on a pool (its first, then every 5 min).
             pool = event.event_specific_data.metadata.get("pool") if (
@@ -151,6 +199,10 @@ class _PoolReportingExecutor(InProcessExecutor):
                 held_by = f"run {', '.join(runs)}" if runs else "another run"
                 plan_context.log.info(f"{event.step_key} waits for the pool {pool.value}: its "
                                       f"slot is held by {held_by}")
+        yield DagsterEvent.engine_event(
+            plan_context, f"Finished steps in process (pid: {os.getpid()})",
+            event_specific_data=EngineEventData.in_process(
+                os.getpid(), execution_plan.step_keys_to_execute))
 
 
 @dg.executor(name="in_process", config_schema=dg.in_process_executor.config_schema)

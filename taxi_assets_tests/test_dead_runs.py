@@ -135,13 +135,23 @@ def test_a_killed_runs_slot_is_freed_and_the_waiting_writer_proceeds(
 
         # A writer that reaches the pool anyway (launched by the daemon, or between make run's
         # check and its step) waits in Dagster's executor, which says who holds the slot.
+        def waiting_writers() -> set[str]:
+            told = f"{POSTGRES_STEP} waits for the pool {POOL}: its slot is held by run {run_id}"
+            return {r.run_id for r in instance.get_runs() if r.run_id != run_id
+                    and told in said_at_info(instance, r.run_id)}
+
         writer = subprocess.Popen([sys.executable, "-c", WRITER], env={**env,
                                   "TAXI_PROFILE": "local"})
-        wait_for("the writer to say who holds the pool", lambda: [
-            m for r in instance.get_runs() if r.run_id != run_id
-            for m in said_at_info(instance, r.run_id)
-            if m == f"{POSTGRES_STEP} waits for the pool {POOL}: its slot is held by run {run_id}"
-        ], writer)
+        [writer_run] = wait_for("the writer to say who holds the pool", waiting_writers, writer)
+        # Its wait sleeps and hears Ctrl-C: a second such writer is stopped with SIGINT.
+        stopped = subprocess.Popen([sys.executable, "-c", WRITER], env={**env,
+                                   "TAXI_PROFILE": "local"})
+        [stopped_run] = wait_for("a second writer to wait", lambda: waiting_writers()
+                                 - {writer_run}, stopped)
+        stopped.send_signal(signal.SIGINT)
+        assert stopped.wait(timeout=HANG_BOUND) != 0
+        assert instance.get_run_by_id(stopped_run).status == dg.DagsterRunStatus.FAILURE
+        assert slot_holders(instance) == {run_id}
 
         # The next writer, prepared as make run prepares each job, waits for the same pool.
         said_by_waiter: list[str] = []
