@@ -8,7 +8,8 @@ object that names the current file of every day it holds, and a run goes through
 1. write each day's new file under `_versions/<run id>/` (nothing a reader looks at changes);
 2. **switch**: write the manifest naming those versions, one object write: the commit point;
 3. publish: copy each version to the day's usual path (`tpep_pickup_date=…/part-0.parquet`,
-   `YYYY/MM/DD/nyc_taxi_data.parquet`), each an atomic replace, so a day is never missing;
+   `YYYY/MM/DD/nyc_taxi_data.parquet`), each an atomic replace, so a day is never missing (on
+   disk a hard link, on GCS a server-side copy: no byte goes through this process again);
 4. write the manifest again naming the usual paths, and delete the versions.
 
 Readers that go through the manifest (the IO managers' loads) see the old range or the new
@@ -22,8 +23,6 @@ what the manifest names and removes every version left over. Writers of one layo
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from taxi_assets.atomic_files import replace_file
+from taxi_assets.atomic_files import link_file, replace_file
 
 # What moves a local lake, for errors about its disk.
 LOCAL_LAKE_SETTING = "TAXI_HOME"
@@ -82,12 +81,10 @@ def write_parquet(fs: pafs.FileSystem, path: str, table: pa.Table) -> int:
 
 
 def copy_object(fs: pafs.FileSystem, source: str, target: str) -> None:
-    """Replace `target` with a copy of `source`, atomically; on GCS a server-side copy."""
+    """Replace `target` with a copy of `source`, atomically: on disk a hard link (no byte is
+    copied), on GCS a server-side copy (no byte goes through this process)."""
     if _is_local(fs):
-        with open(_local_path(fs, source), "rb") as original:
-            replace_file(_local_path(fs, target), lambda out: shutil.copyfileobj(original, out),
-                         size_hint=os.fstat(original.fileno()).st_size,
-                         setting=LOCAL_LAKE_SETTING)
+        link_file(_local_path(fs, source), _local_path(fs, target))
     else:
         fs.copy_file(source, target)
 
