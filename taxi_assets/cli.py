@@ -85,7 +85,7 @@ def run(month: str, daily_assets: list[str] | None = None) -> list[dg.ExecuteJob
         (daily_job, {"dagster/asset_partition_range_start": days[0],
                      "dagster/asset_partition_range_end": days[-1]}, day_selection),
     ):
-        prepare_run(instance, job())  # no dead run holds its pools; says who holds them
+        prepare_run(instance, job(), runs_are_local=_profile() == "local")  # see run_health
         with dg.execute_job(dg.reconstructable(job), instance=instance, tags=tags,
                             asset_selection=selection) as result:
             results.append(result)

@@ -129,12 +129,18 @@ def busy_pools(instance: dg.DagsterInstance, pools: set[str]) -> dict[str, list[
 
 
 def prepare_run(instance: dg.DagsterInstance, job: dg.JobDefinition,
-                log: Callable[[str], None] | None = None) -> None:
-    """Before a job runs in this process: no dead run holds its pools, and no live one does."""
+                log: Callable[[str], None] | None = None, *, runs_are_local: bool = True) -> None:
+    """Before a job runs in this process: no dead run holds its pools, and no live one does.
+
+    `runs_are_local`: every run of the instance ran on this machine (the local profile's own
+    instance), so a pid not alive here is a dead run. An instance shared with a deployment
+    elsewhere is left to that deployment's run monitoring.
+    """
     log = log or _console
     if not instance.event_log_storage.supports_global_concurrency_limits:
         return
-    fail_dead_runs(instance, log)
+    if runs_are_local:
+        fail_dead_runs(instance, log)
     said = None
     while busy := busy_pools(instance, job_pools(job)):
         if busy != said:
@@ -143,7 +149,8 @@ def prepare_run(instance: dg.DagsterInstance, job: dg.JobDefinition,
                     f"{', '.join(runs)}")
             said = busy
         time.sleep(POLL_SECONDS)
-        fail_dead_runs(instance, log)
+        if runs_are_local:
+            fail_dead_runs(instance, log)
 
 
 class _PatientConcurrencyContext(InstanceConcurrencyContext):
