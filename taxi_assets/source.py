@@ -16,6 +16,8 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
+from taxi_assets.atomic_files import check_free_space
+
 CHUNK_BYTES = 1 << 20
 
 
@@ -66,6 +68,7 @@ def _stream(url: str, part: Path, timeout: float, log: Callable[[str], None]) ->
     with urllib.request.urlopen(url, timeout=timeout) as response, open(part, "wb") as out:
         expected = response.headers.get("Content-Length")
         expected = int(expected) if expected is not None else None
+        check_free_space(part.parent, expected or 0, setting="TAXI_HOME")
         received, next_report = 0, 0.0
         try:
             while chunk := response.read(CHUNK_BYTES):

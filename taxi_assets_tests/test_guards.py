@@ -200,29 +200,31 @@ def test_a_local_file_in_the_wrong_format_says_what_is_read(tmp_path, postgres):
     assert READ in message and "after 1 attempt(s)" in message
 
 
-def test_a_lake_folder_without_room_fails_before_writing_naming_the_folder(
-        tmp_path, http_source, postgres):
-    """The lake on a real 16 MiB file system (a tmpfs, mounted in a user namespace of the run's
-    own, so no privilege is needed): it cannot keep the margin, and the write says so."""
+@pytest.mark.parametrize("folder, selection, full", [
+    ("lake", "raw_yellow_trips yellow_trips yellow_trips_parquet", "lake/nyc_taxi_data"),
+    ("landing", "raw_yellow_trips", "landing"),
+])
+def test_a_folder_without_room_fails_before_writing_naming_the_folder(
+        tmp_path, http_source, postgres, folder, selection, full):
+    """The lake, or the downloads' landing folder, on a real 16 MiB file system (a tmpfs,
+    mounted in a user namespace of the run's own, so no privilege is needed): it cannot keep
+    the margin, and the write says so before it starts."""
     query(postgres, "DROP SCHEMA IF EXISTS ny_taxi CASCADE")
     http_source.publish("2021-01", JANUARY_FILE)
     state = tmp_path / "state"
-    lake = state / "lake"
-    lake.mkdir(parents=True)
+    (state / folder).mkdir(parents=True)
     spec = {"postgres": {"host": postgres.host, "port": postgres.port, "user": postgres.user,
                          "password": postgres.password, "database": postgres.database},
-            "state": str(state), "source_url": http_source.url,
-            "selection": "raw_yellow_trips yellow_trips yellow_trips_parquet"}
+            "state": str(state), "source_url": http_source.url, "selection": selection}
     run = subprocess.run(
         ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
          'mount -t tmpfs -o size=16m none "$1" && exec "$2" -m taxi_assets_tests.killed_run "$3"',
-         "sh", str(lake), sys.executable, json.dumps(spec)],
+         "sh", str(state / folder), sys.executable, json.dumps(spec)],
         capture_output=True, text=True)
 
     assert run.returncode == 4, run.stderr[-3000:]
     failures = "\n".join(json.loads(run.stdout.splitlines()[-1])["failures"])
-    assert f"{lake}/nyc_taxi_data has " in failures and " bytes free, and writing needs " \
-        in failures, failures
+    assert f"{state / full} has 16,777,216 bytes free, and writing needs " in failures, failures
     assert "free some space there or point TAXI_HOME elsewhere" in failures
 
 
