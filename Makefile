@@ -7,7 +7,7 @@ export UV_LINK_MODE ?= copy
 # Dagster process (webserver, daemon, each run) would otherwise compile ~1,000 modules.
 export UV_COMPILE_BYTECODE ?= 1
 
-.PHONY: install run dev test bench stop clean
+.PHONY: install run dev lint test bench stop clean
 
 install:
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -16,10 +16,14 @@ install:
 run: install  ## materialize the whole pipeline for MONTH (default 2021-01) on the local profile
 	$(UV) run --frozen python -m taxi_assets.cli run --month $(or $(MONTH),2021-01)
 
-dev: install  ## the Dagster UI (http://127.0.0.1:3000) and daemon on the same instance
-	$(UV) run --frozen python -m taxi_assets.cli dev
+dev: install  ## the Dagster UI and daemon on the same instance: PORT (default 3000, or DAGSTER_WEBSERVER_PORT)
+	$(UV) run --frozen python -m taxi_assets.cli dev $(if $(PORT),--port $(PORT))
 
-test: install
+lint: install  ## ruff: the checks and the formatting configured in pyproject.toml
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+
+test: install lint
 	bash scripts/ensure-chromium.sh  # Debian's chromium for the browser test; no-op once installed
 	$(UV) run --frozen pytest -q -rs $(PYTEST_ARGS)
 

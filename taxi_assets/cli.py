@@ -1,24 +1,55 @@
 """`python -m taxi_assets.cli {run,dev,postgres,stop}`: the Makefile's entry points.
 
 On the local profile it first starts the project's own PostgreSQL (data under TAXI_HOME), which
-holds both the sink tables and Dagster's run, event-log and schedule storage.
+holds both the sink tables and Dagster's run, event-log and schedule storage. Runs started here
+are runs of workspace.yaml's code location, as if launched from the UI, but executed in this
+terminal: `make dev` lists them under their job and re-executes them.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
+import time
+import warnings
 
 import dagster as dg
 import pyarrow as pa
 
-from taxi_assets.resources import LOCAL_PG_PORT, PROJECT_ROOT, taxi_home
+from taxi_assets import console
+from taxi_assets.resources import PROJECT_ROOT, local_pg_port, taxi_home
+
+LOCATION_NAME = "taxi_assets"  # the code location in workspace.yaml, which `make dev` serves
+WEBSERVER_PORT = 3000
 
 
 def _profile() -> str:
     return os.environ.get("TAXI_PROFILE", "local")
 
+
+def quiet_framework_warnings() -> None:
+    """Notices no user of the project can act on (the package itself silences Dagster's
+    Beta/Preview ones): platformdirs' about a variable containers often lack, and `dagster dev`
+    pointing to its successor, which `make dev` runs for us."""
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore:Function `dev_command` is superseded")
+
+
+def log_level(verbose: bool) -> str:
+    return "DEBUG" if verbose else os.environ.get("LOG_LEVEL", "INFO").upper()
+
+
+def webserver_port() -> int:
+    return int(os.environ.get("DAGSTER_WEBSERVER_PORT") or WEBSERVER_PORT)
+
+
+def webserver_url() -> str:
+    return f"http://{os.environ.get('DAGSTER_HOST', '127.0.0.1')}:{webserver_port()}"
+
+
+# --- the instance and the local PostgreSQL ---------------------------------------------------
 
 def instance_storage_url(url: str) -> str:
     """Dagster's storage on this server, without waiting for a disk flush per event.
@@ -29,46 +60,60 @@ def instance_storage_url(url: str) -> str:
     return f"{url}?options=-c%20synchronous_commit%3Doff"
 
 
+def port_in_use(host: str, port: int) -> bool:
+    """Whether something listens there. A connection, not a bind: a bind also fails while
+    connections of a server just stopped linger in TIME_WAIT, which would not stop a server."""
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+    except OSError:
+        return False
+    return True
+
+
+def start_local_postgres(home, port: int):
+    """The project's PostgreSQL on `port`; exits naming TAXI_PG_PORT when that cannot be."""
+    from taxi_assets.local_postgres import LocalPostgres
+
+    server = LocalPostgres(home / "pgdata", port)
+    running = server.running_port()
+    if running is not None and running != port:
+        sys.exit(f"The project's PostgreSQL ({server.data_dir}) is already running on port "
+                 f"{running}, not on TAXI_PG_PORT={port}: use TAXI_PG_PORT={running}, or "
+                 "`make stop` it first.")
+    setting = f"set TAXI_PG_PORT to a free port (e.g. TAXI_PG_PORT={port + 1} make run)"
+    if running is None and port_in_use(server.host, port):
+        sys.exit(f"{server.host}:{port} is in use by another program: {setting}.")
+    try:
+        return server.start()
+    except RuntimeError as error:
+        if "Address already in use" not in str(error):
+            raise
+        sys.exit(f"PostgreSQL could not listen on {server.host}:{port}, which is in use (by "
+                 "another program, or for a while by the last connections of a server that "
+                 f"stopped there): {setting}, or retry later.")
+
+
 def prepare_environment() -> None:
     """Point Dagster at this project's instance and, locally, at the embedded PostgreSQL."""
     os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT))
+    # dagster.yaml turns telemetry off, but the webserver and the daemon still make its folders
+    # (logs/, .logs_queue/) in DAGSTER_HOME, the checkout, unless this is set.
+    os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
     home = taxi_home()
     home.mkdir(parents=True, exist_ok=True)
     os.environ["TAXI_HOME"] = str(home)
     if _profile() == "local":
-        from taxi_assets.local_postgres import LocalPostgres
-
-        port = int(os.environ.get("TAXI_PG_PORT") or LOCAL_PG_PORT)
-        server = LocalPostgres(home / "pgdata", port).start()
+        server = start_local_postgres(home, local_pg_port())
         os.environ.setdefault("DAGSTER_PG_URL", instance_storage_url(server.url))
     elif not os.environ.get("DAGSTER_PG_URL"):
         sys.exit("TAXI_PROFILE=gcp needs DAGSTER_PG_URL (the PostgreSQL for Dagster's storage)")
 
 
-def monthly_job() -> dg.JobDefinition:
-    from taxi_assets.definitions import defs
-    from taxi_assets.schedules import MONTHLY_JOB
+# --- run -------------------------------------------------------------------------------------
 
-    return defs.resolve_job_def(MONTHLY_JOB)
-
-
-def daily_job() -> dg.JobDefinition:
-    from taxi_assets.definitions import defs
-    from taxi_assets.schedules import DAILY_JOB
-
-    return defs.resolve_job_def(DAILY_JOB)
-
-
-def run(month: str, daily_assets: list[str] | None = None) -> list[dg.ExecuteJobResult]:
-    """The month's monthly job, then its days as one single-run backfill of the daily job.
-
-    Through `execute_job`, as `dagster asset materialize` runs them: unlike `materialize`, it
-    does not keep every output in memory, which a month's DataFrames would make gigabytes.
-    `daily_assets` narrows the day run to those assets (default: all of them). Returns the
-    (closed) results; exits with a message naming the month when a run fails.
-    """
+def month_partitions(month: str) -> tuple[str, list[str]]:
+    """The month's partition key and its days; exits naming --month when it is not one."""
     from taxi_assets.partitions import daily_partitions, monthly_partitions
-    from taxi_assets.run_health import prepare_run
 
     key = f"{month}-01"
     if key not in monthly_partitions.get_partition_keys():
@@ -77,66 +122,108 @@ def run(month: str, daily_assets: list[str] | None = None) -> list[dg.ExecuteJob
                  f"{monthly_partitions.get_last_partition_key()[:7]})")
     days = daily_partitions.get_partition_keys_in_time_window(
         monthly_partitions.time_window_for_partition_key(key))
+    return key, days
+
+
+def run(month: str, daily_assets: list[str] | None = None,
+        level: str = "INFO") -> list[dg.ExecutionResult]:
+    """The month's monthly job, then its days as one single-run backfill of the daily job.
+
+    Each run is created as a UI launch creates it and executed here, in one process (the
+    in-process executor), without keeping outputs in memory. `daily_assets` narrows the day
+    run to those assets (default: all of them). Returns the (closed) results; when a run fails,
+    ends with its cause and exits.
+    """
+    from taxi_assets.dagster_private import WorkspaceLocation, execute_in_process
+    from taxi_assets.run_health import prepare_run
+    from taxi_assets.schedules import DAILY_JOB, MONTHLY_JOB
+
+    key, days = month_partitions(month)
+    day_selection = [dg.AssetKey.from_user_string(a) for a in daily_assets or []] or None
+    runs = (
+        (MONTHLY_JOB, {"dagster/partition": key}, None),
+        (DAILY_JOB, {"dagster/asset_partition_range_start": days[0],
+                     "dagster/asset_partition_range_end": days[-1]}, day_selection),
+    )
     instance = dg.DagsterInstance.get()
     results = []
-    day_selection = [dg.AssetKey.from_user_string(a) for a in daily_assets or []] or None
-    for job, tags, selection in (
-        (monthly_job, {"dagster/partition": key}, None),
-        (daily_job, {"dagster/asset_partition_range_start": days[0],
-                     "dagster/asset_partition_range_end": days[-1]}, day_selection),
-    ):
-        prepare_run(instance, job(), runs_are_local=_profile() == "local")  # see run_health
-        with dg.execute_job(dg.reconstructable(job), instance=instance, tags=tags,
-                            asset_selection=selection) as result:
-            results.append(result)
-        # Hand the run's freed buffers back to the OS before the next run, so a backfill of
-        # many months in one process stays at one month's peak.
-        pa.default_memory_pool().release_unused()
-        if not result.success:
-            sys.exit(f"the run for {month} failed: see the log above, or the run in `make dev`")
+    with WorkspaceLocation.open(PROJECT_ROOT / "workspace.yaml", LOCATION_NAME,
+                                instance) as location:
+        for job, tags, selection in runs:
+            prepare_run(instance, job, runs_are_local=_profile() == "local")  # see run_health
+            dagster_run = location.create_run(instance, job, tags=tags, asset_selection=selection,
+                                              run_config=console.run_config(level))
+            print(console.run_line(dagster_run), flush=True)
+            with execute_in_process(dagster_run, instance) as result:
+                results.append(result)
+            # Hand the run's freed buffers back to the OS before the next run, so a backfill of
+            # many months in one process stays at one month's peak.
+            pa.default_memory_pool().release_unused()
+            if not result.success:
+                print("\n" + "\n".join(console.failure_summary(result, webserver_url())),
+                      flush=True)
+                sys.exit(1)
     return results
 
 
-def print_locations(month: str, results: list) -> None:
-    print(f"\n{month} materialized. Where the data is:")
-    where: dict[str, dict] = {}
-    for event in (e for result in results for e in result.get_asset_materialization_events()):
-        # A day range's run reports each day: show each asset once.
-        materialization = event.event_specific_data.materialization
-        where[materialization.asset_key.to_user_string()] = {
-            k: v.value for k, v in materialization.metadata.items()
-            if k in ("table", "path", "uri", "dagster/row_count", "rows_in_run")}
-    for asset, details in where.items():
-        print(f"  {asset:28} {details}")
+def print_locations(month: str, results: list, seconds: float) -> None:
+    print("\n" + "\n".join(console.closing_table(month, console.landed(results), seconds)))
     if _profile() == "local":
-        server = os.environ['DAGSTER_PG_URL'].split('?')[0]
-        print(f"  PostgreSQL: {server} (psql it, or `make dev` for the UI)")
+        server = os.environ["DAGSTER_PG_URL"].split("?")[0]
+        print(f"PostgreSQL: {server} (psql it); the runs: `make dev`, then {webserver_url()}")
 
 
-def main(argv: list[str] | None = None) -> None:
+# --- dev -------------------------------------------------------------------------------------
+
+def dev(port: int | None) -> None:
+    """`dagster dev` (webserver and daemon) on this instance; exits naming the setting when the
+    port is taken."""
+    host = os.environ.get("DAGSTER_HOST", "127.0.0.1")
+    if port is not None:
+        os.environ["DAGSTER_WEBSERVER_PORT"] = str(port)
+    port = webserver_port()
+    if port_in_use(host, port):
+        sys.exit(f"{host}:{port} is in use by another program: choose another port for the UI "
+                 f"with `make dev PORT={port + 1}` (or DAGSTER_WEBSERVER_PORT={port + 1}).")
+    print(f"The Dagster UI: http://{host}:{port}", flush=True)
+    os.chdir(PROJECT_ROOT)
+    os.execvp("dagster", ["dagster", "dev", "-w", "workspace.yaml",
+                          "--host", host, "--port", str(port)])
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="taxi_assets")
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="materialize the whole pipeline for a month")
     run_parser.add_argument("--month", default="2021-01", help="YYYY-MM (default 2021-01)")
-    commands.add_parser("dev", help="the Dagster UI and daemon on the same instance")
+    run_parser.add_argument("-v", "--verbose", action="store_true",
+                            help="every Dagster event (LOG_LEVEL=DEBUG does the same)")
+    dev_parser = commands.add_parser("dev", help="the Dagster UI and daemon on the same instance")
+    dev_parser.add_argument("--port", type=int, default=None,
+                            help=f"the UI's port (default DAGSTER_WEBSERVER_PORT or "
+                                 f"{WEBSERVER_PORT})")
     commands.add_parser("postgres", help="start the local PostgreSQL and print its URL")
     commands.add_parser("stop", help="stop the local PostgreSQL")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    quiet_framework_warnings()
     if args.command == "stop":
         from taxi_assets.local_postgres import LocalPostgres
 
-        LocalPostgres(taxi_home() / "pgdata", LOCAL_PG_PORT).stop()
+        LocalPostgres(taxi_home() / "pgdata", local_pg_port()).stop()
         return
     prepare_environment()
     if args.command == "postgres":
         print(os.environ["DAGSTER_PG_URL"])
     elif args.command == "run":
-        print_locations(args.month, run(args.month))
+        start = time.monotonic()
+        results = run(args.month, level=log_level(args.verbose))
+        print_locations(args.month, results, time.monotonic() - start)
     elif args.command == "dev":
-        os.chdir(PROJECT_ROOT)
-        os.execvp("dagster", ["dagster", "dev", "-w", "workspace.yaml",
-                              "--host", os.environ.get("DAGSTER_HOST", "127.0.0.1")])
+        dev(args.port)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ import os
 
 import dagster as dg
 
-from taxi_assets import checks, run_health, schedules, sensors
+from taxi_assets import checks, console, run_health, schedules, sensors
 from taxi_assets.assets import clean, lake, postgres, source, warehouse
 from taxi_assets.profiles import resources_for_profile
 
@@ -24,4 +24,6 @@ defs = dg.Definitions(
     executor=run_health.in_process_executor,
     asset_checks=[checks.yellow_trips_quality, warehouse.warehouse_matches_lake],
     resources=resources_for_profile(os.environ.get("TAXI_PROFILE", "local")),
+    # Chosen in the run config by `python -m taxi_assets.cli run`; other runs log as Dagster does.
+    loggers={console.LOGGER_NAME: console.terminal_logger},
 )

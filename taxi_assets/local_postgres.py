@@ -82,10 +82,25 @@ class LocalPostgres:
     def is_running(self) -> bool:
         return self._run("pg_ctl", "status", "-D", str(self.data_dir), check=False).returncode == 0
 
-    def start(self) -> "LocalPostgres":
+    def running_port(self) -> int | None:
+        """The port this data directory's server listens on, if it is running.
+
+        From its lock file, postmaster.pid (pid, data directory, start time, port, ... one per
+        line), and whether that pid is alive.
+        """
+        try:
+            lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
+            os.kill(int(lines[0]), 0)
+            return int(lines[3])
+        except PermissionError:  # alive, and another user's: the wheel's system user
+            return int(lines[3]) if len(lines) > 3 and lines[3].strip().isdigit() else None
+        except (OSError, ValueError, IndexError):  # no lock file, a stale one, or half-written
+            return None
+
+    def start(self) -> LocalPostgres:
         if not (self.data_dir / "PG_VERSION").exists():
             self._init()
-        if self.is_running():
+        if self.running_port() == self.port or self.is_running():
             return self
         # wal_level=minimal: a table created and filled in one transaction (the sink's staging
         # table) skips the WAL, as there is no replica to send it to; durability is unchanged.

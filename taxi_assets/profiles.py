@@ -23,9 +23,9 @@ from taxi_assets.io_managers.staging import StagingParquetIOManager
 from taxi_assets.lake import LakeResource
 from taxi_assets.resources import (
     DATATALKS_RELEASE,
-    LOCAL_PG_PORT,
     PostgresResource,
     TaxiSourceResource,
+    local_pg_port,
     taxi_home,
 )
 
@@ -59,7 +59,7 @@ def local_resources() -> dict:
     home = taxi_home()
     return build_resources(
         taxi_source=_source(),
-        postgres=PostgresResource(port=int(os.environ.get("TAXI_PG_PORT") or LOCAL_PG_PORT)),
+        postgres=PostgresResource(port=local_pg_port()),
         lake=LakeResource(root=str(home / "lake")),
         warehouse_io_manager=DuckDBWarehouseIOManager(database=str(home / "warehouse.duckdb")),
         staging_dir=str(home / "staging"),

@@ -14,6 +14,11 @@ DATATALKS_RELEASE = "https://github.com/DataTalksClub/nyc-tlc-data/releases/down
 LOCAL_PG_PORT = 55432
 
 
+def local_pg_port() -> int:
+    """The port of the project's PostgreSQL on the local profile."""
+    return int(os.environ.get("TAXI_PG_PORT") or LOCAL_PG_PORT)
+
+
 def taxi_home() -> Path:
     """Where the local profile keeps its state (git-ignored)."""
     return Path(os.environ.get("TAXI_HOME", PROJECT_ROOT / ".local")).resolve()

@@ -23,14 +23,19 @@ import time
 from collections.abc import Callable
 
 import dagster as dg
-from dagster._core.events import DagsterEvent, EngineEventData
-from dagster._core.execution.api import ExecuteRunWithPlanIterable
-from dagster._core.execution.context_creation_job import PlanExecutionContextManager
-from dagster._core.execution.plan.execute_plan import inner_plan_execution_iterator
-from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
-from dagster._core.executor.in_process import InProcessExecutor
-from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
-from dagster._utils.interrupts import pop_captured_interrupt
+
+from taxi_assets.dagster_private import (
+    CheckRunHealthResult,
+    DagsterEvent,
+    EngineEventData,
+    ExecuteRunWithPlanIterable,
+    InProcessExecutor,
+    InstanceConcurrencyContext,
+    PlanExecutionContextManager,
+    WorkerStatus,
+    inner_plan_execution_iterator,
+    pop_captured_interrupt,
+)
 
 ACTIVE = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING,
           dg.DagsterRunStatus.CANCELING]
@@ -128,9 +133,10 @@ def busy_pools(instance: dg.DagsterInstance, pools: set[str]) -> dict[str, list[
     return busy
 
 
-def prepare_run(instance: dg.DagsterInstance, job: dg.JobDefinition,
+def prepare_run(instance: dg.DagsterInstance, job: dg.JobDefinition | str,
                 log: Callable[[str], None] | None = None, *, runs_are_local: bool = True) -> None:
-    """Before a job runs in this process: no dead run holds its pools, and no live one does.
+    """Before a job (or the code location's job of that name) runs in this process: no dead
+    run holds its pools, and no live one does.
 
     `runs_are_local`: every run of the instance ran on this machine (the local profile's own
     instance), so a pid not alive here is a dead run. An instance shared with a deployment
@@ -139,6 +145,10 @@ def prepare_run(instance: dg.DagsterInstance, job: dg.JobDefinition,
     log = log or _console
     if not instance.event_log_storage.supports_global_concurrency_limits:
         return
+    if isinstance(job, str):
+        from taxi_assets.definitions import defs
+
+        job = defs.resolve_job_def(job)
     if runs_are_local:
         fail_dead_runs(instance, log)
     said = None

@@ -177,6 +177,12 @@ def _download(base_url, file_name, landing_dir, *, retries, backoff_seconds, tim
             if error.code == 404:
                 raise SourceNotPublished(f"{url}: not published (HTTP 404)") from error
             last_error: Exception = error
+        except FileNotFoundError as error:  # file:// and plain paths
+            raise SourceNotPublished(f"{url}: no such file") from error
+        except urllib.error.URLError as error:
+            if isinstance(error.reason, FileNotFoundError):  # how urlopen reports a file:// one
+                raise SourceNotPublished(f"{url}: no such file") from error
+            last_error = error
         except Exception as error:  # noqa: BLE001 - classified just below
             last_error = error
         if not _transient(last_error) or attempt > retries:

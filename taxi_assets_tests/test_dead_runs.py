@@ -65,12 +65,16 @@ POSTGRES_STEP = "ny_taxi__yellow_cab_data"
 # The month's Postgres write through the job's own executor, as `make run` executes it.
 WRITER = """
 import dagster as dg
-from taxi_assets import cli
-with dg.DagsterInstance.get() as instance, dg.execute_job(
-        dg.reconstructable(cli.monthly_job), instance=instance,
-        tags={"dagster/partition": "2021-01-01"},
-        asset_selection=[dg.AssetKey(["ny_taxi", "yellow_cab_data"])]) as result:
-    raise SystemExit(0 if result.success else 1)
+from taxi_assets.cli import LOCATION_NAME
+from taxi_assets.dagster_private import WorkspaceLocation, execute_in_process
+from taxi_assets.resources import PROJECT_ROOT
+with dg.DagsterInstance.get() as instance, WorkspaceLocation.open(
+        PROJECT_ROOT / "workspace.yaml", LOCATION_NAME, instance) as location:
+    run = location.create_run(instance, "monthly_yellow_trips",
+                              tags={"dagster/partition": "2021-01-01"},
+                              asset_selection=[dg.AssetKey(["ny_taxi", "yellow_cab_data"])])
+    with execute_in_process(run, instance) as result:
+        raise SystemExit(0 if result.success else 1)
 """
 
 

@@ -1,6 +1,5 @@
 """Issue 2: a month from the HTTP source, cleaned, checked and loaded into PostgreSQL."""
 
-import gzip
 import threading
 
 import dagster as dg

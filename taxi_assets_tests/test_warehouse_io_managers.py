@@ -48,7 +48,10 @@ days = dg.DailyPartitionsDefinition(start_date="2021-01-01", end_date="2021-02-0
 def trips(day: str, n: int, fare: float = 10.0) -> pd.DataFrame:
     """n trips picked up on `day`, one every two hours, TLC dtypes."""
     pickup = pd.date_range(f"{day} 00:30", periods=n, freq="2h")
-    ints = lambda values: pd.array(values, dtype="Int64")
+
+    def ints(values):
+        return pd.array(values, dtype="Int64")
+
     return pd.DataFrame(
         {
             "vendorid": ints([1 + i % 2 for i in range(n)]),

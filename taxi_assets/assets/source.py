@@ -4,6 +4,7 @@ import pandas as pd
 from taxi_assets.partitions import monthly_partitions
 from taxi_assets.resources import TaxiSourceResource
 from taxi_assets.schema import read_trips, to_pandas
+from taxi_assets.source import SourceNotPublished
 
 
 @dg.asset(
@@ -15,7 +16,16 @@ from taxi_assets.schema import read_trips, to_pandas
 def raw_yellow_trips(context: dg.AssetExecutionContext, taxi_source: TaxiSourceResource) -> pd.DataFrame:
     """Every trip in the month's TLC yellow-taxi file, parsed under the column contract."""
     month = context.partition_key[:7]
-    path = taxi_source.fetch(month, log=context.log.info)
+    try:
+        path = taxi_source.fetch(month, log=context.log.info)
+    except SourceNotPublished as error:
+        # A month the source has not published is an answer, not a crash: say it in one line.
+        raise dg.Failure(
+            description=f"{month} is not published by the source: {error}",
+            metadata={"month": month, "source_file": taxi_source.file_name(month),
+                      "setting": "TAXI_SOURCE_URL"},
+            allow_retries=False,
+        ) from error
     trips = read_trips(path)
     context.log.info(f"{path.name}: parsed {trips.num_rows:,} rows")
     context.add_output_metadata({

@@ -34,18 +34,18 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dagster._core.storage.db_io_manager import (
-    DbTypeHandler,
-    TablePartitionDimension,
-    TableSlice,
-    static_where_clause,
-)
 from dagster_gcp import BigQueryIOManager
 from dagster_gcp.bigquery.io_manager import BigQueryClient
 from google.api_core.exceptions import GoogleAPIError, NotFound
 from google.cloud import bigquery
 from pydantic import Field
 
+from taxi_assets.dagster_private import (
+    DbTypeHandler,
+    TablePartitionDimension,
+    TableSlice,
+    static_where_clause,
+)
 from taxi_assets.google_credentials import check_key_file
 from taxi_assets.io_managers.partition_window import (
     WindowCheckedDbIOManager,

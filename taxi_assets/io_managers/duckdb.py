@@ -22,10 +22,10 @@ from contextlib import contextmanager
 import dagster as dg
 import pandas as pd
 
-from dagster._core.storage.db_io_manager import DbTypeHandler, TableSlice
 from dagster_duckdb.io_manager import DuckDbClient
 from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
 
+from taxi_assets.dagster_private import DbTypeHandler, TableSlice
 from taxi_assets.io_managers.partition_window import WindowCheckedDbIOManager, written_metadata
 from taxi_assets.schema import to_pandas
 

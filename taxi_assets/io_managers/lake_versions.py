@@ -155,7 +155,7 @@ class VersionedDays:
             self._publish(current, unpublished)
         _remove_tree(self.fs, self.versions_dir)
 
-    def new_version(self, run_id: str) -> "DaysVersion":
+    def new_version(self, run_id: str) -> DaysVersion:
         return DaysVersion(self, run_id)
 
     def _write_manifest(self, days: dict[str, DayEntry]) -> None:

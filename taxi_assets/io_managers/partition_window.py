@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 import dagster as dg
 import pandas as pd
-from dagster._core.storage.db_io_manager import DbIOManager, TablePartitionDimension
+
+from taxi_assets.dagster_private import DbIOManager, TablePartitionDimension
 
 
 def time_window_dimensions(

@@ -1,0 +1,238 @@
+"""What a run started from the terminal prints: a line per step, a closing table, the cause.
+
+`terminal_logger` is the code location's `console` logger; `python -m taxi_assets.cli run` picks
+it in the run config, so a re-execution from the UI logs the same way. At INFO it prints the
+assets' own messages (download and load progress) and one line as each step starts and ends,
+with its figures; at DEBUG every Dagster event, as Dagster's own console logger does. The full
+stack trace of a failure is in the run's event log, not here.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+
+import dagster as dg
+
+LOGGER_NAME = "console"
+NOT_EXECUTING = re.compile(r"Dependencies for step \S+ (?:failed|were not executed): \[(.*)\]")
+RECORD_METADATA = "dagster_meta"  # the attribute Dagster's log handler sets on each record
+
+# Which setting fixes a failure, by the exception types (anywhere in its chain) it raised.
+SETTING_FOR_ERROR = {
+    "DownloadFailed": "TAXI_SOURCE_URL (where the monthly files come from)",
+    "URLError": "TAXI_SOURCE_URL (where the monthly files come from)",
+    "OperationalError": "TAXI_PG_PORT (locally) or TAXI_PG_HOST/TAXI_PG_PORT (gcp)",
+}
+
+
+def run_config(log_level: str) -> dict:
+    return {"loggers": {LOGGER_NAME: {"config": {"log_level": log_level}}}}
+
+
+@dg.logger(
+    config_schema={"log_level": dg.Field(str, default_value="INFO")},
+    description="One line per step, with its figures; every event at DEBUG.",
+)
+def terminal_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
+    logger = logging.Logger("taxi_assets", level=logging.DEBUG)
+    handler = logging.StreamHandler(sys.stdout)
+    level = logging.getLevelName(init_context.logger_config["log_level"].upper())
+    handler.addFilter(StepLines(level if isinstance(level, int) else logging.INFO))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    logger.addHandler(handler)
+    return logger
+
+
+class StepLines(logging.Filter):
+    """Rewrites Dagster's records into the console's lines, or drops them."""
+
+    def __init__(self, level: int):
+        super().__init__()
+        self.level = level
+        self.figures: dict[str, list[Mapping]] = defaultdict(list)
+        self.checks: dict[str, list] = defaultdict(list)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        meta = getattr(record, RECORD_METADATA, None) or {}
+        if self.level <= logging.DEBUG or not meta:
+            return record.levelno >= self.level
+        event = meta.get("dagster_event")
+        step = meta.get("step_key") or meta.get("job_name") or ""
+        if event is None:  # an asset's own message, or the executor's
+            message = meta.get("orig_message", record.getMessage())
+            needs = NOT_EXECUTING.match(message)
+            if needs:
+                return self._say(record, step, f"not run: it needs {needs.group(1)}")
+            if record.levelno < self.level:
+                return False
+            level = "" if record.levelno < logging.WARNING else f"{record.levelname}: "
+            return self._say(record, step, level + message)
+        line = self._event_line(event, step)
+        return line is not None and self._say(record, step, line)
+
+    def _say(self, record: logging.LogRecord, step: str, text: str) -> bool:
+        # Step keys spell asset keys with "__" ("ny_taxi__yellow_cab_data"); say them as the
+        # closing table and the UI do.
+        record.msg, record.args = f"{step.replace('__', '/'):27} {text}", None
+        return True
+
+    def _event_line(self, event: dg.DagsterEvent, step: str) -> str | None:
+        kind = event.event_type_value
+        data = event.event_specific_data
+        if kind == "STEP_START":
+            return "started"
+        if kind == "ASSET_MATERIALIZATION":
+            self.figures[step].append(data.materialization.metadata)
+        elif kind == "ASSET_CHECK_EVALUATION":
+            self.checks[step].append(data)
+        elif kind == "STEP_SUCCESS":
+            return f"done in {data.duration_ms / 1000:.1f} s{self._figures(step)}"
+        elif kind == "STEP_FAILURE":
+            return f"FAILED: {failure_cause(data)}"
+        return None
+
+    def _figures(self, step: str) -> str:
+        parts = []
+        materializations = self.figures.pop(step, [])
+        if materializations:
+            rows = _rows(materializations[0])
+            if rows is not None:
+                parts.append(f"{rows:,} rows")
+            if len(materializations) > 1:
+                parts.append(f"{len(materializations)} partitions")
+        checks = self.checks.pop(step, [])
+        if checks:
+            failed = sorted({c.check_name for c in checks if not c.passed})
+            passed = sum(c.passed for c in checks)
+            parts.append(f"checks: {passed} passed" +
+                         (f", {len(checks) - passed} failed ({', '.join(failed)})" if failed else ""))
+        return ": " + "; ".join(parts) if parts else ""
+
+
+def run_line(run: dg.DagsterRun) -> str:
+    return f"{run.job_name} {_partitions(run.tags)}: run {run.run_id}"
+
+
+def _partitions(tags: Mapping[str, str]) -> str:
+    if "dagster/partition" in tags:
+        return tags["dagster/partition"]
+    first = tags.get("dagster/asset_partition_range_start")
+    return f"{first}...{tags.get('dagster/asset_partition_range_end')}" if first else "unpartitioned"
+
+
+def _rows(metadata: Mapping) -> int | None:
+    for key in ("rows_in_run", "dagster/row_count"):
+        if key in metadata:
+            return int(metadata[key].value)
+    return None
+
+
+# --- failure ---------------------------------------------------------------------------------
+
+def _chain(error) -> Iterable:
+    while error is not None:
+        yield error
+        error = error.cause or error.context
+
+
+def failure_cause(step_failure) -> str:
+    """The failure in one line: a `dg.Failure`'s description, else the first exception raised
+    by our code or a library (not Dagster's wrapper around it)."""
+    if step_failure.user_failure_data and step_failure.user_failure_data.description:
+        return step_failure.user_failure_data.description.splitlines()[0]
+    errors = list(_chain(step_failure.error))
+    ours = [e for e in errors if not (e.cls_name or "").startswith("Dagster")]
+    cause = (ours or errors or [None])[0]
+    if cause is None:
+        return "unknown error"
+    # "taxi_assets.source.DownloadFailed: ..." reads as "DownloadFailed: ..."
+    return re.sub(r"^(?:\w+\.)+(\w+: )", r"\1", cause.message.strip().splitlines()[0])
+
+
+def setting_for(step_failure) -> str | None:
+    if step_failure.user_failure_data:
+        setting = step_failure.user_failure_data.metadata.get("setting")
+        if setting is not None:
+            return str(setting.value)
+    for error in _chain(step_failure.error):
+        if error.cls_name in SETTING_FOR_ERROR:
+            return SETTING_FOR_ERROR[error.cls_name]
+    return None
+
+
+def failure_summary(result, webserver: str) -> list[str]:
+    """The closing lines of a failed run: its cause, the setting to change, where the trace is."""
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    lines = [f"The run {result.run_id} failed."]
+    if failures:
+        data = failures[0].event_specific_data
+        lines.append(f"Cause ({failures[0].step_key}): {failure_cause(data)}")
+        setting = setting_for(data)
+        if setting:
+            lines.append(f"Setting that fixes it: {setting}")
+    lines.append(f"Full trace: `make dev`, then {webserver}/runs/{result.run_id}")
+    return lines
+
+
+# --- the closing table -----------------------------------------------------------------------
+
+def _where(metadata: Mapping) -> str:
+    values = {key: value.value for key, value in metadata.items()}
+    if "table" in values:
+        return f"PostgreSQL table {values['table']}"
+    if "objects" in values and values["objects"]:
+        return re.sub(r"\d{4}/\d{2}/\d{2}", "YYYY/MM/DD", str(values["objects"][0]))
+    if "uri" in values:
+        return str(values["uri"])
+    if values.get("dagster/storage_kind") == "duckdb":
+        database, schema, table = str(values["dagster/table_name"]).rsplit(".", 2)
+        return f"DuckDB {database}, table {schema}.{table}"
+    if "dagster/table_name" in values:
+        return f"{values.get('dagster/storage_kind', 'table')} {values['dagster/table_name']}"
+    if "path" in values:
+        return f"staging {values['path']}"
+    return "-"
+
+
+def landed(results) -> list[tuple[str, str, int | None, int]]:
+    """Each asset the runs materialized: where, rows, and how many daily partitions."""
+    by_asset: dict[str, list] = {}
+    for result in results:
+        for event in result.get_asset_materialization_events():
+            materialization = event.event_specific_data.materialization
+            by_asset.setdefault(materialization.asset_key.to_user_string(), []).append(
+                materialization)
+    table = []
+    for asset, materializations in by_asset.items():
+        first = materializations[0]
+        days = len(materializations) if len(materializations) > 1 else 0
+        table.append((asset, _where(first.metadata), _rows(first.metadata), days))
+    return table
+
+
+def closing_table(month: str, rows: list[tuple[str, str, int | None, int]],
+                  seconds: float) -> list[str]:
+    lines = [f"{month} materialized in {seconds:.1f} s:",
+             f"  {'asset':27} {'rows':>9} {'days':>4}  where"]
+    for asset, where, count, days in rows:
+        lines.append(f"  {asset:27} {'' if count is None else f'{count:,}':>9} "
+                     f"{days or '':>4}  {where}")
+    month_rows = next((c for a, _, c, d in rows if a == "yellow_trips"), None)
+    day_rows = next((c for _, _, c, d in rows if d), None)
+    if month_rows is not None and day_rows is not None and month_rows != day_rows:
+        lines.append(late_filed_note(month, month_rows, day_rows))
+    return lines
+
+
+def late_filed_note(month: str, month_rows: int, day_rows: int) -> str:
+    if month_rows > day_rows:
+        return (f"The days hold {month_rows - day_rows:,} fewer trips than the month: the TLC files "
+                f"a trip in the month it reached them, so {month}'s file also holds trips picked "
+                "up before the month (late-filed). They stay in Postgres and the monthly file, and "
+                "belong to the days they were picked up on.")
+    return (f"The days hold {day_rows - month_rows:,} more trips than the month: late-filed trips "
+            f"of {month}'s days from the next month's file.")

@@ -1,0 +1,330 @@
+"""`make run` and `make dev` as a new user runs them: the CLI's runs in the UI, its console, ports.
+
+The CLI entry point (`python -m taxi_assets.cli`) runs as a subprocess with a project of its own:
+a fresh TAXI_HOME (so its own embedded PostgreSQL, on a free port given as TAXI_PG_PORT) and a
+DAGSTER_HOME holding the repository's dagster.yaml. `cli dev --port` serves the UI over the
+same instance; the tests talk to it through the webserver's GraphQL API, as the UI does. The
+source is the suite's loopback HTTP server. Tests run in file order and build on each other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from taxi_assets.local_postgres import free_port
+from taxi_assets_tests.conftest import HttpSource
+from taxi_assets_tests.dagster_processes import (
+    DAGSTER_YAML,
+    REPO_ROOT,
+    DagsterProcess,
+    GraphQLClient,
+    healthy_daemons,
+    loaded_locations,
+    start_process,
+    wait_until,
+)
+
+MONTH = "2021-01"
+SAMPLE = "yellow_tripdata_2021-01.csv.gz"
+RUN_TIMEOUT = 300.0
+SCREEN_LINES = 50  # a terminal screen, give or take
+RUN_ID = re.compile(r": run ([0-9a-f-]{36})$", re.MULTILINE)
+
+JOB_RUNS = """
+query JobRuns($selector: PipelineSelector!) {
+  pipelineOrError(params: $selector) {
+    __typename
+    ... on Pipeline { runs { runId status } }
+    ... on PythonError { message }
+  }
+}
+"""
+
+RUN = """
+query Run($id: ID!) {
+  runOrError(runId: $id) { __typename ... on Run { runId status parentRunId } }
+}
+"""
+
+STEP_FAILURES = """
+query Failures($id: ID!) {
+  logsForRun(runId: $id) {
+    __typename
+    ... on EventConnection { events { __typename
+      ... on ExecutionStepFailureEvent { stepKey failureMetadata {
+        description metadataEntries { label } } } } }
+  }
+}
+"""
+
+REEXECUTE = """
+mutation Reexecute($params: ReexecutionParams!) {
+  launchPipelineReexecution(reexecutionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message stack }
+    ... on InvalidSubsetError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}
+"""
+
+LAUNCH_BACKFILL = """
+mutation LaunchPartitionBackfill($backfillParams: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $backfillParams) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+  }
+}
+"""
+
+BACKFILL_RUNS = """
+query Backfill($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename ... on PartitionBackfill { status runs { runId status tags { key value } } }
+  }
+}
+"""
+
+CHECK_STATUS = """
+query Check($key: AssetKeyInput!) {
+  assetNodeOrError(assetKey: $key) { __typename ... on AssetNode {
+    assetChecksOrError { __typename ... on AssetChecks { checks {
+      name
+      executionForLatestMaterialization { status }
+      partitionStatuses { __typename
+        ... on AssetCheckTimePartitionStatuses { ranges { startKey endKey status } } } } } } } }
+}
+"""
+
+
+@dataclass
+class Project:
+    env: dict[str, str]
+    taxi_home: Path
+    dev: DagsterProcess
+    graphql: GraphQLClient
+    pg_port: int
+    source: HttpSource
+
+    def cli(self, *args: str, **env: str) -> subprocess.CompletedProcess:
+        return cli(self.env | env, *args)
+
+    def selector(self, job: str) -> dict:
+        return {"pipelineName": job, "repositoryName": "__repository__",
+                "repositoryLocationName": "taxi_assets"}
+
+    def job_runs(self, job: str) -> dict[str, str]:
+        result = self.graphql(JOB_RUNS, {"selector": self.selector(job)})["pipelineOrError"]
+        assert result["__typename"] == "Pipeline", result
+        return {run["runId"]: run["status"] for run in result["runs"]}
+
+    def reexecute(self, run_id: str, strategy: str) -> str:
+        launched = self.graphql(REEXECUTE, {"params": {"parentRunId": run_id,
+                                                       "strategy": strategy}})
+        launched = launched["launchPipelineReexecution"]
+        assert launched["__typename"] == "LaunchRunSuccess", launched
+        return launched["run"]["runId"]
+
+    def step_failures(self, run_id: str) -> list[dict]:
+        events = self.graphql(STEP_FAILURES, {"id": run_id})["logsForRun"]["events"]
+        return [e for e in events if e["__typename"] == "ExecutionStepFailureEvent"]
+
+    def wait_for(self, run_id: str) -> dict:
+        def finished():
+            run = self.graphql(RUN, {"id": run_id})["runOrError"]
+            run.pop("__typename")
+            return run if run.get("status") in ("SUCCESS", "FAILURE", "CANCELED") else None
+        return wait_until(finished, f"run {run_id}", [self.dev], timeout=RUN_TIMEOUT,
+                          interval=1.0)
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "taxi_assets.cli", *args], env=env,
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT,
+                          stdin=subprocess.DEVNULL)
+
+
+def project_env(tmp: Path, source_url: str, pg_port: int) -> dict[str, str]:
+    home = tmp / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(DAGSTER_YAML, home / "dagster.yaml")
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith(("TAXI_", "DAGSTER_"))}
+    return env | {
+        "DAGSTER_HOME": str(home),
+        "TAXI_HOME": str(tmp / "taxi_home"),
+        "TAXI_PG_PORT": str(pg_port),
+        "TAXI_SOURCE_URL": source_url,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, _http_server) -> Iterator[Project]:
+    tmp = tmp_path_factory.mktemp("cli_live")
+    _http_server.clear()
+    pg_port, ui_port = free_port(), free_port()
+    env = project_env(tmp, _http_server.url, pg_port)
+    started = cli(env, "postgres")
+    assert started.returncode == 0, started.stderr
+    dev = start_process("make-dev", [sys.executable, "-m", "taxi_assets.cli", "dev",
+                                     "--port", str(ui_port)], env, tmp / "logs")
+    graphql = GraphQLClient(f"http://127.0.0.1:{ui_port}/graphql")
+    try:
+        wait_until(lambda: loaded_locations(graphql), "make dev's code location", [dev])
+        wait_until(lambda: healthy_daemons(graphql), "make dev's daemons", [dev])
+        yield Project(env, tmp / "taxi_home", dev, graphql, pg_port, _http_server)
+    finally:
+        dev.stop()
+        cli(env, "stop")
+        _http_server.clear()
+
+
+def assert_fits_a_screen(output: str) -> None:
+    lines = output.splitlines()
+    assert len(lines) <= SCREEN_LINES, output
+    assert "Warning" not in output and "Traceback" not in output, output
+
+
+def test_an_unpublished_month_fails_in_one_line_and_reexecutes_from_failure(project):
+    failed = project.cli("run", "--month", MONTH)
+
+    assert failed.returncode == 1
+    output = failed.stdout + failed.stderr
+    assert_fits_a_screen(output)
+    last = output.strip().splitlines()[-3:]
+    assert last[0].startswith("Cause (raw_yellow_trips): 2021-01 is not published"), output
+    assert last[1] == "Setting that fixes it: TAXI_SOURCE_URL", output
+    [run_id] = RUN_ID.findall(output)
+    assert project.job_runs("monthly_yellow_trips") == {run_id: "FAILURE"}
+    [failure] = project.step_failures(run_id)
+    assert failure["stepKey"] == "raw_yellow_trips"
+    assert "not published (HTTP 404)" in failure["failureMetadata"]["description"]
+    assert {"month", "setting"} <= {m["label"] for m in failure["failureMetadata"]["metadataEntries"]}
+
+    project.source.publish(MONTH, SAMPLE)
+    retry = project.reexecute(run_id, "FROM_FAILURE")
+
+    assert project.wait_for(retry) == {"runId": retry, "status": "SUCCESS", "parentRunId": run_id}
+    assert project.job_runs("monthly_yellow_trips") == {run_id: "FAILURE", retry: "SUCCESS"}
+
+
+def test_a_good_run_prints_a_screen_and_each_of_its_runs_reexecutes(project):
+    done = project.cli("run", "--month", MONTH)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    output = done.stdout + done.stderr
+    assert_fits_a_screen(output)
+    assert "DEBUG" not in output
+    taxi_home = project.taxi_home
+    for where in ("PostgreSQL table ny_taxi.yellow_cab_data",
+                  f"file://{taxi_home}/lake/YYYY/MM/DD/nyc_taxi_data.parquet",
+                  f"file://{taxi_home}/lake/nyc_taxi_data/2021-01.parquet",
+                  f"DuckDB {taxi_home}/warehouse.duckdb, table ny_taxi.yellow_trips"):
+        assert where in output
+    assert "The days hold 16 fewer trips than the month" in output
+    assert re.search(r"ny_taxi/yellow_trips +27,796 +31 ", output), output
+    monthly_run, daily_run = RUN_ID.findall(output)
+    assert project.job_runs("monthly_yellow_trips")[monthly_run] == "SUCCESS"
+    assert project.job_runs("daily_yellow_trips") == {daily_run: "SUCCESS"}
+
+    again = [project.reexecute(run, "ALL_STEPS") for run in (monthly_run, daily_run)]
+
+    for run_id, parent in zip(again, (monthly_run, daily_run)):
+        assert project.wait_for(run_id) == {"runId": run_id, "status": "SUCCESS",
+                                            "parentRunId": parent}
+    assert set(again) <= set(project.job_runs("monthly_yellow_trips")) | set(
+        project.job_runs("daily_yellow_trips"))
+
+
+def test_the_reconciliation_check_reads_the_same_everywhere(project):
+    checks = project.graphql(CHECK_STATUS, {"key": {"path": ["ny_taxi", "yellow_trips"]}})
+    [check] = checks["assetNodeOrError"]["assetChecksOrError"]["checks"]
+
+    assert check["name"] == "warehouse_matches_lake"
+    assert check["executionForLatestMaterialization"]["status"] == "SUCCEEDED"
+    ranges = check["partitionStatuses"]["ranges"]
+    assert [(r["startKey"], r["endKey"], r["status"]) for r in ranges] == [
+        ("2021-01-01", "2021-01-31", "SUCCEEDED")]
+
+
+def test_a_backfill_over_unpublished_months_says_so_on_each_run(project):
+    launched = project.graphql(LAUNCH_BACKFILL, {"backfillParams": {
+        "assetSelection": [{"path": ["raw_yellow_trips"]}],
+        "partitionNames": ["2021-03-01", "2021-04-01"], "fromFailure": False,
+    }})["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+
+    def finished():
+        result = project.graphql(BACKFILL_RUNS, {"id": launched["backfillId"]})
+        result = result["partitionBackfillOrError"]
+        runs = result["runs"]
+        done = len(runs) == 2 and all(r["status"] in ("SUCCESS", "FAILURE") for r in runs)
+        return runs if done and result["status"] not in ("REQUESTED", "CANCELING") else None
+    runs = wait_until(finished, "the backfill", [project.dev], timeout=RUN_TIMEOUT, interval=1.0)
+
+    for run in runs:
+        month = {t["key"]: t["value"] for t in run["tags"]}["dagster/partition"][:7]
+        [failure] = project.step_failures(run["runId"])
+        assert run["status"] == "FAILURE"
+        assert failure["failureMetadata"]["description"] == (
+            f"{month} is not published by the source: {project.env['TAXI_SOURCE_URL']}/"
+            f"yellow_tripdata_{month}.csv.gz: not published (HTTP 404)")
+
+
+def test_verbose_shows_every_event(project):
+    verbose = project.cli("run", "--month", MONTH, "-v")
+
+    assert verbose.returncode == 0
+    assert "STEP_START" in verbose.stdout and "ASSET_MATERIALIZATION" in verbose.stdout
+
+
+@contextlib.contextmanager
+def listening(port: int) -> Iterator[None]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+        yield
+
+
+def test_ports_name_the_setting_that_moves_them(project, tmp_path):
+    other = free_port()
+    asked_elsewhere = project.cli("postgres", TAXI_PG_PORT=str(other))
+    assert asked_elsewhere.returncode != 0
+    assert (f"already running on port {project.pg_port}, not on TAXI_PG_PORT={other}"
+            in asked_elsewhere.stderr)
+
+    taken = free_port()
+    with listening(taken):
+        fresh = project_env(tmp_path, project.env["TAXI_SOURCE_URL"], taken)
+        busy_pg = cli(fresh, "postgres")
+        busy_ui = project.cli("dev", "--port", str(taken))
+    assert busy_pg.returncode != 0 and "set TAXI_PG_PORT to a free port" in busy_pg.stderr
+    assert "Address already in use" not in busy_pg.stderr
+    assert busy_ui.returncode != 0 and f"`make dev PORT={taken + 1}`" in busy_ui.stderr
+
+
+def test_the_checkout_stays_clean(project):
+    """Neither the runs nor the UI leave Dagster state in the project; run artifacts are in one
+    folder of TAXI_HOME."""
+    assert project.graphql("{ shouldShowNux }") == {"shouldShowNux": False}
+    dagster_home = Path(project.env["DAGSTER_HOME"])
+    assert sorted(p.name for p in dagster_home.iterdir()) == ["dagster.yaml"]
+    top = sorted(p.name for p in project.taxi_home.iterdir())
+    assert not [name for name in top if re.fullmatch(r"[0-9a-f-]{36}", name)], top
+    assert any((project.taxi_home / "storage").glob("*/compute_logs"))
+
