@@ -1,6 +1,10 @@
 """Run the contenders one after another on the same generated month; print and save one table.
 
-    python -m bench.run [--month 2021-01] [--rows 1369765] [--seed 7] [--pg-url URL] [--only a,b]
+    python -m bench.run [--month 2021-01] [--rows N] [--seed 7] [--pg-url URL] [--only a,b]
+
+Without --rows it runs two sizes one after the other: the real 2021-01's 1,369,765 rows and
+2019-01's 7,696,617, the contenders marked `at_full_size=False` (the slowest baselines, which
+need 3-18 GB at that size) only at the first. `--rows N` runs one size, every contender.
 
 Each contender is a function `run(csv_path, pg_url, workdir, **kwargs) -> dict` returning at
 least `rows` (rows read from the file), `steps` ({name: seconds}) and optionally
@@ -9,7 +13,8 @@ It runs in a child process of its own, so the peak RSS is that contender's alone
 `measure()` returns {wall_s, peak_rss_mb, rows, steps, ...} where wall_s is the whole child
 process (interpreter start and imports included, as a user would time the script) and
 peak_rss_mb is the larger of the child's own high-water mark (VmHWM, exact) and the peak of
-the summed RSS of its process tree, sampled every 20 ms (for helpers such as psql).
+the summed proportional set size (PSS) of its process tree, sampled every 20 ms (for helpers
+such as psql; PSS, because a freshly forked helper shares its parent's pages).
 
 To add a contender (e.g. "ours", a Dagster materialization of the month), add an entry to
 CONTENDERS; the ratio table appears as soon as a contender named "ours" has results.
@@ -39,6 +44,7 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 BENCH_DIR = REPO / ".bench"
 REAL_2021_01_ROWS = 1_369_765
+REAL_2019_01_ROWS = 7_696_617
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,8 @@ class Contender:
     # False for measurements that are not a whole month's pipeline (the limits): their wall
     # time includes untimed setup, so only their steps are compared.
     pipeline: bool = True
+    # False: run only at the first size of a two-size run (too slow or too big at 7.7 M rows).
+    at_full_size: bool = True
 
 
 CONTENDERS: dict[str, Contender] = {
@@ -59,11 +67,14 @@ CONTENDERS: dict[str, Contender] = {
                                 "the same plus daily exports and the DuckDB warehouse"),
     "ours_3_months": Contender("bench.ours:run_backfill", {"months": 3},
                                "ours for three consecutive months in one process",
-                               pipeline=False),
+                               pipeline=False, at_full_size=False),
     "tutorial": Contender("bench.tutorial:run", {"sink": "to_sql"},
-                          "tutorial script, pandas to_sql (SQLAlchemy + psycopg)"),
+                          "tutorial script, pandas to_sql (SQLAlchemy + psycopg)",
+                          at_full_size=False),
     "tutorial_mage": Contender("bench.tutorial:run", {"sink": "mage_copy"},
                                "tutorial script, Mage's export (CSV buffer + COPY)"),
+    "dlt": Contender("bench.dlt_load:run", {},
+                     "dlt 1.31: Arrow batches, parquet loader file format (ADBC) into Postgres"),
     "limit": Contender("bench.limit:run", {},
                        "psql \\copy CSV / binary, pyarrow read_csv", pipeline=False),
 }
@@ -93,10 +104,13 @@ def _child(name: str, csv: Path, pg_url: str, workdir: Path, result: Path) -> No
 # --- parent side --------------------------------------------------------------------------------
 
 def _tree_rss(process: psutil.Process) -> int:
+    """The process tree's memory, as proportional set sizes: a child forked from a big parent
+    (Dagster spawns `tail -F` for compute logs) shares the parent's pages until it execs, and
+    summed RSS would count them twice."""
     total = 0
     for proc in [process, *process.children(recursive=True)]:
         try:
-            total += proc.memory_info().rss
+            total += proc.memory_full_info().pss
         except psutil.Error:
             pass
     return total
@@ -127,7 +141,7 @@ def measure(name: str, csv: Path, pg_url: str, workdir: Path) -> dict:
     outcome = json.loads(result.read_text())
     peak = max(outcome["self_peak_rss_mb"], peak_tree / 2**20)
     return {"wall_s": round(wall, 2), "peak_rss_mb": round(peak, 1), "rows": outcome.pop("rows"),
-            "steps": outcome.pop("steps"), "peak_tree_rss_sampled_mb": round(peak_tree / 2**20, 1),
+            "steps": outcome.pop("steps"), "peak_tree_pss_sampled_mb": round(peak_tree / 2**20, 1),
             **outcome}
 
 
@@ -165,6 +179,11 @@ def ratios(results: dict[str, dict]) -> dict[str, dict]:
                                       / other["steps"][other["postgres_step"]], 3)
         if entry:
             out[f"ours/{name}"] = entry
+    limit = results.get("limit")
+    if limit:
+        # The physical floor of the month's work: parsing it once and a binary COPY.
+        floor = limit["steps"]["pyarrow_read_csv"] + limit["steps"]["psql_copy_binary"]
+        out["ours/(pyarrow read + psql binary COPY)"] = {"wall": round(ours["wall_s"] / floor, 3)}
     return out
 
 
@@ -211,7 +230,8 @@ def render(report: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--month", default="2021-01")
-    parser.add_argument("--rows", type=int, default=REAL_2021_01_ROWS)
+    parser.add_argument("--rows", type=int,
+                        help="one size (default: 1,369,765 then 7,696,617 rows)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--pg-url", help="postgresql://user:pass@127.0.0.1:port/db "
                                          "(default: a throwaway server)")
@@ -231,7 +251,31 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [n for n in names if n not in CONTENDERS]
     if unknown:
         parser.error(f"unknown contenders {unknown}; known: {list(CONTENDERS)}")
-    csv = ensure_month(args.month, args.rows, args.seed)
+    sizes = [args.rows] if args.rows else [REAL_2021_01_ROWS, REAL_2019_01_ROWS]
+    reports = {}
+    for size in sizes:
+        at_size = [n for n in names if size == sizes[0] or CONTENDERS[n].at_full_size]
+        reports[size] = run_size(args, size, at_size)
+        print(render(reports[size]), flush=True)
+    report = reports[sizes[0]]
+    if len(sizes) > 1:
+        report = {**reports[sizes[-1]], "by_rows": {str(size): reports[size] for size in sizes}}
+        small, big = (reports[size]["results"].get("ours") for size in sizes)
+        if small and big:
+            report["ours_peak_rss_growth"] = round(big["peak_rss_mb"] / small["peak_rss_mb"], 3)
+            print(f"\nours' peak RSS at {sizes[-1]:,} / at {sizes[0]:,} rows: "
+                  f"{report['ours_peak_rss_growth']}")
+    out_dir = BENCH_DIR / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = report["finished_utc"].replace(":", "").replace("+0000", "Z")
+    text = json.dumps(report, indent=2)
+    (out_dir / f"{stamp}.json").write_text(text)
+    (BENCH_DIR / "latest.json").write_text(text)
+
+
+def run_size(args, rows: int, names: list[str]) -> dict:
+    """Every contender in `names` on the month of `rows` rows; the report for that size."""
+    csv = ensure_month(args.month, rows, args.seed)
 
     server = pg_dir = None
     pg_url = args.pg_url
@@ -247,7 +291,7 @@ def main(argv: list[str] | None = None) -> None:
         for name in names:
             # Flush the previous contender's dirty pages outside anyone's timing.
             _psql(pg_url, "CHECKPOINT")
-            print(f"bench: {name} ...", file=sys.stderr, flush=True)
+            print(f"bench: {name} at {rows:,} rows ...", file=sys.stderr, flush=True)
             results[name] = measure(name, csv, pg_url, work)
             if not args.keep_work:
                 shutil.rmtree(work / name, ignore_errors=True)
@@ -262,27 +306,21 @@ def main(argv: list[str] | None = None) -> None:
     import pyarrow  # only for the versions; the contenders ran in their own processes
     import pandas
 
-    report = {
-        "command": "python -m bench.run " + " ".join(sys.argv[1:] if argv is None else argv),
+    return {
+        "command": "python -m bench.run " + " ".join(sys.argv[1:]),
         "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "month": args.month,
         "file": {"path": str(csv.relative_to(REPO) if csv.is_relative_to(REPO) else csv),
-                 "rows": args.rows, "seed": args.seed,
+                 "rows": rows, "seed": args.seed,
                  "gz_mb": round(csv.stat().st_size / 2**20, 1)},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "pandas": pandas.__version__, "pyarrow": pyarrow.__version__,
-                    "postgres": postgres_version},
+                    "postgres": postgres_version,
+                    "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()]},
         "contenders": {n: CONTENDERS[n].description for n in names},
         "results": results,
         "ratios": ratios(results),
     }
-    out_dir = BENCH_DIR / "results"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = report["finished_utc"].replace(":", "").replace("+0000", "Z")
-    text = json.dumps(report, indent=2)
-    (out_dir / f"{stamp}.json").write_text(text)
-    (BENCH_DIR / "latest.json").write_text(text)
-    print(render(report))
 
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@ from collections.abc import Iterator
 import dagster as dg
 import pandas as pd
 
+from taxi_assets.batches import TripBatches
 from taxi_assets.partitions import monthly_partitions
-from taxi_assets.schema import DROPOFF, PICKUP
+from taxi_assets.schema import DROPOFF, PICKUP, to_pandas
 from taxi_assets.shrink_guard import ALLOW_SHRINK_TAG, shrink_allowed, shrink_refusal
 
 # The sinks that hold exactly the month's `yellow_trips`: what a shrunken month would replace.
@@ -45,26 +46,37 @@ def _result(name: str, failures: int, severity=dg.AssetCheckSeverity.WARN, **met
 
 @dg.multi_asset_check(specs=yellow_trips_checks, can_subset=False)
 def yellow_trips_quality(
-    context: dg.AssetCheckExecutionContext, yellow_trips: pd.DataFrame
+    context: dg.AssetCheckExecutionContext, yellow_trips: TripBatches
 ) -> Iterator[dg.AssetCheckResult]:
-    trips = yellow_trips
-    yield _result(
-        "no_zero_passenger_trips",
-        int((trips["passenger_count"].fillna(0) <= 0).sum()),
-        severity=dg.AssetCheckSeverity.ERROR,
-    )
-    yield _no_shrink(context, len(trips))
-    yield _result("dropoff_not_before_pickup", int((trips[DROPOFF] < trips[PICKUP]).sum()))
-    vendors = trips["VendorID"]
-    unknown = vendors.notna() & ~vendors.isin(KNOWN_VENDOR_IDS)
-    yield _result("known_vendor_ids", int(unknown.sum()),
-                  missing_vendor_rows=int(vendors.isna().sum()),
-                  unknown_ids=sorted(int(v) for v in vendors[unknown].unique()))
+    # Counted over every batch of the month, so a failure in any one of them is seen.
     month = pd.Timestamp(context.partition_key)
     earliest, end = month - pd.DateOffset(months=1), month + pd.DateOffset(months=1)
-    outside = (trips[PICKUP] < earliest) | (trips[PICKUP] >= end)
-    yield _result("pickups_near_file_month", int(outside.sum()),
-                  earliest_pickup=str(trips[PICKUP].min()), latest_pickup=str(trips[PICKUP].max()))
+    zero_passengers = dropoff_before_pickup = unknown_vendor_rows = missing_vendors = 0
+    outside_months = rows = 0
+    unknown_ids: set[int] = set()
+    pickups: list[pd.Timestamp] = []
+    for batch in yellow_trips:
+        trips = to_pandas(batch)
+        rows += len(trips)
+        zero_passengers += int((trips["passenger_count"].fillna(0) <= 0).sum())
+        dropoff_before_pickup += int((trips[DROPOFF] < trips[PICKUP]).sum())
+        vendors = trips["VendorID"]
+        unknown = vendors.notna() & ~vendors.isin(KNOWN_VENDOR_IDS)
+        unknown_vendor_rows += int(unknown.sum())
+        missing_vendors += int(vendors.isna().sum())
+        unknown_ids.update(int(v) for v in vendors[unknown].unique())
+        outside = (trips[PICKUP] < earliest) | (trips[PICKUP] >= end)
+        outside_months += int(outside.sum())
+        pickups += [trips[PICKUP].min(), trips[PICKUP].max()]
+    yield _result("no_zero_passenger_trips", zero_passengers,
+                  severity=dg.AssetCheckSeverity.ERROR)
+    yield _no_shrink(context, rows)
+    yield _result("dropoff_not_before_pickup", dropoff_before_pickup)
+    yield _result("known_vendor_ids", unknown_vendor_rows,
+                  missing_vendor_rows=missing_vendors, unknown_ids=sorted(unknown_ids))
+    pickups = pd.Series(pickups, dtype="datetime64[us]")
+    yield _result("pickups_near_file_month", outside_months,
+                  earliest_pickup=str(pickups.min()), latest_pickup=str(pickups.max()))
 
 
 def _materialized_rows(instance: dg.DagsterInstance, partition: str) -> int | None:

@@ -6,8 +6,11 @@ import os
 from pathlib import Path
 
 import dagster as dg
+from pydantic import Field
 
 from taxi_assets import source
+from taxi_assets.batches import TripBatches
+from taxi_assets.schema import TRIP_SCHEMA, trip_batches
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DATATALKS_RELEASE = "https://github.com/DataTalksClub/nyc-tlc-data/releases/download/yellow"
@@ -32,6 +35,12 @@ class TaxiSourceResource(dg.ConfigurableResource):
     retries: int = 3
     backoff_seconds: float = 1.0
     timeout_seconds: float = 60.0
+    # The ceiling on one file: the largest real months are ~15 M rows, ~2 GB of CSV.
+    max_rows_per_file: int = Field(
+        default=30_000_000, description="A file with more rows fails before any sink is written.")
+    max_bytes_per_file: int = Field(
+        default=8_000_000_000,
+        description="A file that decompresses to more bytes fails before any sink is written.")
 
     def file_name(self, month: str) -> str:
         return f"yellow_tripdata_{month}.csv.gz"
@@ -46,6 +55,12 @@ class TaxiSourceResource(dg.ConfigurableResource):
             timeout=self.timeout_seconds,
             log=log,
         )
+
+    def trips(self, path: Path) -> TripBatches:
+        """The file's trips under the column contract, parsed batch by batch as they are read."""
+        return TripBatches(TRIP_SCHEMA, lambda: trip_batches(
+            path, max_rows=self.max_rows_per_file,
+            max_bytes=self.max_bytes_per_file))
 
 
 class PostgresResource(dg.ConfigurableResource):

@@ -43,6 +43,7 @@ JANUARY_FILE = "yellow_tripdata_2021-01.csv.gz"
 # The sample's trips are picked up on 2021-01-01 and 02 (and 16 on 2020-12-31); the 3rd has none.
 WEEK = ("2021-01-01", "2021-01-03")
 WEEK_DAYS = ["2021-01-01", "2021-01-02", "2021-01-03"]
+LAKE = "taxi_assets.io_managers.lake"
 LAKE_VERSIONS = "taxi_assets.io_managers.lake_versions"
 
 
@@ -159,7 +160,7 @@ def through_folders(fs: pafs.FileSystem, asset: str) -> dict[str, int | None]:
 STAGED = "before the switch"
 SWITCHED = "after the switch"
 LAKE_KILLS = {
-    "one_day_staged": (dict(target=f"{LAKE_VERSIONS}:write_parquet", nth=2), STAGED),
+    "one_day_staged": (dict(target=f"{LAKE}:_PendingObject.publish", nth=2), STAGED),
     "all_staged": (dict(target=f"{LAKE_VERSIONS}:VersionedDays._write_manifest"), STAGED),
     "mid_publish": (dict(target=f"{LAKE_VERSIONS}:copy_object", nth=2), SWITCHED),
     "published": (dict(target=f"{LAKE_VERSIONS}:VersionedDays._write_manifest", nth=2),
@@ -201,7 +202,7 @@ def test_daily_layout_killed_mid_range_is_all_old_or_all_new(deployment, asset, 
 
 # --- the monthly object and staging -------------------------------------------------------------
 
-def test_monthly_object_killed_before_its_rename_keeps_the_old_object(deployment):
+def test_monthly_object_killed_before_it_is_published_keeps_the_old_object(deployment):
     lake = deployment.lake_fs
     root = Path(deployment.resources["lake_monthly_io_manager"].lake.root)
     month = root / "nyc_taxi_data/2021-01.parquet"
@@ -209,7 +210,7 @@ def test_monthly_object_killed_before_its_rename_keeps_the_old_object(deployment
     assert materialize(deployment.resources, selection="raw_yellow_trips yellow_trips").success
 
     deployment.killed_run("yellow_trips_parquet",
-                          dict(target="os:replace", match="nyc_taxi_data/.2021-01.parquet"))
+                          dict(target=f"{LAKE}:_PendingObject.publish"))
 
     assert month.read_bytes() == old
     assert [Path(p).name[:17] for p in leftovers(lake)] == [".2021-01.parquet."]

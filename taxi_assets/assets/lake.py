@@ -1,14 +1,14 @@
 """The tutorial's three GCS outputs: a Parquet object per month, a dataset by day, daily exports."""
 
 import dagster as dg
-import pandas as pd
 
+from taxi_assets.batches import TripBatches
 from taxi_assets.partitions import day_to_file_months, daily_partitions, monthly_partitions
 from taxi_assets.schema import PICKUP
 
 # A day's trips are in its own month's file and, when filed late, in the next one; the next
 # file may not be published (or loaded) yet, and the day is rebuilt when it is. Only the
-# run's days are read from each month.
+# run's days are read from each month: the input holds only the rows picked up on them.
 trips_for_days = dg.AssetIn(
     "yellow_trips",
     partition_mapping=day_to_file_months,
@@ -26,12 +26,6 @@ daily_from_months = dict(
 )
 
 
-def picked_up_in(trips: pd.DataFrame, window: dg.TimeWindow) -> pd.DataFrame:
-    start, end = (pd.Timestamp(t).tz_localize(None) for t in (window.start, window.end))
-    inside = (trips[PICKUP] >= start) & (trips[PICKUP] < end)
-    return trips if inside.all() else trips[inside]  # no copy of a month already in window
-
-
 @dg.asset(
     partitions_def=monthly_partitions,
     group_name="lake",
@@ -39,20 +33,20 @@ def picked_up_in(trips: pd.DataFrame, window: dg.TimeWindow) -> pd.DataFrame:
     io_manager_key="lake_monthly_io_manager",
     pool="lake_yellow_trips_parquet",
 )
-def yellow_trips_parquet(yellow_trips: pd.DataFrame) -> pd.DataFrame:
+def yellow_trips_parquet(yellow_trips: TripBatches) -> TripBatches:
     """The month's cleaned trips as one Parquet object: `nyc_taxi_data/YYYY-MM.parquet`."""
     return yellow_trips
 
 
 @dg.asset(**daily_from_months, io_manager_key="lake_by_day_io_manager",
           pool="lake_yellow_trips_by_day")
-def yellow_trips_by_day(context: dg.AssetExecutionContext, yellow_trips: pd.DataFrame) -> pd.DataFrame:
+def yellow_trips_by_day(yellow_trips: TripBatches) -> TripBatches:
     """Trips by pickup day, whichever month's file they came in: `tpep_pickup_date=…/` folders."""
-    return picked_up_in(yellow_trips, context.partition_time_window)
+    return yellow_trips
 
 
 @dg.asset(**daily_from_months, io_manager_key="lake_export_io_manager",
           pool="lake_yellow_trips_daily_export")
-def yellow_trips_daily_export(context: dg.AssetExecutionContext, yellow_trips: pd.DataFrame) -> pd.DataFrame:
+def yellow_trips_daily_export(yellow_trips: TripBatches) -> TripBatches:
     """The tutorial's `execution_date` export: a day's trips at `YYYY/MM/DD/nyc_taxi_data.parquet`."""
-    return picked_up_in(yellow_trips, context.partition_time_window)
+    return yellow_trips

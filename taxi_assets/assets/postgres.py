@@ -1,6 +1,6 @@
 import dagster as dg
-import pandas as pd
 
+from taxi_assets.batches import TripBatches
 from taxi_assets.partitions import monthly_partitions
 
 
@@ -13,6 +13,6 @@ from taxi_assets.partitions import monthly_partitions
     metadata={"partition_column": "source_month"},
     pool="postgres_yellow_cab_data",
 )
-def yellow_cab_data(yellow_trips: pd.DataFrame) -> pd.DataFrame:
+def yellow_cab_data(yellow_trips: TripBatches) -> TripBatches:
     """The tutorial's `ny_taxi.yellow_cab_data`: the cleaned trips, with the month they were filed in."""
     return yellow_trips

@@ -1,9 +1,8 @@
 import dagster as dg
-import pandas as pd
 
+from taxi_assets.batches import TripBatches
 from taxi_assets.partitions import monthly_partitions
 from taxi_assets.resources import TaxiSourceResource
-from taxi_assets.schema import read_trips, to_pandas
 from taxi_assets.source import SourceNotPublished
 
 
@@ -13,7 +12,7 @@ from taxi_assets.source import SourceNotPublished
     kinds={"csv", "pandas"},
     # Network faults are retried inside the download; a run-level retry would only repeat them.
 )
-def raw_yellow_trips(context: dg.AssetExecutionContext, taxi_source: TaxiSourceResource) -> pd.DataFrame:
+def raw_yellow_trips(context: dg.AssetExecutionContext, taxi_source: TaxiSourceResource) -> TripBatches:
     """Every trip in the month's TLC yellow-taxi file, parsed under the column contract."""
     month = context.partition_key[:7]
     try:
@@ -26,11 +25,9 @@ def raw_yellow_trips(context: dg.AssetExecutionContext, taxi_source: TaxiSourceR
                       "setting": "TAXI_SOURCE_URL"},
             allow_retries=False,
         ) from error
-    trips = read_trips(path)
-    context.log.info(f"{path.name}: parsed {trips.num_rows:,} rows")
+    trips = taxi_source.trips(path)
     context.add_output_metadata({
         "source_file": taxi_source.file_name(month),
         "bytes": path.stat().st_size,
-        "dagster/row_count": trips.num_rows,
     })
-    return to_pandas(trips)
+    return trips

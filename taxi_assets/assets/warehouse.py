@@ -1,20 +1,20 @@
 """The tutorial's GCS → BigQuery pipeline: the lake's trips, columns normalised, in a warehouse."""
 
 import dagster as dg
-import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from taxi_assets.batches import RowsPerDay, TripBatches, rows_per_day
 from taxi_assets.dagster_private import check_evaluation_for_partition
 from taxi_assets.partitions import daily_partitions
 from taxi_assets.schema import PICKUP
 
 
-def normalise_column_names(trips: pd.DataFrame) -> pd.DataFrame:
+def normalise_column_names(trips: TripBatches) -> TripBatches:
     """The tutorial's rule: spaces to underscores, lower case (`VendorID` → `vendorid`)."""
-    normalised = trips.copy(deep=False)  # new names over the same column data
-    normalised.columns = [name.replace(" ", "_").lower() for name in normalised.columns]
-    return normalised
+    names = [name.replace(" ", "_").lower() for name in trips.schema.names]
+    # New names over the same column data.
+    return trips.map(lambda batch: batch.rename_columns(names),
+                     pa.schema([field.with_name(name) for field, name in zip(trips.schema, names)]))
 
 
 @dg.asset(
@@ -28,7 +28,7 @@ def normalise_column_names(trips: pd.DataFrame) -> pd.DataFrame:
     metadata={"partition_expr": PICKUP.lower()},
     pool="warehouse_yellow_trips",
 )
-def warehouse_yellow_trips(trips: pd.DataFrame) -> pd.DataFrame:
+def warehouse_yellow_trips(trips: TripBatches) -> TripBatches:
     """`ny_taxi.yellow_trips`: the day-partitioned lake's trips, one warehouse partition a day."""
     return normalise_column_names(trips)
 
@@ -41,8 +41,8 @@ def warehouse_yellow_trips(trips: pd.DataFrame) -> pd.DataFrame:
     description="The warehouse holds exactly as many rows for each day as the lake does.",
 )
 def warehouse_matches_lake(
-    context: dg.AssetCheckExecutionContext, warehouse_yellow_trips: pd.DataFrame,
-    lake_trips: pd.DataFrame,
+    context: dg.AssetCheckExecutionContext, warehouse_yellow_trips: RowsPerDay,
+    lake_trips: TripBatches,
 ) -> None:
     """One evaluation per day, each recorded against its own partition.
 
@@ -51,8 +51,8 @@ def warehouse_matches_lake(
     outcome: the UI then shows the days as skipped and the check as passed at once. An
     evaluation that names its day settles that day's entry.
     """
-    warehouse_rows = _rows_per_day(warehouse_yellow_trips, PICKUP.lower())
-    lake_rows = _rows_per_day(lake_trips, PICKUP)
+    # Counted by the warehouse, and over the lake's pickup column batch by batch.
+    warehouse_rows, lake_rows = warehouse_yellow_trips, rows_per_day(lake_trips, PICKUP)
     [check_key] = [spec.key for spec in context.check_specs]
     op_context = context.op_execution_context
     for day in op_context.partition_keys:
@@ -63,9 +63,3 @@ def warehouse_matches_lake(
             metadata={"warehouse_rows": in_warehouse, "lake_rows": in_lake},
         ))
 
-
-def _rows_per_day(trips: pd.DataFrame, pickup: str) -> dict[str, int]:
-    if trips.empty:  # an empty day may come back without columns
-        return {}
-    counts = pc.value_counts(pc.cast(pa.array(trips[pickup]), pa.date32()))
-    return {str(count["values"]): count["counts"] for count in counts.to_pylist()}

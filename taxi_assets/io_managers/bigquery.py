@@ -40,6 +40,7 @@ from google.api_core.exceptions import GoogleAPIError, NotFound
 from google.cloud import bigquery
 from pydantic import Field
 
+from taxi_assets.batches import RowsPerDay, TripBatches, rebatched
 from taxi_assets.dagster_private import (
     DbTypeHandler,
     TablePartitionDimension,
@@ -49,11 +50,17 @@ from taxi_assets.dagster_private import (
 from taxi_assets.google_credentials import check_key_file
 from taxi_assets.io_managers.partition_window import (
     WindowCheckedDbIOManager,
+    counted,
     time_window_dimensions,
     wall_clock,
     written_metadata,
 )
 from taxi_assets.schema import to_pandas
+
+
+# Rows per load job: about 60 MB of Parquet for trips, well inside a load job's limits, and
+# all the worker holds of a day range at once.
+LOAD_JOB_ROWS = 1_000_000
 
 
 def bigquery_client(
@@ -170,13 +177,14 @@ def _bigquery_type(arrow_type: pa.DataType) -> str:
     raise TypeError(f"no BigQuery column type for Arrow type {arrow_type}")
 
 
-def bigquery_schema(obj: pd.DataFrame) -> list[bigquery.SchemaField]:
-    """The table schema for a DataFrame: names unchanged, every column NULLABLE.
+def bigquery_schema(obj: pd.DataFrame | pa.Schema) -> list[bigquery.SchemaField]:
+    """The table schema for a DataFrame (or Arrow schema): names unchanged, every column NULLABLE.
 
     Takes numpy, pandas-nullable (`Int64`, `string`) and Arrow-backed (`int64[pyarrow]`) columns
     alike, through the Arrow type each converts to.
     """
-    arrow_schema = pa.Schema.from_pandas(obj, preserve_index=False)
+    arrow_schema = (obj if isinstance(obj, pa.Schema)
+                    else pa.Schema.from_pandas(obj, preserve_index=False))
     fields = []
     for field in arrow_schema:
         try:
@@ -205,17 +213,20 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
 }
 
 
-def parquet_for_table(obj: pd.DataFrame, schema: Sequence[bigquery.SchemaField]) -> io.BytesIO:
+def parquet_for_table(obj: pd.DataFrame | pa.Table,
+                      schema: Sequence[bigquery.SchemaField]) -> io.BytesIO:
     """`obj` as Parquet whose columns have the table's order and types.
 
     Order, because some servers (bqemulator) match a Parquet file's columns by position. Types,
     because the frame's may be narrower or wider than the table's (int32, nanosecond
     timestamps): cast safely, so a value the column can't hold fails the write.
     """
-    names = [f.name for f in schema if f.name in obj.columns]
+    present = obj.column_names if isinstance(obj, pa.Table) else list(obj.columns)
+    names = [f.name for f in schema if f.name in present]
     # Columns the table lacks stay, for the load job to refuse by name.
-    names += [c for c in obj.columns if c not in names]
-    table = pa.Table.from_pandas(obj[names], preserve_index=False)
+    names += [c for c in present if c not in names]
+    table = (obj.select(names) if isinstance(obj, pa.Table)
+             else pa.Table.from_pandas(obj[names], preserve_index=False))
     field_types = {f.name: f.field_type for f in schema}
     columns = []
     for name, column in zip(table.column_names, table.columns):
@@ -373,10 +384,12 @@ class BigQueryWarehousePandasTypeHandler(DbTypeHandler[pd.DataFrame]):
     """Stores and loads pandas DataFrames with their column names untouched."""
 
     def handle_output(
-        self, context: dg.OutputContext, table_slice: TableSlice, obj: pd.DataFrame, connection
+        self, context: dg.OutputContext, table_slice: TableSlice,
+        obj: pd.DataFrame | TripBatches, connection
     ):
         config = context.resource_config or {}
-        if obj.empty:
+        trips = TripBatches.of(obj)
+        if not trips.schema.names or (isinstance(obj, pd.DataFrame) and obj.empty):
             # An empty output means an empty partition.
             context.log.info(f"no rows to write to {_table_id(table_slice)}")
             if table_slice.partition_dimensions:
@@ -389,41 +402,49 @@ class BigQueryWarehousePandasTypeHandler(DbTypeHandler[pd.DataFrame]):
                     connection.query(_partition_delete(table_slice, table),
                                      location=config.get("location"),
                                      timeout=config.get("timeout")).result()
+            return written_metadata(context, obj, "bigquery", rows=0)
+        table = self._ensure_table(table_slice, trips.schema, connection)
+        # Parquet written here rather than by load_table_from_dataframe, which is deprecated
+        # in favour of pandas-gbq.
+        schema = [
+            # Name and type only, as load_table_from_dataframe sent them: descriptions and
+            # policy tags belong to the table, not to a load.
+            bigquery.SchemaField(f.name, f.field_type, mode=f.mode, fields=f.fields)
+            for f in table.schema
+            if f.name in trips.schema.names
+        ]
+        tally: dict = {}
+        if not table_slice.partition_dimensions:
+            self._load_in_parts(counted(trips, tally), schema, table.reference, connection, config)
         else:
-            table = self._ensure_table(table_slice, obj, connection)
-            # Parquet written here rather than by load_table_from_dataframe, which is deprecated
-            # in favour of pandas-gbq.
-            schema = [
-                # Name and type only, as load_table_from_dataframe sent them: descriptions and
-                # policy tags belong to the table, not to a load.
-                bigquery.SchemaField(f.name, f.field_type, mode=f.mode, fields=f.fields)
-                for f in table.schema
-                if f.name in obj.columns
-            ]
-            parquet = parquet_for_table(obj, schema)
-            if not table_slice.partition_dimensions:
-                _load(connection, parquet, schema, table.reference, config)
-            else:
-                with _staging_table(connection, table) as staging:
-                    _load(connection, parquet, schema, staging.reference, config)
-                    columns = ", ".join(f"`{field.name}`" for field in schema)
-                    connection.query(
-                        f"BEGIN TRANSACTION;\n{_partition_delete(table_slice, table)};\n"
-                        f"INSERT INTO `{_table_id(table_slice)}` ({columns})\n"
-                        f"SELECT {columns} FROM "
-                        f"`{staging.project}.{staging.dataset_id}.{staging.table_id}`;\n"
-                        "COMMIT TRANSACTION;",
-                        location=config.get("location"),
-                        timeout=config.get("timeout"),
-                    ).result()
+            with _staging_table(connection, table) as staging:
+                self._load_in_parts(counted(trips, tally), schema, staging.reference,
+                                    connection, config)
+                columns = ", ".join(f"`{field.name}`" for field in schema)
+                connection.query(
+                    f"BEGIN TRANSACTION;\n{_partition_delete(table_slice, table)};\n"
+                    f"INSERT INTO `{_table_id(table_slice)}` ({columns})\n"
+                    f"SELECT {columns} FROM "
+                    f"`{staging.project}.{staging.dataset_id}.{staging.table_id}`;\n"
+                    "COMMIT TRANSACTION;",
+                    location=config.get("location"),
+                    timeout=config.get("timeout"),
+                ).result()
 
-        return written_metadata(context, obj, "bigquery")
+        return written_metadata(context, obj, "bigquery", rows=tally["rows"])
 
     @staticmethod
-    def _ensure_table(table_slice: TableSlice, obj: pd.DataFrame, connection) -> bigquery.Table:
+    def _load_in_parts(trips: TripBatches, schema, destination, connection, config) -> None:
+        """One load job per LOAD_JOB_ROWS rows: the worker holds one part's Parquet at a time."""
+        for part in rebatched(trips, LOAD_JOB_ROWS):
+            _load(connection, parquet_for_table(part, schema), schema, destination, config)
+
+    @staticmethod
+    def _ensure_table(table_slice: TableSlice, arrow_schema: pa.Schema,
+                      connection) -> bigquery.Table:
         # Created up front rather than by the load job: emulators ignore a load job's
         # time partitioning, and our explicit schema keeps naive datetimes as DATETIME.
-        table = bigquery.Table(_table_id(table_slice), schema=bigquery_schema(obj))
+        table = bigquery.Table(_table_id(table_slice), schema=bigquery_schema(arrow_schema))
         windows = time_window_dimensions(table_slice.partition_dimensions)
         if windows:
             table.time_partitioning = bigquery.TimePartitioning(
@@ -433,25 +454,30 @@ class BigQueryWarehousePandasTypeHandler(DbTypeHandler[pd.DataFrame]):
 
     def load_input(
         self, context: dg.InputContext, table_slice: TableSlice, connection
-    ) -> pd.DataFrame:
+    ) -> pd.DataFrame | RowsPerDay:
         config = context.resource_config or {}
+        count = context.dagster_type.typing_type is RowsPerDay
         if table_slice.partition_dimensions and len(context.asset_partition_keys) == 0:
-            return pd.DataFrame()
+            return RowsPerDay() if count else pd.DataFrame()
         column_types = {}
         if table_slice.partition_dimensions:
             column_types = _column_types(connection.get_table(_table_id(table_slice)))
-        job = connection.query(
-            _select_statement(table_slice, column_types),
-            location=config.get("location"),
-            timeout=config.get("timeout"),
-        )
+        select = _select_statement(table_slice, column_types)
+        if count:
+            [day] = time_window_dimensions(table_slice.partition_dimensions)
+            select = (f"SELECT CAST(CAST({day.partition_expr} AS DATE) AS STRING), COUNT(*) "
+                      f"FROM ({select}) GROUP BY 1")
+        job = connection.query(select, location=config.get("location"),
+                               timeout=config.get("timeout"))
+        if count:
+            return RowsPerDay((row[0], row[1]) for row in job.result())
         # Arrow rather than to_dataframe, which is deprecated in favour of pandas-gbq. An
         # emulator serves no Storage Read API; real BigQuery uses it when it is installed.
         return to_pandas(job.to_arrow(create_bqstorage_client=not config.get("api_endpoint")))
 
     @property
     def supported_types(self):
-        return [pd.DataFrame]
+        return [pd.DataFrame, TripBatches, RowsPerDay]
 
 
 class BigQueryWarehouseIOManager(BigQueryIOManager):

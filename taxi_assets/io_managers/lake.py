@@ -1,10 +1,14 @@
 """IO managers for the Parquet lake: monthly objects, a hive dataset by day, daily exports.
 
-Every file is published with a single write (lake_versions.write_parquet): on GCS an object
-only appears when its upload is finalised, on local disk a hidden temporary file is renamed
-over the target. A monthly object is one file. The daily layouts write a range of days per run
-through a manifest (lake_versions.VersionedDays), so the range switches at once; their loads
-read the files the manifest names.
+All three write their batches as they arrive, row group by row group, into a `_PendingObject`
+that only becomes the object at its path once whole: on local disk a hidden temporary file
+beside the target, renamed over it (atomic); on GCS a local spool file, uploaded in large
+pieces to a hidden object that is then copied to the target by the server, so a half object
+is never readable and a failed upload leaves the previous one in place. Only a few row groups
+are in memory at a time, whatever the month's size. A monthly object is one such object. The
+daily layouts write a range of days per run through a manifest (lake_versions.VersionedDays):
+each day's object is written as a version beside the current files, and one manifest write
+switches the whole range; their loads read the files the manifest names.
 
 Layouts, relative to the lake root:
 - MonthlyParquetIOManager  {name}/{YYYY-MM}.parquet                (name: nyc_taxi_data)
@@ -16,8 +20,13 @@ Layouts, relative to the lake root:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from collections.abc import Iterable, Iterator, Sequence
+import fcntl
+import tempfile
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import ClassVar
 
 import dagster as dg
 import pandas as pd
@@ -26,23 +35,169 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from taxi_assets.io_managers.lake_versions import VersionedDays, write_parquet
+from taxi_assets import batches as batching
+from taxi_assets.atomic_files import check_free_space, remove_dead_partials
+from taxi_assets.batches import TripBatches, rebatched
+from taxi_assets.io_managers.lake_versions import LOCAL_LAKE_SETTING, VersionedDays, local_path
 from taxi_assets.lake import LakeResource
 from taxi_assets.schema import to_pandas
 from taxi_assets.shrink_guard import ShrinkRefused, shrink_allowed, shrink_refusal
 
 NAME_METADATA_KEY = "lake/name"
 DATASET_FILE = "part-0.parquet"
+# Uploads in pieces this large: GCS takes 1 MiB writes several times slower.
+UPLOAD_PIECE_BYTES = 16 << 20
 
 
-def _read_parquet(fs: pafs.FileSystem, path: str, columns: list[str] | None = None) -> pa.Table:
+def _row_group_rows() -> int:
+    return 2 * batching.BATCH_ROWS
+
+
+class _PendingObject:
+    """A Parquet object being written; `publish()` makes it visible at `path`, whole."""
+
+    def __init__(self, fs: pafs.FileSystem, path: str, schema: pa.Schema):
+        self.fs, self.path, self.rows = fs, path, 0
+        parent, _, file_name = path.rpartition("/")
+        # The leading dot keeps pyarrow's dataset discovery away from a half-written file.
+        self._hidden = "/".join(filter(None, [parent, f".{file_name}.{uuid.uuid4().hex}.tmp"]))
+        self._spool = self._lock = None
+        with _naming(path):
+            self._open(schema)
+
+    def _open(self, schema: pa.Schema) -> None:
+        fs, parent = self.fs, self.path.rpartition("/")[0]
+        if _is_local(fs):
+            # Object stores need no folders (creating them on GCS adds placeholder objects).
+            fs.create_dir(parent, recursive=True)
+            # A dead writer's hidden file goes; a live one's is locked (atomic_files.py).
+            remove_dead_partials(local_path(fs, self.path))
+            check_free_space(local_path(fs, parent), 0, LOCAL_LAKE_SETTING)
+            self._out = fs.open_output_stream(self._hidden)
+            self._lock = open(local_path(fs, self._hidden), "rb")  # noqa: SIM115 - held open
+            fcntl.flock(self._lock, fcntl.LOCK_EX)
+        else:
+            self._spool = tempfile.NamedTemporaryFile(prefix="taxi-lake-", suffix=".parquet")
+            self._out = pa.OSFile(self._spool.name, "wb")
+        self._writer = pq.ParquetWriter(self._out, schema)
+
+    def write(self, table: pa.Table) -> None:
+        with _naming(self.path):
+            self._writer.write_table(table, row_group_size=max(table.num_rows, 1))
+        self.rows += table.num_rows
+
+    def publish(self) -> int:
+        """Finish the file and put it at `path` in one step; returns its size in bytes."""
+        with _naming(self.path):
+            return self._publish()
+
+    def _publish(self) -> int:
+        self._writer.close()
+        size = self._out.tell()
+        self._out.close()
+        if self._spool is not None:
+            with open(self._spool.name, "rb") as spool, \
+                    self.fs.open_output_stream(self._hidden) as out:
+                while piece := spool.read(UPLOAD_PIECE_BYTES):
+                    out.write(piece)
+        self.fs.move(self._hidden, self.path)
+        self._close_spool()
+        return size
+
+    def discard(self) -> None:
+        """Drop what was written; the object at `path` stays as it was."""
+        with contextlib.suppress(Exception):
+            self._writer.close()
+        with contextlib.suppress(Exception):
+            self._out.close()
+        # Best effort: with the store unreachable, a hidden object was never finalised either.
+        with contextlib.suppress(OSError):
+            if self.fs.get_file_info(self._hidden).type != pafs.FileType.NotFound:
+                self.fs.delete_file(self._hidden)
+        self._close_spool()
+
+    def _close_spool(self) -> None:
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+
+@contextlib.contextmanager
+def _naming(path: str) -> Iterator[None]:
     try:
-        # One GET for the whole object, mirroring the single write.
-        with fs.open_input_file(path) as source:
-            return pq.read_table(pa.BufferReader(source.read_buffer()), columns=columns)
+        yield
+    except OSError as error:
+        raise OSError(f"writing {path} to the lake failed; any previous version is left as it "
+                      f"was: {error}") from error
+
+
+@contextlib.contextmanager
+def _all_or_none(pending: dict[object, _PendingObject]) -> Iterator[None]:
+    """On any failure, discard every pending object, so none of them is ever published."""
+    try:
+        yield
+    except BaseException:
+        for obj in pending.values():
+            obj.discard()
+        raise
+
+
+def _write_object(fs: pafs.FileSystem, path: str, trips: TripBatches) -> tuple[int, int]:
+    """Publish the batches as one Parquet object at `path`; returns (bytes, rows)."""
+    pending = {path: _PendingObject(fs, path, _plain(trips.schema))}
+    with _all_or_none(pending):
+        for table in rebatched(trips, _row_group_rows()):
+            pending[path].write(table)
+        return pending[path].publish(), pending[path].rows
+
+
+def _plain(schema: pa.Schema) -> pa.Schema:
+    # pandas' metadata would make a reader rebuild an index the rows never had.
+    return schema.remove_metadata()
+
+
+def _is_local(fs: pafs.FileSystem) -> bool:
+    base = fs.base_fs if isinstance(fs, pafs.SubTreeFileSystem) else fs
+    return isinstance(base, pafs.LocalFileSystem)
+
+
+def _open_input(fs: pafs.FileSystem, path: str) -> pa.NativeFile:
+    try:
+        return fs.open_input_file(path)
     except FileNotFoundError as error:
         raise FileNotFoundError(f"{path} is not in the lake: is its partition materialized? "
                                 f"({error})") from error
+
+
+def _read_parquet(fs: pafs.FileSystem, path: str, columns: list[str] | None = None) -> pa.Table:
+    # One GET for the whole object: only for notebooks, which ask for a month or a day.
+    with _open_input(fs, path) as source:
+        return pq.read_table(pa.BufferReader(source.read_buffer()), columns=columns)
+
+
+def _streamed(fs: pafs.FileSystem, paths: Sequence[str],
+              columns: list[str] | None = None) -> TripBatches:
+    """The objects' rows as a stream, one row group at a time, under one schema."""
+    schemas = []
+    for path in paths:
+        with _open_input(fs, path) as source:
+            schemas.append(pq.ParquetFile(source).schema_arrow)
+    # A column that is all null in one file is typed null there; "default" promotes it.
+    schema = (pa.unify_schemas(schemas, promote_options="default") if schemas else pa.schema([]))
+    if columns and schemas:
+        schema = pa.schema([schema.field(name) for name in columns])
+
+    def batches():
+        for path in paths:
+            with _open_input(fs, path) as source:
+                for batch in pq.ParquetFile(source).iter_batches(
+                        batch_size=batching.BATCH_ROWS, columns=columns):
+                    yield batch if batch.schema == schema else batch.cast(schema)
+
+    return TripBatches(schema, batches)
 
 
 def _files_under(fs: pafs.FileSystem, folder: str) -> list[str]:
@@ -74,34 +229,60 @@ def _window_days(context: dg.OutputContext | dg.InputContext) -> list[dt.date]:
     return _days_between(window.start.date(), window.end.date())
 
 
-def _split_by_day(
-    table: pa.Table, column: str, days: Iterable[dt.date] | None
-) -> Iterator[tuple[dt.date, pa.Table]]:
-    """Rows per day of `column`; every day of `days` gets an entry, possibly empty.
+class _DaySplit:
+    """A stream's rows into one pending object per day of `column`, without holding the month.
 
-    Days are cut one at a time as the caller asks, so a month is never held twice over.
-
-    Rows outside `days` are an error, not dropped: writing them would overwrite another
-    partition's data, and dropping them would lose trips silently.
+    Rows wait per day until a day has a row group's worth; when all days together hold more
+    than a few row groups, the fullest day is written out early. Every row must fall on one of
+    `days` (all days present, if None): writing a row elsewhere would overwrite another
+    partition's data, and dropping it would lose a trip silently.
     """
-    if table[column].null_count:
-        raise ValueError(f"{table[column].null_count} rows have no {column}: they belong to no day")
-    row_days = pc.cast(table[column], pa.date32())
-    present = set(pc.unique(row_days).to_pylist())
-    wanted = sorted(present) if days is None else list(days)
-    outside = sorted(present - set(wanted))
-    if outside:
-        raise ValueError(
-            f"rows with {column} on {[d.isoformat() for d in outside[:5]]} (and maybe more) fall "
-            f"outside the partitions being written ({wanted[0]} .. {wanted[-1]}); filter them "
-            "in the asset or widen its partitions"
-        )
-    for day in wanted:
-        yield day, table.filter(pc.equal(row_days, pa.scalar(day, pa.date32())))
 
+    def __init__(self, open_day: Callable[[dt.date, pa.Schema], _PendingObject], column: str,
+                 days: Iterable[dt.date] | None):
+        self._open_day, self._column = open_day, column
+        self._days = None if days is None else list(days)
+        self.pending: dict[dt.date, _PendingObject] = {}
+        self._waiting: dict[dt.date, list[pa.RecordBatch]] = {}
+        self._waiting_rows: dict[dt.date, int] = {}
 
-def _as_table(obj: pd.DataFrame) -> pa.Table:
-    return pa.Table.from_pandas(obj, preserve_index=False)
+    def split(self, trips: TripBatches) -> None:
+        for batch in trips:
+            self._add(batch)
+        for day in list(self._waiting):
+            self._flush(day)
+
+    def _add(self, batch: pa.RecordBatch) -> None:
+        dates = batch.column(self._column)
+        if dates.null_count:
+            raise ValueError(f"{dates.null_count} rows have no {self._column}: "
+                             "they belong to no day")
+        row_days = pc.cast(dates, pa.date32())
+        present = pc.unique(row_days).to_pylist()
+        if self._days is not None:
+            outside = sorted(set(present) - set(self._days))
+            if outside:
+                raise ValueError(
+                    f"rows with {self._column} on {[d.isoformat() for d in outside[:5]]} (and "
+                    f"maybe more) fall outside the partitions being written ({self._days[0]} .. "
+                    f"{self._days[-1]}); filter them in the asset or widen its partitions"
+                )
+        for day in present:
+            rows = batch if len(present) == 1 else batch.filter(
+                pc.equal(row_days, pa.scalar(day, pa.date32())))
+            self._waiting.setdefault(day, []).append(rows)
+            self._waiting_rows[day] = self._waiting_rows.get(day, 0) + rows.num_rows
+            if self._waiting_rows[day] >= _row_group_rows():
+                self._flush(day)
+        while sum(self._waiting_rows.values()) > 4 * _row_group_rows():
+            self._flush(max(self._waiting_rows, key=self._waiting_rows.__getitem__))
+
+    def _flush(self, day: dt.date) -> None:
+        waiting = self._waiting.pop(day)
+        del self._waiting_rows[day]
+        if day not in self.pending:
+            self.pending[day] = self._open_day(day, _plain(waiting[0].schema))
+        self.pending[day].write(pa.Table.from_batches(waiting))
 
 
 def _row_count(context: dg.OutputContext, rows: int) -> dict:
@@ -133,7 +314,7 @@ class MonthlyParquetIOManager(_LakeIOManager):
     def _path(self, context, month: dt.date) -> str:
         return f"{self._name(context)}/{month:%Y-%m}.parquet"
 
-    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
+    def handle_output(self, context: dg.OutputContext, obj: TripBatches | pd.DataFrame) -> None:
         window = context.asset_partitions_time_window
         months = _months_between(window.start.date(), window.end.date())
         if len(months) != 1:
@@ -141,60 +322,81 @@ class MonthlyParquetIOManager(_LakeIOManager):
                              f"month, got {len(months)}; do not backfill it as a single run")
         path = self._path(context, months[0])
         self.lake.check_reachable()
-        size = write_parquet(self.lake.filesystem(), path, _as_table(obj))
+        size, rows = _write_object(self.lake.filesystem(), path, TripBatches.of(obj))
         context.add_output_metadata({
             "uri": dg.MetadataValue.path(self.lake.uri(path)),
             "bytes": size,
-            "dagster/row_count": len(obj),
+            "dagster/row_count": rows,
         })
 
-    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+    def load_input(self, context: dg.InputContext) -> TripBatches | pd.DataFrame:
         fs = self.lake.filesystem()
         window = context.asset_partitions_time_window
         months = _months_between(window.start.date(), window.end.date())
-        return _to_pandas([_read_parquet(fs, self._path(context, m)) for m in months])
+        paths = [self._path(context, m) for m in months]
+        if context.dagster_type.typing_type is TripBatches:
+            return _streamed(fs, paths)
+        return _to_pandas([_read_parquet(fs, path) for path in paths])
 
 
 class _DailyLayoutIOManager(_LakeIOManager):
     """A layout of one file (or none) per day, a range of days replaced at once per output.
 
     Each output covers one or several daily partitions (a single-run backfill) and replaces
-    exactly those days through the layout's manifest (see lake_versions.py), after the shrink
-    guard: a range that would keep fewer than half the rows the lake holds for it is refused.
+    exactly those days through the layout's manifest (see lake_versions.py): the days' objects
+    are written as versions, the shrink guard compares their rows with what the manifest holds
+    for those days (fewer than half is refused), and one manifest write switches them in.
     """
 
     date_column: str = "tpep_pickup_datetime"
+    # Whether a day without rows keeps an (empty) object, or no file at all.
+    keeps_empty_days: ClassVar[bool] = False
 
     def _layout(self, context, fs: pafs.FileSystem) -> VersionedDays:
         raise NotImplementedError
 
-    def _write_days(self, context: dg.OutputContext, obj: pd.DataFrame) -> tuple[list, list, int]:
+    def _write_days(self, context: dg.OutputContext, obj: TripBatches | pd.DataFrame):
         """Stage every day of the output's window, then switch them in; returns the days with
-        rows, the days without, and the bytes written."""
+        rows, the days without, the bytes and the rows written."""
         self.lake.check_reachable()
         fs = self.lake.filesystem()
         layout = self._layout(context, fs)
         layout.recover()  # a dead run's switch finished, its leftovers removed
         days = _window_days(context)
-        table = _as_table(obj)
-        names = [day.isoformat() for day in days]
-        refusal = shrink_refusal(
-            f"{context.asset_key.to_user_string()} {names[0]}..{names[-1]}",
-            layout.rows(names), table.num_rows)
-        # The run's tags are only reachable through the step context in an IO manager.
-        if refusal and not shrink_allowed(context.step_context.run_tags):
-            raise ShrinkRefused(refusal)
+        trips = TripBatches.of(obj)
         version = layout.new_version(context.run_id)
+        split = _DaySplit(lambda day, schema: _PendingObject(
+            fs, version.path_for(day.isoformat()), schema), self.date_column, days)
         written, empty, size = [], [], 0
         try:
-            for day, rows in _split_by_day(table, self.date_column, days):
-                size += version.put(day.isoformat(), rows)
-                (written if rows.num_rows else empty).append(day.isoformat())
+            with _all_or_none(split.pending):
+                split.split(trips)
+                for day in days:
+                    if self.keeps_empty_days and day not in split.pending:
+                        split.pending[day] = _PendingObject(
+                            fs, version.path_for(day.isoformat()), _plain(trips.schema))
+            for day in days:
+                pending = split.pending.pop(day, None)
+                if pending is None:
+                    version.record(day.isoformat(), None, 0)
+                else:
+                    with _all_or_none({day: pending, **split.pending}):
+                        size += pending.publish()
+                    version.record(day.isoformat(), pending.path, pending.rows)
+                (written if pending is not None and pending.rows else empty).append(
+                    day.isoformat())
+            names = [day.isoformat() for day in days]
+            refusal = shrink_refusal(
+                f"{context.asset_key.to_user_string()} {names[0]}..{names[-1]}",
+                layout.rows(names), version.rows)
+            # The run's tags are only reachable through the step context in an IO manager.
+            if refusal and not shrink_allowed(context.step_context.run_tags):
+                raise ShrinkRefused(refusal)
         except BaseException:
             version.discard()
             raise
         version.commit()
-        return written, empty, size
+        return written, empty, size, version.rows
 
     def _day_paths(self, context: dg.InputContext, fs: pafs.FileSystem) -> list[str]:
         current = self._layout(context, fs).days()
@@ -209,6 +411,13 @@ class _DailyLayoutIOManager(_LakeIOManager):
 
     def _unrecorded_paths(self, context, fs: pafs.FileSystem, day: dt.date) -> list[str]:
         raise NotImplementedError
+
+    def _load(self, context: dg.InputContext, columns: list[str] | None = None):
+        fs = self.lake.filesystem()
+        paths = self._day_paths(context, fs)
+        if context.dagster_type.typing_type is TripBatches:
+            return _streamed(fs, paths, columns)
+        return _to_pandas([_read_parquet(fs, path, columns) for path in paths])
 
 
 class DailyDatasetIOManager(_DailyLayoutIOManager):
@@ -235,23 +444,20 @@ class DailyDatasetIOManager(_DailyLayoutIOManager):
             stale_files=lambda day: _files_under(fs, self._folder(context, day)),
         )
 
-    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
-        written, cleared, size = self._write_days(context, obj)
+    def handle_output(self, context: dg.OutputContext, obj: TripBatches | pd.DataFrame) -> None:
+        written, cleared, size, rows = self._write_days(context, obj)
         context.add_output_metadata({
             "uri": dg.MetadataValue.path(self.lake.uri(self._name(context))),
             "bytes": size,
-            **_row_count(context, len(obj)),
+            **_row_count(context, rows),
             "days_written": written,
             "days_without_rows": cleared,
         })
 
-    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
-        fs = self.lake.filesystem()
+    def load_input(self, context: dg.InputContext) -> TripBatches | pd.DataFrame:
         # An input may ask for some columns only (metadata "columns"), as Dagster's database
         # IO managers allow: a row count needs one column, not the month.
-        columns = context.definition_metadata.get("columns")
-        return _to_pandas([_read_parquet(fs, path, columns)
-                           for path in self._day_paths(context, fs)])
+        return self._load(context, context.definition_metadata.get("columns"))
 
     def _unrecorded_paths(self, context, fs: pafs.FileSystem, day: dt.date) -> list[str]:
         return [path for path in _files_under(fs, self._folder(context, day))
@@ -267,6 +473,7 @@ class DailyExportIOManager(_DailyLayoutIOManager):
     """
 
     name: str = "nyc_taxi_data"
+    keeps_empty_days: ClassVar[bool] = True
 
     def _path(self, context, day: dt.date | str) -> str:
         day = dt.date.fromisoformat(day) if isinstance(day, str) else day
@@ -276,21 +483,20 @@ class DailyExportIOManager(_DailyLayoutIOManager):
         return VersionedDays(fs, f"_daily_exports/{self._name(context)}",
                              published_path=lambda day, rows: self._path(context, day))
 
-    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
-        written, empty, size = self._write_days(context, obj)
+    def handle_output(self, context: dg.OutputContext, obj: TripBatches | pd.DataFrame) -> None:
+        written, empty, size, rows = self._write_days(context, obj)
         days = sorted(written + empty)
         uris = [self.lake.uri(self._path(context, day)) for day in days]
         context.add_output_metadata({
             "uri": dg.MetadataValue.path(uris[0] if len(uris) == 1 else self.lake.uri()),
             "objects": uris,
             "bytes": size,
-            **_row_count(context, len(obj)),
+            **_row_count(context, rows),
             "days_written": days,
         })
 
-    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
-        fs = self.lake.filesystem()
-        return _to_pandas([_read_parquet(fs, path) for path in self._day_paths(context, fs)])
+    def load_input(self, context: dg.InputContext) -> TripBatches | pd.DataFrame:
+        return self._load(context)
 
     def _unrecorded_paths(self, context, fs: pafs.FileSystem, day: dt.date) -> list[str]:
         return [self._path(context, day)]

@@ -29,7 +29,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from taxi_assets.atomic_files import link_file, replace_file
 
@@ -44,7 +43,7 @@ def _is_local(fs: pafs.FileSystem) -> bool:
     return isinstance(base, pafs.LocalFileSystem)
 
 
-def _local_path(fs: pafs.FileSystem, path: str) -> Path:
+def local_path(fs: pafs.FileSystem, path: str) -> Path:
     return Path(fs.base_path, path) if isinstance(fs, pafs.SubTreeFileSystem) else Path(path)
 
 
@@ -57,7 +56,7 @@ def write_object(fs: pafs.FileSystem, path: str, data: pa.Buffer | bytes) -> Non
     data = pa.py_buffer(data) if isinstance(data, bytes) else data
     try:
         if _is_local(fs):
-            replace_file(_local_path(fs, path), lambda out: out.write(data),
+            replace_file(local_path(fs, path), lambda out: out.write(data),
                          size_hint=data.size, setting=LOCAL_LAKE_SETTING)
         else:
             with fs.open_output_stream(path) as out:
@@ -67,24 +66,11 @@ def write_object(fs: pafs.FileSystem, path: str, data: pa.Buffer | bytes) -> Non
                       f"version is left as it was: {error}") from error
 
 
-def write_parquet(fs: pafs.FileSystem, path: str, table: pa.Table) -> int:
-    """Publish `table` as one Parquet object at `path`; returns its size in bytes.
-
-    Serialised whole in memory, then written in one request (pyarrow streaming row groups to
-    GCS would upload in 1 MiB pieces, several times slower).
-    """
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    data = sink.getvalue()
-    write_object(fs, path, data)
-    return data.size
-
-
 def copy_object(fs: pafs.FileSystem, source: str, target: str) -> None:
     """Replace `target` with a copy of `source`, atomically: on disk a hard link (no byte is
     copied), on GCS a server-side copy (no byte goes through this process)."""
     if _is_local(fs):
-        link_file(_local_path(fs, source), _local_path(fs, target))
+        link_file(local_path(fs, source), local_path(fs, target))
     else:
         fs.copy_file(source, target)
 
@@ -185,15 +171,17 @@ class DaysVersion:
         self.layout, self.run_id = layout, run_id
         self.entries: dict[str, DayEntry] = {}
 
-    def put(self, day: str, table: pa.Table) -> int:
-        """Stage a day's rows; returns the bytes written (0 for a day kept without a file)."""
-        size = 0
-        path = None
-        if table.num_rows or self.layout._published_path(day, 0) is not None:
-            path = f"{self.layout.versions_dir}/{self.run_id}/{day}.parquet"
-            size = write_parquet(self.layout.fs, path, table)
-        self.entries[day] = DayEntry(path, table.num_rows)
-        return size
+    def path_for(self, day: str) -> str:
+        """Where the day's new file is to be written (by the caller, whole, in one step)."""
+        return f"{self.layout.versions_dir}/{self.run_id}/{day}.parquet"
+
+    def record(self, day: str, path: str | None, rows: int) -> None:
+        """The day's new file as written at `path_for(day)` (None: the day has no file)."""
+        self.entries[day] = DayEntry(path, rows)
+
+    @property
+    def rows(self) -> int:
+        return sum(entry.rows for entry in self.entries.values())
 
     def discard(self) -> None:
         """Remove what was staged (best effort: the next `recover` removes what is left)."""

@@ -12,8 +12,11 @@ from collections.abc import Sequence
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
 
+from taxi_assets.batches import TripBatches
 from taxi_assets.dagster_private import DbIOManager, TablePartitionDimension
+from taxi_assets.schema import to_pandas
 
 
 def time_window_dimensions(
@@ -60,22 +63,52 @@ def check_rows_inside_windows(
 
 
 class WindowCheckedDbIOManager(DbIOManager):
-    """DbIOManager that checks a DataFrame against its partition window before touching the table.
+    """DbIOManager that checks rows against their partition window before they reach the table.
 
     DbIOManager deletes the partition's rows before the type handler writes; checking in the
-    handler would be too late on BigQuery, which has no transaction around the two.
+    handler would be too late on BigQuery, which has no transaction around the two. A frame is
+    checked whole up front; a batch stream batch by batch as the handler reads it, which both
+    handlers do before their transaction replaces the partition.
     """
 
     def handle_output(self, context: dg.OutputContext, obj: object) -> None:
-        if isinstance(obj, pd.DataFrame) and context.has_asset_partitions:
-            table_slice = self._get_table_slice(context, context)
-            check_rows_inside_windows(obj, table_slice.partition_dimensions)
+        if context.has_asset_partitions and isinstance(obj, (pd.DataFrame, TripBatches)):
+            dimensions = self._get_table_slice(context, context).partition_dimensions
+            if isinstance(obj, pd.DataFrame):
+                check_rows_inside_windows(obj, dimensions)
+            else:
+                obj = _checked_batches(obj, dimensions)
         super().handle_output(context, obj)
 
 
-def written_metadata(context: dg.OutputContext, obj: pd.DataFrame, storage_kind: str) -> dict:
-    """What both warehouse type handlers report about a write: rows and the frame's columns."""
+def _checked_batches(trips: TripBatches, dimensions) -> TripBatches:
+    def checked(batch: pa.RecordBatch) -> pa.RecordBatch:
+        check_rows_inside_windows(to_pandas(batch), dimensions)
+        return batch
+
+    return trips.map(checked)
+
+
+def counted(trips: TripBatches, tally: dict) -> TripBatches:
+    """The stream, adding its rows to `tally["rows"]` as they pass."""
+    tally["rows"] = 0
+
+    def count(batch: pa.RecordBatch) -> pa.RecordBatch:
+        tally["rows"] += batch.num_rows
+        return batch
+
+    return trips.map(count)
+
+
+def written_metadata(context: dg.OutputContext, obj: pd.DataFrame | TripBatches,
+                     storage_kind: str, rows: int | None = None) -> dict:
+    """What both warehouse type handlers report about a write: rows and the columns."""
     count_key = "dagster/partition_row_count" if context.has_partition_key else "dagster/row_count"
-    columns = [dg.TableColumn(name=str(name), type=str(dtype)) for name, dtype in obj.dtypes.items()]
-    return {count_key: len(obj), "dagster/storage_kind": storage_kind,
+    if isinstance(obj, TripBatches):
+        types = [(field.name, str(field.type)) for field in obj.schema]
+    else:
+        types = [(str(name), str(dtype)) for name, dtype in obj.dtypes.items()]
+        rows = len(obj)
+    columns = [dg.TableColumn(name=name, type=type_) for name, type_ in types]
+    return {count_key: rows, "dagster/storage_kind": storage_kind,
             "dataframe_columns": dg.MetadataValue.table_schema(dg.TableSchema(columns))}

@@ -1,13 +1,14 @@
 """Intermediate asset values as one Parquet file per asset partition on local disk.
 
-Runs execute in one process (see definitions.py), where every step of a month reads what the
-step before it wrote. The last table written is therefore also kept in memory and handed to
-readers as long as the file on disk is still the one it was written to; anything else is
-read from disk.
+A value is written row group by row group as its batches arrive and read back the same way,
+so a step holds a few batches of the month, never the month. Steps that take `TripBatches`
+get that stream; anything else (a notebook's `load_asset_value`, an asset asking for a
+DataFrame) gets the rows as one pandas DataFrame.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -16,37 +17,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from taxi_assets import batches as batching
 from taxi_assets.atomic_files import replace_file
-from taxi_assets.schema import to_pandas
-
-
-class _LastWritten:
-    """The most recent table this process wrote, with the file identity it was written to.
-
-    A later run (the days after their month) may take it once; then it is let go, so a
-    backfill of many months in one process never carries one month's table into the next.
-    """
-
-    # One tuple, replaced whole, so threads running runs side by side never mix two entries.
-    entry: tuple[Path, tuple[int, int], pa.Table, str] | None = None
-
-    @classmethod
-    def remember(cls, path: Path, table: pa.Table, run_id: str) -> None:
-        cls.entry = (path, _stamp(path), table, run_id)
-
-    @classmethod
-    def read(cls, path: Path, run_id: str) -> pa.Table:
-        entry = cls.entry
-        if entry and entry[0] == path and entry[1] == _stamp(path):
-            if entry[3] != run_id:
-                cls.entry = None
-            return entry[2]
-        return pq.read_table(path)
-
-
-def _stamp(path: Path) -> tuple[int, int]:
-    status = path.stat()
-    return status.st_mtime_ns, status.st_ino
+from taxi_assets.batches import TripBatches, rebatched
 
 
 class StagingParquetIOManager(dg.ConfigurableIOManager):
@@ -55,18 +28,30 @@ class StagingParquetIOManager(dg.ConfigurableIOManager):
     def _path(self, key: dg.AssetKey, partition: str | None) -> Path:
         return Path(self.base_dir, *key.path, f"{partition or 'all'}.parquet")
 
-    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
+    def handle_output(self, context: dg.OutputContext, obj: TripBatches | pd.DataFrame) -> None:
         partition = context.partition_key if context.has_partition_key else None
         path = self._path(context.asset_key, partition)
-        table = pa.Table.from_pandas(obj, preserve_index=False)
+        trips = TripBatches.of(obj)
+        rows = 0
+
+        def write(out) -> None:
+            nonlocal rows
+            with pq.ParquetWriter(out, trips.schema) as writer:
+                for group in rebatched(trips, batching.BATCH_ROWS):
+                    writer.write_table(group, row_group_size=group.num_rows)
+                    rows += group.num_rows
+
         # Written aside and renamed, so a reader never meets half a file; a dead run's partial
         # file is removed by the next write of the partition.
-        replace_file(path, lambda out: pq.write_table(table, out), size_hint=table.nbytes,
-                     setting="TAXI_HOME")
-        _LastWritten.remember(path, table, context.run_id)
-        context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
+        replace_file(path, write, setting="TAXI_HOME")
+        context.log.info(f"{context.asset_key.to_user_string()}: staged {rows:,} rows")
+        context.add_output_metadata({
+            "path": dg.MetadataValue.path(str(path)),
+            "dagster/row_count": rows,
+            **trips.metadata,
+        })
 
-    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+    def load_input(self, context: dg.InputContext) -> TripBatches | pd.DataFrame:
         key = context.asset_key
         partitions = context.asset_partition_keys if context.has_asset_partitions else [None]
         # Input metadata "window_column" asks for the rows whose date in that column falls in
@@ -75,12 +60,12 @@ class StagingParquetIOManager(dg.ConfigurableIOManager):
         # in the next month's file) are read when they exist. Only those rows are kept.
         column = context.definition_metadata.get("window_column")
         window = _naive_window(context.step_context.partition_time_window) if column else None
-        tables = []
+        files = []
         for partition in partitions:
             path = self._path(key, partition)
             if path.exists():
-                table = _LastWritten.read(path, context.step_context.run_id)
-                tables.append(_rows_in(table, column, window) if window else table)
+                # Opened now: a run replacing the file meanwhile cannot change what this reads.
+                files.append(pq.ParquetFile(path))
             elif window and _naive_window(context.asset_partitions_def.time_window_for_partition_key(
                     partition))[0] >= window[1]:
                 context.log.info(f"{key.to_user_string()} {partition} is not materialized yet: "
@@ -90,7 +75,16 @@ class StagingParquetIOManager(dg.ConfigurableIOManager):
                     f"{key.to_user_string()} partition {partition} is not materialized "
                     f"(no {path}); materialize it first"
                 )
-        return to_pandas(pa.concat_tables(tables))
+        if not files:
+            raise FileNotFoundError(f"{key.to_user_string()}: no partition is materialized")
+        trips = TripBatches(
+            files[0].schema_arrow,
+            lambda: (batch for file in files for batch in _batches(file, column, window)),
+            num_rows=None if window else sum(file.metadata.num_rows for file in files),
+        )
+        if context.dagster_type.typing_type is TripBatches:
+            return trips
+        return trips.to_pandas()
 
 
 def _naive_window(window: dg.TimeWindow) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -98,7 +92,29 @@ def _naive_window(window: dg.TimeWindow) -> tuple[pd.Timestamp, pd.Timestamp]:
     return pd.Timestamp(window.start).tz_localize(None), pd.Timestamp(window.end).tz_localize(None)
 
 
-def _rows_in(table: pa.Table, column: str, window: tuple[pd.Timestamp, pd.Timestamp]) -> pa.Table:
-    dates = table[column]
-    start, end = (pa.scalar(t.to_pydatetime(), dates.type) for t in window)
-    return table.filter(pc.and_(pc.greater_equal(dates, start), pc.less(dates, end)))
+def _batches(file: pq.ParquetFile, column: str | None,
+             window: tuple[pd.Timestamp, pd.Timestamp] | None) -> Iterator[pa.RecordBatch]:
+    """The file's batches; with a window, only its rows, skipping row groups wholly outside."""
+    groups = list(range(file.num_row_groups))
+    if window:
+        index = file.schema_arrow.get_field_index(column)
+        groups = [g for g in groups if _may_overlap(file.metadata.row_group(g).column(index),
+                                                    window)]
+    if not groups:
+        return
+    for batch in file.iter_batches(batch_size=batching.BATCH_ROWS, row_groups=groups):
+        if not window:
+            yield batch
+            continue
+        dates = batch.column(column)
+        start, end = (pa.scalar(t.to_pydatetime(), dates.type) for t in window)
+        inside = batch.filter(pc.and_(pc.greater_equal(dates, start), pc.less(dates, end)))
+        if inside.num_rows:
+            yield inside
+
+
+def _may_overlap(chunk: pq.ColumnChunkMetaData, window: tuple[pd.Timestamp, pd.Timestamp]) -> bool:
+    stats = chunk.statistics
+    if stats is None or not stats.has_min_max:
+        return True
+    return pd.Timestamp(stats.min) < window[1] and pd.Timestamp(stats.max) >= window[0]

@@ -1,0 +1,203 @@
+"""A month flows through the pipeline in batches: contents, ceilings and checks are the same.
+
+`BATCH_ROWS` is shrunk to run the real 28k-row sample through dozens of batches (and every
+staged file through dozens of row groups), or raised to hold it in one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from taxi_assets import batches
+from taxi_assets.assets import clean
+from taxi_assets.definitions import defs
+from taxi_assets.io_managers import bigquery
+from taxi_assets.resources import TaxiSourceResource
+from taxi_assets_tests.pipeline import (
+    JANUARY,
+    materialize,
+    materialize_days,
+    partition_state,
+    pipeline_resources,
+    query,
+)
+from taxi_assets_tests.test_walking_skeleton import REAL_ROWS, REAL_ZERO_PASSENGER_ROWS
+
+pytest_plugins = ["taxi_assets_tests.emulators.bigquery"]
+
+JANUARY_FILE = "yellow_tripdata_2021-01.csv.gz"
+SMALL_BATCH = 500
+
+
+@pytest.fixture
+def source(http_source, postgres):
+    query(postgres, "DROP SCHEMA IF EXISTS ny_taxi CASCADE")
+    http_source.publish("2021-01", JANUARY_FILE)
+    return http_source
+
+
+def run_everything(resources: dict) -> None:
+    """The month's assets, then its first two days (all the sample has) as one run."""
+    assert materialize(resources).success
+    assert materialize_days(resources, "2021-01-01", "2021-01-02").success
+
+
+def sink_contents(state: Path, postgres) -> dict:
+    """What every sink holds: Postgres' rows and sums, each lake file's rows, the warehouse's."""
+    lake = state / "lake"
+    files = {
+        str(path.relative_to(lake)): pq.read_table(path).to_pandas()
+        for path in sorted(lake.rglob("*.parquet"))
+    }
+    with duckdb.connect(str(state / "warehouse.duckdb")) as warehouse:
+        warehouse_rows = warehouse.execute(
+            "SELECT count(*), sum(total_amount), sum(passenger_count), min(tpep_pickup_datetime), "
+            "max(tpep_pickup_datetime) FROM ny_taxi.yellow_trips").fetchall()
+    postgres_rows = query(
+        postgres,
+        "SELECT count(*), sum(total_amount)::numeric(14,2), sum(passenger_count), "
+        "md5(string_agg(\"VendorID\" || ',' || tpep_pickup_datetime || ',' || total_amount, ';' "
+        "ORDER BY tpep_pickup_datetime, tpep_dropoff_datetime, \"PULocationID\", total_amount, "
+        "trip_distance)) FROM ny_taxi.yellow_cab_data WHERE source_month = %s", JANUARY)
+    return {"postgres": postgres_rows, "lake": files, "warehouse": warehouse_rows}
+
+
+def test_tiny_batches_give_exactly_the_sink_contents_of_one_batch(
+        tmp_path, source, postgres, monkeypatch):
+    monkeypatch.setattr(batches, "BATCH_ROWS", 10 * REAL_ROWS)
+    run_everything(pipeline_resources(tmp_path / "one_batch", source.url, postgres))
+    one_batch = sink_contents(tmp_path / "one_batch", postgres)
+    staged = pq.ParquetFile(tmp_path / "one_batch" / "staging" / "yellow_trips" / f"{JANUARY}.parquet")
+    assert staged.num_row_groups == 1
+
+    monkeypatch.setattr(batches, "BATCH_ROWS", SMALL_BATCH)
+    run_everything(pipeline_resources(tmp_path / "many_batches", source.url, postgres))
+    many = sink_contents(tmp_path / "many_batches", postgres)
+    staged = pq.ParquetFile(tmp_path / "many_batches" / "staging" / "yellow_trips" / f"{JANUARY}.parquet")
+    assert staged.num_row_groups > 50
+
+    assert many["postgres"] == one_batch["postgres"]
+    assert many["postgres"][0][0] == REAL_ROWS - REAL_ZERO_PASSENGER_ROWS
+    assert many["warehouse"] == one_batch["warehouse"]
+    assert many["lake"].keys() == one_batch["lake"].keys()
+    assert {"nyc_taxi_data/2021-01.parquet", "2021/01/02/nyc_taxi_data.parquet",
+            "nyc_taxi_data_by_day/tpep_pickup_date=2021-01-02/part-0.parquet"} <= many["lake"].keys()
+    for path, rows in many["lake"].items():
+        pd.testing.assert_frame_equal(rows, one_batch["lake"][path], obj=path)
+
+
+def test_bigquery_load_in_many_parts_holds_what_one_load_does(
+        tmp_path, source, postgres, monkeypatch, bigquery_emulator):
+    """The warehouse's days arrive in load jobs of LOAD_JOB_ROWS; many small ones add up to
+    exactly the rows of one."""
+    client = bigquery_emulator.client()
+    warehouse = bigquery.BigQueryWarehouseIOManager(
+        project=bigquery_emulator.project, dataset="ny_taxi",
+        api_endpoint=bigquery_emulator.endpoint)
+    resources = pipeline_resources(tmp_path, source.url, postgres, warehouse_io_manager=warehouse)
+    summary = ("SELECT count(*), sum(total_amount), sum(passenger_count), "
+               "min(tpep_pickup_datetime), max(tpep_pickup_datetime) FROM ny_taxi.yellow_trips")
+
+    client.query("DROP TABLE IF EXISTS ny_taxi.yellow_trips").result()
+    run_everything(resources)
+    one_load = [tuple(row.values()) for row in client.query(summary).result()]
+
+    monkeypatch.setattr(bigquery, "LOAD_JOB_ROWS", 3_000)
+    monkeypatch.setattr(batches, "BATCH_ROWS", SMALL_BATCH)
+    client.query("DROP TABLE IF EXISTS ny_taxi.yellow_trips").result()
+    assert materialize_days(resources, "2021-01-01", "2021-01-02").success
+    many_loads = [tuple(row.values()) for row in client.query(summary).result()]
+
+    assert many_loads == one_load
+    assert one_load[0][0] == REAL_ROWS - REAL_ZERO_PASSENGER_ROWS - 16  # 16 are of 2020-12-31
+
+
+def files_and_digests(root: Path) -> dict[str, str]:
+    return {str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(root.rglob("*")) if path.is_file()}
+
+
+@pytest.mark.parametrize("ceiling, named", [
+    ({"max_rows_per_file": 20_000}, ["more than 20,000 rows", "max_rows_per_file"]),
+    ({"max_bytes_per_file": 1_000_000}, ["more than 1,000,000 bytes", "max_bytes_per_file"]),
+], ids=["rows", "decompressed_bytes"])
+def test_file_over_the_ceiling_fails_naming_file_and_limit_with_every_sink_unchanged(
+        tmp_path, source, postgres, ceiling, named):
+    resources = pipeline_resources(tmp_path, source.url, postgres)
+    run_everything(resources)
+    before = {"postgres": partition_state(postgres), "lake": files_and_digests(tmp_path / "lake"),
+              "staging": files_and_digests(tmp_path / "staging"),
+              "warehouse": files_and_digests(tmp_path).get("warehouse.duckdb")}
+    capped = {**resources, "taxi_source": TaxiSourceResource(
+        base_url=source.url, landing_dir=str(tmp_path / "landing"), **ceiling)}
+
+    result = materialize(capped, raise_on_error=False)
+
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    assert failure.step_key == "raw_yellow_trips"
+    message = str(failure.event_specific_data.error)
+    assert JANUARY_FILE in message
+    for fragment in named:
+        assert fragment in message
+    assert not result.get_asset_materialization_events()
+    assert partition_state(postgres) == before["postgres"]
+    assert files_and_digests(tmp_path / "lake") == before["lake"]
+    assert files_and_digests(tmp_path / "staging") == before["staging"]
+    assert files_and_digests(tmp_path).get("warehouse.duckdb") == before["warehouse"]
+
+
+def test_one_bad_batch_among_many_fails_the_blocking_check_and_nothing_is_written(
+        tmp_path, source, postgres, monkeypatch):
+    resources = pipeline_resources(tmp_path, source.url, postgres)
+    assert materialize(resources).success
+    good_postgres, good_lake = partition_state(postgres), files_and_digests(tmp_path / "lake")
+    # Fault injection: the cleaning rule forgets itself for one batch in the middle of the
+    # month, the first after the tenth that has zero-passenger trips to let through.
+    monkeypatch.setattr(batches, "BATCH_ROWS", SMALL_BATCH)
+    real_rule, calls, leaked = clean.drop_zero_passenger_trips, itertools.count(), []
+
+    def forgets_once(trips: pd.DataFrame) -> pd.DataFrame:
+        kept = real_rule(trips)
+        if next(calls) >= 10 and not leaked and len(kept) < len(trips):
+            leaked.append(len(trips) - len(kept))
+            return trips
+        return kept
+
+    monkeypatch.setattr(clean, "drop_zero_passenger_trips", forgets_once)
+
+    result = materialize(resources, raise_on_error=False)
+
+    assert not result.success
+    assert next(calls) > 40, "the month must have gone through many batches"
+    [evaluation] = [e for e in result.get_asset_check_evaluations()
+                    if e.check_name == "no_zero_passenger_trips"]
+    assert not evaluation.passed
+    assert evaluation.metadata["failing_rows"].value == leaked[0]
+    written = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert written == {"raw_yellow_trips", "yellow_trips"}
+    assert partition_state(postgres) == good_postgres
+    assert files_and_digests(tmp_path / "lake") == good_lake
+
+
+def test_notebooks_still_load_a_month_or_a_day_as_one_dataframe(tmp_path, source, postgres):
+    resources = pipeline_resources(tmp_path, source.url, postgres)
+    run_everything(resources)
+    notebook = dg.Definitions(assets=defs.assets, resources=resources)
+
+    month = notebook.load_asset_value("yellow_trips", partition_key=JANUARY)
+    lake_month = notebook.load_asset_value("yellow_trips_parquet", partition_key=JANUARY)
+    day = notebook.load_asset_value("yellow_trips_by_day", partition_key="2021-01-02")
+
+    assert isinstance(month, pd.DataFrame) and isinstance(lake_month, pd.DataFrame)
+    assert len(month) == len(lake_month) == REAL_ROWS - REAL_ZERO_PASSENGER_ROWS
+    assert isinstance(day, pd.DataFrame)
+    assert len(day) == (month["tpep_pickup_datetime"].dt.date.astype(str) == "2021-01-02").sum()
