@@ -52,14 +52,14 @@ RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev
 COPY dagster.yaml ./
 COPY deploy ./deploy
-# DAGSTER_HOME holds the stack's instance: the project's dagster.yaml plus the Docker run launcher,
+# DAGSTER_HOME holds the stack's instance: the project's dagster.yaml with the Docker run launcher,
 # built here so the two can never drift apart. TAXI_HOME is the `taxi_assets_home` volume that code
 # server, webserver, daemon and run containers share (staging Parquet, compute logs);
 # /opt/dagster/gcp is the `taxi_assets_gcp` volume for an optional service-account key.
 ENV DAGSTER_HOME=/opt/dagster/dagster_home \
     TAXI_HOME=/opt/dagster/taxi_home
 RUN mkdir -p "$DAGSTER_HOME" "$TAXI_HOME" /opt/dagster/gcp \
- && (cat dagster.yaml; echo; cat deploy/run_launcher.yaml) > "$DAGSTER_HOME/dagster.yaml" \
+ && (sed '/^run_launcher:/,$d' dagster.yaml; cat deploy/run_launcher.yaml) > "$DAGSTER_HOME/dagster.yaml" \
  && chown -R taxi:taxi /opt/dagster
 USER taxi
 EXPOSE 4000 3000

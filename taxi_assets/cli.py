@@ -137,6 +137,7 @@ def run(month: str, daily_assets: list[str] | None = None,
     ends with its cause and exits.
     """
     from taxi_assets.dagster_private import WorkspaceLocation, execute_in_process
+    from taxi_assets.run_health import prepare_run
     from taxi_assets.schedules import DAILY_JOB, MONTHLY_JOB
 
     key, days = month_partitions(month)
@@ -151,6 +152,7 @@ def run(month: str, daily_assets: list[str] | None = None,
     with WorkspaceLocation.open(PROJECT_ROOT / "workspace.yaml", LOCATION_NAME,
                                 instance) as location:
         for job, tags, selection in runs:
+            prepare_run(instance, job, runs_are_local=_profile() == "local")  # see run_health
             dagster_run = location.create_run(instance, job, tags=tags, asset_selection=selection,
                                               run_config=console.run_config(level))
             print(console.run_line(dagster_run), flush=True)

@@ -5,7 +5,9 @@ managers (`DbIOManager` and its table types, re-exported here); a run created fr
 as the UI creates one, i.e. a run of the workspace's code location, which the UI can list under
 its job and re-execute, but executed in this process rather than handed to a run launcher; a
 check evaluation for one partition of a range run, tied to that partition's materialization;
-and run logs in a folder of their own (`dagster.yaml` names `RunLogs`).
+run logs in a folder of their own (`dagster.yaml` names `RunLogs`); and, for dead runs and
+pools (run_health.py), a run launcher's worker health check and the in-process executor's
+wait for a pool slot.
 """
 
 from __future__ import annotations
@@ -20,8 +22,14 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
 from dagster._core.definitions.selector import JobSubsetSelector
-from dagster._core.execution.api import execute_run
+from dagster._core.events import DagsterEvent, EngineEventData
+from dagster._core.execution.api import ExecuteRunWithPlanIterable, execute_run
+from dagster._core.execution.context_creation_job import PlanExecutionContextManager
 from dagster._core.execution.job_execution_result import JobExecutionResult
+from dagster._core.execution.plan.execute_plan import inner_plan_execution_iterator
+from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
+from dagster._core.executor.in_process import InProcessExecutor
+from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
 from dagster._core.remote_origin import (
     CodeLocationOrigin,
     InProcessCodeLocationOrigin,
@@ -39,17 +47,28 @@ from dagster._core.storage.db_io_manager import (
 from dagster._core.storage.local_compute_log_manager import LocalComputeLogManager
 from dagster._core.workspace.load import location_origins_from_yaml_paths
 from dagster._utils.hosted_user_process import recon_job_from_origin
+from dagster._utils.interrupts import pop_captured_interrupt
 
 __all__ = [
+    "CheckRunHealthResult",
+    "DagsterEvent",
     "DbIOManager",
     "DbTypeHandler",
+    "EngineEventData",
+    "ExecuteRunWithPlanIterable",
+    "InProcessExecutor",
+    "InstanceConcurrencyContext",
     "JobExecutionResult",
+    "PlanExecutionContextManager",
     "RunLogs",
     "TablePartitionDimension",
     "TableSlice",
     "WorkspaceLocation",
     "check_evaluation_for_partition",
+    "WorkerStatus",
     "execute_in_process",
+    "inner_plan_execution_iterator",
+    "pop_captured_interrupt",
     "static_where_clause",
 ]
 

@@ -4,7 +4,7 @@ import os
 
 import dagster as dg
 
-from taxi_assets import checks, console, schedules, sensors
+from taxi_assets import checks, console, run_health, schedules, sensors
 from taxi_assets.assets import clean, lake, postgres, source, warehouse
 from taxi_assets.profiles import resources_for_profile
 
@@ -20,7 +20,8 @@ defs = dg.Definitions(
     sensors=sensors.all_sensors(jobs),
     # One process per run, not per step: a run's steps are a chain over staged Parquet, and
     # with a process per step a 2-core machine spends most of a backfill importing pandas.
-    executor=dg.in_process_executor,
+    # (Dagster's, saying which run holds the pool a step waits for.)
+    executor=run_health.in_process_executor,
     asset_checks=[checks.yellow_trips_quality, warehouse.warehouse_matches_lake],
     resources=resources_for_profile(os.environ.get("TAXI_PROFILE", "local")),
     # Chosen in the run config by `python -m taxi_assets.cli run`; other runs log as Dagster does.

@@ -13,6 +13,7 @@ import fcntl
 import gzip
 import http.client
 import os
+import re
 import time
 import urllib.error
 import urllib.parse
@@ -21,6 +22,8 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from taxi_assets.atomic_files import check_free_space
 
 CHUNK_BYTES = 1 << 20
 
@@ -67,9 +70,25 @@ def _version(headers, size: int | None) -> str:
                                    f"{size if size is not None else '?'} bytes"]))
 
 
-def _local_path(url: str) -> Path | None:
+def _what_is_read(file_name: str) -> str:
+    """The names and format a source is read for, from one month's file name."""
+    pattern = re.sub(r"\d{4}-\d{2}", "YYYY-MM", file_name)
+    kind = "gzip-compressed CSV" if file_name.endswith(".csv.gz") else file_name.partition(".")[2]
+    return f"the source is read for files named {pattern}, {kind}"
+
+
+def _local_file(url: str) -> Path | None:
+    """The path of a folder or file:// source's file; None for a network source."""
     parsed = urllib.parse.urlparse(url)
     return Path(urllib.request.url2pathname(parsed.path)) if parsed.scheme == "file" else None
+
+
+def _not_published_locally(path: Path, file_name: str) -> SourceNotPublished:
+    stem = file_name.partition(".")[0]
+    others = sorted(p.name for p in path.parent.glob(f"{stem}*") if p.name != file_name)
+    found = f"; the folder has {others}, in a name or format not read" if others else ""
+    return SourceNotPublished(f"{path.parent}: {file_name} is not published there "
+                              f"({_what_is_read(file_name)}){found}")
 
 
 class _KeepHead(urllib.request.HTTPRedirectHandler):
@@ -115,10 +134,10 @@ def remote_file(base_url: str, file_name: str, *, timeout: float,
                 probe: str | None = None) -> SourceFile:
     """The file's URL and version, by HEAD (no download). Raises SourceNotPublished."""
     url = source_url(base_url, file_name)
-    local = _local_path(url)
+    local = _local_file(url)
     if local is not None:
         if not local.is_file():
-            raise SourceNotPublished(f"{url}: no such file")
+            raise _not_published_locally(local, file_name)
         status = local.stat()
         modified = email.utils.formatdate(status.st_mtime, usegmt=True)
         return SourceFile(url, f"modified {modified} ({status.st_mtime_ns} ns), "
@@ -143,6 +162,7 @@ def _stream(url: str, part: Path, timeout: float, log: Callable[[str], None]) ->
     with urllib.request.urlopen(url, timeout=timeout) as response, open(part, "wb") as out:
         expected = response.headers.get("Content-Length")
         expected = int(expected) if expected is not None else None
+        check_free_space(part.parent, expected or 0, setting="TAXI_HOME")
         received, next_report = 0, 0.0
         try:
             while chunk := response.read(CHUNK_BYTES):
@@ -183,7 +203,8 @@ def _verify_gzip(part: Path, file_name: str) -> None:
             magic = raw.read(4)
         kind = " (it is a Parquet file)" if magic == b"PAR1" else ""
         raise DownloadFailed(
-            f"{file_name} is not gzip-compressed{kind}: starts with {magic!r}"
+            f"{file_name} is not gzip-compressed{kind}: starts with {magic!r} "
+            f"({_what_is_read(file_name)})"
         ) from error
     except (OSError, EOFError, zlib.error) as error:
         raise DownloadFailed(f"{file_name} is truncated or corrupt: {error}") from error
@@ -237,6 +258,11 @@ def _download(base_url, file_name, landing_dir, *, retries, backoff_seconds, tim
     # renamed into place and written after, so it never vouches for other bytes.
     recorded = landing_dir / f".{file_name}.version"
     url = source_url(base_url, file_name)
+    local = _local_file(url)
+    if local is not None:
+        if not local.is_file():
+            raise _not_published_locally(local, file_name)
+        retries = 0  # a file on disk does not get better by reading it again
     part = target.with_name(target.name + ".part")
 
     def retrying(action):

@@ -59,12 +59,23 @@ def materialize(resources: dict, partition_key: str = JANUARY, selection=None,
     )
 
 
-def materialize_days(resources: dict, first: str, last: str, **kwargs):
+def materialize_days(resources: dict, first: str, last: str, tags: dict | None = None, **kwargs):
     """The daily assets for first..last as one run, as a single-run backfill launches them."""
     return materialize(
-        resources, partition_key=None, selection=DAILY,
+        resources, partition_key=None, selection=kwargs.pop("selection", DAILY),
         tags={"dagster/asset_partition_range_start": first,
-              "dagster/asset_partition_range_end": last}, **kwargs)
+              "dagster/asset_partition_range_end": last, **(tags or {})}, **kwargs)
+
+
+def failure_messages(result) -> list[str]:
+    """Each failed step's error and its causes, without stack traces."""
+    messages = []
+    for failure in result.get_step_failure_events():
+        error = failure.event_specific_data.error
+        while error is not None:
+            messages.append(error.message.strip())
+            error = error.cause or error.context
+    return messages
 
 
 def query(postgres, sql: str, *params):

@@ -62,7 +62,8 @@ DEPLOY = ROOT / "deploy"
 DAGSTER_YAML = ROOT / "dagster.yaml"
 RUN_LAUNCHER = DEPLOY / "run_launcher.yaml"
 # The Dockerfile's recipe for the image's instance config; stack_instance() follows it.
-INSTANCE_RECIPE = '(cat dagster.yaml; echo; cat deploy/run_launcher.yaml) > "$DAGSTER_HOME/dagster.yaml"'
+INSTANCE_RECIPE = ("(sed '/^run_launcher:/,$d' dagster.yaml; cat deploy/run_launcher.yaml)"
+                   ' > "$DAGSTER_HOME/dagster.yaml"')
 BIN = Path(sys.executable).parent
 
 DAGSTER_SERVICES = ("code-server", "webserver", "daemon")
@@ -130,7 +131,8 @@ def interpolate(value, variables: dict[str, str]):
 
 def stack_instance_text() -> str:
     """$DAGSTER_HOME/dagster.yaml in the image, made as INSTANCE_RECIPE makes it."""
-    return DAGSTER_YAML.read_text() + "\n" + RUN_LAUNCHER.read_text()
+    local = DAGSTER_YAML.read_text()
+    return local[:local.index("\nrun_launcher:") + 1] + RUN_LAUNCHER.read_text()
 
 
 def stack_instance() -> dict:
@@ -328,7 +330,11 @@ def test_workspace_points_at_the_code_server_service():
 
 def test_stack_instance_is_the_projects_plus_the_docker_run_launcher():
     local = yaml.safe_load(DAGSTER_YAML.read_text())
-    assert "run_launcher" not in local, "the appended run_launcher would silently replace it"
+    # The recipe cuts the file from its run_launcher on: that block must be the last.
+    assert list(local)[-1] == "run_launcher", "the recipe would cut the settings after it"
+    local_launcher = local.pop("run_launcher")
+    assert (local_launcher["module"], local_launcher["class"]) == (
+        "taxi_assets.run_health", "LocalRunLauncher")
     assert set(yaml.safe_load(RUN_LAUNCHER.read_text())) == {"run_launcher"}
     stack = stack_instance()
     launcher = stack.pop("run_launcher")

@@ -59,12 +59,16 @@ class LakeUnderTest:
     prefix: str = ""
 
     def objects(self) -> dict[str, int]:
-        """Relative path -> size of every stored file or object, hidden ones included."""
+        """Relative path -> size of every stored file or object, hidden ones included, but for
+        the daily layouts' manifests (`_manifest.json`, which name the files a reader takes)."""
         if self.local_root is not None:
-            return {path.relative_to(self.local_root).as_posix(): path.stat().st_size
-                    for path in self.local_root.rglob("*") if path.is_file()}
-        stored = self.emulator.objects(self.prefix + "/")
-        return {name.removeprefix(self.prefix + "/"): size for name, size in stored.items()}
+            stored = {path.relative_to(self.local_root).as_posix(): path.stat().st_size
+                      for path in self.local_root.rglob("*") if path.is_file()}
+        else:
+            stored = {name.removeprefix(self.prefix + "/"): size
+                      for name, size in self.emulator.objects(self.prefix + "/").items()}
+        return {name: size for name, size in stored.items()
+                if name.rpartition("/")[2] != "_manifest.json"}
 
 
 @pytest.fixture(params=["local", "gcs"])
@@ -355,8 +359,9 @@ def test_upload_cut_midway_fails_the_run_and_keeps_the_previous_object(
 
 
 def test_stopped_emulator_fails_the_run_with_a_clear_error(tmp_path, toys: Toys, trips):
-    """The literal case: the GCS endpoint is gone during the write. The run fails naming the
-    object; `start()` brings back an empty server (memory backend), ready for the next run."""
+    """The literal case: the GCS endpoint is gone when the write comes. The run fails before
+    serialising anything, naming the lake and the settings that point at it; `start()` brings
+    back an empty server (memory backend), ready for the next run."""
     with running_gcs_emulator(tmp_path) as emulator:
         lake = LakeResource(root=f"gs://{emulator.bucket}", endpoint=emulator.url,
                             retry_time_limit_seconds=1)
@@ -365,7 +370,8 @@ def test_stopped_emulator_fails_the_run_with_a_clear_error(tmp_path, toys: Toys,
         result = toys.run(lake, "month_trips", partition="2021-01-01", raise_on_error=False)
         assert not result.success
         error = failure_text(result)
-        assert "writing nyc_taxi_data/2021-01.parquet" in error and "UNAVAILABLE" in error
+        assert f"the lake gs://{emulator.bucket} cannot be reached" in error, error
+        assert "UNAVAILABLE" in error and "Check TAXI_GCS_BUCKET, TAXI_GCS_ENDPOINT" in error
 
         emulator.start()
         assert emulator.objects() == {}

@@ -13,8 +13,9 @@ metadata, partition ranges from single-run backfills), with three changes:
 - emulators: `api_endpoint` points the client at e.g. bqemulator, with anonymous credentials.
 
 A load job cannot take part in a transaction, so a partition's new rows are first loaded into a
-staging table (dropped afterwards, and expiring by itself); then one multi-statement transaction
-deletes the old rows and inserts the new. A failed load or transaction leaves the old rows.
+staging table (dropped afterwards, by the next write if the run dies first, and expiring by
+itself in a day); then one multi-statement transaction deletes the old rows and inserts the new.
+A failed load or transaction, or a run killed anywhere in between, leaves the old rows.
 
 Required asset metadata for partitioned assets: `partition_expr` = the name of a DATE, DATETIME
 (naive pandas datetime64) or TIMESTAMP (tz-aware datetime64) column.
@@ -35,7 +36,7 @@ import pyarrow.parquet as pq
 
 from dagster_gcp import BigQueryIOManager
 from dagster_gcp.bigquery.io_manager import BigQueryClient
-from google.api_core.exceptions import NotFound
+from google.api_core.exceptions import GoogleAPIError, NotFound
 from google.cloud import bigquery
 from pydantic import Field
 
@@ -275,11 +276,27 @@ def _load(connection: bigquery.Client, parquet: io.BytesIO, schema, destination,
     ).result()
 
 
+def _staging_prefix(table: bigquery.Table) -> str:
+    return f"{table.table_id}__load_"
+
+
+def _drop_dead_staging_tables(connection: bigquery.Client, table: bigquery.Table) -> None:
+    """Drop the staging tables a killed run left (they would expire in a day anyway).
+
+    Writers of one table take turns (its asset's concurrency pool), so any staging table of
+    `table` that exists before a write belongs to a run that is gone. Nobody reads them.
+    """
+    for listed in connection.list_tables(f"{table.project}.{table.dataset_id}"):
+        if listed.table_id.startswith(_staging_prefix(table)):
+            connection.delete_table(listed.reference, not_found_ok=True)
+
+
 @contextmanager
 def _staging_table(connection: bigquery.Client, table: bigquery.Table) -> Iterator[bigquery.Table]:
     """An empty table shaped like `table`, for one load; dropped after, expiring if we die first."""
+    _drop_dead_staging_tables(connection, table)
     staging = bigquery.Table(
-        f"{table.project}.{table.dataset_id}.{table.table_id}__load_{uuid.uuid4().hex[:12]}",
+        f"{table.project}.{table.dataset_id}.{_staging_prefix(table)}{uuid.uuid4().hex[:12]}",
         schema=table.schema,
     )
     staging.expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)
@@ -329,7 +346,17 @@ class BigQueryWarehouseClient(BigQueryClient):
         dataset = bigquery.Dataset(f"{table_slice.database}.{table_slice.schema}")
         if config.get("location"):
             dataset.location = config["location"]
-        connection.create_dataset(dataset, exists_ok=True)
+        try:
+            # The first call of a write: an unreachable warehouse fails here, before any data
+            # moves, and after 20 s of retrying rather than the client's ten minutes.
+            connection.create_dataset(dataset, exists_ok=True,
+                                      retry=bigquery.DEFAULT_RETRY.with_deadline(20))
+        except (GoogleAPIError, OSError) as error:  # requests' connection errors are OSErrors
+            where = config.get("api_endpoint") or "BigQuery"
+            raise ConnectionError(
+                f"the warehouse {where} (dataset {dataset.dataset_id} in project "
+                f"{dataset.project}) cannot be reached ({error}); nothing was written. Check "
+                f"TAXI_BQ_PROJECT, TAXI_BQ_ENDPOINT and the credentials") from error
 
     def delete_table_slice(self, context, table_slice: TableSlice, connection) -> None:
         """For a partition, only checks: its rows are replaced in the type handler's transaction."""

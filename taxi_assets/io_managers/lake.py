@@ -5,7 +5,10 @@ that only becomes the object at its path once whole: on local disk a hidden temp
 beside the target, renamed over it (atomic); on GCS a local spool file, uploaded in large
 pieces to a hidden object that is then copied to the target by the server, so a half object
 is never readable and a failed upload leaves the previous one in place. Only a few row groups
-are in memory at a time, whatever the month's size.
+are in memory at a time, whatever the month's size. A monthly object is one such object. The
+daily layouts write a range of days per run through a manifest (lake_versions.VersionedDays):
+each day's object is written as a version beside the current files, and one manifest write
+switches the whole range; their loads read the files the manifest names.
 
 Layouts, relative to the lake root:
 - MonthlyParquetIOManager  {name}/{YYYY-MM}.parquet                (name: nyc_taxi_data)
@@ -19,9 +22,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
 import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import ClassVar
 
 import dagster as dg
 import pandas as pd
@@ -31,9 +36,12 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from taxi_assets import batches as batching
+from taxi_assets.atomic_files import check_free_space, remove_dead_partials
 from taxi_assets.batches import TripBatches, rebatched
+from taxi_assets.io_managers.lake_versions import LOCAL_LAKE_SETTING, VersionedDays, local_path
 from taxi_assets.lake import LakeResource
 from taxi_assets.schema import to_pandas
+from taxi_assets.shrink_guard import ShrinkRefused, shrink_allowed, shrink_refusal
 
 NAME_METADATA_KEY = "lake/name"
 DATASET_FILE = "part-0.parquet"
@@ -53,7 +61,7 @@ class _PendingObject:
         parent, _, file_name = path.rpartition("/")
         # The leading dot keeps pyarrow's dataset discovery away from a half-written file.
         self._hidden = "/".join(filter(None, [parent, f".{file_name}.{uuid.uuid4().hex}.tmp"]))
-        self._spool = None
+        self._spool = self._lock = None
         with _naming(path):
             self._open(schema)
 
@@ -62,7 +70,12 @@ class _PendingObject:
         if _is_local(fs):
             # Object stores need no folders (creating them on GCS adds placeholder objects).
             fs.create_dir(parent, recursive=True)
+            # A dead writer's hidden file goes; a live one's is locked (atomic_files.py).
+            remove_dead_partials(local_path(fs, self.path))
+            check_free_space(local_path(fs, parent), 0, LOCAL_LAKE_SETTING)
             self._out = fs.open_output_stream(self._hidden)
+            self._lock = open(local_path(fs, self._hidden), "rb")  # noqa: SIM115 - held open
+            fcntl.flock(self._lock, fcntl.LOCK_EX)
         else:
             self._spool = tempfile.NamedTemporaryFile(prefix="taxi-lake-", suffix=".parquet")
             self._out = pa.OSFile(self._spool.name, "wb")
@@ -107,6 +120,9 @@ class _PendingObject:
         if self._spool is not None:
             self._spool.close()
             self._spool = None
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
 
 @contextlib.contextmanager
@@ -305,6 +321,7 @@ class MonthlyParquetIOManager(_LakeIOManager):
             raise ValueError(f"{context.asset_key.to_user_string()}: one output must be one "
                              f"month, got {len(months)}; do not backfill it as a single run")
         path = self._path(context, months[0])
+        self.lake.check_reachable()
         size, rows = _write_object(self.lake.filesystem(), path, TripBatches.of(obj))
         context.add_output_metadata({
             "uri": dg.MetadataValue.path(self.lake.uri(path)),
@@ -322,48 +339,113 @@ class MonthlyParquetIOManager(_LakeIOManager):
         return _to_pandas([_read_parquet(fs, path) for path in paths])
 
 
-class DailyDatasetIOManager(_LakeIOManager):
-    """A hive-partitioned dataset, one folder per day of `date_column`:
-    `{root}/{name}/{partition_column}=YYYY-MM-DD/part-0.parquet`.
+class _DailyLayoutIOManager(_LakeIOManager):
+    """A layout of one file (or none) per day, a range of days replaced at once per output.
 
-    An output covers one or several daily partitions (a single-run backfill) and replaces
-    exactly those days' folders: each day present gets one file, each day without rows is
-    emptied, other days are not touched. The day is in the path only; files hold the asset's
-    columns unchanged and loading returns them unchanged.
+    Each output covers one or several daily partitions (a single-run backfill) and replaces
+    exactly those days through the layout's manifest (see lake_versions.py): the days' objects
+    are written as versions, the shrink guard compares their rows with what the manifest holds
+    for those days (fewer than half is refused), and one manifest write switches them in.
+    """
+
+    date_column: str = "tpep_pickup_datetime"
+    # Whether a day without rows keeps an (empty) object, or no file at all.
+    keeps_empty_days: ClassVar[bool] = False
+
+    def _layout(self, context, fs: pafs.FileSystem) -> VersionedDays:
+        raise NotImplementedError
+
+    def _write_days(self, context: dg.OutputContext, obj: TripBatches | pd.DataFrame):
+        """Stage every day of the output's window, then switch them in; returns the days with
+        rows, the days without, the bytes and the rows written."""
+        self.lake.check_reachable()
+        fs = self.lake.filesystem()
+        layout = self._layout(context, fs)
+        layout.recover()  # a dead run's switch finished, its leftovers removed
+        days = _window_days(context)
+        trips = TripBatches.of(obj)
+        version = layout.new_version(context.run_id)
+        split = _DaySplit(lambda day, schema: _PendingObject(
+            fs, version.path_for(day.isoformat()), schema), self.date_column, days)
+        written, empty, size = [], [], 0
+        try:
+            with _all_or_none(split.pending):
+                split.split(trips)
+                for day in days:
+                    if self.keeps_empty_days and day not in split.pending:
+                        split.pending[day] = _PendingObject(
+                            fs, version.path_for(day.isoformat()), _plain(trips.schema))
+            for day in days:
+                pending = split.pending.pop(day, None)
+                if pending is None:
+                    version.record(day.isoformat(), None, 0)
+                else:
+                    with _all_or_none({day: pending, **split.pending}):
+                        size += pending.publish()
+                    version.record(day.isoformat(), pending.path, pending.rows)
+                (written if pending is not None and pending.rows else empty).append(
+                    day.isoformat())
+            names = [day.isoformat() for day in days]
+            refusal = shrink_refusal(
+                f"{context.asset_key.to_user_string()} {names[0]}..{names[-1]}",
+                layout.rows(names), version.rows)
+            # The run's tags are only reachable through the step context in an IO manager.
+            if refusal and not shrink_allowed(context.step_context.run_tags):
+                raise ShrinkRefused(refusal)
+        except BaseException:
+            version.discard()
+            raise
+        version.commit()
+        return written, empty, size, version.rows
+
+    def _day_paths(self, context: dg.InputContext, fs: pafs.FileSystem) -> list[str]:
+        current = self._layout(context, fs).days()
+        paths = []
+        for day in _window_days(context):
+            entry = current.get(day.isoformat())
+            if entry is None:  # written before the layout had a manifest
+                paths += self._unrecorded_paths(context, fs, day)
+            elif entry.path is not None:
+                paths.append(entry.path)
+        return paths
+
+    def _unrecorded_paths(self, context, fs: pafs.FileSystem, day: dt.date) -> list[str]:
+        raise NotImplementedError
+
+    def _load(self, context: dg.InputContext, columns: list[str] | None = None):
+        fs = self.lake.filesystem()
+        paths = self._day_paths(context, fs)
+        if context.dagster_type.typing_type is TripBatches:
+            return _streamed(fs, paths, columns)
+        return _to_pandas([_read_parquet(fs, path, columns) for path in paths])
+
+
+class DailyDatasetIOManager(_DailyLayoutIOManager):
+    """A hive-partitioned dataset, one folder per day of `date_column`:
+    `{root}/{name}/{partition_column}=YYYY-MM-DD/part-0.parquet`, manifest `{name}/_manifest.json`.
+
+    Each day with rows gets one file, each day without rows is emptied, other days are not
+    touched. The day is in the path only; files hold the asset's columns unchanged and loading
+    returns them unchanged.
     """
 
     name: str = "nyc_taxi_data_by_day"
-    date_column: str = "tpep_pickup_datetime"
     partition_column: str = "tpep_pickup_date"
 
-    def _folder(self, context, day: dt.date) -> str:
-        return f"{self._name(context)}/{self.partition_column}={day.isoformat()}"
+    def _folder(self, context, day: dt.date | str) -> str:
+        day = day if isinstance(day, str) else day.isoformat()
+        return f"{self._name(context)}/{self.partition_column}={day}"
+
+    def _layout(self, context, fs: pafs.FileSystem) -> VersionedDays:
+        return VersionedDays(
+            fs, self._name(context),
+            published_path=lambda day, rows: (
+                f"{self._folder(context, day)}/{DATASET_FILE}" if rows else None),
+            stale_files=lambda day: _files_under(fs, self._folder(context, day)),
+        )
 
     def handle_output(self, context: dg.OutputContext, obj: TripBatches | pd.DataFrame) -> None:
-        fs = self.lake.filesystem()
-        days = _window_days(context) if context.has_asset_partitions else None
-        split = _DaySplit(
-            lambda day, schema: _PendingObject(fs, f"{self._folder(context, day)}/{DATASET_FILE}",
-                                               schema),
-            self.date_column, days)
-        with _all_or_none(split.pending):
-            split.split(TripBatches.of(obj))
-        written, cleared, size, rows = [], [], 0, 0
-        for day in days if days is not None else sorted(split.pending):
-            folder = self._folder(context, day)
-            target = f"{folder}/{DATASET_FILE}"
-            pending = split.pending.pop(day, None)
-            if pending is not None:
-                # Written before stale files go, so the day never reads as empty meanwhile.
-                with _all_or_none({day: pending, **split.pending}):
-                    size += pending.publish()
-                rows += pending.rows
-                written.append(day.isoformat())
-            else:
-                cleared.append(day.isoformat())
-            for stale in _files_under(fs, folder):
-                if stale != target or pending is None:
-                    fs.delete_file(stale)
+        written, cleared, size, rows = self._write_days(context, obj)
         context.add_output_metadata({
             "uri": dg.MetadataValue.path(self.lake.uri(self._name(context))),
             "bytes": size,
@@ -373,64 +455,48 @@ class DailyDatasetIOManager(_LakeIOManager):
         })
 
     def load_input(self, context: dg.InputContext) -> TripBatches | pd.DataFrame:
-        fs = self.lake.filesystem()
         # An input may ask for some columns only (metadata "columns"), as Dagster's database
         # IO managers allow: a row count needs one column, not the month.
-        columns = context.definition_metadata.get("columns")
-        paths = [
-            path
-            for day in _window_days(context)
-            for path in _files_under(fs, self._folder(context, day))
-            if not path.rpartition("/")[2].startswith((".", "_"))
-        ]
-        if context.dagster_type.typing_type is TripBatches:
-            return _streamed(fs, paths, columns)
-        return _to_pandas([_read_parquet(fs, path, columns) for path in paths])
+        return self._load(context, context.definition_metadata.get("columns"))
+
+    def _unrecorded_paths(self, context, fs: pafs.FileSystem, day: dt.date) -> list[str]:
+        return [path for path in _files_under(fs, self._folder(context, day))
+                if not path.rpartition("/")[2].startswith((".", "_"))]
 
 
-class DailyExportIOManager(_LakeIOManager):
-    """One object per day: `{root}/{YYYY}/{MM}/{DD}/{name}.parquet`.
+class DailyExportIOManager(_DailyLayoutIOManager):
+    """One object per day: `{root}/{YYYY}/{MM}/{DD}/{name}.parquet`, manifest
+    `{root}/_daily_exports/{name}/_manifest.json`.
 
     A multi-day output is split by the day of `date_column`; a day without rows still gets
     its (empty) object, so every materialised partition can be loaded.
     """
 
     name: str = "nyc_taxi_data"
-    date_column: str = "tpep_pickup_datetime"
+    keeps_empty_days: ClassVar[bool] = True
 
-    def _path(self, context, day: dt.date) -> str:
+    def _path(self, context, day: dt.date | str) -> str:
+        day = dt.date.fromisoformat(day) if isinstance(day, str) else day
         return f"{day:%Y/%m/%d}/{self._name(context)}.parquet"
 
+    def _layout(self, context, fs: pafs.FileSystem) -> VersionedDays:
+        return VersionedDays(fs, f"_daily_exports/{self._name(context)}",
+                             published_path=lambda day, rows: self._path(context, day))
+
     def handle_output(self, context: dg.OutputContext, obj: TripBatches | pd.DataFrame) -> None:
-        fs = self.lake.filesystem()
-        trips = TripBatches.of(obj)
-        days = _window_days(context)
-        split = _DaySplit(lambda day, schema: _PendingObject(fs, self._path(context, day), schema),
-                          self.date_column, days)
-        with _all_or_none(split.pending):
-            split.split(trips)
-            for day in days:  # a day without rows gets its empty object
-                if day not in split.pending:
-                    split.pending[day] = _PendingObject(fs, self._path(context, day),
-                                                        _plain(trips.schema))
-        uris, size, rows = [], 0, 0
-        for day in days:
-            pending = split.pending.pop(day)
-            with _all_or_none({day: pending, **split.pending}):
-                size += pending.publish()
-            rows += pending.rows
-            uris.append(self.lake.uri(pending.path))
+        written, empty, size, rows = self._write_days(context, obj)
+        days = sorted(written + empty)
+        uris = [self.lake.uri(self._path(context, day)) for day in days]
         context.add_output_metadata({
             "uri": dg.MetadataValue.path(uris[0] if len(uris) == 1 else self.lake.uri()),
             "objects": uris,
             "bytes": size,
             **_row_count(context, rows),
-            "days_written": [day.isoformat() for day in days],
+            "days_written": days,
         })
 
     def load_input(self, context: dg.InputContext) -> TripBatches | pd.DataFrame:
-        fs = self.lake.filesystem()
-        paths = [self._path(context, day) for day in _window_days(context)]
-        if context.dagster_type.typing_type is TripBatches:
-            return _streamed(fs, paths)
-        return _to_pandas([_read_parquet(fs, path) for path in paths])
+        return self._load(context)
+
+    def _unrecorded_paths(self, context, fs: pafs.FileSystem, day: dt.date) -> list[str]:
+        return [self._path(context, day)]

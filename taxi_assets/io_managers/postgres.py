@@ -23,6 +23,10 @@ from taxi_assets.schema import to_pandas
 PROGRESS_EVERY_ROWS = 250_000
 
 
+class TargetTableMismatch(ValueError):
+    """The table the rows go to exists with a shape this project does not write."""
+
+
 def quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
@@ -80,6 +84,7 @@ class PostgresPandasIOManager(dg.ConfigurableIOManager):
 
         with adbc.connect(self.postgres.uri()) as conn:
             self._create_schema(conn, schema)
+            self._check_target(conn, schema, table, column, rows.schema.names)
             # One transaction from the staging table's creation to the swap's commit: if the
             # run or the server dies at any point, the server discards it all, staging included.
             try:
@@ -133,6 +138,41 @@ class PostgresPandasIOManager(dg.ConfigurableIOManager):
                         % _literal(f"CREATE SCHEMA {quote(schema)}"))
             cur.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
         conn.commit()
+
+    @staticmethod
+    def _check_target(conn, schema: str, table: str, column: str, columns: list[str]) -> None:
+        """Refuse, before any row moves, a table of that name this project did not make."""
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT c.relkind, (SELECT string_agg(a.attname, ',') FROM pg_partitioned_table p"
+                " JOIN pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = ANY(p.partattrs)"
+                " WHERE p.partrelid = c.oid),"
+                " (SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a"
+                "  WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)"
+                " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                f" WHERE n.nspname = {_literal(schema)} AND c.relname = {_literal(table)}"
+            )
+            found = cur.fetchone()
+        conn.commit()
+        if found is None:
+            return
+        kind, partition_key, existing = found
+        name = f"{schema}.{table}"
+        fix = (f"Nothing was loaded. Keep its rows under another name (ALTER TABLE {name} "
+               f"RENAME TO {table}_old) or drop it, then run again: the project creates {name} "
+               f"itself, list-partitioned on {column}, one partition per month.")
+        if kind != "p" or partition_key != column:
+            what = "a plain table" if kind == "r" else (
+                f"partitioned on {partition_key}" if kind == "p" else f"of relkind {kind!r}")
+            raise TargetTableMismatch(
+                f"{name} exists but is not the project's table ({what}, e.g. one the "
+                f"tutorial's to_sql made). {fix}")
+        missing = sorted(set(columns) - set(existing or []))
+        unexpected = sorted(set(existing or []) - set(columns))
+        if missing or unexpected:
+            raise TargetTableMismatch(
+                f"{name} has other columns than the rows to load: missing {missing}, "
+                f"unexpected {unexpected}. {fix}")
 
     @staticmethod
     def _swap(conn, schema, table, column, staging, partition, value) -> None:

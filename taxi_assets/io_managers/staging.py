@@ -8,7 +8,6 @@ DataFrame) gets the rows as one pandas DataFrame.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from taxi_assets import batches as batching
+from taxi_assets.atomic_files import replace_file
 from taxi_assets.batches import TripBatches, rebatched
 
 
@@ -31,22 +31,19 @@ class StagingParquetIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: TripBatches | pd.DataFrame) -> None:
         partition = context.partition_key if context.has_partition_key else None
         path = self._path(context.asset_key, partition)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Named for the run, not the process: two runs may share a process (threads, or an
-        # in-process executor) and would otherwise write, and rename, each other's file.
-        partial = path.with_suffix(f".{context.run_id}.tmp")
         trips = TripBatches.of(obj)
         rows = 0
-        # Written aside and renamed, so a reader never meets half a file.
-        try:
-            with pq.ParquetWriter(partial, trips.schema) as writer:
+
+        def write(out) -> None:
+            nonlocal rows
+            with pq.ParquetWriter(out, trips.schema) as writer:
                 for group in rebatched(trips, batching.BATCH_ROWS):
                     writer.write_table(group, row_group_size=group.num_rows)
                     rows += group.num_rows
-            os.replace(partial, path)
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
+
+        # Written aside and renamed, so a reader never meets half a file; a dead run's partial
+        # file is removed by the next write of the partition.
+        replace_file(path, write, setting="TAXI_HOME")
         context.log.info(f"{context.asset_key.to_user_string()}: staged {rows:,} rows")
         context.add_output_metadata({
             "path": dg.MetadataValue.path(str(path)),

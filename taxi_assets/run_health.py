@@ -1,0 +1,231 @@
+"""Dead runs and pools: a run whose process is gone is marked failed and its pool slots freed;
+a step waiting for a pool slot says which run holds it.
+
+Dagster's run monitoring (the daemon, `dagster.yaml`) fails a run whose run launcher reports
+its worker gone. The default launcher, which starts runs as local processes (`make dev`),
+cannot tell, so a run killed by SIGKILL or the OOM killer stayed STARTED for ever, holding its
+write step's pool slot, and the next writer of that table waited at that step indefinitely.
+`LocalRunLauncher` answers the health check from the worker's process id, which every run
+records in its RUN_START event. `make run` executes runs in its own process, with no daemon
+watching, so it makes the same check itself before each job (`prepare_run`): it fails the
+dead runs and frees their slots, then, while a live run holds a pool the job writes through,
+says which run and waits (asleep, so Ctrl-C stops it). In a run, Dagster's in-process executor
+says only that a step is blocked on a pool, and waits for the slot polling without pause and
+deaf to Ctrl-C; `in_process_executor` here is Dagster's with that wait sleeping, stopping on an
+interrupt, and saying at INFO which run holds the slot.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+
+import dagster as dg
+
+from taxi_assets.dagster_private import (
+    CheckRunHealthResult,
+    DagsterEvent,
+    EngineEventData,
+    ExecuteRunWithPlanIterable,
+    InProcessExecutor,
+    InstanceConcurrencyContext,
+    PlanExecutionContextManager,
+    WorkerStatus,
+    inner_plan_execution_iterator,
+    pop_captured_interrupt,
+)
+
+ACTIVE = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING,
+          dg.DagsterRunStatus.CANCELING]
+POLL_SECONDS = 2.0
+
+
+def _process_start_time(pid: int) -> float | None:
+    """When the process `pid` started (seconds since the epoch); None if there is none."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            # Field 22, after the parenthesised command name (which may hold spaces).
+            started_ticks = int(stat.read().rpartition(")")[2].split()[19])
+        with open("/proc/stat") as system:
+            boot = next(int(line.split()[1]) for line in system if line.startswith("btime"))
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return boot + started_ticks / os.sysconf("SC_CLK_TCK")
+
+
+def run_worker(instance: dg.DagsterInstance, run_id: str) -> tuple[int, float] | None:
+    """The pid of the process that started the run, and when; None before it started."""
+    records = instance.get_records_for_run(
+        run_id, of_type=dg.DagsterEventType.RUN_START, limit=1).records
+    if not records or records[0].event_log_entry.dagster_event is None:
+        return None
+    entry = records[0].event_log_entry
+    return entry.dagster_event.pid, entry.timestamp
+
+
+def worker_gone(instance: dg.DagsterInstance, run_id: str) -> str | None:
+    """Why the run's process is known to be gone; None if it lives or has not started yet.
+
+    A pid is reused once its process is gone: a process with that pid that started after the
+    run did is another one.
+    """
+    worker = run_worker(instance, run_id)
+    if worker is None:
+        return None
+    pid, run_started = worker
+    started = _process_start_time(pid)
+    if started is None:
+        return f"its process (pid {pid}) is gone"
+    if started > run_started + 1:
+        return f"its process (pid {pid}) is gone; that pid now belongs to another process"
+    return None
+
+
+class LocalRunLauncher(dg.DefaultRunLauncher):
+    """Dagster's default launcher (a process per run), with a worker health check for run
+    monitoring. For run workers on this machine, as `make dev` starts them."""
+
+    @property
+    def supports_check_run_worker_health(self) -> bool:
+        return True
+
+    def check_run_worker_health(self, run: dg.DagsterRun) -> CheckRunHealthResult:
+        gone = worker_gone(self._instance, run.run_id)
+        if gone:
+            return CheckRunHealthResult(WorkerStatus.FAILED, f"run {run.run_id}: {gone}")
+        if run_worker(self._instance, run.run_id) is None:
+            return CheckRunHealthResult(WorkerStatus.UNKNOWN, "the run has not started yet")
+        return CheckRunHealthResult(WorkerStatus.RUNNING)
+
+
+def fail_dead_runs(instance: dg.DagsterInstance, log: Callable[[str], None]) -> list[str]:
+    """Mark every started run whose process is gone as failed, freeing its pool slots."""
+    failed = []
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=ACTIVE)):
+        gone = worker_gone(instance, run.run_id)
+        if gone is None:
+            continue
+        message = f"run {run.run_id} ({run.job_name}) was still marked running, but {gone}"
+        instance.report_run_failed(run, f"{message}: marked failed")
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        log(f"{message}: marked it failed and freed its pool slots")
+        failed.append(run.run_id)
+    return failed
+
+
+def _console(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def job_pools(job: dg.JobDefinition) -> set[str]:
+    return {op.pool for op in job.graph.iterate_op_defs() if op.pool}
+
+
+def busy_pools(instance: dg.DagsterInstance, pools: set[str]) -> dict[str, list[str]]:
+    """Each of `pools` whose slots are all taken, with the runs holding them."""
+    busy = {}
+    for pool in sorted(pools):
+        info = instance.event_log_storage.get_concurrency_info(pool)
+        if info.limit is not None and len(info.claimed_slots) >= info.limit:
+            busy[pool] = sorted(info.active_run_ids)
+    return busy
+
+
+def prepare_run(instance: dg.DagsterInstance, job: dg.JobDefinition | str,
+                log: Callable[[str], None] | None = None, *, runs_are_local: bool = True) -> None:
+    """Before a job (or the code location's job of that name) runs in this process: no dead
+    run holds its pools, and no live one does.
+
+    `runs_are_local`: every run of the instance ran on this machine (the local profile's own
+    instance), so a pid not alive here is a dead run. An instance shared with a deployment
+    elsewhere is left to that deployment's run monitoring.
+    """
+    log = log or _console
+    if not instance.event_log_storage.supports_global_concurrency_limits:
+        return
+    if isinstance(job, str):
+        from taxi_assets.definitions import defs
+
+        job = defs.resolve_job_def(job)
+    if runs_are_local:
+        fail_dead_runs(instance, log)
+    said = None
+    while busy := busy_pools(instance, job_pools(job)):
+        if busy != said:
+            for pool, runs in busy.items():
+                log(f"{job.name} waits for the pool {pool}: its slot is held by run "
+                    f"{', '.join(runs)}")
+            said = busy
+        time.sleep(POLL_SECONDS)
+        if runs_are_local:
+            fail_dead_runs(instance, log)
+
+
+class _PatientConcurrencyContext(InstanceConcurrencyContext):
+    """Dagster's pool claims, with a wait that sleeps and hears Ctrl-C.
+
+    Dagster's returns min(0, …), never a pause, so its executor polls the instance's storage
+    without rest while a step waits for a slot (a core at 100%); and a Ctrl-C (or the UI's
+    terminate) only sets a flag that this loop never reads. Here the loop sleeps until the next
+    claim attempt is due and, when an interrupt came meanwhile, stops the run.
+    """
+
+    def interval_to_next_pending_claim_check(self) -> float:
+        if pop_captured_interrupt():
+            raise KeyboardInterrupt
+        due = [ready_at - time.time() for ready_at in self._pending_timeouts.values()]
+        return max(0.0, min(due, default=0.0)) if self._pending_claims else 0.0
+
+
+def _execution_iterator(job_context, execution_plan, instance_concurrency_context=None):
+    with _PatientConcurrencyContext(job_context.instance, job_context.dagster_run) as context:
+        yield from inner_plan_execution_iterator(job_context, execution_plan, context)
+
+
+class _PoolReportingExecutor(InProcessExecutor):
+    def execute(self, plan_context, execution_plan):
+        # InProcessExecutor.execute, with the concurrency context above.
+        yield DagsterEvent.engine_event(
+            plan_context, f"Executing steps in process (pid: {os.getpid()})",
+            event_specific_data=EngineEventData.in_process(
+                os.getpid(), execution_plan.step_keys_to_execute))
+        events = ExecuteRunWithPlanIterable(
+            execution_plan=plan_context.execution_plan,
+            iterator=_execution_iterator,
+            execution_context_manager=PlanExecutionContextManager(
+                job=plan_context.job,
+                retry_mode=plan_context.retry_mode,
+                execution_plan=plan_context.execution_plan,
+                run_config=plan_context.run_config,
+                dagster_run=plan_context.dagster_run,
+                instance=plan_context.instance,
+                raise_on_error=plan_context.raise_on_error,
+                output_capture=plan_context.output_capture,
+                step_dependency_config=self.step_dependency_config,
+            ),
+        )
+        for event in events:
+            yield event
+            # Dagster's own notice of a step blocked on a pool (its first, then every 5 min).
+            pool = event.event_specific_data.metadata.get("pool") if (
+                event.is_engine_event and event.step_key and event.event_specific_data) else None
+            if pool is not None:
+                runs = busy_pools(plan_context.instance, {pool.value}).get(pool.value, [])
+                held_by = f"run {', '.join(runs)}" if runs else "another run"
+                plan_context.log.info(f"{event.step_key} waits for the pool {pool.value}: its "
+                                      f"slot is held by {held_by}")
+        yield DagsterEvent.engine_event(
+            plan_context, f"Finished steps in process (pid: {os.getpid()})",
+            event_specific_data=EngineEventData.in_process(
+                os.getpid(), execution_plan.step_keys_to_execute))
+
+
+@dg.executor(name="in_process", config_schema=dg.in_process_executor.config_schema)
+def in_process_executor(init_context) -> InProcessExecutor:
+    """Dagster's in-process executor, saying which run holds the pool a step waits for."""
+    standard = dg.in_process_executor.executor_creation_fn(init_context)
+    return _PoolReportingExecutor(retries=standard.retries,
+                                  step_dependency_config=standard.step_dependency_config,
+                                  marker_to_close=standard.marker_to_close)
