@@ -156,7 +156,7 @@ class PostgresPandasIOManager(dg.ConfigurableIOManager):
         conn.commit()
         if found is None:
             return
-        kind, partition_key, existing = found
+        kind, partition_key, _ = found
         name = f"{schema}.{table}"
         fix = (f"Nothing was loaded. Keep its rows under another name (ALTER TABLE {name} "
                f"RENAME TO {table}_old) or drop it, then run again: the project creates {name} "
@@ -167,12 +167,8 @@ class PostgresPandasIOManager(dg.ConfigurableIOManager):
             raise TargetTableMismatch(
                 f"{name} exists but is not the project's table ({what}, e.g. one the "
                 f"tutorial's to_sql made). {fix}")
-        missing = sorted(set(columns) - set(existing or []))
-        unexpected = sorted(set(existing or []) - set(columns))
-        if missing or unexpected:
-            raise TargetTableMismatch(
-                f"{name} has other columns than the rows to load: missing {missing}, "
-                f"unexpected {unexpected}. {fix}")
+        # Other columns than the rows' are the schema evolving (a new column, or a month without
+        # one): _align_columns reconciles them in the swap, and refuses a changed type there.
 
     @staticmethod
     def _swap(conn, schema, table, column, staging, partition, value) -> None:
