@@ -35,12 +35,16 @@ def run(csv_path: Path | str, pg_url: str, workdir: Path | str) -> dict:
     def trips():
         for batch in trip_batches(csv_path, max_rows=10**9, max_bytes=10**12):
             counts["rows"] += batch.num_rows
-            yield pa.Table.from_batches([batch.filter(
-                pc.greater(pc.fill_null(batch["passenger_count"], 0), 0))])
+            yield pa.Table.from_batches(
+                [batch.filter(pc.greater(pc.fill_null(batch["passenger_count"], 0), 0))]
+            )
 
-    pipeline = dlt.pipeline(pipeline_name="taxi_bench", pipelines_dir=str(workdir / "dlt"),
-                            destination=dlt.destinations.postgres(credentials=_with_password(pg_url)),
-                            dataset_name=DATASET)
+    pipeline = dlt.pipeline(
+        pipeline_name="taxi_bench",
+        pipelines_dir=str(workdir / "dlt"),
+        destination=dlt.destinations.postgres(credentials=_with_password(pg_url)),
+        dataset_name=DATASET,
+    )
     steps = {}
     started = time.perf_counter()
     pipeline.extract(trips())
@@ -53,8 +57,7 @@ def run(csv_path: Path | str, pg_url: str, workdir: Path | str) -> dict:
     steps["load"] = round(time.perf_counter() - started, 3)
     with pipeline.sql_client() as client:
         [(loaded,)] = client.execute_sql(f"SELECT count(*) FROM {DATASET}.yellow_cab_data")
-    return {"rows": counts["rows"], "rows_loaded": loaded, "steps": steps,
-            "postgres_step": "load"}
+    return {"rows": counts["rows"], "rows_loaded": loaded, "steps": steps, "postgres_step": "load"}
 
 
 def _with_password(pg_url: str) -> str:

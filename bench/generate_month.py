@@ -59,8 +59,10 @@ def _read(path: Path) -> bytes:
     if not path.exists():
         hint = ""
         if path.name == "yellow_tripdata_2021-01.csv.gz":
-            hint = ("; create it with `gzip -c ../shared/data/yellow_tripdata_2021-01.complete_rows.csv"
-                    f" > {path}`")
+            hint = (
+                "; create it with `gzip -c ../shared/data/yellow_tripdata_2021-01.complete_rows.csv"
+                f" > {path}`"
+            )
         raise SystemExit(f"generate_month: input {path} does not exist{hint}")
     data = path.read_bytes()
     return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
@@ -84,17 +86,21 @@ def load_pool(paths: list[Path]) -> Pool:
     for path in paths:
         raw = _read(path)
         first_newline = raw.index(b"\n")
-        file_eol = b"\r\n" if raw[first_newline - 1:first_newline] == b"\r" else b"\n"
+        file_eol = b"\r\n" if raw[first_newline - 1 : first_newline] == b"\r" else b"\n"
         file_header = raw[:first_newline].rstrip(b"\r")
         columns = file_header.split(b",")
         if header is None:
             header, eol = file_header, file_eol
             if columns[1:3] != [_PICKUP, _DROPOFF]:
-                raise SystemExit(f"generate_month: {path.name} is not a TLC yellow file "
-                                 f"(columns 2-3 are {columns[1:3]})")
+                raise SystemExit(
+                    f"generate_month: {path.name} is not a TLC yellow file "
+                    f"(columns 2-3 are {columns[1:3]})"
+                )
         elif file_header != header:
-            raise SystemExit(f"generate_month: {path.name} has a different header from {paths[0].name}")
-        body = raw[first_newline + 1:].split(b"\n")
+            raise SystemExit(
+                f"generate_month: {path.name} has a different header from {paths[0].name}"
+            )
+        body = raw[first_newline + 1 :].split(b"\n")
         # A last line without a newline is a cut-off download, not a row.
         dropped += bool(body.pop())
         file_pickups = []
@@ -104,11 +110,14 @@ def load_pool(paths: list[Path]) -> Pool:
                 dropped += 1
                 continue
             first_comma = line.index(b",")
-            pickup = line[first_comma + 1:first_comma + 20]
-            dropoff = line[first_comma + 21:first_comma + 40]
-            if (line[first_comma + 20:first_comma + 21] != b","
-                    or line[first_comma + 40:first_comma + 41] != b","
-                    or not _DATETIME.fullmatch(pickup) or not _DATETIME.fullmatch(dropoff)):
+            pickup = line[first_comma + 1 : first_comma + 20]
+            dropoff = line[first_comma + 21 : first_comma + 40]
+            if (
+                line[first_comma + 20 : first_comma + 21] != b","
+                or line[first_comma + 40 : first_comma + 41] != b","
+                or not _DATETIME.fullmatch(pickup)
+                or not _DATETIME.fullmatch(dropoff)
+            ):
                 dropped += 1
                 continue
             lines.append(line + eol)
@@ -127,8 +136,17 @@ def load_pool(paths: list[Path]) -> Pool:
     def days(values: list[bytes]) -> np.ndarray:
         return np.array([v[:10].decode() for v in values], dtype="datetime64[D]").astype(np.int64)
 
-    return Pool(header, eol, lines, np.array(offsets, dtype=np.int64), days(pickups),
-                days(dropoffs), np.array(month_start), np.array(month_end), dropped)
+    return Pool(
+        header,
+        eol,
+        lines,
+        np.array(offsets, dtype=np.int64),
+        days(pickups),
+        days(dropoffs),
+        np.array(month_start),
+        np.array(month_end),
+        dropped,
+    )
 
 
 def plan(pool: Pool, month: str, rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -159,12 +177,14 @@ def plan(pool: Pool, month: str, rows: int, seed: int) -> tuple[np.ndarray, np.n
 
 def _day_strings(first: int, last: int) -> np.ndarray:
     days = np.arange(first, last + 1).astype("datetime64[D]")
-    return np.frombuffer(np.datetime_as_string(days).astype("S10").tobytes(),
-                         dtype=np.uint8).reshape(-1, 10)
+    return np.frombuffer(
+        np.datetime_as_string(days).astype("S10").tobytes(), dtype=np.uint8
+    ).reshape(-1, 10)
 
 
-def write_month(pool: Pool, source: np.ndarray, shift: np.ndarray, out: Path,
-                compresslevel: int = 6) -> int:
+def write_month(
+    pool: Pool, source: np.ndarray, shift: np.ndarray, out: Path, compresslevel: int = 6
+) -> int:
     new_pickup = pool.pickup_day[source] + shift
     new_dropoff = pool.dropoff_day[source] + shift
     first = int(min(new_pickup.min(), new_dropoff.min()))
@@ -177,26 +197,35 @@ def write_month(pool: Pool, source: np.ndarray, shift: np.ndarray, out: Path,
     with open(tmp, "wb") as handle:
         # filename="" and mtime=0: the gzip header carries neither, so the bytes depend only
         # on the arguments.
-        with gzip.GzipFile(filename="", mode="wb", fileobj=handle, compresslevel=compresslevel,
-                           mtime=0) as gz:
+        with gzip.GzipFile(
+            filename="", mode="wb", fileobj=handle, compresslevel=compresslevel, mtime=0
+        ) as gz:
             gz.write(pool.header + pool.eol)
             for begin in range(0, len(source), _CHUNK_ROWS):
-                rows = source[begin:begin + _CHUNK_ROWS]
+                rows = source[begin : begin + _CHUNK_ROWS]
                 picked = operator.itemgetter(*rows.tolist())(pool.lines)
                 block = bytearray(b"".join(picked if len(rows) > 1 else (picked,)))
                 view = np.frombuffer(block, dtype=np.uint8)
                 lengths = line_lengths[rows]
                 at = np.cumsum(lengths) - lengths + pool.date_offset[rows]
-                view[at[:, None] + ten] = table[new_pickup[begin:begin + _CHUNK_ROWS] - first]
-                view[(at + 20)[:, None] + ten] = table[new_dropoff[begin:begin + _CHUNK_ROWS] - first]
+                view[at[:, None] + ten] = table[new_pickup[begin : begin + _CHUNK_ROWS] - first]
+                view[(at + 20)[:, None] + ten] = table[
+                    new_dropoff[begin : begin + _CHUNK_ROWS] - first
+                ]
                 gz.write(block)
                 raw_bytes += len(block)
     os.replace(tmp, out)
     return raw_bytes
 
 
-def generate(month: str, rows: int, out: Path, seed: int = 7,
-             inputs: list[Path] | None = None, compresslevel: int = 6) -> dict:
+def generate(
+    month: str,
+    rows: int,
+    out: Path,
+    seed: int = 7,
+    inputs: list[Path] | None = None,
+    compresslevel: int = 6,
+) -> dict:
     started = time.perf_counter()
     pool = load_pool([Path(p) for p in (inputs or DEFAULT_INPUTS)])
     source, shift = plan(pool, month, rows, seed)
@@ -221,9 +250,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=REAL_2021_01_ROWS)
     parser.add_argument("--out", type=Path, required=True, help="PATH.csv.gz")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--input", type=Path, action="append",
-                        help="a TLC yellow CSV (.csv or .csv.gz); repeat for several "
-                             "(default: the 2021-01 and 2020-01 samples in taxi_assets_tests/data)")
+    parser.add_argument(
+        "--input",
+        type=Path,
+        action="append",
+        help="a TLC yellow CSV (.csv or .csv.gz); repeat for several "
+        "(default: the 2021-01 and 2020-01 samples in taxi_assets_tests/data)",
+    )
     parser.add_argument("--compresslevel", type=int, default=6)
     args = parser.parse_args(argv)
     if not re.fullmatch(r"\d{4}-\d\d", args.month):

@@ -64,8 +64,17 @@ def _fresh_table(pg_url: str) -> None:
 
 def _count(pg_url: str) -> int:
     out = subprocess.run(
-        [str(POSTGRES_BIN_PATH / "psql"), pg_url, "-X", "-At", "-c", f"SELECT count(*) FROM {TABLE}"],
-        check=True, capture_output=True, text=True,
+        [
+            str(POSTGRES_BIN_PATH / "psql"),
+            pg_url,
+            "-X",
+            "-At",
+            "-c",
+            f"SELECT count(*) FROM {TABLE}",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     return int(out.strip())
 
@@ -74,23 +83,29 @@ def run(csv_path: Path | str, pg_url: str, workdir: Path | str) -> dict:
     csv_path, workdir = Path(csv_path).resolve(), Path(workdir).resolve()
     for path in (csv_path, workdir):
         if "'" in str(path):
-            raise ValueError(f"{path}: psql's \\copy command cannot quote a path with a quote in it")
+            raise ValueError(
+                f"{path}: psql's \\copy command cannot quote a path with a quote in it"
+            )
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     steps: dict[str, float] = {}
 
     _fresh_table(pg_url)
-    steps["psql_copy_csv"] = round(psql(
-        pg_url,
-        f"\\copy {TABLE} FROM PROGRAM 'gzip -dc {csv_path}' WITH (FORMAT csv, HEADER true)",
-    ), 3)
+    steps["psql_copy_csv"] = round(
+        psql(
+            pg_url,
+            f"\\copy {TABLE} FROM PROGRAM 'gzip -dc {csv_path}' WITH (FORMAT csv, HEADER true)",
+        ),
+        3,
+    )
     rows_copied = _count(pg_url)
 
     binary = workdir / "month.copy.bin"
     psql(pg_url, f"\\copy {TABLE} TO '{binary}' WITH (FORMAT binary)")
     _fresh_table(pg_url)
-    steps["psql_copy_binary"] = round(psql(
-        pg_url, f"\\copy {TABLE} FROM '{binary}' WITH (FORMAT binary)"), 3)
+    steps["psql_copy_binary"] = round(
+        psql(pg_url, f"\\copy {TABLE} FROM '{binary}' WITH (FORMAT binary)"), 3
+    )
     if _count(pg_url) != rows_copied:
         raise RuntimeError("binary COPY loaded a different number of rows than CSV COPY")
     binary_bytes = binary.stat().st_size
@@ -108,8 +123,13 @@ def run(csv_path: Path | str, pg_url: str, workdir: Path | str) -> dict:
     steps["pyarrow_read_csv"] = round(time.perf_counter() - started, 3)
     if table.num_rows != rows_copied:
         raise RuntimeError(f"pyarrow read {table.num_rows} rows, COPY loaded {rows_copied}")
-    return {"rows": rows_copied, "rows_loaded": rows_copied, "steps": steps,
-            "postgres_step": "psql_copy_csv", "binary_copy_mb": round(binary_bytes / 2**20, 1)}
+    return {
+        "rows": rows_copied,
+        "rows_loaded": rows_copied,
+        "steps": steps,
+        "postgres_step": "psql_copy_csv",
+        "binary_copy_mb": round(binary_bytes / 2**20, 1),
+    }
 
 
 def main() -> None:

@@ -31,23 +31,29 @@ def _prepare(workdir: Path, pg_url: str, csv_paths: list[Path]) -> None:
         suffix = ".parquet" if parquet else ".csv.gz"
         (source / f"yellow_tripdata_{_month(csv_path)}{suffix}").symlink_to(csv_path)
     shutil.copyfile(PROJECT_ROOT / "dagster.yaml", workdir / "dagster.yaml")
-    os.environ.update({
-        "TAXI_PROFILE": "local",
-        "TAXI_SOURCE": "tlc" if parquet else "datatalks",
-        "TAXI_HOME": str(workdir),
-        "TAXI_SOURCE_URL": str(source),
-        "TAXI_PG_PORT": str(urllib.parse.urlparse(pg_url).port),
-        "DAGSTER_HOME": str(workdir),
-        "DAGSTER_PG_URL": cli.instance_storage_url(pg_url),
-    })
+    os.environ.update(
+        {
+            "TAXI_PROFILE": "local",
+            "TAXI_SOURCE": "tlc" if parquet else "datatalks",
+            "TAXI_HOME": str(workdir),
+            "TAXI_SOURCE_URL": str(source),
+            "TAXI_PG_PORT": str(urllib.parse.urlparse(pg_url).port),
+            "DAGSTER_HOME": str(workdir),
+            "DAGSTER_PG_URL": cli.instance_storage_url(pg_url),
+        }
+    )
 
 
 # The issue's "ours": what the tutorial's script also does, so the two compare like for like.
 TUTORIAL_SCOPE = ["yellow_trips_by_day"]
 
 
-def run(csv_path: Path | str, pg_url: str, workdir: Path | str,
-        daily_assets: list[str] | None = TUTORIAL_SCOPE) -> dict:
+def run(
+    csv_path: Path | str,
+    pg_url: str,
+    workdir: Path | str,
+    daily_assets: list[str] | None = TUTORIAL_SCOPE,
+) -> dict:
     """parse, clean, checks, Postgres, monthly Parquet and the by-day dataset (by default), or
     with `daily_assets=None` every sink, daily exports and warehouse included."""
     import dagster as dg
@@ -75,8 +81,13 @@ def _next_months(first: str, count: int) -> list[str]:
     return [f"{year + (month - 1 + i) // 12}-{(month - 1 + i) % 12 + 1:02d}" for i in range(count)]
 
 
-def run_backfill(csv_path: Path | str, pg_url: str, workdir: Path | str, months: int = 3,
-                 daily_assets: list[str] | None = TUTORIAL_SCOPE) -> dict:
+def run_backfill(
+    csv_path: Path | str,
+    pg_url: str,
+    workdir: Path | str,
+    months: int = 3,
+    daily_assets: list[str] | None = TUTORIAL_SCOPE,
+) -> dict:
     """Consecutive months in one process, as a backfill runs them one after another. Each
     month's own peak RSS (the kernel's high-water mark, reset before the month) shows whether
     memory grows as the backfill goes on."""
@@ -92,8 +103,10 @@ def run_backfill(csv_path: Path | str, pg_url: str, workdir: Path | str, months:
     for name in names:
         Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
         for result in cli.run(name, daily_assets):
-            rows += sum(e.event_specific_data.materialization.metadata["dagster/row_count"].value
-                        for e in result.get_asset_materialization_events()
-                        if e.asset_key.to_user_string() == "raw_yellow_trips")
+            rows += sum(
+                e.event_specific_data.materialization.metadata["dagster/row_count"].value
+                for e in result.get_asset_materialization_events()
+                if e.asset_key.to_user_string() == "raw_yellow_trips"
+            )
         steps[f"{name} (the month's peak RSS MB)"] = round(_vm_hwm_mb(), 1)
     return {"rows": rows, "steps": steps}

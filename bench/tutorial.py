@@ -61,7 +61,9 @@ def load(path: Path) -> pd.DataFrame:
     if path.suffix == ".parquet":
         # What a tutorial reader writes for the TLC's own files: the file's types as they are.
         return pd.read_parquet(path)
-    return pd.read_csv(path, sep=",", compression="gzip", dtype=taxi_dtypes, parse_dates=parse_dates)
+    return pd.read_csv(
+        path, sep=",", compression="gzip", dtype=taxi_dtypes, parse_dates=parse_dates
+    )
 
 
 def transform(data: pd.DataFrame) -> pd.DataFrame:
@@ -85,6 +87,7 @@ def export_to_sql(df: pd.DataFrame, pg_url: str) -> None:
 
 
 # --- Mage's Postgres exporter, replicated (mage_ai/io/{sql,postgres,export_utils}.py) ---------
+
 
 def _mage_clean_name(name: str) -> str:
     import re
@@ -140,8 +143,9 @@ def export_mage_copy(df: pd.DataFrame, pg_url: str) -> None:
     connection = psycopg2.connect(pg_url, keepalives=1, keepalives_idle=300)
     try:
         with connection.cursor() as cur:
-            cur.execute("SELECT * FROM pg_tables WHERE schemaname = %s AND tablename = %s",
-                        (SCHEMA, table))
+            cur.execute(
+                "SELECT * FROM pg_tables WHERE schemaname = %s AND tablename = %s", (SCHEMA, table)
+            )
             table_exists = bool(cur.rowcount)
         with connection.cursor() as cur:
             cur.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA};")
@@ -159,7 +163,8 @@ def export_mage_copy(df: pd.DataFrame, pg_url: str) -> None:
                 if df_col_dropna.count() == 0:
                     continue
                 if dtypes[col] == "object" or (
-                        df_[col].dtype == object and not isinstance(df_col_dropna.iloc[0], str)):
+                    df_[col].dtype == object and not isinstance(df_col_dropna.iloc[0], str)
+                ):
                     df_[col] = df_[col].apply(_mage_serialize_obj)
             df_.replace({np.nan: None}, inplace=True)
             insert_columns = ", ".join(f'"{col}"' for col in df_.columns)
@@ -185,6 +190,7 @@ def drop_table(pg_url: str, sink: str) -> None:
 
 
 # --- the two file sinks -------------------------------------------------------------------------
+
 
 def export_parquet(df: pd.DataFrame, path: Path) -> None:
     df.to_parquet(path)

@@ -46,13 +46,17 @@ def check_free_space(folder: Path, needed_bytes: int, setting: str | None = None
     free = shutil.disk_usage(folder).free
     if free < needed_bytes + FREE_SPACE_MARGIN_BYTES:
         fix = f" or point {setting} elsewhere" if setting else ""
-        raise OSError(errno.ENOSPC, f"{folder} has {free:,} bytes free, and writing needs "
-                                    f"{needed_bytes:,} (+{FREE_SPACE_MARGIN_BYTES:,} kept free): "
-                                    f"free some space there{fix}")
+        raise OSError(
+            errno.ENOSPC,
+            f"{folder} has {free:,} bytes free, and writing needs "
+            f"{needed_bytes:,} (+{FREE_SPACE_MARGIN_BYTES:,} kept free): "
+            f"free some space there{fix}",
+        )
 
 
-def replace_file(path: Path, write: Callable[[BinaryIO], None],
-                 size_hint: int = 0, setting: str | None = None) -> None:
+def replace_file(
+    path: Path, write: Callable[[BinaryIO], None], size_hint: int = 0, setting: str | None = None
+) -> None:
     """Write `path` through `write(file)` aside, then rename it over `path`.
 
     `size_hint` (bytes about to be written) is checked against the free space first; `setting`
@@ -71,8 +75,11 @@ def replace_file(path: Path, write: Callable[[BinaryIO], None],
     except OSError as error:
         partial.unlink(missing_ok=True)
         if error.errno == errno.ENOSPC:
-            raise OSError(errno.ENOSPC, f"{path.parent} is full: writing {path.name} failed "
-                                        f"({error.strerror}); free some space there") from error
+            raise OSError(
+                errno.ENOSPC,
+                f"{path.parent} is full: writing {path.name} failed "
+                f"({error.strerror}); free some space there",
+            ) from error
         raise
     except BaseException:
         partial.unlink(missing_ok=True)

@@ -47,12 +47,18 @@ class TripBatches:
         """A stream over what an asset returned: batches as they are, or a frame in slices."""
         if isinstance(obj, TripBatches):
             return obj
-        table = obj if isinstance(obj, pa.Table) else pa.Table.from_pandas(obj, preserve_index=False)
-        return cls(table.schema, lambda: table.to_batches(max_chunksize=BATCH_ROWS),
-                   num_rows=table.num_rows)
+        table = (
+            obj if isinstance(obj, pa.Table) else pa.Table.from_pandas(obj, preserve_index=False)
+        )
+        return cls(
+            table.schema,
+            lambda: table.to_batches(max_chunksize=BATCH_ROWS),
+            num_rows=table.num_rows,
+        )
 
-    def map(self, function: Callable[[pa.RecordBatch], pa.RecordBatch],
-            schema: pa.Schema | None = None) -> TripBatches:
+    def map(
+        self, function: Callable[[pa.RecordBatch], pa.RecordBatch], schema: pa.Schema | None = None
+    ) -> TripBatches:
         """The same stream with `function` applied to each batch as it passes."""
         return TripBatches(schema or self.schema, lambda: map(function, self))
 

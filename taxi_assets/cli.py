@@ -51,6 +51,7 @@ def webserver_url() -> str:
 
 # --- the instance and the local PostgreSQL ---------------------------------------------------
 
+
 def instance_storage_url(url: str) -> str:
     """Dagster's storage on this server, without waiting for a disk flush per event.
 
@@ -77,9 +78,11 @@ def start_local_postgres(home, port: int):
     server = LocalPostgres(home / "pgdata", port)
     running = server.running_port()
     if running is not None and running != port:
-        sys.exit(f"The project's PostgreSQL ({server.data_dir}) is already running on port "
-                 f"{running}, not on TAXI_PG_PORT={port}: use TAXI_PG_PORT={running}, or "
-                 "`make stop` it first.")
+        sys.exit(
+            f"The project's PostgreSQL ({server.data_dir}) is already running on port "
+            f"{running}, not on TAXI_PG_PORT={port}: use TAXI_PG_PORT={running}, or "
+            "`make stop` it first."
+        )
     setting = f"set TAXI_PG_PORT to a free port (e.g. TAXI_PG_PORT={port + 1} make run)"
     if running is None and port_in_use(server.host, port):
         sys.exit(f"{server.host}:{port} is in use by another program: {setting}.")
@@ -88,9 +91,11 @@ def start_local_postgres(home, port: int):
     except RuntimeError as error:
         if "Address already in use" not in str(error):
             raise
-        sys.exit(f"PostgreSQL could not listen on {server.host}:{port}, which is in use (by "
-                 "another program, or for a while by the last connections of a server that "
-                 f"stopped there): {setting}, or retry later.")
+        sys.exit(
+            f"PostgreSQL could not listen on {server.host}:{port}, which is in use (by "
+            "another program, or for a while by the last connections of a server that "
+            f"stopped there): {setting}, or retry later."
+        )
 
 
 def prepare_environment() -> None:
@@ -111,6 +116,7 @@ def prepare_environment() -> None:
 
 # --- run -------------------------------------------------------------------------------------
 
+
 def month_partitions(month: str) -> tuple[str, list[str]]:
     """The month's partition key and its days; exits naming --month when it is not one."""
     from taxi_assets.partitions import daily_partitions, monthly_partitions
@@ -123,12 +129,14 @@ def month_partitions(month: str) -> tuple[str, list[str]]:
     except (MonthNotCarried, SourceNotPublished) as error:
         sys.exit(f"--month {month}: {error}")
     days = daily_partitions.get_partition_keys_in_time_window(
-        monthly_partitions.time_window_for_partition_key(key))
+        monthly_partitions.time_window_for_partition_key(key)
+    )
     return key, days
 
 
-def run(month: str, daily_assets: list[str] | None = None,
-        level: str = "INFO") -> list[dg.ExecutionResult]:
+def run(
+    month: str, daily_assets: list[str] | None = None, level: str = "INFO"
+) -> list[dg.ExecutionResult]:
     """The month's monthly job, then its days as one single-run backfill of the daily job.
 
     Each run is created as a UI launch creates it and executed here, in one process (the
@@ -144,17 +152,29 @@ def run(month: str, daily_assets: list[str] | None = None,
     day_selection = [dg.AssetKey.from_user_string(a) for a in daily_assets or []] or None
     runs = (
         (MONTHLY_JOB, {"dagster/partition": key}, None),
-        (DAILY_JOB, {"dagster/asset_partition_range_start": days[0],
-                     "dagster/asset_partition_range_end": days[-1]}, day_selection),
+        (
+            DAILY_JOB,
+            {
+                "dagster/asset_partition_range_start": days[0],
+                "dagster/asset_partition_range_end": days[-1],
+            },
+            day_selection,
+        ),
     )
     instance = dg.DagsterInstance.get()
     results = []
-    with WorkspaceLocation.open(PROJECT_ROOT / "workspace.yaml", LOCATION_NAME,
-                                instance) as location:
+    with WorkspaceLocation.open(
+        PROJECT_ROOT / "workspace.yaml", LOCATION_NAME, instance
+    ) as location:
         for job, tags, selection in runs:
             prepare_run(instance, job, runs_are_local=_profile() == "local")  # see run_health
-            dagster_run = location.create_run(instance, job, tags=tags, asset_selection=selection,
-                                              run_config=console.run_config(level))
+            dagster_run = location.create_run(
+                instance,
+                job,
+                tags=tags,
+                asset_selection=selection,
+                run_config=console.run_config(level),
+            )
             print(console.run_line(dagster_run), flush=True)
             with execute_in_process(dagster_run, instance) as result:
                 results.append(result)
@@ -162,8 +182,9 @@ def run(month: str, daily_assets: list[str] | None = None,
             # many months in one process stays at one month's peak.
             pa.default_memory_pool().release_unused()
             if not result.success:
-                print("\n" + "\n".join(console.failure_summary(result, webserver_url())),
-                      flush=True)
+                print(
+                    "\n" + "\n".join(console.failure_summary(result, webserver_url())), flush=True
+                )
                 sys.exit(1)
     return results
 
@@ -177,6 +198,7 @@ def print_locations(month: str, results: list, seconds: float) -> None:
 
 # --- dev -------------------------------------------------------------------------------------
 
+
 def dev(port: int | None) -> None:
     """`dagster dev` (webserver and daemon) on this instance; exits naming the setting when the
     port is taken."""
@@ -185,12 +207,15 @@ def dev(port: int | None) -> None:
         os.environ["DAGSTER_WEBSERVER_PORT"] = str(port)
     port = webserver_port()
     if port_in_use(host, port):
-        sys.exit(f"{host}:{port} is in use by another program: choose another port for the UI "
-                 f"with `make dev PORT={port + 1}` (or DAGSTER_WEBSERVER_PORT={port + 1}).")
+        sys.exit(
+            f"{host}:{port} is in use by another program: choose another port for the UI "
+            f"with `make dev PORT={port + 1}` (or DAGSTER_WEBSERVER_PORT={port + 1})."
+        )
     print(f"The Dagster UI: http://{host}:{port}", flush=True)
     os.chdir(PROJECT_ROOT)
-    os.execvp("dagster", ["dagster", "dev", "-w", "workspace.yaml",
-                          "--host", host, "--port", str(port)])
+    os.execvp(
+        "dagster", ["dagster", "dev", "-w", "workspace.yaml", "--host", host, "--port", str(port)]
+    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -198,12 +223,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="materialize the whole pipeline for a month")
     run_parser.add_argument("--month", default="2021-01", help="YYYY-MM (default 2021-01)")
-    run_parser.add_argument("-v", "--verbose", action="store_true",
-                            help="every Dagster event (LOG_LEVEL=DEBUG does the same)")
+    run_parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="every Dagster event (LOG_LEVEL=DEBUG does the same)",
+    )
     dev_parser = commands.add_parser("dev", help="the Dagster UI and daemon on the same instance")
-    dev_parser.add_argument("--port", type=int, default=None,
-                            help=f"the UI's port (default DAGSTER_WEBSERVER_PORT or "
-                                 f"{WEBSERVER_PORT})")
+    dev_parser.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help=f"the UI's port (default DAGSTER_WEBSERVER_PORT or {WEBSERVER_PORT})",
+    )
     commands.add_parser("postgres", help="start the local PostgreSQL and print its URL")
     commands.add_parser("stop", help="stop the local PostgreSQL")
     return parser.parse_args(argv)

@@ -24,7 +24,7 @@ RECORD_METADATA = "dagster_meta"  # the attribute Dagster's log handler sets on 
 # Which setting fixes a failure, by the exception types (anywhere in its chain) it raised.
 SETTING_FOR_ERROR = {
     "DownloadFailed": "TAXI_SOURCE_URL (where the monthly files come from) or TAXI_SOURCE "
-                      "(datatalks for CSV.gz, tlc for Parquet)",
+    "(datatalks for CSV.gz, tlc for Parquet)",
     "URLError": "TAXI_SOURCE_URL (where the monthly files come from)",
     "OperationalError": "TAXI_PG_PORT (locally) or TAXI_PG_HOST/TAXI_PG_PORT (gcp)",
 }
@@ -109,8 +109,10 @@ class StepLines(logging.Filter):
         if checks:
             failed = sorted({c.check_name for c in checks if not c.passed})
             passed = sum(c.passed for c in checks)
-            parts.append(f"checks: {passed} passed" +
-                         (f", {len(checks) - passed} failed ({', '.join(failed)})" if failed else ""))
+            parts.append(
+                f"checks: {passed} passed"
+                + (f", {len(checks) - passed} failed ({', '.join(failed)})" if failed else "")
+            )
         return ": " + "; ".join(parts) if parts else ""
 
 
@@ -122,7 +124,9 @@ def _partitions(tags: Mapping[str, str]) -> str:
     if "dagster/partition" in tags:
         return tags["dagster/partition"]
     first = tags.get("dagster/asset_partition_range_start")
-    return f"{first}...{tags.get('dagster/asset_partition_range_end')}" if first else "unpartitioned"
+    return (
+        f"{first}...{tags.get('dagster/asset_partition_range_end')}" if first else "unpartitioned"
+    )
 
 
 def _rows(metadata: Mapping) -> int | None:
@@ -133,6 +137,7 @@ def _rows(metadata: Mapping) -> int | None:
 
 
 # --- failure ---------------------------------------------------------------------------------
+
 
 def _chain(error) -> Iterable:
     while error is not None:
@@ -181,6 +186,7 @@ def failure_summary(result, webserver: str) -> list[str]:
 
 # --- the closing table -----------------------------------------------------------------------
 
+
 def _where(metadata: Mapping) -> str:
     values = {key: value.value for key, value in metadata.items()}
     if "table" in values:
@@ -206,7 +212,8 @@ def landed(results) -> list[tuple[str, str, int | None, int]]:
         for event in result.get_asset_materialization_events():
             materialization = event.event_specific_data.materialization
             by_asset.setdefault(materialization.asset_key.to_user_string(), []).append(
-                materialization)
+                materialization
+            )
     table = []
     for asset, materializations in by_asset.items():
         first = materializations[0]
@@ -215,13 +222,17 @@ def landed(results) -> list[tuple[str, str, int | None, int]]:
     return table
 
 
-def closing_table(month: str, rows: list[tuple[str, str, int | None, int]],
-                  seconds: float) -> list[str]:
-    lines = [f"{month} materialized in {seconds:.1f} s:",
-             f"  {'asset':27} {'rows':>9} {'days':>4}  where"]
+def closing_table(
+    month: str, rows: list[tuple[str, str, int | None, int]], seconds: float
+) -> list[str]:
+    lines = [
+        f"{month} materialized in {seconds:.1f} s:",
+        f"  {'asset':27} {'rows':>9} {'days':>4}  where",
+    ]
     for asset, where, count, days in rows:
-        lines.append(f"  {asset:27} {'' if count is None else f'{count:,}':>9} "
-                     f"{days or '':>4}  {where}")
+        lines.append(
+            f"  {asset:27} {'' if count is None else f'{count:,}':>9} {days or '':>4}  {where}"
+        )
     month_rows = next((c for a, _, c, d in rows if a == "yellow_trips"), None)
     day_rows = next((c for _, _, c, d in rows if d), None)
     if month_rows is not None and day_rows is not None and month_rows != day_rows:
@@ -231,9 +242,13 @@ def closing_table(month: str, rows: list[tuple[str, str, int | None, int]],
 
 def late_filed_note(month: str, month_rows: int, day_rows: int) -> str:
     if month_rows > day_rows:
-        return (f"The days hold {month_rows - day_rows:,} fewer trips than the month: the TLC files "
-                f"a trip in the month it reached them, so {month}'s file also holds trips picked "
-                "up before the month (late-filed). They stay in Postgres and the monthly file, and "
-                "belong to the days they were picked up on.")
-    return (f"The days hold {day_rows - month_rows:,} more trips than the month: late-filed trips "
-            f"of {month}'s days from the next month's file.")
+        return (
+            f"The days hold {month_rows - day_rows:,} fewer trips than the month: the TLC files "
+            f"a trip in the month it reached them, so {month}'s file also holds trips picked "
+            "up before the month (late-filed). They stay in Postgres and the monthly file, and "
+            "belong to the days they were picked up on."
+        )
+    return (
+        f"The days hold {day_rows - month_rows:,} more trips than the month: late-filed trips "
+        f"of {month}'s days from the next month's file."
+    )

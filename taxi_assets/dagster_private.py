@@ -83,51 +83,76 @@ class WorkspaceLocation:
 
     @classmethod
     @contextlib.contextmanager
-    def open(cls, workspace_yaml: Path, location_name: str,
-             instance: dg.DagsterInstance) -> Iterator[WorkspaceLocation]:
-        origins = {o.location_name: o for o in location_origins_from_yaml_paths([str(workspace_yaml)])}
+    def open(
+        cls, workspace_yaml: Path, location_name: str, instance: dg.DagsterInstance
+    ) -> Iterator[WorkspaceLocation]:
+        origins = {
+            o.location_name: o for o in location_origins_from_yaml_paths([str(workspace_yaml)])
+        }
         if location_name not in origins:
-            raise ValueError(f"{workspace_yaml} has no code location {location_name!r}: "
-                             f"it has {sorted(origins)}")
+            raise ValueError(
+                f"{workspace_yaml} has no code location {location_name!r}: it has {sorted(origins)}"
+            )
         origin = origins[location_name]
         target = getattr(origin, "loadable_target_origin", None)
         if target is None:
-            raise ValueError(f"code location {location_name!r} in {workspace_yaml} is served by "
-                             "a gRPC server; runs from the terminal need one loaded from Python")
+            raise ValueError(
+                f"code location {location_name!r} in {workspace_yaml} is served by "
+                "a gRPC server; runs from the terminal need one loaded from Python"
+            )
         in_process = InProcessCodeLocationOrigin(target, location_name=location_name)
         with in_process.create_location(instance) as location:
             yield cls(origin, location)
 
-    def create_run(self, instance: dg.DagsterInstance, job_name: str, *,
-                   tags: Mapping[str, str], run_config: Mapping | None = None,
-                   asset_selection: Sequence[dg.AssetKey] | None = None) -> dg.DagsterRun:
+    def create_run(
+        self,
+        instance: dg.DagsterInstance,
+        job_name: str,
+        *,
+        tags: Mapping[str, str],
+        run_config: Mapping | None = None,
+        asset_selection: Sequence[dg.AssetKey] | None = None,
+    ) -> dg.DagsterRun:
         """A NOT_STARTED run of `job_name`, made as the UI's launch makes one
         (`create_valid_pipeline_run` in dagster-graphql)."""
         (repository,) = self._location.get_repositories().values()
         selector = JobSubsetSelector(
-            location_name=self._location.name, repository_name=repository.name,
-            job_name=job_name, op_selection=None,
+            location_name=self._location.name,
+            repository_name=repository.name,
+            job_name=job_name,
+            op_selection=None,
             asset_selection=list(asset_selection) if asset_selection else None,
         )
         remote_job = self._location.get_job(selector)
         plan = self._location.get_execution_plan(
-            remote_job, run_config or {}, step_keys_to_execute=None, known_state=None, instance=instance,
+            remote_job,
+            run_config or {},
+            step_keys_to_execute=None,
+            known_state=None,
+            instance=instance,
         ).execution_plan_snapshot
         origin = RemoteJobOrigin(
             repository_origin=RemoteRepositoryOrigin(self.origin, repository.name),
             job_name=job_name,
         )
         return instance.create_run(
-            job_name=job_name, run_id=None, run_config=run_config or {}, status=dg.DagsterRunStatus.NOT_STARTED,
+            job_name=job_name,
+            run_id=None,
+            run_config=run_config or {},
+            status=dg.DagsterRunStatus.NOT_STARTED,
             tags={**remote_job.tags, **tags},
-            op_selection=None, resolved_op_selection=None,
+            op_selection=None,
+            resolved_op_selection=None,
             asset_selection=frozenset(asset_selection) if asset_selection else None,
             asset_check_selection=None,
             step_keys_to_execute=plan.step_keys_to_execute,
-            root_run_id=None, parent_run_id=None,
-            job_snapshot=remote_job.job_snapshot, execution_plan_snapshot=plan,
+            root_run_id=None,
+            parent_run_id=None,
+            job_snapshot=remote_job.job_snapshot,
+            execution_plan_snapshot=plan,
             parent_job_snapshot=remote_job.parent_job_snapshot,
-            remote_job_origin=origin, job_code_origin=remote_job.get_python_origin(),
+            remote_job_origin=origin,
+            job_code_origin=remote_job.get_python_origin(),
             asset_graph=repository.asset_graph,
         )
 
@@ -158,11 +183,19 @@ def check_evaluation_for_partition(
         dg.AssetRecordsFilter(asset_key=check_key.asset_key, asset_partitions=[partition]),
         limit=1,
     ).records
-    target = AssetCheckEvaluationTargetMaterializationData(
-        run_id=latest[0].event_log_entry.run_id, storage_id=latest[0].storage_id,
-        timestamp=latest[0].timestamp,
-    ) if latest else None
+    target = (
+        AssetCheckEvaluationTargetMaterializationData(
+            run_id=latest[0].event_log_entry.run_id,
+            storage_id=latest[0].storage_id,
+            timestamp=latest[0].timestamp,
+        )
+        if latest
+        else None
+    )
     return dg.AssetCheckEvaluation(
-        asset_key=check_key.asset_key, check_name=check_key.name, partition=partition,
-        target_materialization_data=target, **fields,
+        asset_key=check_key.asset_key,
+        check_name=check_key.name,
+        partition=partition,
+        target_materialization_data=target,
+        **fields,
     )

@@ -10,7 +10,8 @@ from taxi_assets.profiles import resources_for_profile
 
 
 assets = sensors.with_downstream_automation(
-    dg.load_assets_from_modules([source, clean, postgres, lake, warehouse]))
+    dg.load_assets_from_modules([source, clean, postgres, lake, warehouse])
+)
 jobs = schedules.partitioned_jobs(assets)
 
 defs = dg.Definitions(

@@ -40,10 +40,13 @@ def check_key_file() -> None:
         kind = key.get("type") if isinstance(key, dict) else None
         missing = [f for f in REQUIRED_FIELDS.get(kind, ()) if not key.get(f)]
         if kind not in REQUIRED_FIELDS:
-            problem = f"names a file of credentials type {kind!r}, not one of {sorted(REQUIRED_FIELDS)}"
+            problem = (
+                f"names a file of credentials type {kind!r}, not one of {sorted(REQUIRED_FIELDS)}"
+            )
         elif missing:
             problem = f"names a {kind} key without {missing}"
     if problem:
         raise CredentialsSettingError(
             f"{KEY_SETTING} {problem}; point it at a complete key file, or unset it to use "
-            "the default credentials")
+            "the default credentials"
+        )

@@ -67,10 +67,15 @@ class LakeResource(dg.ConfigurableResource):
         try:
             base_fs.get_file_info(base_path)
         except OSError as error:
-            settings = ("TAXI_GCS_BUCKET, TAXI_GCS_ENDPOINT and the credentials"
-                        if self.is_gcs else "TAXI_HOME")
-            raise OSError(f"the lake {self.root} cannot be reached ({error}); nothing was "
-                          f"written. Check {settings}") from error
+            settings = (
+                "TAXI_GCS_BUCKET, TAXI_GCS_ENDPOINT and the credentials"
+                if self.is_gcs
+                else "TAXI_HOME"
+            )
+            raise OSError(
+                f"the lake {self.root} cannot be reached ({error}); nothing was "
+                f"written. Check {settings}"
+            ) from error
 
     def uri(self, path: str = "") -> str:
         """`gs://…` or `file://…` for a lake-relative path, for metadata and logs."""

@@ -75,8 +75,14 @@ class LocalPostgres:
         # Trust on loopback only: this server never listens beyond 127.0.0.1 and holds
         # nothing but this project's local data.
         self._run(
-            "initdb", "-D", str(self.data_dir), "-U", SUPERUSER, "--auth=trust",
-            "--encoding=UTF8", "--no-instructions",
+            "initdb",
+            "-D",
+            str(self.data_dir),
+            "-U",
+            SUPERUSER,
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--no-instructions",
         )
 
     def is_running(self) -> bool:
@@ -110,8 +116,17 @@ class LocalPostgres:
         )
         try:
             self._run(
-                "pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data_dir),
-                "-l", str(self.data_dir / "server.log"), "-o", options,
+                "pg_ctl",
+                "start",
+                "-w",
+                "-t",
+                "60",
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.data_dir / "server.log"),
+                "-o",
+                options,
             )
         except subprocess.CalledProcessError as error:
             log = (self.data_dir / "server.log").read_text(errors="replace")[-3000:]
@@ -125,9 +140,7 @@ class LocalPostgres:
     def _wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            ready = self._run(
-                "pg_isready", "-h", self.host, "-p", str(self.port), check=False
-            )
+            ready = self._run("pg_isready", "-h", self.host, "-p", str(self.port), check=False)
             if ready.returncode == 0:
                 return
             time.sleep(0.1)
@@ -140,5 +153,7 @@ class LocalPostgres:
     def psql(self, *args: str) -> str:
         return subprocess.run(
             [str(POSTGRES_BIN_PATH / "psql"), self.url, "-v", "ON_ERROR_STOP=1", *args],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout

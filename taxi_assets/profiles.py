@@ -63,9 +63,11 @@ def local_resources() -> dict:
 
 def gcp_resources() -> dict:
     # dg.EnvVar fails at launch when unset: optional settings are passed only when present.
-    optional = {field: dg.EnvVar(name) for field, name in
-                (("location", "TAXI_BQ_LOCATION"), ("api_endpoint", "TAXI_BQ_ENDPOINT"))
-                if os.environ.get(name)}
+    optional = {
+        field: dg.EnvVar(name)
+        for field, name in (("location", "TAXI_BQ_LOCATION"), ("api_endpoint", "TAXI_BQ_ENDPOINT"))
+        if os.environ.get(name)
+    }
     return build_resources(
         taxi_source=configured_source(),
         postgres=PostgresResource(
@@ -97,5 +99,6 @@ PROFILES = {"local": local_resources, "gcp": gcp_resources}
 def resources_for_profile(profile: str) -> dict:
     if profile not in PROFILES:
         raise ValueError(
-            f"TAXI_PROFILE={profile!r} is not a profile; choose one of {sorted(PROFILES)}")
+            f"TAXI_PROFILE={profile!r} is not a profile; choose one of {sorted(PROFILES)}"
+        )
     return PROFILES[profile]()

@@ -52,13 +52,20 @@ SOURCE_KINDS = {
     "datatalks": SourceKind(
         "the DataTalksClub CSV.gz mirror",
         "https://github.com/DataTalksClub/nyc-tlc-data/releases/download/yellow",
-        "yellow_tripdata_{month}.csv.gz", "2019-01", "2021-07"),
+        "yellow_tripdata_{month}.csv.gz",
+        "2019-01",
+        "2021-07",
+    ),
     # The TLC's own Parquet files, behind CloudFront, about two months after each month ends.
     "tlc": SourceKind(
         "the TLC's Parquet feed",
         "https://d37ci6vzurychx.cloudfront.net/trip-data",
-        "yellow_tripdata_{month}.parquet", "2009-01", None,
-        published_probe="../misc/taxi_zone_lookup.csv", publication_lag_months=2),
+        "yellow_tripdata_{month}.parquet",
+        "2009-01",
+        None,
+        published_probe="../misc/taxi_zone_lookup.csv",
+        publication_lag_months=2,
+    ),
 }
 
 
@@ -85,16 +92,19 @@ class TaxiSourceResource(dg.ConfigurableResource):
     timeout_seconds: float = 60.0
     # The ceiling on one file: the largest real months are ~15 M rows, ~2 GB of CSV.
     max_rows_per_file: int = Field(
-        default=30_000_000, description="A file with more rows fails before any sink is written.")
+        default=30_000_000, description="A file with more rows fails before any sink is written."
+    )
     max_bytes_per_file: int = Field(
         default=8_000_000_000,
-        description="A file that decompresses to more bytes fails before any sink is written.")
+        description="A file that decompresses to more bytes fails before any sink is written.",
+    )
 
     @property
     def _kind(self) -> SourceKind:
         if self.kind not in SOURCE_KINDS:
-            raise ValueError(f"TAXI_SOURCE={self.kind!r} is not a source; choose one of "
-                             f"{sorted(SOURCE_KINDS)}")
+            raise ValueError(
+                f"TAXI_SOURCE={self.kind!r} is not a source; choose one of {sorted(SOURCE_KINDS)}"
+            )
         return SOURCE_KINDS[self.kind]
 
     @property
@@ -127,22 +137,30 @@ class TaxiSourceResource(dg.ConfigurableResource):
         if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", month):
             raise MonthNotCarried(f"{month!r} is not a month: use YYYY-MM")
         if month < first or (kind.last_month and month > kind.last_month):
-            raise MonthNotCarried(f"{month} is not a month of {kind.description} "
-                                  f"(TAXI_SOURCE={self.kind}): it holds {first} to {last}")
+            raise MonthNotCarried(
+                f"{month} is not a month of {kind.description} "
+                f"(TAXI_SOURCE={self.kind}): it holds {first} to {last}"
+            )
         if month > last:
             raise source.SourceNotPublished(
-                f"{self.file_name(month)} is not published: {month} is not over yet")
+                f"{self.file_name(month)} is not published: {month} is not over yet"
+            )
 
     def newest_expected_month(self, today: dt.date) -> str:
         """The newest month whose file the publication lag allows to be out on `today`."""
         first, last = self.months(today)
-        return max(first, min(last, _month_before(f"{today:%Y-%m}",
-                                                  self._kind.publication_lag_months + 1)))
+        return max(
+            first, min(last, _month_before(f"{today:%Y-%m}", self._kind.publication_lag_months + 1))
+        )
 
     def remote(self, month: str) -> source.SourceFile:
         """The month's file and its version at the source, by HEAD. Raises SourceNotPublished."""
-        return source.remote_file(self.url, self.file_name(month), timeout=self.timeout_seconds,
-                                  probe=self.published_probe)
+        return source.remote_file(
+            self.url,
+            self.file_name(month),
+            timeout=self.timeout_seconds,
+            probe=self.published_probe,
+        )
 
     def fetch(self, month: str, log) -> source.LandedFile:
         self.check_month(month)
@@ -157,21 +175,31 @@ class TaxiSourceResource(dg.ConfigurableResource):
             log=log,
         )
 
-    def trips(self, path: Path, known_types: dict[str, pa.DataType] | None = None
-              ) -> tuple[MappingPlan, TripBatches]:
+    def trips(
+        self, path: Path, known_types: dict[str, pa.DataType] | None = None
+    ) -> tuple[MappingPlan, TripBatches]:
         """The file's trips as canonical columns, read and mapped batch by batch; and the
         mapping, planned from the file's schema before a row is read. `known_types`: the types
         the sinks hold for columns beyond the canonical ones."""
         plan = plan_mapping(path.name, file_schema(path), known_types)
-        return plan, TripBatches(plan.schema, lambda: map_batches(plan, trip_batches(
-            path, max_rows=self.max_rows_per_file, max_bytes=self.max_bytes_per_file)))
+        return plan, TripBatches(
+            plan.schema,
+            lambda: map_batches(
+                plan,
+                trip_batches(
+                    path, max_rows=self.max_rows_per_file, max_bytes=self.max_bytes_per_file
+                ),
+            ),
+        )
 
 
 def configured_source() -> TaxiSourceResource:
     """The source TAXI_SOURCE names (default datatalks), at TAXI_SOURCE_URL when set."""
-    return TaxiSourceResource(kind=os.environ.get("TAXI_SOURCE") or "datatalks",
-                              base_url=os.environ.get("TAXI_SOURCE_URL") or "",
-                              landing_dir=str(taxi_home() / "landing"))
+    return TaxiSourceResource(
+        kind=os.environ.get("TAXI_SOURCE") or "datatalks",
+        base_url=os.environ.get("TAXI_SOURCE_URL") or "",
+        landing_dir=str(taxi_home() / "landing"),
+    )
 
 
 class PostgresResource(dg.ConfigurableResource):

@@ -37,8 +37,7 @@ from taxi_assets.dagster_private import (
     pop_captured_interrupt,
 )
 
-ACTIVE = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING,
-          dg.DagsterRunStatus.CANCELING]
+ACTIVE = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.CANCELING]
 POLL_SECONDS = 2.0
 
 
@@ -58,7 +57,8 @@ def _process_start_time(pid: int) -> float | None:
 def run_worker(instance: dg.DagsterInstance, run_id: str) -> tuple[int, float] | None:
     """The pid of the process that started the run, and when; None before it started."""
     records = instance.get_records_for_run(
-        run_id, of_type=dg.DagsterEventType.RUN_START, limit=1).records
+        run_id, of_type=dg.DagsterEventType.RUN_START, limit=1
+    ).records
     if not records or records[0].event_log_entry.dagster_event is None:
         return None
     entry = records[0].event_log_entry
@@ -133,8 +133,13 @@ def busy_pools(instance: dg.DagsterInstance, pools: set[str]) -> dict[str, list[
     return busy
 
 
-def prepare_run(instance: dg.DagsterInstance, job: dg.JobDefinition | str,
-                log: Callable[[str], None] | None = None, *, runs_are_local: bool = True) -> None:
+def prepare_run(
+    instance: dg.DagsterInstance,
+    job: dg.JobDefinition | str,
+    log: Callable[[str], None] | None = None,
+    *,
+    runs_are_local: bool = True,
+) -> None:
     """Before a job (or the code location's job of that name) runs in this process: no dead
     run holds its pools, and no live one does.
 
@@ -155,8 +160,10 @@ def prepare_run(instance: dg.DagsterInstance, job: dg.JobDefinition | str,
     while busy := busy_pools(instance, job_pools(job)):
         if busy != said:
             for pool, runs in busy.items():
-                log(f"{job.name} waits for the pool {pool}: its slot is held by run "
-                    f"{', '.join(runs)}")
+                log(
+                    f"{job.name} waits for the pool {pool}: its slot is held by run "
+                    f"{', '.join(runs)}"
+                )
             said = busy
         time.sleep(POLL_SECONDS)
         if runs_are_local:
@@ -188,9 +195,12 @@ class _PoolReportingExecutor(InProcessExecutor):
     def execute(self, plan_context, execution_plan):
         # InProcessExecutor.execute, with the concurrency context above.
         yield DagsterEvent.engine_event(
-            plan_context, f"Executing steps in process (pid: {os.getpid()})",
+            plan_context,
+            f"Executing steps in process (pid: {os.getpid()})",
             event_specific_data=EngineEventData.in_process(
-                os.getpid(), execution_plan.step_keys_to_execute))
+                os.getpid(), execution_plan.step_keys_to_execute
+            ),
+        )
         events = ExecuteRunWithPlanIterable(
             execution_plan=plan_context.execution_plan,
             iterator=_execution_iterator,
@@ -209,23 +219,33 @@ class _PoolReportingExecutor(InProcessExecutor):
         for event in events:
             yield event
             # Dagster's own notice of a step blocked on a pool (its first, then every 5 min).
-            pool = event.event_specific_data.metadata.get("pool") if (
-                event.is_engine_event and event.step_key and event.event_specific_data) else None
+            pool = (
+                event.event_specific_data.metadata.get("pool")
+                if (event.is_engine_event and event.step_key and event.event_specific_data)
+                else None
+            )
             if pool is not None:
                 runs = busy_pools(plan_context.instance, {pool.value}).get(pool.value, [])
                 held_by = f"run {', '.join(runs)}" if runs else "another run"
-                plan_context.log.info(f"{event.step_key} waits for the pool {pool.value}: its "
-                                      f"slot is held by {held_by}")
+                plan_context.log.info(
+                    f"{event.step_key} waits for the pool {pool.value}: its "
+                    f"slot is held by {held_by}"
+                )
         yield DagsterEvent.engine_event(
-            plan_context, f"Finished steps in process (pid: {os.getpid()})",
+            plan_context,
+            f"Finished steps in process (pid: {os.getpid()})",
             event_specific_data=EngineEventData.in_process(
-                os.getpid(), execution_plan.step_keys_to_execute))
+                os.getpid(), execution_plan.step_keys_to_execute
+            ),
+        )
 
 
 @dg.executor(name="in_process", config_schema=dg.in_process_executor.config_schema)
 def in_process_executor(init_context) -> InProcessExecutor:
     """Dagster's in-process executor, saying which run holds the pool a step waits for."""
     standard = dg.in_process_executor.executor_creation_fn(init_context)
-    return _PoolReportingExecutor(retries=standard.retries,
-                                  step_dependency_config=standard.step_dependency_config,
-                                  marker_to_close=standard.marker_to_close)
+    return _PoolReportingExecutor(
+        retries=standard.retries,
+        step_dependency_config=standard.step_dependency_config,
+        marker_to_close=standard.marker_to_close,
+    )

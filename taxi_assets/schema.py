@@ -94,8 +94,10 @@ def _locate_bad_row(path: Path, error: Exception) -> str:
     bad_lines: list[str] = []
 
     def remember(row) -> str:
-        bad_lines.append(f"line {row.number}: expected {row.expected_columns} columns, "
-                         f"got {row.actual_columns}: {row.text[:80]!r}")
+        bad_lines.append(
+            f"line {row.number}: expected {row.expected_columns} columns, "
+            f"got {row.actual_columns}: {row.text[:80]!r}"
+        )
         return "skip"
 
     as_text = pa_csv.open_csv(
@@ -116,8 +118,9 @@ def _locate_bad_row(path: Path, error: Exception) -> str:
                 continue
             raw = batch.column(name)
             if pa.types.is_timestamp(type_):
-                valid = pc.is_valid(pc.strptime(raw, format=DATETIME_FORMAT, unit="us",
-                                                error_is_null=True))
+                valid = pc.is_valid(
+                    pc.strptime(raw, format=DATETIME_FORMAT, unit="us", error_is_null=True)
+                )
             elif type_ in _NUMBER_PATTERNS:
                 valid = pc.match_substring_regex(raw, _NUMBER_PATTERNS[type_])
             else:
@@ -134,8 +137,7 @@ def _locate_bad_row(path: Path, error: Exception) -> str:
             row, value = first_failure[name]
             # +2: the header is line 1 and rows count from 0.
             expected = f" (expected {DATETIME_FORMAT})" if pa.types.is_timestamp(type_) else ""
-            return (f"line {row + 2}, column {name!r}: {value!r} "
-                    f"is not a valid {type_}{expected}")
+            return f"line {row + 2}, column {name!r}: {value!r} is not a valid {type_}{expected}"
     return str(error)
 
 
@@ -162,8 +164,11 @@ class _CountedInput:
     """
 
     def __init__(self, path: Path, max_bytes: int):
-        self._stream = (pa.CompressedInputStream(str(path), "gzip") if path.suffix == ".gz"
-                        else pa.OSFile(str(path)))
+        self._stream = (
+            pa.CompressedInputStream(str(path), "gzip")
+            if path.suffix == ".gz"
+            else pa.OSFile(str(path))
+        )
         self._max_bytes = max_bytes
         self.bytes_read = 0
         self.closed = False
@@ -207,8 +212,10 @@ def read_csv_batches(path: Path | str, *, max_bytes: int) -> Iterator[pa.RecordB
     except (OSError, EOFError, zlib.error, pa.ArrowInvalid) as error:
         if counted.over_ceiling:
             raise InputTooLarge(
-                path, f"decompresses to more than {max_bytes:,} bytes, the source's "
-                      "max_bytes_per_file ceiling; nothing was loaded") from None
+                path,
+                f"decompresses to more than {max_bytes:,} bytes, the source's "
+                "max_bytes_per_file ceiling; nothing was loaded",
+            ) from None
         if isinstance(error, pa.ArrowInvalid):
             raise TripFileError(path, _locate_bad_row(path, error)) from error
         raise TripFileError(path, f"is truncated or corrupt: {error}") from error
@@ -232,8 +239,11 @@ def read_parquet_batches(path: Path | str, *, max_bytes: int) -> Iterator[pa.Rec
     meta = parquet.metadata
     size = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
     if size > max_bytes:
-        raise InputTooLarge(path, f"decompresses to {size:,} bytes, more than the source's "
-                                  f"max_bytes_per_file ceiling of {max_bytes:,}; nothing was loaded")
+        raise InputTooLarge(
+            path,
+            f"decompresses to {size:,} bytes, more than the source's "
+            f"max_bytes_per_file ceiling of {max_bytes:,}; nothing was loaded",
+        )
     try:
         # iter_batches' default of 64k rows a batch, as the CSV reader's batches are regrouped.
         yield from parquet.iter_batches()
@@ -268,8 +278,11 @@ def trip_batches(path: Path | str, *, max_rows: int, max_bytes: int) -> Iterator
     for batch in reader(path, max_bytes=max_bytes):
         rows += batch.num_rows
         if rows > max_rows:
-            raise InputTooLarge(path, f"has more than {max_rows:,} rows, the source's "
-                                      "max_rows_per_file ceiling; nothing was loaded")
+            raise InputTooLarge(
+                path,
+                f"has more than {max_rows:,} rows, the source's "
+                "max_rows_per_file ceiling; nothing was loaded",
+            )
         yield batch
 
 

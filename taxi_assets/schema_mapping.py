@@ -56,8 +56,11 @@ LEGACY_EXTRA_NAMES = {
 # A legacy column whose values cannot be the canonical column's (2009's "Payment_Type" holds
 # "CASH" where later files hold 2) is kept as it is, lower-cased, under a name that is not the
 # canonical one, even case-insensitively (the warehouse lower-cases names).
-LEGACY_NAMED_CODES = {"payment_type": "payment_method", "rate_code": "rate_code_name",
-                      "store_and_forward": "store_and_forward_flag"}
+LEGACY_NAMED_CODES = {
+    "payment_type": "payment_method",
+    "rate_code": "rate_code_name",
+    "store_and_forward": "store_and_forward_flag",
+}
 
 _INTEGERS = (pa.int8(), pa.int16(), pa.int32(), pa.uint8(), pa.uint16(), pa.uint32())
 
@@ -89,10 +92,16 @@ class MappingPlan:
     def report(self) -> dict:
         """What was renamed, cast, absent or new: the month's mapping, for its metadata."""
         return {
-            "renamed": {c.source: c.name for c in self.columns
-                        if c.source is not None and c.source != c.name},
-            "cast": {c.name: f"{c.source_type} → {c.type}"
-                     for c in self.columns if c.action in ("cast", "whole numbers", "parse")},
+            "renamed": {
+                c.source: c.name
+                for c in self.columns
+                if c.source is not None and c.source != c.name
+            },
+            "cast": {
+                c.name: f"{c.source_type} → {c.type}"
+                for c in self.columns
+                if c.action in ("cast", "whole numbers", "parse")
+            },
             "null_typed": [c.name for c in self.columns if c.action == "null-typed"],
             "absent": [c.name for c in self.columns if c.action == "absent"],
             "new": self.new_columns,
@@ -120,21 +129,26 @@ def _action(source: pa.DataType, target: pa.DataType) -> str | None:
         return "cast"
     if pa.types.is_integer(target) and pa.types.is_floating(source):
         return "whole numbers"
-    if pa.types.is_floating(target) and (pa.types.is_floating(source) or pa.types.is_integer(source)):
+    if pa.types.is_floating(target) and (
+        pa.types.is_floating(source) or pa.types.is_integer(source)
+    ):
         return "cast"
-    if pa.types.is_string(target) and (pa.types.is_large_string(source)
-                                       or pa.types.is_string_view(source)):
+    if pa.types.is_string(target) and (
+        pa.types.is_large_string(source) or pa.types.is_string_view(source)
+    ):
         return "cast"
     if pa.types.is_timestamp(target) and pa.types.is_timestamp(source) and source.tz is None:
         return "cast"
-    if pa.types.is_timestamp(target) and (pa.types.is_string(source)
-                                          or pa.types.is_large_string(source)):
+    if pa.types.is_timestamp(target) and (
+        pa.types.is_string(source) or pa.types.is_large_string(source)
+    ):
         return "parse"
     return None
 
 
-def plan_mapping(file_name: str, schema: pa.Schema,
-                 known_types: dict[str, pa.DataType] | None = None) -> MappingPlan:
+def plan_mapping(
+    file_name: str, schema: pa.Schema, known_types: dict[str, pa.DataType] | None = None
+) -> MappingPlan:
     """The mapping of a file with this schema; raises TripFileError for an incompatible type.
 
     `known_types` are the types the sinks already hold for columns outside the contract: a
@@ -145,8 +159,10 @@ def plan_mapping(file_name: str, schema: pa.Schema,
     for name in schema.names:
         canonical = (LEGACY_NAMES.get(name.lower(), name) if legacy else name).lower()
         if canonical in by_canonical:
-            raise TripFileError(file_name, f"columns {by_canonical[canonical]!r} and {name!r} "
-                                           f"both map to {canonical!r}")
+            raise TripFileError(
+                file_name,
+                f"columns {by_canonical[canonical]!r} and {name!r} both map to {canonical!r}",
+            )
         by_canonical[canonical] = name
     plan = MappingPlan(file_name)
     taken: set[str] = set()
@@ -156,25 +172,39 @@ def plan_mapping(file_name: str, schema: pa.Schema,
         if source is not None and action is None:
             if not legacy:
                 raise TripFileError(
-                    file_name, f"column {source!r} is {schema.field(source).type}, which cannot "
-                               f"become the canonical {name!r} ({target})")
+                    file_name,
+                    f"column {source!r} is {schema.field(source).type}, which cannot "
+                    f"become the canonical {name!r} ({target})",
+                )
             source = None  # a legacy column of names, not codes: carried below as it is
-        plan.columns.append(ColumnMapping(name, target, source,
-                                          None if source is None else schema.field(source).type,
-                                          action or "absent"))
+        plan.columns.append(
+            ColumnMapping(
+                name,
+                target,
+                source,
+                None if source is None else schema.field(source).type,
+                action or "absent",
+            )
+        )
         taken.add(source)
     for field_ in schema:
         if field_.name in taken:
             continue
         lower = field_.name.lower()
-        name = (LEGACY_EXTRA_NAMES.get(lower) or LEGACY_NAMED_CODES.get(lower, lower)
-                if legacy else field_.name)
+        name = (
+            LEGACY_EXTRA_NAMES.get(lower) or LEGACY_NAMED_CODES.get(lower, lower)
+            if legacy
+            else field_.name
+        )
         type_ = _carried_type(field_.type)
         known = (known_types or {}).get(name)
         if known is not None and known != type_:
             if _action(field_.type, known) not in ("as is", "cast", "null-typed"):
-                raise TripFileError(file_name, f"column {field_.name!r} is {field_.type}, but the "
-                                               f"sinks hold it as {known}: not an additive change")
+                raise TripFileError(
+                    file_name,
+                    f"column {field_.name!r} is {field_.type}, but the "
+                    f"sinks hold it as {known}: not an additive change",
+                )
             type_ = known
         plan.columns.append(ColumnMapping(name, type_, field_.name, field_.type, "new"))
     return plan
@@ -209,18 +239,32 @@ def map_batches(plan: MappingPlan, batches: Iterable[pa.RecordBatch]) -> Iterato
         row += batch.num_rows
 
 
-def _fail_at(plan: MappingPlan, column: ColumnMapping, values: pa.Array, bad: pa.Array,
-             first_row: int, problem: str):
+def _fail_at(
+    plan: MappingPlan,
+    column: ColumnMapping,
+    values: pa.Array,
+    bad: pa.Array,
+    first_row: int,
+    problem: str,
+):
     row = pc.index(bad, True).as_py()
-    raise TripFileError(plan.file_name, f"column {column.source!r}, row {first_row + row + 1}: "
-                                        f"{values[row].as_py()!r} {problem}")
+    raise TripFileError(
+        plan.file_name,
+        f"column {column.source!r}, row {first_row + row + 1}: {values[row].as_py()!r} {problem}",
+    )
 
 
 def _whole_numbers(plan, column, values: pa.Array, first_row: int) -> pa.Array:
     fraction = pc.not_equal(values, pc.trunc(values))
     if pc.any(fraction).as_py():
-        _fail_at(plan, column, values, pc.fill_null(fraction, False), first_row,
-                 f"is not a whole number ({values.type} → {column.type})")
+        _fail_at(
+            plan,
+            column,
+            values,
+            pc.fill_null(fraction, False),
+            first_row,
+            f"is not a whole number ({values.type} → {column.type})",
+        )
     return pc.cast(values, column.type)
 
 
@@ -228,7 +272,12 @@ def _parsed_times(plan, column, values: pa.Array, first_row: int) -> pa.Array:
     parsed = pc.strptime(values, format=DATETIME_FORMAT, unit="us", error_is_null=True)
     failed = pc.and_(pc.is_null(parsed), pc.is_valid(values))
     if pc.any(failed).as_py():
-        _fail_at(plan, column, values, failed, first_row,
-                 f"is not a valid timestamp (expected {DATETIME_FORMAT})")
+        _fail_at(
+            plan,
+            column,
+            values,
+            failed,
+            first_row,
+            f"is not a valid timestamp (expected {DATETIME_FORMAT})",
+        )
     return parsed
-

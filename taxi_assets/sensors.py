@@ -31,15 +31,18 @@ REUPLOAD_POLL_SECONDS = 24 * 3600
 AUTOMATION_SENSOR = "downstream_automation"
 
 
-def next_month_to_take(instance: dg.DagsterInstance,
-                       taxi_source: TaxiSourceResource) -> tuple[str | None, str]:
+def next_month_to_take(
+    instance: dg.DagsterInstance, taxi_source: TaxiSourceResource
+) -> tuple[str | None, str]:
     """The month after the newest one taken from the source, or None and why there is none."""
     taken = instance.get_materialized_partitions(SOURCE_ASSET)
     if not taken:
         # Following the source from its first month would download the whole release; a
         # user starts with `make run` or a backfill, and the sensor takes it from there.
-        return None, ("no month has been taken from the source yet: materialize or backfill a "
-                      "first month, and this sensor follows the months after it")
+        return None, (
+            "no month has been taken from the source yet: materialize or backfill a "
+            "first month, and this sensor follows the months after it"
+        )
     newest = max(taken)[:7]
     _, last = taxi_source.months()
     if newest >= last:
@@ -58,7 +61,7 @@ def build_publish_sensor(job) -> dg.SensorDefinition:
         # Off: a request downloads a month, which nobody should get by merely opening the UI.
         default_status=dg.DefaultSensorStatus.STOPPED,
         description="HEADs the source for the month after the newest one taken and, once it "
-                    "is published, requests that month's run (once).",
+        "is published, requests that month's run (once).",
     )
     def new_month_published(context: dg.SensorEvaluationContext, taxi_source: TaxiSourceResource):
         partition_key, why_not = next_month_to_take(context.instance, taxi_source)
@@ -75,8 +78,9 @@ def build_publish_sensor(job) -> dg.SensorDefinition:
         except SourceNotPublished:
             return dg.SkipReason(f"{file_name} is not published yet")
         except DownloadFailed as error:  # a throttling 403: says nothing about the month
-            return dg.SkipReason(f"{file_name}: the source did not answer ({error}); "
-                                 "asking again at the next tick")
+            return dg.SkipReason(
+                f"{file_name}: the source did not answer ({error}); asking again at the next tick"
+            )
         context.log.info(f"{file_name} is published: requesting {month}")
         return dg.SensorResult(
             run_requests=[dg.RunRequest(partition_key=partition_key, run_key=f"published-{month}")],
@@ -91,8 +95,11 @@ def taken_versions(instance: dg.DagsterInstance) -> dict[str, str | None]:
     versions = {}
     for key in sorted(instance.get_materialized_partitions(SOURCE_ASSET)):
         records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=SOURCE_ASSET, asset_partitions=[key]), limit=1).records
-        recorded = records[0].asset_materialization.metadata.get("source_version") if records else None
+            dg.AssetRecordsFilter(asset_key=SOURCE_ASSET, asset_partitions=[key]), limit=1
+        ).records
+        recorded = (
+            records[0].asset_materialization.metadata.get("source_version") if records else None
+        )
         versions[key] = recorded.value if recorded else None
     return versions
 
@@ -105,8 +112,8 @@ def build_reupload_sensor(job) -> dg.SensorDefinition:
         # Off: a re-upload of the whole archive requests every month, each a download.
         default_status=dg.DefaultSensorStatus.STOPPED,
         description="HEADs the source for every month taken and requests a month again when "
-                    "its file's version changed (a re-upload); the automation then rebuilds "
-                    "its days and sinks.",
+        "its file's version changed (a re-upload); the automation then rebuilds "
+        "its days and sinks.",
     )
     def source_file_changed(context: dg.SensorEvaluationContext, taxi_source: TaxiSourceResource):
         requests, unversioned, unanswered = [], [], []
@@ -125,11 +132,14 @@ def build_reupload_sensor(job) -> dg.SensorDefinition:
                 unanswered.append(f"{month} and the months after it ({error})")
                 break
             if now != taken:
-                context.log.info(f"{taxi_source.file_name(month)} changed at the source "
-                                 f"({taken} → {now}): requesting {month} again")
+                context.log.info(
+                    f"{taxi_source.file_name(month)} changed at the source "
+                    f"({taken} → {now}): requesting {month} again"
+                )
                 digest = hashlib.sha256(now.encode()).hexdigest()[:16]
-                requests.append(dg.RunRequest(partition_key=partition_key,
-                                              run_key=f"reupload-{month}-{digest}"))
+                requests.append(
+                    dg.RunRequest(partition_key=partition_key, run_key=f"reupload-{month}-{digest}")
+                )
         unchecked = f"; not checked, asked again next tick: {unanswered}" if unanswered else ""
         if unversioned:
             context.log.info(f"taken without a recorded version, not compared: {unversioned}")
@@ -155,10 +165,12 @@ def downstream_condition() -> dg.AutomationCondition:
     # still materialized; without this, automation would write the sinks on the next tick.
     upstream_check_failed = dg.AutomationCondition.any_deps_match(
         dg.AutomationCondition.any_checks_match(
-            dg.AutomationCondition.check_failed(), blocking_only=True)
+            dg.AutomationCondition.check_failed(), blocking_only=True
+        )
     )
     return (eager & ~upstream_check_failed).with_label(
-        "eager (all partitions), unless an upstream blocking check failed")
+        "eager (all partitions), unless an upstream blocking check failed"
+    )
 
 
 def with_downstream_automation(assets: Sequence[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:
@@ -185,5 +197,8 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
 def all_sensors(jobs: dict) -> list[dg.SensorDefinition]:
     from taxi_assets.schedules import MONTHLY_JOB
 
-    return [build_publish_sensor(jobs[MONTHLY_JOB]), build_reupload_sensor(jobs[MONTHLY_JOB]),
-            automation_sensor]
+    return [
+        build_publish_sensor(jobs[MONTHLY_JOB]),
+        build_reupload_sensor(jobs[MONTHLY_JOB]),
+        automation_sensor,
+    ]

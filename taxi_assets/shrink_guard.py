@@ -25,9 +25,11 @@ def shrink_refusal(what: str, materialized: int | None, new: int) -> str | None:
     """Why `new` rows may not replace the `materialized` ones (None: they may)."""
     if not materialized or new >= MIN_KEPT_FRACTION * materialized:
         return None
-    return (f"{what}: the new content has {new:,} rows where the last materialization holds "
-            f"{materialized:,} (less than {MIN_KEPT_FRACTION:.0%}); nothing was replaced. If "
-            f"that is intended, run again with the tag {ALLOW_SHRINK_TAG}=true")
+    return (
+        f"{what}: the new content has {new:,} rows where the last materialization holds "
+        f"{materialized:,} (less than {MIN_KEPT_FRACTION:.0%}); nothing was replaced. If "
+        f"that is intended, run again with the tag {ALLOW_SHRINK_TAG}=true"
+    )
 
 
 class ShrinkRefused(ValueError):

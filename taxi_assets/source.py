@@ -66,8 +66,12 @@ def _version(headers, size: int | None) -> str:
         return f"etag {etag}"
     # Without either, the size alone: weaker, but a re-upload that changes the size is seen.
     modified = headers.get("Last-Modified")
-    return ", ".join(filter(None, [modified and f"modified {modified}",
-                                   f"{size if size is not None else '?'} bytes"]))
+    return ", ".join(
+        filter(
+            None,
+            [modified and f"modified {modified}", f"{size if size is not None else '?'} bytes"],
+        )
+    )
 
 
 def _what_is_read(file_name: str) -> str:
@@ -87,8 +91,9 @@ def _not_published_locally(path: Path, file_name: str) -> SourceNotPublished:
     stem = file_name.partition(".")[0]
     others = sorted(p.name for p in path.parent.glob(f"{stem}*") if p.name != file_name)
     found = f"; the folder has {others}, in a name or format not read" if others else ""
-    return SourceNotPublished(f"{path.parent}: {file_name} is not published there "
-                              f"({_what_is_read(file_name)}){found}")
+    return SourceNotPublished(
+        f"{path.parent}: {file_name} is not published there ({_what_is_read(file_name)}){found}"
+    )
 
 
 class _KeepHead(urllib.request.HTTPRedirectHandler):
@@ -106,8 +111,9 @@ def _head(url: str, timeout: float):
     return opener.open(urllib.request.Request(url, method="HEAD"), timeout=timeout)
 
 
-def _not_published_or_refused(url: str, error: urllib.error.HTTPError, probe: str | None,
-                              timeout: float) -> Exception:
+def _not_published_or_refused(
+    url: str, error: urllib.error.HTTPError, probe: str | None, timeout: float
+) -> Exception:
     """What an HTTP error on a month's file means: not published, or a fault to retry.
 
     404 and 410 say "not published". A source that hides its listing (the TLC's CloudFront)
@@ -122,16 +128,18 @@ def _not_published_or_refused(url: str, error: urllib.error.HTTPError, probe: st
             with _head(probe_url, timeout):
                 pass
         except (urllib.error.URLError, OSError, http.client.HTTPException) as probe_error:
-            return SourceRefused(f"{url}: HTTP 403, and {probe_url} is not reachable either "
-                                 f"({probe_error}): throttled or down, which says nothing "
-                                 "of the file")
-        return SourceNotPublished(
-            f"{url}: not published (HTTP 403 while {probe_url} answers 200)")
+            return SourceRefused(
+                f"{url}: HTTP 403, and {probe_url} is not reachable either "
+                f"({probe_error}): throttled or down, which says nothing "
+                "of the file"
+            )
+        return SourceNotPublished(f"{url}: not published (HTTP 403 while {probe_url} answers 200)")
     return error
 
 
-def remote_file(base_url: str, file_name: str, *, timeout: float,
-                probe: str | None = None) -> SourceFile:
+def remote_file(
+    base_url: str, file_name: str, *, timeout: float, probe: str | None = None
+) -> SourceFile:
     """The file's URL and version, by HEAD (no download). Raises SourceNotPublished."""
     url = source_url(base_url, file_name)
     local = _local_file(url)
@@ -140,8 +148,9 @@ def remote_file(base_url: str, file_name: str, *, timeout: float,
             raise _not_published_locally(local, file_name)
         status = local.stat()
         modified = email.utils.formatdate(status.st_mtime, usegmt=True)
-        return SourceFile(url, f"modified {modified} ({status.st_mtime_ns} ns), "
-                               f"{status.st_size} bytes")
+        return SourceFile(
+            url, f"modified {modified} ({status.st_mtime_ns} ns), {status.st_size} bytes"
+        )
     try:
         with _head(url, timeout) as response:
             size = response.headers.get("Content-Length")
@@ -153,8 +162,16 @@ def remote_file(base_url: str, file_name: str, *, timeout: float,
 def _transient(error: Exception) -> bool:
     if isinstance(error, urllib.error.HTTPError):
         return error.code >= 500 or error.code in (408, 429)
-    return isinstance(error, (urllib.error.URLError, ConnectionError, TimeoutError,
-                              http.client.HTTPException, DownloadFailed))
+    return isinstance(
+        error,
+        (
+            urllib.error.URLError,
+            ConnectionError,
+            TimeoutError,
+            http.client.HTTPException,
+            DownloadFailed,
+        ),
+    )
 
 
 def _stream(url: str, part: Path, timeout: float, log: Callable[[str], None]) -> int:
@@ -169,22 +186,20 @@ def _stream(url: str, part: Path, timeout: float, log: Callable[[str], None]) ->
                 out.write(chunk)
                 received += len(chunk)
                 if expected and received / expected >= next_report:
-                    log(f"{part.name[:-5]}: {received:,} of {expected:,} bytes "
-                        f"({received / expected:.0%})")
+                    log(
+                        f"{part.name[:-5]}: {received:,} of {expected:,} bytes "
+                        f"({received / expected:.0%})"
+                    )
                     next_report += 0.25
         except http.client.IncompleteRead as error:
             # Say it in bytes received, like the check below, not in IncompleteRead's repr.
             received += len(error.partial)
             of = f" of {expected:,}" if expected is not None else ""
-            raise DownloadFailed(
-                f"{url}: connection ended after {received:,}{of} bytes"
-            ) from error
+            raise DownloadFailed(f"{url}: connection ended after {received:,}{of} bytes") from error
         out.flush()
         os.fsync(out.fileno())
     if expected is not None and received != expected:
-        raise DownloadFailed(
-            f"{url}: connection ended after {received:,} of {expected:,} bytes"
-        )
+        raise DownloadFailed(f"{url}: connection ended after {received:,} of {expected:,} bytes")
     return received
 
 
@@ -247,12 +262,21 @@ def download(
     """
     landing_dir.mkdir(parents=True, exist_ok=True)
     with _only_download(landing_dir, file_name, log):
-        return _download(base_url, file_name, landing_dir, retries=retries,
-                         backoff_seconds=backoff_seconds, timeout=timeout, probe=probe, log=log)
+        return _download(
+            base_url,
+            file_name,
+            landing_dir,
+            retries=retries,
+            backoff_seconds=backoff_seconds,
+            timeout=timeout,
+            probe=probe,
+            log=log,
+        )
 
 
-def _download(base_url, file_name, landing_dir, *, retries, backoff_seconds, timeout, probe,
-              log) -> LandedFile:
+def _download(
+    base_url, file_name, landing_dir, *, retries, backoff_seconds, timeout, probe, log
+) -> LandedFile:
     target = landing_dir / file_name
     # Beside the file, hidden: the version the landed bytes are. Removed before a new copy is
     # renamed into place and written after, so it never vouches for other bytes.
@@ -296,8 +320,10 @@ def _download(base_url, file_name, landing_dir, *, retries, backoff_seconds, tim
 
     remote = retrying(lambda: remote_file(base_url, file_name, timeout=timeout, probe=probe))
     if target.exists() and recorded.exists() and recorded.read_text() == remote.version:
-        log(f"{file_name}: reusing the complete download at {target} "
-            f"({target.stat().st_size:,} bytes, {remote.version})")
+        log(
+            f"{file_name}: reusing the complete download at {target} "
+            f"({target.stat().st_size:,} bytes, {remote.version})"
+        )
         return LandedFile(target, remote.version)
 
     def fetch() -> int:

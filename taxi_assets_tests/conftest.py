@@ -37,8 +37,13 @@ class PostgresUnderTest:
     server: LocalPostgres | None = None  # None when the suite uses an external server
 
     def resource(self) -> PostgresResource:
-        return PostgresResource(host=self.host, port=self.port, user=self.user,
-                                password=self.password, database=self.database)
+        return PostgresResource(
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            password=self.password,
+            database=self.database,
+        )
 
     @property
     def uri(self) -> str:
@@ -51,10 +56,13 @@ def postgres(tmp_path_factory) -> PostgresUnderTest:
     external = os.environ.get("TAXI_TEST_POSTGRES_URL")
     if external:
         url = urllib.parse.urlparse(external)
-        yield PostgresUnderTest(url.hostname or "127.0.0.1", url.port or 5432,
-                                urllib.parse.unquote(url.username or "postgres"),
-                                urllib.parse.unquote(url.password or ""),
-                                url.path.lstrip("/") or "postgres")
+        yield PostgresUnderTest(
+            url.hostname or "127.0.0.1",
+            url.port or 5432,
+            urllib.parse.unquote(url.username or "postgres"),
+            urllib.parse.unquote(url.password or ""),
+            url.path.lstrip("/") or "postgres",
+        )
         return
     server = LocalPostgres(tmp_path_factory.mktemp("postgres") / "data", free_port()).start()
     try:

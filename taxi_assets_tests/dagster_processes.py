@@ -50,13 +50,19 @@ START_TIMEOUT = 180.0
 
 # --- environment -----------------------------------------------------------------------------
 
+
 def create_database(postgres, name: str) -> str:
     """A fresh, empty database in the suite's PostgreSQL; returns its URL."""
     with psycopg.connect(postgres.uri, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
-    return PostgresResource(host=postgres.host, port=postgres.port, user=postgres.user,
-                            password=postgres.password, database=name).uri()
+    return PostgresResource(
+        host=postgres.host,
+        port=postgres.port,
+        user=postgres.user,
+        password=postgres.password,
+        database=name,
+    ).uri()
 
 
 def dagster_env(
@@ -96,6 +102,7 @@ def dagster_env(
 
 # --- processes -------------------------------------------------------------------------------
 
+
 @dataclass
 class DagsterProcess:
     name: str
@@ -132,14 +139,20 @@ class DagsterProcess:
             self.popen.wait(5)
 
 
-def start_process(name: str, argv: Sequence[str], env: dict[str, str], log_dir: Path,
-                  cwd: Path = REPO_ROOT) -> DagsterProcess:
+def start_process(
+    name: str, argv: Sequence[str], env: dict[str, str], log_dir: Path, cwd: Path = REPO_ROOT
+) -> DagsterProcess:
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
     with open(log_path, "ab") as log:
         popen = subprocess.Popen(
-            [str(a) for a in argv], env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            [str(a) for a in argv],
+            env=env,
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     return DagsterProcess(name, [str(a) for a in argv], popen, log_path)
 
@@ -162,8 +175,9 @@ def wait_until(
     while True:
         for process in processes:
             if not process.alive:
-                raise ProcessFailed(f"{process.name} died while waiting for {what}\n"
-                                    + process.describe())
+                raise ProcessFailed(
+                    f"{process.name} died while waiting for {what}\n" + process.describe()
+                )
         try:
             result = check()
             if result:
@@ -172,12 +186,15 @@ def wait_until(
             last_error = error
         if time.monotonic() > deadline:
             logs = "\n".join(p.describe() for p in processes)
-            raise TimeoutError(f"gave up waiting for {what} after {timeout:.0f}s "
-                               f"(last error: {last_error})\n{logs}")
+            raise TimeoutError(
+                f"gave up waiting for {what} after {timeout:.0f}s "
+                f"(last error: {last_error})\n{logs}"
+            )
         time.sleep(interval)
 
 
 # --- GraphQL ---------------------------------------------------------------------------------
+
 
 class GraphQLError(RuntimeError):
     pass
@@ -193,7 +210,9 @@ class GraphQLClient:
     def __call__(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
         body = json.dumps({"query": query, "variables": variables or {}}).encode()
         request = urllib.request.Request(
-            self.url, data=body, method="POST",
+            self.url,
+            data=body,
+            method="POST",
             headers={"Content-Type": "application/json", "Accept": "application/json"},
         )
         try:
@@ -229,7 +248,9 @@ def loaded_locations(graphql: GraphQLClient) -> list[str] | None:
     for entry in entries:
         location = entry["locationOrLoadError"]
         if location and location["__typename"] == "PythonError":
-            raise ProcessFailed(f"code location {entry['name']} failed to load: {location['message']}")
+            raise ProcessFailed(
+                f"code location {entry['name']} failed to load: {location['message']}"
+            )
     return [e["name"] for e in entries]
 
 
@@ -243,6 +264,7 @@ def healthy_daemons(graphql: GraphQLClient) -> list[str] | None:
 
 # --- the three Dagster processes -------------------------------------------------------------
 
+
 @dataclass
 class Webserver:
     process: DagsterProcess
@@ -253,15 +275,29 @@ class Webserver:
         self.graphql = GraphQLClient(f"{self.url}/graphql")
 
 
-def start_webserver(env: dict[str, str], log_dir: Path, *, workspace: Path = WORKSPACE,
-                    extra_args: Sequence[str] = (), name: str = "webserver") -> Webserver:
+def start_webserver(
+    env: dict[str, str],
+    log_dir: Path,
+    *,
+    workspace: Path = WORKSPACE,
+    extra_args: Sequence[str] = (),
+    name: str = "webserver",
+) -> Webserver:
     """`dagster-webserver` on a free loopback port; returns once its code locations loaded."""
     port = free_port()
     process = start_process(
         name,
-        [BIN / "dagster-webserver", *(["-w", workspace] if workspace else []),
-         "-h", "127.0.0.1", "-p", str(port), *extra_args],
-        env, log_dir,
+        [
+            BIN / "dagster-webserver",
+            *(["-w", workspace] if workspace else []),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            *extra_args,
+        ],
+        env,
+        log_dir,
     )
     server = Webserver(process, f"http://127.0.0.1:{port}")
     try:
@@ -273,12 +309,20 @@ def start_webserver(env: dict[str, str], log_dir: Path, *, workspace: Path = WOR
     return server
 
 
-def start_daemon(env: dict[str, str], log_dir: Path, *, workspace: Path = WORKSPACE,
-                 extra_args: Sequence[str] = (), name: str = "daemon") -> DagsterProcess:
+def start_daemon(
+    env: dict[str, str],
+    log_dir: Path,
+    *,
+    workspace: Path = WORKSPACE,
+    extra_args: Sequence[str] = (),
+    name: str = "daemon",
+) -> DagsterProcess:
     """`dagster-daemon run`; use `wait_for_daemons` (needs a webserver) to know it is up."""
     return start_process(
-        name, [BIN / "dagster-daemon", "run", *(["-w", workspace] if workspace else []),
-               *extra_args], env, log_dir,
+        name,
+        [BIN / "dagster-daemon", "run", *(["-w", workspace] if workspace else []), *extra_args],
+        env,
+        log_dir,
     )
 
 
@@ -288,21 +332,46 @@ def wait_for_daemons(graphql: GraphQLClient, processes: Sequence[DagsterProcess]
     return wait_until(lambda: healthy_daemons(graphql), "the daemons' heartbeats", processes)
 
 
-def start_code_server(env: dict[str, str], log_dir: Path, *,
-                      module: str = "taxi_assets.definitions", location_name: str = "taxi_assets",
-                      host: str = "127.0.0.1", name: str = "code-server") -> tuple[DagsterProcess, int]:
+def start_code_server(
+    env: dict[str, str],
+    log_dir: Path,
+    *,
+    module: str = "taxi_assets.definitions",
+    location_name: str = "taxi_assets",
+    host: str = "127.0.0.1",
+    name: str = "code-server",
+) -> tuple[DagsterProcess, int]:
     """`dagster code-server start` on a free port; returns once it answers a gRPC health check."""
     port = free_port(host)
     process = start_process(
-        name, [BIN / "dagster", "code-server", "start", "-m", module, "-h", host, "-p", str(port),
-               "--location-name", location_name], env, log_dir,
+        name,
+        [
+            BIN / "dagster",
+            "code-server",
+            "start",
+            "-m",
+            module,
+            "-h",
+            host,
+            "-p",
+            str(port),
+            "--location-name",
+            location_name,
+        ],
+        env,
+        log_dir,
     )
 
     def healthy() -> bool:
-        return subprocess.run(
-            [str(BIN / "dagster"), "api", "grpc-health-check", "-p", str(port), "--host", host],
-            env=env, capture_output=True, timeout=60,
-        ).returncode == 0
+        return (
+            subprocess.run(
+                [str(BIN / "dagster"), "api", "grpc-health-check", "-p", str(port), "--host", host],
+                env=env,
+                capture_output=True,
+                timeout=60,
+            ).returncode
+            == 0
+        )
 
     try:
         wait_until(healthy, f"{name} on port {port}", [process], interval=1.0)
@@ -335,8 +404,9 @@ class DagsterStack:
 
 
 @contextlib.contextmanager
-def dagster_stack(env: dict[str, str], log_dir: Path, *,
-                  workspace: Path = WORKSPACE) -> Iterator[DagsterStack]:
+def dagster_stack(
+    env: dict[str, str], log_dir: Path, *, workspace: Path = WORKSPACE
+) -> Iterator[DagsterStack]:
     """A webserver and a daemon over one instance, as `dagster dev` runs them; stopped on exit."""
     webserver = start_webserver(env, log_dir, workspace=workspace)
     daemon = None

@@ -77,16 +77,23 @@ def main(spec: dict) -> None:
         from taxi_assets.lake import LakeResource
 
         lake = LakeResource(**spec["lake"])
-    resources = pipeline_resources(Path(spec["state"]), spec["source_url"], postgres, lake=lake,
-                                   warehouse_io_manager=warehouse)
+    resources = pipeline_resources(
+        Path(spec["state"]), spec["source_url"], postgres, lake=lake, warehouse_io_manager=warehouse
+    )
     # The instance of DAGSTER_HOME (pool slots are kept there), else an ephemeral one.
     instance = dg.DagsterInstance.get() if spec.get("instance") == "home" else None
     if "days" in spec:
-        result = materialize_days(resources, *spec["days"], selection=spec["selection"],
-                                  raise_on_error=False, instance=instance)
+        result = materialize_days(
+            resources,
+            *spec["days"],
+            selection=spec["selection"],
+            raise_on_error=False,
+            instance=instance,
+        )
     else:
-        result = materialize(resources, selection=spec["selection"], raise_on_error=False,
-                             instance=instance)
+        result = materialize(
+            resources, selection=spec["selection"], raise_on_error=False, instance=instance
+        )
     if not result.success:  # for the test to read: each failed step's error and its causes
         print(json.dumps({"failures": failure_messages(result)}))
     # With a kill point armed, reaching this line means it was never hit: the test fails then.

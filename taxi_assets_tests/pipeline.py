@@ -17,13 +17,22 @@ JANUARY = "2021-01-01"
 POSTGRES_TABLE = "ny_taxi.yellow_cab_data"
 
 
-def pipeline_resources(state: Path, source_url: str, postgres, lake: LakeResource | None = None,
-                       warehouse_io_manager: dg.ConfigurableIOManager | None = None,
-                       source_kind: str = "datatalks") -> dict:
+def pipeline_resources(
+    state: Path,
+    source_url: str,
+    postgres,
+    lake: LakeResource | None = None,
+    warehouse_io_manager: dg.ConfigurableIOManager | None = None,
+    source_kind: str = "datatalks",
+) -> dict:
     """The resources of the local profile, pointed at the suite's servers and `state`."""
     return build_resources(
-        taxi_source=TaxiSourceResource(kind=source_kind, base_url=source_url,
-                                       landing_dir=str(state / "landing"), backoff_seconds=0.01),
+        taxi_source=TaxiSourceResource(
+            kind=source_kind,
+            base_url=source_url,
+            landing_dir=str(state / "landing"),
+            backoff_seconds=0.01,
+        ),
         postgres=postgres.resource(),
         lake=lake or LakeResource(root=str(state / "lake")),
         warehouse_io_manager=warehouse_io_manager
@@ -40,9 +49,14 @@ def _selection(names: str) -> list[dg.AssetKey]:
     return [dg.AssetKey.from_user_string(name) for name in names.split()]
 
 
-def materialize(resources: dict, partition_key: str = JANUARY, selection=None,
-                instance: dg.DagsterInstance | None = None, raise_on_error: bool = True,
-                tags: dict | None = None):
+def materialize(
+    resources: dict,
+    partition_key: str = JANUARY,
+    selection=None,
+    instance: dg.DagsterInstance | None = None,
+    raise_on_error: bool = True,
+    tags: dict | None = None,
+):
     """One run of the real definitions; by default the monthly assets of one month."""
     if selection is None:
         selection = _selection(MONTHLY)
@@ -62,9 +76,16 @@ def materialize(resources: dict, partition_key: str = JANUARY, selection=None,
 def materialize_days(resources: dict, first: str, last: str, tags: dict | None = None, **kwargs):
     """The daily assets for first..last as one run, as a single-run backfill launches them."""
     return materialize(
-        resources, partition_key=None, selection=kwargs.pop("selection", DAILY),
-        tags={"dagster/asset_partition_range_start": first,
-              "dagster/asset_partition_range_end": last, **(tags or {})}, **kwargs)
+        resources,
+        partition_key=None,
+        selection=kwargs.pop("selection", DAILY),
+        tags={
+            "dagster/asset_partition_range_start": first,
+            "dagster/asset_partition_range_end": last,
+            **(tags or {}),
+        },
+        **kwargs,
+    )
 
 
 def failure_messages(result) -> list[str]:

@@ -32,11 +32,17 @@ def instance():
 
 def take(resources, instance, month: str, **kwargs):
     """A run that takes the month from the source and cleans it, as the monthly job begins."""
-    return materialize(resources, partition_key=f"{month}-01", selection=SOURCE_AND_CLEAN,
-                       instance=instance, **kwargs)
+    return materialize(
+        resources,
+        partition_key=f"{month}-01",
+        selection=SOURCE_AND_CLEAN,
+        instance=instance,
+        **kwargs,
+    )
 
 
 # --- the new-month sensor --------------------------------------------------------------------
+
 
 def is_published(base_url: str, file_name: str, timeout: float) -> bool:
     """What the sensor asks the source: HEAD the file, and tell "not published" apart."""
@@ -49,8 +55,9 @@ def is_published(base_url: str, file_name: str, timeout: float) -> bool:
 
 def tick(instance, source: TaxiSourceResource, cursor: str | None):
     sensor = REPO.get_sensor_def("new_month_published")
-    context = dg.build_sensor_context(instance=instance, cursor=cursor,
-                                      resources={"taxi_source": source})
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources={"taxi_source": source}
+    )
     result = sensor(context)
     if isinstance(result, dg.SkipReason):
         return [], cursor, result.skip_message
@@ -72,7 +79,9 @@ def test_a_new_month_is_requested_once_across_ticks(tmp_path, http_source, postg
         requests, cursor, skipped = tick(instance, source, cursor)
         requested += requests
 
-    assert [(r.partition_key, r.run_key) for r in requested] == [("2021-02-01", "published-2021-02")]
+    assert [(r.partition_key, r.run_key) for r in requested] == [
+        ("2021-02-01", "published-2021-02")
+    ]
     assert cursor == "2021-02"
     # The source was asked twice (unpublished, then published), with HEAD: nothing downloaded.
     assert http_source.requests == ["HEAD /yellow_tripdata_2021-02.csv.gz"] * 2
@@ -136,11 +145,14 @@ def test_publication_check_follows_a_redirect_without_downloading():
     finally:
         server.shutdown()
     assert not [r for r in seen if r.startswith("GET")]
-    assert seen[:2] == ["HEAD /release/yellow_tripdata_2021-02.csv.gz",
-                        "HEAD /cdn/yellow_tripdata_2021-02.csv.gz"]
+    assert seen[:2] == [
+        "HEAD /release/yellow_tripdata_2021-02.csv.gz",
+        "HEAD /cdn/yellow_tripdata_2021-02.csv.gz",
+    ]
 
 
 # --- downstream automation -------------------------------------------------------------------
+
 
 def requested(result) -> dict[str, list[str]]:
     out = {}
@@ -154,7 +166,9 @@ def requested(result) -> dict[str, list[str]]:
 def below_cleaned_trips(partitions_def) -> list[str]:
     graph = defs.resolve_asset_graph()
     below = dg.AssetSelection.assets("yellow_trips").downstream(include_self=False).resolve(graph)
-    return sorted(k.to_user_string() for k in below if graph.get(k).partitions_def == partitions_def)
+    return sorted(
+        k.to_user_string() for k in below if graph.get(k).partitions_def == partitions_def
+    )
 
 
 MONTHLY_BELOW = below_cleaned_trips(monthly_partitions)
@@ -206,10 +220,14 @@ def test_automation_builds_downstream_of_a_month_but_not_past_a_failed_blocking_
 
 # --- what is on by default, and the schedules ------------------------------------------------
 
+
 def test_only_the_automation_sensor_is_on_by_default():
     running = dg.DefaultSensorStatus.RUNNING
     assert {s.name: s.default_status == running for s in REPO.sensor_defs} == {
-        AUTOMATION_SENSOR: True, "new_month_published": False, "source_file_changed": False}
+        AUTOMATION_SENSOR: True,
+        "new_month_published": False,
+        "source_file_changed": False,
+    }
     assert REPO.get_sensor_def("new_month_published").minimum_interval_seconds == 3600
     assert {s.name: s.default_status for s in REPO.schedule_defs} == {
         "monthly_yellow_trips_schedule": dg.DefaultScheduleStatus.STOPPED,
@@ -220,12 +238,16 @@ def test_only_the_automation_sensor_is_on_by_default():
 # build_schedule_from_partitioned_job calls Dagster's own deprecated run_request_for_partition.
 # (The monthly schedule asks the source: test_tlc_feed.py.)
 @pytest.mark.filterwarnings("ignore:Function `JobDefinition.run_request_for_partition`")
-@pytest.mark.parametrize("schedule, tick_at, partition", [
-    ("daily_yellow_trips_schedule", dt.datetime(2021, 3, 2, 7), "2021-03-01"),
-])
+@pytest.mark.parametrize(
+    "schedule, tick_at, partition",
+    [
+        ("daily_yellow_trips_schedule", dt.datetime(2021, 3, 2, 7), "2021-03-01"),
+    ],
+)
 def test_a_schedule_tick_runs_the_period_that_just_ended(schedule, tick_at, partition):
     schedule_def = REPO.get_schedule_def(schedule)
     context = dg.build_schedule_context(
-        scheduled_execution_time=tick_at.replace(tzinfo=dt.timezone.utc))
+        scheduled_execution_time=tick_at.replace(tzinfo=dt.timezone.utc)
+    )
     run_requests = schedule_def.evaluate_tick(context).run_requests
     assert [r.partition_key for r in run_requests] == [partition]

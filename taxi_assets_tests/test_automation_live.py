@@ -70,8 +70,12 @@ def sample_moved_to(month: str) -> bytes:
 def stack(tmp_path_factory, postgres, _http_server) -> Iterator[DagsterStack]:
     tmp = tmp_path_factory.mktemp("automation_live")
     query(postgres, "DROP SCHEMA IF EXISTS ny_taxi CASCADE")
-    env = dagster_env(tmp, dagster_pg_url=create_database(postgres, "dagster_automation_live"),
-                      source_url=_http_server.url, postgres=postgres)
+    env = dagster_env(
+        tmp,
+        dagster_pg_url=create_database(postgres, "dagster_automation_live"),
+        source_url=_http_server.url,
+        postgres=postgres,
+    )
     with dagster_stack(env, tmp / "logs") as running:
         yield running
 
@@ -152,12 +156,17 @@ query Runs($filter: RunsFilter) {
 
 
 def launch_backfill(stack: DagsterStack, keys, partitions) -> str:
-    launched = stack.graphql(LAUNCH_BACKFILL, {"backfillParams": {
-        "assetSelection": [key_input(k) for k in keys],
-        "partitionNames": partitions,
-        "fromFailure": False,
-        "tags": [{"key": "dagster/from_ui", "value": "true"}],
-    }})["launchPartitionBackfill"]
+    launched = stack.graphql(
+        LAUNCH_BACKFILL,
+        {
+            "backfillParams": {
+                "assetSelection": [key_input(k) for k in keys],
+                "partitionNames": partitions,
+                "fromFailure": False,
+                "tags": [{"key": "dagster/from_ui", "value": "true"}],
+            }
+        },
+    )["launchPartitionBackfill"]
     assert launched["__typename"] == "LaunchBackfillSuccess", launched
     return launched["backfillId"]
 
@@ -207,28 +216,43 @@ def test_backfill_through_the_ui_api_runs_queued_and_one_postgres_writer_at_a_ti
 
     # dagster.yaml's run queue (max_concurrent_runs: 2) holds the third month back, and both
     # running months stop at the Postgres write while the pool's slot is taken.
-    stack.wait_until(two_runs_waiting_on_the_pool_and_one_queued,
-                     "two runs blocked on the pool and one queued", timeout=BACKFILL_TIMEOUT)
+    stack.wait_until(
+        two_runs_waiting_on_the_pool_and_one_queued,
+        "two runs blocked on the pool and one queued",
+        timeout=BACKFILL_TIMEOUT,
+    )
     with instance_of(stack) as instance:
         instance.event_log_storage.free_concurrency_slots_for_run(holder)
 
     done = stack.wait_until(
-        lambda: (b := backfill(stack, backfill_id))["status"] not in ("REQUESTED", "CANCELING")
-        and all(r["status"] in FINISHED for r in b["runs"]) and b,
-        "the backfill to finish", timeout=BACKFILL_TIMEOUT)
+        lambda: (
+            (b := backfill(stack, backfill_id))["status"] not in ("REQUESTED", "CANCELING")
+            and all(r["status"] in FINISHED for r in b["runs"])
+            and b
+        ),
+        "the backfill to finish",
+        timeout=BACKFILL_TIMEOUT,
+    )
 
     assert done["status"] == "COMPLETED_SUCCESS", (done, stack.logs())
     runs = done["runs"]
-    assert sorted(dict((t["key"], t["value"]) for t in r["tags"])["dagster/partition"]
-                  for r in runs) == MONTHS, "one run per month"
+    assert (
+        sorted(dict((t["key"], t["value"]) for t in r["tags"])["dagster/partition"] for r in runs)
+        == MONTHS
+    ), "one run per month"
     for key in MONTHLY_KEYS:
         assert materialized_partitions(stack, key, MONTHS) == set(MONTHS), key
-    rows = query(postgres, f"SELECT source_month::text, count(*) FROM {POSTGRES_TABLE} "
-                           "GROUP BY 1 ORDER BY 1")
+    rows = query(
+        postgres, f"SELECT source_month::text, count(*) FROM {POSTGRES_TABLE} GROUP BY 1 ORDER BY 1"
+    )
     assert rows == [(month, CLEAN_ROWS) for month in MONTHS]
     # Once released, the writers took the slot one after the other.
-    writes = sorted((s["startTime"], s["endTime"]) for r in runs for s in r["stepStats"]
-                    if s["stepKey"] == POSTGRES_STEP)
+    writes = sorted(
+        (s["startTime"], s["endTime"])
+        for r in runs
+        for s in r["stepStats"]
+        if s["stepKey"] == POSTGRES_STEP
+    )
     assert len(writes) == len(MONTHS)
     assert all(end <= next_start for (_, end), (next_start, _) in zip(writes, writes[1:]))
 
@@ -239,14 +263,21 @@ def test_automation_builds_the_days_of_the_backfilled_months_a_range_per_run(sta
     expected = days("2021-01-01", "2021-03-30")
 
     for key in DAILY_KEYS:
-        stack.wait_until(lambda: materialized_partitions(stack, key, expected) == set(expected),
-                         f"automation to build {key.to_user_string()}", timeout=BACKFILL_TIMEOUT)
+        stack.wait_until(
+            lambda: materialized_partitions(stack, key, expected) == set(expected),
+            f"automation to build {key.to_user_string()}",
+            timeout=BACKFILL_TIMEOUT,
+        )
         assert not materialized_partitions(stack, key, ["2020-12-31", "2021-03-31"])
 
     # A run's materializations are visible before it ends (its checks may still be running).
     runs = stack.wait_until(
-        lambda: (runs := automation_runs(stack)) and all(r["status"] in FINISHED for r in runs)
-        and runs, "automation's runs to finish", timeout=BACKFILL_TIMEOUT)
+        lambda: (
+            (runs := automation_runs(stack)) and all(r["status"] in FINISHED for r in runs) and runs
+        ),
+        "automation's runs to finish",
+        timeout=BACKFILL_TIMEOUT,
+    )
     day_runs = [r for r in runs if "dagster/asset_partition_range_start" in r["tags"]]
     assert day_runs and all(r["status"] == "SUCCESS" for r in day_runs), runs
     # Single-run backfill policy: each run covers a range of days, not a day.
@@ -271,26 +302,43 @@ query AutomationRuns($filter: RunsFilter) {
 
 def automation_runs(stack: DagsterStack) -> list[dict]:
     """Every run the automation sensor requested (its backfills' runs carry its name too)."""
-    results = stack.graphql(AUTOMATION_RUNS, {"filter": {"tags": [
-        {"key": "dagster/sensor_name", "value": AUTOMATION_SENSOR}]}})["runsOrError"]["results"]
-    return [{"status": r["status"], "tags": {t["key"]: t["value"] for t in r["tags"]},
-             "assets": ["/".join(a["path"]) for a in r["assetSelection"] or []]} for r in results]
+    results = stack.graphql(
+        AUTOMATION_RUNS,
+        {"filter": {"tags": [{"key": "dagster/sensor_name", "value": AUTOMATION_SENSOR}]}},
+    )["runsOrError"]["results"]
+    return [
+        {
+            "status": r["status"],
+            "tags": {t["key"]: t["value"] for t in r["tags"]},
+            "assets": ["/".join(a["path"]) for a in r["assetSelection"] or []],
+        }
+        for r in results
+    ]
 
 
 # --- the UI in a real browser ----------------------------------------------------------------
 
 CHROMIUM = Path(os.environ.get("TAXI_CHROMIUM", "/usr/bin/chromium"))
 # No network but loopback here, and nothing to download: no GPU, QUIC, sync or updates.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture
 def page(tmp_path):
     if not CHROMIUM.exists():
-        pytest.skip(f"no {CHROMIUM}: `make test` installs Debian's chromium when run as root "
-                    "(scripts/ensure-chromium.sh)")
+        pytest.skip(
+            f"no {CHROMIUM}: `make test` installs Debian's chromium when run as root "
+            "(scripts/ensure-chromium.sh)"
+        )
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
@@ -300,8 +348,9 @@ def page(tmp_path):
             # The UI greets a new browser with a newsletter dialog over the page: say it was
             # dismissed before (the UI's own localStorage flag), and skip it should it show.
             page.add_init_script("window.localStorage.setItem('communityNux', 'true')")
-            page.add_locator_handler(page.get_by_role("button", name="Skip"),
-                                     lambda skip: skip.click())
+            page.add_locator_handler(
+                page.get_by_role("button", name="Skip"), lambda skip: skip.click()
+            )
             yield page
             # What the browser showed last: on a failure, the page the test gave up on.
             screenshot(page, tmp_path, "last-page")
@@ -333,16 +382,22 @@ def test_the_ui_shows_every_asset_and_the_backfilled_partitions(stack, page, tmp
     shot = screenshot(page, tmp_path, "asset-graph")
 
     # Straight to the month: with partitions from 2009 on, the list opens at the newest ones.
-    page.goto(f"{stack.webserver.url}/assets/ny_taxi/yellow_cab_data"
-              f"?view=partitions&partition={MONTHS[0]}")
+    page.goto(
+        f"{stack.webserver.url}/assets/ny_taxi/yellow_cab_data"
+        f"?view=partitions&partition={MONTHS[0]}"
+    )
     page.get_by_text(f"Materialized ({len(MONTHS)})").wait_for()
     page.get_by_text("dagster/row_count").wait_for()
     assert page.get_by_text(str(CLEAN_ROWS), exact=True).count() >= 1
     screenshot(page, tmp_path, "yellow_cab_data-partitions")
 
     page.goto(f"{stack.webserver.url}/automation")
-    for name in ("monthly_yellow_trips_schedule", "daily_yellow_trips_schedule",
-                 "new_month_published", AUTOMATION_SENSOR):
+    for name in (
+        "monthly_yellow_trips_schedule",
+        "daily_yellow_trips_schedule",
+        "new_month_published",
+        AUTOMATION_SENSOR,
+    ):
         page.get_by_text(name, exact=True).wait_for()
     screenshot(page, tmp_path, "automation")
     assert shot.stat().st_size > 10_000

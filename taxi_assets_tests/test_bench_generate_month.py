@@ -16,7 +16,10 @@ from bench.tutorial import parse_dates, taxi_dtypes
 def _blank_dates(line: bytes) -> tuple[bytes, int]:
     """The line with both dates blanked, and the dropoff's distance in days from the pickup."""
     vendor, rest = line.split(b",", 1)
-    pickup, dropoff = date.fromisoformat(rest[:10].decode()), date.fromisoformat(rest[20:30].decode())
+    pickup, dropoff = (
+        date.fromisoformat(rest[:10].decode()),
+        date.fromisoformat(rest[20:30].decode()),
+    )
     return vendor + b"," + rest[10:20] + rest[30:], (dropoff - pickup).days
 
 
@@ -64,7 +67,9 @@ def test_every_byte_but_the_dates_is_a_real_row(month):
 
 def test_pickups_cover_the_month_with_a_few_stragglers(month):
     out, summary = month
-    frame = pd.read_csv(out, sep=",", compression="gzip", dtype=taxi_dtypes, parse_dates=parse_dates)
+    frame = pd.read_csv(
+        out, sep=",", compression="gzip", dtype=taxi_dtypes, parse_dates=parse_dates
+    )
     days = frame["tpep_pickup_datetime"].dt.date
     in_month = days[(days >= date(2021, 2, 1)) & (days < date(2021, 3, 1))]
     assert set(in_month) == {date(2021, 2, d) for d in range(1, 29)}
@@ -78,7 +83,12 @@ def test_pickups_cover_the_month_with_a_few_stragglers(month):
 
 
 def test_a_cut_off_last_line_is_not_a_row(tmp_path):
-    summary = generate("2021-01", 1_000, tmp_path / "m.csv.gz", seed=1,
-                       inputs=[TEST_DATA / "yellow_tripdata_2021-01.truncated_last_line.csv.gz"])
+    summary = generate(
+        "2021-01",
+        1_000,
+        tmp_path / "m.csv.gz",
+        seed=1,
+        inputs=[TEST_DATA / "yellow_tripdata_2021-01.truncated_last_line.csv.gz"],
+    )
     assert summary["dropped_source_lines"] == 1
     assert summary["source_rows"] == 28_401

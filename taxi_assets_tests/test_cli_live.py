@@ -123,8 +123,11 @@ class Project:
         return cli(self.env | env, *args)
 
     def selector(self, job: str) -> dict:
-        return {"pipelineName": job, "repositoryName": "__repository__",
-                "repositoryLocationName": "taxi_assets"}
+        return {
+            "pipelineName": job,
+            "repositoryName": "__repository__",
+            "repositoryLocationName": "taxi_assets",
+        }
 
     def job_runs(self, job: str) -> dict[str, str]:
         result = self.graphql(JOB_RUNS, {"selector": self.selector(job)})["pipelineOrError"]
@@ -132,8 +135,9 @@ class Project:
         return {run["runId"]: run["status"] for run in result["runs"]}
 
     def reexecute(self, run_id: str, strategy: str) -> str:
-        launched = self.graphql(REEXECUTE, {"params": {"parentRunId": run_id,
-                                                       "strategy": strategy}})
+        launched = self.graphql(
+            REEXECUTE, {"params": {"parentRunId": run_id, "strategy": strategy}}
+        )
         launched = launched["launchPipelineReexecution"]
         assert launched["__typename"] == "LaunchRunSuccess", launched
         return launched["run"]["runId"]
@@ -147,22 +151,31 @@ class Project:
             run = self.graphql(RUN, {"id": run_id})["runOrError"]
             run.pop("__typename")
             return run if run.get("status") in ("SUCCESS", "FAILURE", "CANCELED") else None
-        return wait_until(finished, f"run {run_id}", [self.dev], timeout=RUN_TIMEOUT,
-                          interval=1.0)
+
+        return wait_until(finished, f"run {run_id}", [self.dev], timeout=RUN_TIMEOUT, interval=1.0)
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "taxi_assets.cli", *args], env=env,
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "taxi_assets.cli", *args],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def project_env(tmp: Path, source_url: str, pg_port: int) -> dict[str, str]:
     home = tmp / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(DAGSTER_YAML, home / "dagster.yaml")
-    env = {name: value for name, value in os.environ.items()
-           if not name.startswith(("TAXI_", "DAGSTER_"))}
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("TAXI_", "DAGSTER_"))
+    }
     return env | {
         "DAGSTER_HOME": str(home),
         "TAXI_HOME": str(tmp / "taxi_home"),
@@ -181,8 +194,12 @@ def project(tmp_path_factory, _http_server) -> Iterator[Project]:
     env = project_env(tmp, _http_server.url, pg_port)
     started = cli(env, "postgres")
     assert started.returncode == 0, started.stderr
-    dev = start_process("make-dev", [sys.executable, "-m", "taxi_assets.cli", "dev",
-                                     "--port", str(ui_port)], env, tmp / "logs")
+    dev = start_process(
+        "make-dev",
+        [sys.executable, "-m", "taxi_assets.cli", "dev", "--port", str(ui_port)],
+        env,
+        tmp / "logs",
+    )
     graphql = GraphQLClient(f"http://127.0.0.1:{ui_port}/graphql")
     try:
         wait_until(lambda: loaded_locations(graphql), "make dev's code location", [dev])
@@ -214,7 +231,9 @@ def test_an_unpublished_month_fails_in_one_line_and_reexecutes_from_failure(proj
     [failure] = project.step_failures(run_id)
     assert failure["stepKey"] == "raw_yellow_trips"
     assert "not published (HTTP 404)" in failure["failureMetadata"]["description"]
-    assert {"month", "setting"} <= {m["label"] for m in failure["failureMetadata"]["metadataEntries"]}
+    assert {"month", "setting"} <= {
+        m["label"] for m in failure["failureMetadata"]["metadataEntries"]
+    }
 
     project.source.publish(MONTH, SAMPLE)
     retry = project.reexecute(run_id, "FROM_FAILURE")
@@ -231,10 +250,12 @@ def test_a_good_run_prints_a_screen_and_each_of_its_runs_reexecutes(project):
     assert_fits_a_screen(output)
     assert "DEBUG" not in output
     taxi_home = project.taxi_home
-    for where in ("PostgreSQL table ny_taxi.yellow_cab_data",
-                  f"file://{taxi_home}/lake/YYYY/MM/DD/nyc_taxi_data.parquet",
-                  f"file://{taxi_home}/lake/nyc_taxi_data/2021-01.parquet",
-                  f"DuckDB {taxi_home}/warehouse.duckdb, table ny_taxi.yellow_trips"):
+    for where in (
+        "PostgreSQL table ny_taxi.yellow_cab_data",
+        f"file://{taxi_home}/lake/YYYY/MM/DD/nyc_taxi_data.parquet",
+        f"file://{taxi_home}/lake/nyc_taxi_data/2021-01.parquet",
+        f"DuckDB {taxi_home}/warehouse.duckdb, table ny_taxi.yellow_trips",
+    ):
         assert where in output
     assert "The days hold 16 fewer trips than the month" in output
     assert re.search(r"ny_taxi/yellow_trips +27,796 +31 ", output), output
@@ -245,10 +266,14 @@ def test_a_good_run_prints_a_screen_and_each_of_its_runs_reexecutes(project):
     again = [project.reexecute(run, "ALL_STEPS") for run in (monthly_run, daily_run)]
 
     for run_id, parent in zip(again, (monthly_run, daily_run)):
-        assert project.wait_for(run_id) == {"runId": run_id, "status": "SUCCESS",
-                                            "parentRunId": parent}
+        assert project.wait_for(run_id) == {
+            "runId": run_id,
+            "status": "SUCCESS",
+            "parentRunId": parent,
+        }
     assert set(again) <= set(project.job_runs("monthly_yellow_trips")) | set(
-        project.job_runs("daily_yellow_trips"))
+        project.job_runs("daily_yellow_trips")
+    )
 
 
 def test_the_reconciliation_check_reads_the_same_everywhere(project):
@@ -259,14 +284,21 @@ def test_the_reconciliation_check_reads_the_same_everywhere(project):
     assert check["executionForLatestMaterialization"]["status"] == "SUCCEEDED"
     ranges = check["partitionStatuses"]["ranges"]
     assert [(r["startKey"], r["endKey"], r["status"]) for r in ranges] == [
-        ("2021-01-01", "2021-01-31", "SUCCEEDED")]
+        ("2021-01-01", "2021-01-31", "SUCCEEDED")
+    ]
 
 
 def test_a_backfill_over_unpublished_months_says_so_on_each_run(project):
-    launched = project.graphql(LAUNCH_BACKFILL, {"backfillParams": {
-        "assetSelection": [{"path": ["raw_yellow_trips"]}],
-        "partitionNames": ["2021-03-01", "2021-04-01"], "fromFailure": False,
-    }})["launchPartitionBackfill"]
+    launched = project.graphql(
+        LAUNCH_BACKFILL,
+        {
+            "backfillParams": {
+                "assetSelection": [{"path": ["raw_yellow_trips"]}],
+                "partitionNames": ["2021-03-01", "2021-04-01"],
+                "fromFailure": False,
+            }
+        },
+    )["launchPartitionBackfill"]
     assert launched["__typename"] == "LaunchBackfillSuccess", launched
 
     def finished():
@@ -275,6 +307,7 @@ def test_a_backfill_over_unpublished_months_says_so_on_each_run(project):
         runs = result["runs"]
         done = len(runs) == 2 and all(r["status"] in ("SUCCESS", "FAILURE") for r in runs)
         return runs if done and result["status"] not in ("REQUESTED", "CANCELING") else None
+
     runs = wait_until(finished, "the backfill", [project.dev], timeout=RUN_TIMEOUT, interval=1.0)
 
     for run in runs:
@@ -283,7 +316,8 @@ def test_a_backfill_over_unpublished_months_says_so_on_each_run(project):
         assert run["status"] == "FAILURE"
         assert failure["failureMetadata"]["description"] == (
             f"{month} is not published by the source: {project.env['TAXI_SOURCE_URL']}/"
-            f"yellow_tripdata_{month}.csv.gz: not published (HTTP 404)")
+            f"yellow_tripdata_{month}.csv.gz: not published (HTTP 404)"
+        )
 
 
 def test_verbose_shows_every_event(project):
@@ -305,8 +339,10 @@ def test_ports_name_the_setting_that_moves_them(project, tmp_path):
     other = free_port()
     asked_elsewhere = project.cli("postgres", TAXI_PG_PORT=str(other))
     assert asked_elsewhere.returncode != 0
-    assert (f"already running on port {project.pg_port}, not on TAXI_PG_PORT={other}"
-            in asked_elsewhere.stderr)
+    assert (
+        f"already running on port {project.pg_port}, not on TAXI_PG_PORT={other}"
+        in asked_elsewhere.stderr
+    )
 
     taken = free_port()
     with listening(taken):
@@ -327,4 +363,3 @@ def test_the_checkout_stays_clean(project):
     top = sorted(p.name for p in project.taxi_home.iterdir())
     assert not [name for name in top if re.fullmatch(r"[0-9a-f-]{36}", name)], top
     assert any((project.taxi_home / "storage").glob("*/compute_logs"))
-

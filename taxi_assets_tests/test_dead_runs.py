@@ -57,8 +57,7 @@ def wait_for(what: str, check, process: subprocess.Popen | None = None):
     return found
 
 
-FINISHED = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE,
-            dg.DagsterRunStatus.CANCELED)
+FINISHED = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 
 
 POSTGRES_STEP = "ny_taxi__yellow_cab_data"
@@ -79,8 +78,11 @@ with dg.DagsterInstance.get() as instance, WorkspaceLocation.open(
 
 
 def said_at_info(instance: dg.DagsterInstance, run_id: str) -> list[str]:
-    return [e.user_message for e in instance.all_logs(run_id)
-            if e.level == logging.INFO and e.dagster_event is None]
+    return [
+        e.user_message
+        for e in instance.all_logs(run_id)
+        if e.level == logging.INFO and e.dagster_event is None
+    ]
 
 
 def slot_holders(instance: dg.DagsterInstance) -> set[str]:
@@ -89,8 +91,12 @@ def slot_holders(instance: dg.DagsterInstance) -> set[str]:
 
 @pytest.fixture
 def home_instance(tmp_path, http_source, postgres, monkeypatch):
-    env = dagster_env(tmp_path, dagster_pg_url=create_database(postgres, "dagster_dead_runs"),
-                      source_url=http_source.url, postgres=postgres)
+    env = dagster_env(
+        tmp_path,
+        dagster_pg_url=create_database(postgres, "dagster_dead_runs"),
+        source_url=http_source.url,
+        postgres=postgres,
+    )
     for name in ("DAGSTER_HOME", "DAGSTER_PG_URL", "TAXI_HOME"):
         monkeypatch.setenv(name, env[name])
     with dg.DagsterInstance.get() as instance:
@@ -98,7 +104,8 @@ def home_instance(tmp_path, http_source, postgres, monkeypatch):
 
 
 def test_a_killed_runs_slot_is_freed_and_the_waiting_writer_proceeds(
-        tmp_path, http_source, postgres, home_instance):
+    tmp_path, http_source, postgres, home_instance
+):
     instance, env = home_instance
     query(postgres, "DROP SCHEMA IF EXISTS ny_taxi CASCADE")
     http_source.publish("2021-01", "yellow_tripdata_2021-01.csv.gz")
@@ -110,25 +117,37 @@ def test_a_killed_runs_slot_is_freed_and_the_waiting_writer_proceeds(
 
     holder = psycopg.connect(postgres.uri, autocommit=True)
     holder.execute("SELECT pg_advisory_lock(hashtext(%s))", (SWAP_LOCK,))
-    spec = {"postgres": {f.name: getattr(postgres, f.name) for f in dataclasses.fields(postgres)
-                         if f.name != "server"},
-            "state": str(state), "source_url": http_source.url,
-            "selection": "ny_taxi/yellow_cab_data", "instance": "home"}
-    stuck = subprocess.Popen([sys.executable, "-m", "taxi_assets_tests.killed_run",
-                              json.dumps(spec)])
+    spec = {
+        "postgres": {
+            f.name: getattr(postgres, f.name)
+            for f in dataclasses.fields(postgres)
+            if f.name != "server"
+        },
+        "state": str(state),
+        "source_url": http_source.url,
+        "selection": "ny_taxi/yellow_cab_data",
+        "instance": "home",
+    }
+    stuck = subprocess.Popen(
+        [sys.executable, "-m", "taxi_assets_tests.killed_run", json.dumps(spec)]
+    )
     waiter = writer = None
     try:
-        [run_id] = wait_for("the run to take the pool's slot", lambda: slot_holders(instance),
-                            stuck)
+        [run_id] = wait_for(
+            "the run to take the pool's slot", lambda: slot_holders(instance), stuck
+        )
         launcher = LocalRunLauncher()
         launcher.register_instance(instance)
         health = launcher.check_run_worker_health(instance.get_run_by_id(run_id))
         assert health.status.value == "RUNNING", health
 
         # make run, while the slot is held: it says by which run, and Ctrl-C stops it.
-        cli = subprocess.Popen([sys.executable, "-m", "taxi_assets.cli", "run", "--month",
-                                "2021-01"], env={**env, "TAXI_PROFILE": "gcp"},
-                               stderr=subprocess.PIPE, text=True)
+        cli = subprocess.Popen(
+            [sys.executable, "-m", "taxi_assets.cli", "run", "--month", "2021-01"],
+            env={**env, "TAXI_PROFILE": "gcp"},
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         said = cli.stderr.readline()
         while "waits for the pool" not in said and said:
             said = cli.stderr.readline()
@@ -141,17 +160,23 @@ def test_a_killed_runs_slot_is_freed_and_the_waiting_writer_proceeds(
         # check and its step) waits in Dagster's executor, which says who holds the slot.
         def waiting_writers() -> set[str]:
             told = f"{POSTGRES_STEP} waits for the pool {POOL}: its slot is held by run {run_id}"
-            return {r.run_id for r in instance.get_runs() if r.run_id != run_id
-                    and told in said_at_info(instance, r.run_id)}
+            return {
+                r.run_id
+                for r in instance.get_runs()
+                if r.run_id != run_id and told in said_at_info(instance, r.run_id)
+            }
 
-        writer = subprocess.Popen([sys.executable, "-c", WRITER], env={**env,
-                                  "TAXI_PROFILE": "local"})
+        writer = subprocess.Popen(
+            [sys.executable, "-c", WRITER], env={**env, "TAXI_PROFILE": "local"}
+        )
         [writer_run] = wait_for("the writer to say who holds the pool", waiting_writers, writer)
         # Its wait sleeps and hears Ctrl-C: a second such writer is stopped with SIGINT.
-        stopped = subprocess.Popen([sys.executable, "-c", WRITER], env={**env,
-                                   "TAXI_PROFILE": "local"})
-        [stopped_run] = wait_for("a second writer to wait", lambda: waiting_writers()
-                                 - {writer_run}, stopped)
+        stopped = subprocess.Popen(
+            [sys.executable, "-c", WRITER], env={**env, "TAXI_PROFILE": "local"}
+        )
+        [stopped_run] = wait_for(
+            "a second writer to wait", lambda: waiting_writers() - {writer_run}, stopped
+        )
         stopped.send_signal(signal.SIGINT)
         assert stopped.wait(timeout=HANG_BOUND) != 0
         assert instance.get_run_by_id(stopped_run).status == dg.DagsterRunStatus.FAILURE
@@ -164,7 +189,8 @@ def test_a_killed_runs_slot_is_freed_and_the_waiting_writer_proceeds(
         waiter.start()
         wait_for("the waiter to say who holds the pool", lambda: said_by_waiter)
         assert said_by_waiter[0] == (
-            f"{MONTHLY_JOB} waits for the pool {POOL}: its slot is held by run {run_id}")
+            f"{MONTHLY_JOB} waits for the pool {POOL}: its slot is held by run {run_id}"
+        )
 
         stuck.send_signal(signal.SIGKILL)
         stuck.wait()
@@ -183,8 +209,9 @@ def test_a_killed_runs_slot_is_freed_and_the_waiting_writer_proceeds(
 
     run = instance.get_run_by_id(run_id)
     assert run.status == dg.DagsterRunStatus.FAILURE
-    assert any("marked it failed and freed its pool slots" in m for m in said_by_waiter), \
+    assert any("marked it failed and freed its pool slots" in m for m in said_by_waiter), (
         said_by_waiter
+    )
     assert slot_holders(instance) == set()
     assert partition_state(postgres) == good, "the killed run's load was never committed"
     assert materialize(resources, instance=instance, selection="ny_taxi/yellow_cab_data").success
@@ -206,7 +233,8 @@ mutation ($params: ExecutionParams!) {
 
 
 def test_the_daemon_fails_a_killed_run_and_the_waiting_writer_proceeds(
-        tmp_path, http_source, postgres, monkeypatch):
+    tmp_path, http_source, postgres, monkeypatch
+):
     """`make dev`'s webserver and daemon, with the project's dagster.yaml but for shorter
     monitoring intervals (so the test does not sit out the production minutes). The run's
     worker dies with the code server that started it, as when the OOM killer takes both (a live
@@ -215,8 +243,12 @@ def test_the_daemon_fails_a_killed_run_and_the_waiting_writer_proceeds(
     waits at its pooled step for the slot the dead run holds."""
     query(postgres, "DROP SCHEMA IF EXISTS ny_taxi CASCADE")
     http_source.publish("2021-01", "yellow_tripdata_2021-01.csv.gz")
-    env = dagster_env(tmp_path, dagster_pg_url=create_database(postgres, "dagster_dead_daemon"),
-                      source_url=http_source.url, postgres=postgres)
+    env = dagster_env(
+        tmp_path,
+        dagster_pg_url=create_database(postgres, "dagster_dead_daemon"),
+        source_url=http_source.url,
+        postgres=postgres,
+    )
     config = Path(env["DAGSTER_HOME"], "dagster.yaml")
     text = config.read_text()
     for setting, value in (("poll_interval_seconds", 1), ("free_slots_after_run_end_seconds", 1)):
@@ -232,25 +264,49 @@ def test_the_daemon_fails_a_killed_run_and_the_waiting_writer_proceeds(
     holder = psycopg.connect(postgres.uri, autocommit=True)
     with dagster_stack(env, tmp_path / "logs") as stack, dg.DagsterInstance.get() as instance:
         writer_result: list = []
-        writer = threading.Thread(target=lambda: writer_result.append(materialize(
-            resources, instance=instance, selection="ny_taxi/yellow_cab_data",
-            raise_on_error=False)))
+        writer = threading.Thread(
+            target=lambda: writer_result.append(
+                materialize(
+                    resources,
+                    instance=instance,
+                    selection="ny_taxi/yellow_cab_data",
+                    raise_on_error=False,
+                )
+            )
+        )
         try:
             # Held inside its pooled Postgres write, as by a concurrent writer's lock.
             holder.execute("SELECT pg_advisory_lock(hashtext(%s))", (SWAP_LOCK,))
-            launched = stack.graphql(LAUNCH_RUN, {"params": {
-                "selector": {"repositoryLocationName": "taxi_assets",
-                             "repositoryName": "__repository__", "jobName": MONTHLY_JOB},
-                "executionMetadata": {"tags": [{"key": "dagster/partition", "value": JANUARY}]},
-            }})["launchRun"]
+            launched = stack.graphql(
+                LAUNCH_RUN,
+                {
+                    "params": {
+                        "selector": {
+                            "repositoryLocationName": "taxi_assets",
+                            "repositoryName": "__repository__",
+                            "jobName": MONTHLY_JOB,
+                        },
+                        "executionMetadata": {
+                            "tags": [{"key": "dagster/partition", "value": JANUARY}]
+                        },
+                    }
+                },
+            )["launchRun"]
             assert launched["__typename"] == "LaunchRunSuccess", launched
             dead = launched["run"]["runId"]
-            stack.wait_until(lambda: slot_holders(instance) == {dead},
-                             "the run to take the pool's slot", HANG_BOUND)
+            stack.wait_until(
+                lambda: slot_holders(instance) == {dead},
+                "the run to take the pool's slot",
+                HANG_BOUND,
+            )
             writer.start()
-            stack.wait_until(lambda: instance.event_log_storage.get_concurrency_info(POOL)
-                             .pending_run_ids - {dead}, "the writer to wait for the slot",
-                             HANG_BOUND)
+            stack.wait_until(
+                lambda: (
+                    instance.event_log_storage.get_concurrency_info(POOL).pending_run_ids - {dead}
+                ),
+                "the writer to wait for the slot",
+                HANG_BOUND,
+            )
             pid, _ = run_worker(instance, dead)
             with open(f"/proc/{pid}/stat") as stat:
                 code_server = int(stat.read().rpartition(")")[2].split()[1])
@@ -258,8 +314,11 @@ def test_the_daemon_fails_a_killed_run_and_the_waiting_writer_proceeds(
             os.kill(pid, signal.SIGKILL)
             holder.close()
 
-            stack.wait_until(lambda: instance.get_run_by_id(dead).status in FINISHED,
-                             "the daemon to fail the dead run", HANG_BOUND)
+            stack.wait_until(
+                lambda: instance.get_run_by_id(dead).status in FINISHED,
+                "the daemon to fail the dead run",
+                HANG_BOUND,
+            )
             writer.join(timeout=HANG_BOUND)
             assert not writer.is_alive(), "the writer should have got the slot"
         finally:

@@ -62,8 +62,10 @@ DEPLOY = ROOT / "deploy"
 DAGSTER_YAML = ROOT / "dagster.yaml"
 RUN_LAUNCHER = DEPLOY / "run_launcher.yaml"
 # The Dockerfile's recipe for the image's instance config; stack_instance() follows it.
-INSTANCE_RECIPE = ("(sed '/^run_launcher:/,$d' dagster.yaml; cat deploy/run_launcher.yaml)"
-                   ' > "$DAGSTER_HOME/dagster.yaml"')
+INSTANCE_RECIPE = (
+    "(sed '/^run_launcher:/,$d' dagster.yaml; cat deploy/run_launcher.yaml)"
+    ' > "$DAGSTER_HOME/dagster.yaml"'
+)
 BIN = Path(sys.executable).parent
 
 DAGSTER_SERVICES = ("code-server", "webserver", "daemon")
@@ -72,14 +74,19 @@ PARTITION = "2021-01-01"
 SAMPLE = "yellow_tripdata_2021-01.csv.gz"
 LOADED_ROWS = 28_401 - 589
 # The month's path into PostgreSQL and into the lake on GCS.
-SELECTION = [["raw_yellow_trips"], ["yellow_trips"], ["ny_taxi", "yellow_cab_data"],
-             ["yellow_trips_parquet"]]
+SELECTION = [
+    ["raw_yellow_trips"],
+    ["yellow_trips"],
+    ["ny_taxi", "yellow_cab_data"],
+    ["yellow_trips_parquet"],
+]
 LAKE_OBJECT = "nyc_taxi_data/2021-01.parquet"
 # Bounds a hang only; nothing asserts how long the run took.
 RUN_TIMEOUT = 600.0
 
 
 # --- reading the files ------------------------------------------------------------------------
+
 
 def read_env_file(path: Path) -> dict[str, str]:
     """KEY=VALUE lines, as compose reads a .env file whose comments are on lines of their own."""
@@ -132,7 +139,7 @@ def interpolate(value, variables: dict[str, str]):
 def stack_instance_text() -> str:
     """$DAGSTER_HOME/dagster.yaml in the image, made as INSTANCE_RECIPE makes it."""
     local = DAGSTER_YAML.read_text()
-    return local[:local.index("\nrun_launcher:") + 1] + RUN_LAUNCHER.read_text()
+    return local[: local.index("\nrun_launcher:") + 1] + RUN_LAUNCHER.read_text()
 
 
 def stack_instance() -> dict:
@@ -149,7 +156,9 @@ def raw_compose() -> dict:
 
 def compose(variables: dict[str, str] | None = None) -> dict:
     """docker-compose.yaml as compose sees it with `.env` = .env.example (or `variables`)."""
-    return interpolate(raw_compose(), read_env_file(ENV_EXAMPLE) if variables is None else variables)
+    return interpolate(
+        raw_compose(), read_env_file(ENV_EXAMPLE) if variables is None else variables
+    )
 
 
 def environment(service: dict) -> dict[str, str]:
@@ -264,9 +273,13 @@ def listening_port(name: str, service: dict) -> int:
 
 # --- the static checks ------------------------------------------------------------------------
 
+
 def test_compose_file_follows_the_compose_specification():
-    schema = json.loads(resources.files("check_jsonschema.builtin_schemas.vendor")
-                        .joinpath("compose-spec.json").read_text())
+    schema = json.loads(
+        resources.files("check_jsonschema.builtin_schemas.vendor")
+        .joinpath("compose-spec.json")
+        .read_text()
+    )
     validator = jsonschema.validators.validator_for(schema)(schema)
     errors = sorted(validator.iter_errors(raw_compose()), key=lambda e: list(e.absolute_path))
     assert not errors, "\n".join(f"{list(e.absolute_path)}: {e.message}" for e in errors)
@@ -274,18 +287,34 @@ def test_compose_file_follows_the_compose_specification():
 
 def test_docker_compose_config_accepts_the_stack(tmp_path):
     docker = shutil.which("docker")
-    probe = docker and subprocess.run([docker, "compose", "version"], capture_output=True,
-                                      text=True, stdin=subprocess.DEVNULL)
+    probe = docker and subprocess.run(
+        [docker, "compose", "version"], capture_output=True, text=True, stdin=subprocess.DEVNULL
+    )
     if not probe or probe.returncode != 0:
-        pytest.skip("no `docker compose` CLI here (the docker client has no compose plugin), so "
-                    "only this sub-check is skipped; the file was still parsed, checked against "
-                    "the compose specification and run as processes by the other tests")
+        pytest.skip(
+            "no `docker compose` CLI here (the docker client has no compose plugin), so "
+            "only this sub-check is skipped; the file was still parsed, checked against "
+            "the compose specification and run as processes by the other tests"
+        )
     # Compose prefers the shell's variables to the env file: keep ours out of its way.
     env = {k: v for k, v in os.environ.items() if k not in read_env_file(ENV_EXAMPLE)}
     result = subprocess.run(
-        [docker, "compose", "--env-file", str(ENV_EXAMPLE), "-f", str(COMPOSE_FILE),
-         "config", "--format", "json"],
-        capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=ROOT, env=env,
+        [
+            docker,
+            "compose",
+            "--env-file",
+            str(ENV_EXAMPLE),
+            "-f",
+            str(COMPOSE_FILE),
+            "config",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        cwd=ROOT,
+        env=env,
     )
     assert result.returncode == 0, result.stderr
     rendered = json.loads(result.stdout)["services"]
@@ -306,7 +335,13 @@ def test_workspace_points_at_the_code_server_service():
     assert flag(argv, "-h", "--host") == "0.0.0.0", "other containers must reach it"
     assert int(flag(argv, "-p", "--port")) == grpc["port"]
     assert [str(grpc["port"])] == code_server["expose"]
-    assert healthcheck(code_server) == ["dagster", "api", "grpc-health-check", "-p", str(grpc["port"])]
+    assert healthcheck(code_server) == [
+        "dagster",
+        "api",
+        "grpc-health-check",
+        "-p",
+        str(grpc["port"]),
+    ]
     # The same code location as `make dev`'s workspace.yaml and pyproject's [tool.dagster].
     [local] = yaml.safe_load((ROOT / "workspace.yaml").read_text())["load_from"]
     assert flag(argv, "-m", "--module-name") == local["python_module"]["module_name"]
@@ -334,7 +369,9 @@ def test_stack_instance_is_the_projects_plus_the_docker_run_launcher():
     assert list(local)[-1] == "run_launcher", "the recipe would cut the settings after it"
     local_launcher = local.pop("run_launcher")
     assert (local_launcher["module"], local_launcher["class"]) == (
-        "taxi_assets.run_health", "LocalRunLauncher")
+        "taxi_assets.run_health",
+        "LocalRunLauncher",
+    )
     assert set(yaml.safe_load(RUN_LAUNCHER.read_text())) == {"run_launcher"}
     stack = stack_instance()
     launcher = stack.pop("run_launcher")
@@ -375,7 +412,9 @@ def test_run_containers_get_the_code_servers_settings_network_and_volumes():
     assert sorted(config["env_vars"]) == sorted(set(code_env) - {"DAGSTER_CURRENT_IMAGE"})
     for name in ("daemon", "webserver"):
         env = environment(services[name])
-        assert {k: env.get(k) for k in config["env_vars"]} == {k: code_env[k] for k in config["env_vars"]}
+        assert {k: env.get(k) for k in config["env_vars"]} == {
+            k: code_env[k] for k in config["env_vars"]
+        }
     # ... from the code server's own image.
     assert code_env["DAGSTER_CURRENT_IMAGE"] == code_server["image"]
     # On the stack's network, which therefore has a fixed name.
@@ -435,11 +474,17 @@ def test_postgres_holds_one_set_of_credentials():
     for name in DAGSTER_SERVICES:
         env = environment(services[name])
         assert (env["TAXI_PG_USER"], env["TAXI_PG_PASSWORD"], env["TAXI_PG_DB"]) == (
-            pg["POSTGRES_USER"], pg["POSTGRES_PASSWORD"], pg["POSTGRES_DB"])
+            pg["POSTGRES_USER"],
+            pg["POSTGRES_PASSWORD"],
+            pg["POSTGRES_DB"],
+        )
         url = urllib.parse.urlsplit(env["DAGSTER_PG_URL"])
         assert (url.hostname, url.port) == (env["TAXI_PG_HOST"], int(env["TAXI_PG_PORT"]))
         assert (url.username, url.password, url.path.lstrip("/")) == (
-            pg["POSTGRES_USER"], pg["POSTGRES_PASSWORD"], pg["POSTGRES_DB"])
+            pg["POSTGRES_USER"],
+            pg["POSTGRES_PASSWORD"],
+            pg["POSTGRES_DB"],
+        )
         assert env["TAXI_PROFILE"] == "gcp"
     # Without a .env there is no default password to fall back on.
     blank = {k: v for k, v in read_env_file(ENV_EXAMPLE).items() if k != "TAXI_PG_PASSWORD"}
@@ -482,8 +527,12 @@ def test_secrets_stay_out_of_git_and_out_of_the_image():
     patterns = [p for p in DOCKERIGNORE.read_text().splitlines() if p and not p.startswith("#")]
     assert patterns[0] == "*"
     allowed = {p[1:] for p in patterns if p.startswith("!")}
-    copied = {src.rstrip("/") for stage in dockerfile_stages().values()
-              for sources, _ in stage.copies for src in sources}
+    copied = {
+        src.rstrip("/")
+        for stage in dockerfile_stages().values()
+        for sources, _ in stage.copies
+        for src in sources
+    }
     assert copied == allowed
     # Every variable the stack requires has a line in .env.example.
     required = set(re.findall(r"\$\{(\w+):?\?", COMPOSE_FILE.read_text()))
@@ -491,6 +540,7 @@ def test_secrets_stay_out_of_git_and_out_of_the_image():
 
 
 # --- the compose commands, as local processes --------------------------------------------------
+
 
 @dataclass
 class LocalStack:
@@ -515,8 +565,11 @@ class LocalStack:
 
     def env(self, name: str) -> dict[str, str]:
         """The service's container environment, with hosts, ports and image paths localized."""
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("TAXI_", "DAGSTER_", "GOOGLE_", "UV_"))}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("TAXI_", "DAGSTER_", "GOOGLE_", "UV_"))
+        }
         image = dockerfile_stages()[self.services[name]["build"]["target"]].env
         for key, value in {**image, **environment(self.services[name])}.items():
             if key == "PATH" or key.startswith("UV_"):
@@ -538,8 +591,9 @@ class LocalStack:
         env["TAXI_SOURCE_URL"] = self.source_url
         env["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
         for key, value in env.items():
-            assert not any(value == s or f"//{s}:" in value or f"@{s}:" in value
-                           for s in self.services), f"{name}: {key} still names a compose host"
+            assert not any(
+                value == s or f"//{s}:" in value or f"@{s}:" in value for s in self.services
+            ), f"{name}: {key} still names a compose host"
         return env
 
     def argv(self, name: str, argv: list[str]) -> list[str]:
@@ -559,8 +613,13 @@ class LocalStack:
         return [program, *out[1:]]
 
     def start(self, name: str) -> DagsterProcess:
-        process = start_process(name, self.argv(name, command(self.services[name])),
-                                self.env(name), self.log_dir, cwd=self.workdir)
+        process = start_process(
+            name,
+            self.argv(name, command(self.services[name])),
+            self.env(name),
+            self.log_dir,
+            cwd=self.workdir,
+        )
         self.processes.append(process)
         return process
 
@@ -569,8 +628,17 @@ class LocalStack:
         argv, env = self.argv(name, healthcheck(self.services[name])), self.env(name)
 
         def healthy() -> bool:
-            return subprocess.run(argv, env=env, cwd=self.workdir, capture_output=True,
-                                  stdin=subprocess.DEVNULL, timeout=120).returncode == 0
+            return (
+                subprocess.run(
+                    argv,
+                    env=env,
+                    cwd=self.workdir,
+                    capture_output=True,
+                    stdin=subprocess.DEVNULL,
+                    timeout=120,
+                ).returncode
+                == 0
+            )
 
         # Each probe starts a Python process: poll gently, the server is loading on the same cores.
         wait_until(healthy, f"{name}'s healthcheck", [process], interval=2.0)
@@ -579,20 +647,28 @@ class LocalStack:
         return "\n".join(p.describe() for p in self.processes)
 
 
-def _stack_database(postgres: PostgresUnderTest, user: str, password: str, db: str) -> PostgresUnderTest:
+def _stack_database(
+    postgres: PostgresUnderTest, user: str, password: str, db: str
+) -> PostgresUnderTest:
     """The role and database the postgres image creates from POSTGRES_USER/PASSWORD/DB."""
     with psycopg.connect(postgres.uri, autocommit=True) as conn:
         if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,)).fetchone():
-            conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                sql.Identifier(user), sql.Literal(password)))
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                    sql.Identifier(user), sql.Literal(password)
+                )
+            )
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,)).fetchone()
         if exists and postgres.server is not None:
             # Only on the suite's own throwaway server: never drop a database we did not make.
             conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(db)))
             exists = None
         if not exists:
-            conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                sql.Identifier(db), sql.Identifier(user)))
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(db), sql.Identifier(user)
+                )
+            )
     return PostgresUnderTest(postgres.host, postgres.port, user, password, db)
 
 
@@ -606,8 +682,9 @@ def local_stack(tmp_path_factory, postgres, _http_server) -> Iterator[LocalStack
     top = compose()
     services = top["services"]
     settings = environment(services["code-server"])
-    database = _stack_database(postgres, settings["TAXI_PG_USER"], settings["TAXI_PG_PASSWORD"],
-                               settings["TAXI_PG_DB"])
+    database = _stack_database(
+        postgres, settings["TAXI_PG_USER"], settings["TAXI_PG_PASSWORD"], settings["TAXI_PG_DB"]
+    )
     image = dockerfile_stages()["app"].env
     paths = {image["DAGSTER_HOME"]: tmp / "dagster_home", image["TAXI_HOME"]: tmp / "taxi_home"}
     for path in paths.values():
@@ -616,14 +693,22 @@ def local_stack(tmp_path_factory, postgres, _http_server) -> Iterator[LocalStack
     shutil.copyfile(DAGSTER_YAML, paths[image["DAGSTER_HOME"]] / "dagster.yaml")
 
     with ExitStack() as stack:
-        gcs = stack.enter_context(running_gcs_emulator(tmp / "gcs", bucket=settings["TAXI_GCS_BUCKET"]))
-        bigquery = stack.enter_context(run_bigquery_emulator(
-            project=settings["TAXI_BQ_PROJECT"], log_dir=tmp_path_factory.mktemp("bqemulator")))
+        gcs = stack.enter_context(
+            running_gcs_emulator(tmp / "gcs", bucket=settings["TAXI_GCS_BUCKET"])
+        )
+        bigquery = stack.enter_context(
+            run_bigquery_emulator(
+                project=settings["TAXI_BQ_PROJECT"], log_dir=tmp_path_factory.mktemp("bqemulator")
+            )
+        )
         ports = {
             "postgres": {listening_port("postgres", services["postgres"]): postgres.port},
             "gcs": {listening_port("gcs", services["gcs"]): gcs.port},
-            "bigquery": {listening_port("bigquery", services["bigquery"]):
-                         urllib.parse.urlsplit(bigquery.endpoint).port},
+            "bigquery": {
+                listening_port("bigquery", services["bigquery"]): urllib.parse.urlsplit(
+                    bigquery.endpoint
+                ).port
+            },
             "code-server": {listening_port("code-server", services["code-server"]): free_port()},
             "webserver": {listening_port("webserver", services["webserver"]): free_port()},
         }
@@ -636,8 +721,9 @@ def local_stack(tmp_path_factory, postgres, _http_server) -> Iterator[LocalStack
             grpc["host"], grpc["port"] = "127.0.0.1", ports[grpc["host"]][grpc["port"]]
         (workdir / "deploy" / "workspace.yaml").write_text(yaml.safe_dump(workspace))
 
-        local = LocalStack(top, ports, _http_server.url, paths, workdir, tmp / "logs", database,
-                           gcs)
+        local = LocalStack(
+            top, ports, _http_server.url, paths, workdir, tmp / "logs", database, gcs
+        )
         stack.callback(lambda: [p.stop() for p in reversed(local.processes)])
 
         # In compose's order: the webserver and the daemon both wait for a healthy code server.
@@ -691,13 +777,23 @@ def test_compose_commands_materialize_a_partition(local_stack, http_source):
     keys = [{"path": path} for path in SELECTION]
     nodes = graphql(ASSET_JOBS, {"keys": keys})["assetNodes"]
     assert sorted(n["assetKey"]["path"] for n in nodes) == sorted(SELECTION)
-    [job] = set.intersection(*({j for j in n["jobNames"] if j.startswith("__ASSET_JOB")}
-                               for n in nodes))
-    launched = graphql(LAUNCH_RUN, {"params": {
-        "selector": {"repositoryLocationName": locations[0], "repositoryName": "__repository__",
-                     "jobName": job, "assetSelection": keys},
-        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": PARTITION}]},
-    }})["launchRun"]
+    [job] = set.intersection(
+        *({j for j in n["jobNames"] if j.startswith("__ASSET_JOB")} for n in nodes)
+    )
+    launched = graphql(
+        LAUNCH_RUN,
+        {
+            "params": {
+                "selector": {
+                    "repositoryLocationName": locations[0],
+                    "repositoryName": "__repository__",
+                    "jobName": job,
+                    "assetSelection": keys,
+                },
+                "executionMetadata": {"tags": [{"key": "dagster/partition", "value": PARTITION}]},
+            }
+        },
+    )["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     run_id = launched["run"]["runId"]
     # Queued: the webserver only enqueues; the daemon launches it through the code server.

@@ -99,7 +99,8 @@ def big_month(tmp_path_factory, fault_postgres) -> dict:
     folder = tmp_path_factory.mktemp("big_month")
     (folder / "source").mkdir()
     (folder / "source" / JANUARY_FILE).write_bytes(
-        gzip.compress(header + rows * BIG_MONTH_COPIES, compresslevel=1))
+        gzip.compress(header + rows * BIG_MONTH_COPIES, compresslevel=1)
+    )
     resources = pipeline_resources(folder / "state", str(folder / "source"), fault_postgres)
     assert materialize(resources, selection=["raw_yellow_trips", "yellow_trips"]).success
     return resources
@@ -185,10 +186,14 @@ class StopServerWhen(threading.Thread):
 
 # The sink's own sessions, seen from outside: the binary COPY of the month's rows, and a
 # session blocked on the advisory lock that queues runs before the partition swap.
-DURING_COPY = ("SELECT query FROM pg_stat_activity "
-               "WHERE state = 'active' AND query ILIKE 'COPY %' AND pid <> pg_backend_pid()")
-WAITING_TO_SWAP = ("SELECT a.query FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-                   "WHERE l.locktype = 'advisory' AND NOT l.granted")
+DURING_COPY = (
+    "SELECT query FROM pg_stat_activity "
+    "WHERE state = 'active' AND query ILIKE 'COPY %' AND pid <> pg_backend_pid()"
+)
+WAITING_TO_SWAP = (
+    "SELECT a.query FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+    "WHERE l.locktype = 'advisory' AND NOT l.granted"
+)
 
 
 @pytest.mark.parametrize("moment", ["during_copy", "before_swap"])
@@ -260,16 +265,22 @@ def test_gcs_lost_mid_upload_keeps_the_months_object_and_next_run_succeeds(
     if the server had stopped, while the emulator stays up to show what GCS kept.
     """
     emulator, link = gcs_behind_link
-    lake = LakeResource(root=f"gs://{emulator.bucket}/lake", endpoint=link.endpoint,
-                        retry_time_limit_seconds=1)
+    lake = LakeResource(
+        root=f"gs://{emulator.bucket}/lake", endpoint=link.endpoint, retry_time_limit_seconds=1
+    )
     http_source.publish("2021-01", JANUARY_FILE)
     assert materialize(pipeline_resources(tmp_path / "good", http_source.url, pg, lake)).success
     good = lake_state(emulator, "lake/")
     assert list(good) == ["lake/nyc_taxi_data/2021-01.parquet"]
     # The big month, already cleaned in staging, goes to the same lake object.
-    big = {**big_month, **{key: value for key, value in
-                           pipeline_resources(tmp_path, "", pg, lake).items()
-                           if key.startswith("lake_")}}
+    big = {
+        **big_month,
+        **{
+            key: value
+            for key, value in pipeline_resources(tmp_path, "", pg, lake).items()
+            if key.startswith("lake_")
+        },
+    }
 
     link.cut_after(64 * 1024)
     result = materialize(big, selection="yellow_trips_parquet", raise_on_error=False)
@@ -315,26 +326,46 @@ class ErrorInjectingProxy:
                 rule = proxy._rule_for(self.command, self.path)
                 if rule is not None:
                     proxy.injected.append(f"{self.command} {self.path}")
-                    error = json.dumps({"error": {
-                        "code": rule["status"], "status": rule["grpc_status"],
-                        "message": f"injected by the test: {rule['reason']}",
-                        "errors": [{"reason": rule["reason"], "domain": "global",
-                                    "message": f"injected by the test: {rule['reason']}"}],
-                    }}).encode()
+                    error = json.dumps(
+                        {
+                            "error": {
+                                "code": rule["status"],
+                                "status": rule["grpc_status"],
+                                "message": f"injected by the test: {rule['reason']}",
+                                "errors": [
+                                    {
+                                        "reason": rule["reason"],
+                                        "domain": "global",
+                                        "message": f"injected by the test: {rule['reason']}",
+                                    }
+                                ],
+                            }
+                        }
+                    ).encode()
                     self._reply(rule["status"], {"Content-Type": "application/json"}, error)
                     return
-                upstream = http.client.HTTPConnection(proxy.target.hostname, proxy.target.port,
-                                                      timeout=120)
+                upstream = http.client.HTTPConnection(
+                    proxy.target.hostname, proxy.target.port, timeout=120
+                )
                 try:
-                    headers = {k: v for k, v in self.headers.items()
-                               if k.lower() not in ("host", "connection", "content-length")}
+                    headers = {
+                        k: v
+                        for k, v in self.headers.items()
+                        if k.lower() not in ("host", "connection", "content-length")
+                    }
                     upstream.request(self.command, self.path, body=body, headers=headers)
                     response = upstream.getresponse()
                     data = response.read()
-                    self._reply(response.status, {
-                        k: v for k, v in response.getheaders()
-                        if k.lower() not in ("transfer-encoding", "connection", "content-length")
-                    }, data)
+                    self._reply(
+                        response.status,
+                        {
+                            k: v
+                            for k, v in response.getheaders()
+                            if k.lower()
+                            not in ("transfer-encoding", "connection", "content-length")
+                        },
+                        data,
+                    )
                 finally:
                     upstream.close()
 
@@ -352,12 +383,27 @@ class ErrorInjectingProxy:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def fail(self, method: str, path_contains: str, *, status: int = 400,
-             reason: str = "invalid", grpc_status: str = "INVALID_ARGUMENT",
-             times: int | None = None) -> None:
+    def fail(
+        self,
+        method: str,
+        path_contains: str,
+        *,
+        status: int = 400,
+        reason: str = "invalid",
+        grpc_status: str = "INVALID_ARGUMENT",
+        times: int | None = None,
+    ) -> None:
         """Answer matching requests with an error; `times` of them, or all while the rule lasts."""
-        self.rules.append(dict(method=method, path=path_contains, status=status, reason=reason,
-                               grpc_status=grpc_status, left=times))
+        self.rules.append(
+            dict(
+                method=method,
+                path=path_contains,
+                status=status,
+                reason=reason,
+                grpc_status=grpc_status,
+                left=times,
+            )
+        )
 
     def _rule_for(self, method: str, path: str) -> dict | None:
         for rule in self.rules:
@@ -381,15 +427,23 @@ def warehouse_state(client) -> dict[str, tuple]:
     rows = client.query(
         "SELECT CAST(CAST(tpep_pickup_datetime AS DATE) AS STRING) AS day, COUNT(*), "
         "ROUND(SUM(total_amount), 2), SUM(pulocationid) "
-        f"FROM {WAREHOUSE_DATASET}.yellow_trips GROUP BY day").result()
+        f"FROM {WAREHOUSE_DATASET}.yellow_trips GROUP BY day"
+    ).result()
     return {row[0]: tuple(row.values())[1:] for row in rows}
 
 
 def warehouse_days(resources: dict, **kwargs):
     """The warehouse asset alone for DAYS, in one run as a single-run backfill launches it."""
-    return materialize(resources, partition_key=None, selection="ny_taxi/yellow_trips",
-                       tags={"dagster/asset_partition_range_start": DAYS[0],
-                             "dagster/asset_partition_range_end": DAYS[1]}, **kwargs)
+    return materialize(
+        resources,
+        partition_key=None,
+        selection="ny_taxi/yellow_trips",
+        tags={
+            "dagster/asset_partition_range_start": DAYS[0],
+            "dagster/asset_partition_range_end": DAYS[1],
+        },
+        **kwargs,
+    )
 
 
 @pytest.fixture
@@ -407,8 +461,9 @@ def test_bigquery_errors_keep_the_days_rows_and_next_run_succeeds(
     tmp_path, http_source, pg, bigquery_behind_proxy
 ):
     emulator, client, proxy = bigquery_behind_proxy
-    warehouse = BigQueryWarehouseIOManager(project=emulator.project, dataset=WAREHOUSE_DATASET,
-                                           api_endpoint=proxy.url)
+    warehouse = BigQueryWarehouseIOManager(
+        project=emulator.project, dataset=WAREHOUSE_DATASET, api_endpoint=proxy.url
+    )
     http_source.publish("2021-01", JANUARY_FILE)
     resources = pipeline_resources(tmp_path, http_source.url, pg, warehouse_io_manager=warehouse)
     assert materialize(resources).success
@@ -418,8 +473,14 @@ def test_bigquery_errors_keep_the_days_rows_and_next_run_succeeds(
     assert sorted(good) == list(DAYS) and sum(day[0] for day in good.values()) == KEPT_ROWS - 16
 
     # A transient error on the upload of the days' rows: the client retries, the run succeeds.
-    proxy.fail("POST", "/upload/bigquery/", status=503, reason="backendError",
-               grpc_status="UNAVAILABLE", times=1)
+    proxy.fail(
+        "POST",
+        "/upload/bigquery/",
+        status=503,
+        reason="backendError",
+        grpc_status="UNAVAILABLE",
+        times=1,
+    )
     assert warehouse_days(resources).success
     assert len(proxy.injected) == 1
     assert warehouse_state(client) == good
@@ -430,8 +491,9 @@ def test_bigquery_errors_keep_the_days_rows_and_next_run_succeeds(
     assert not result.success
     assert "injected by the test: invalid" in failure_message(result)
     assert warehouse_state(client) == good
-    assert [t.table_id for t in client.list_tables(WAREHOUSE_DATASET)] == ["yellow_trips"], \
+    assert [t.table_id for t in client.list_tables(WAREHOUSE_DATASET)] == ["yellow_trips"], (
         "the staging table of the failed load should be gone"
+    )
 
     proxy.rules.clear()
     assert warehouse_days(resources).success
@@ -441,13 +503,17 @@ def test_bigquery_errors_keep_the_days_rows_and_next_run_succeeds(
 # --- downloads ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fault, expected", [
-    (("cut", 100_000), "connection ended after 100,000 of"),
-    (("short", 5_000), "connection ended after 5,000 of"),
-    # A Content-Length that matches the bytes sent but not the file: only the gzip trailer
-    # shows the file is incomplete.
-    (("length", 100_000), "truncated or corrupt"),
-], ids=["cut", "short", "wrong_length"])
+@pytest.mark.parametrize(
+    "fault, expected",
+    [
+        (("cut", 100_000), "connection ended after 100,000 of"),
+        (("short", 5_000), "connection ended after 5,000 of"),
+        # A Content-Length that matches the bytes sent but not the file: only the gzip trailer
+        # shows the file is incomplete.
+        (("length", 100_000), "truncated or corrupt"),
+    ],
+    ids=["cut", "short", "wrong_length"],
+)
 def test_download_that_always_breaks_is_retried_then_fails_clearly(
     tmp_path, http_source, pg, fault, expected
 ):
@@ -460,8 +526,9 @@ def test_download_that_always_breaks_is_retried_then_fails_clearly(
 
     assert not result.success
     message = failure_message(result)
-    assert JANUARY_FILE in message and "after 4 attempt(s)" in message and expected in message, \
+    assert JANUARY_FILE in message and "after 4 attempt(s)" in message and expected in message, (
         message
+    )
     assert http_source.requests.count(f"GET /{JANUARY_FILE}") == 4
     # Nothing a later run could take for the file (the hidden name is the download's lock).
     assert [name for name in landing_files(resources) if not name.startswith(".")] == []
@@ -486,8 +553,10 @@ def test_download_cut_once_is_retried_and_succeeds(tmp_path, http_source, pg):
     assert result.success
     assert http_source.requests.count(f"GET /{JANUARY_FILE}") == 2
     logs = [entry.user_message for entry in instance.all_logs(result.run_id)]
-    assert any("attempt 1 failed" in m and "connection ended after 100,000 of" in m
-               and "retrying" in m for m in logs), logs
+    assert any(
+        "attempt 1 failed" in m and "connection ended after 100,000 of" in m and "retrying" in m
+        for m in logs
+    ), logs
     assert sink_state(pg) == good
 
 
@@ -498,15 +567,21 @@ def test_download_killed_midway_is_never_taken_as_complete(tmp_path, http_source
     landing = Path(resources["taxi_source"].landing_dir)
     # The big month, so the downloader has whole chunks of it on disk when it dies.
     http_source.publish_bytes(
-        "2021-01", Path(big_month["taxi_source"].base_url, JANUARY_FILE).read_bytes())
+        "2021-01", Path(big_month["taxi_source"].base_url, JANUARY_FILE).read_bytes()
+    )
     http_source.faults[JANUARY_FILE] = ("hang", 3 * CHUNK_BYTES, 1)
     # A real process, killed with SIGKILL while the server is mid-response: no cleanup runs.
-    downloader = subprocess.Popen([
-        sys.executable, "-c",
-        "import sys; from pathlib import Path; from taxi_assets.source import download; "
-        "download(sys.argv[1], sys.argv[2], Path(sys.argv[3]), retries=0)",
-        http_source.url, JANUARY_FILE, str(landing),
-    ])
+    downloader = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; from taxi_assets.source import download; "
+            "download(sys.argv[1], sys.argv[2], Path(sys.argv[3]), retries=0)",
+            http_source.url,
+            JANUARY_FILE,
+            str(landing),
+        ]
+    )
     try:
         while sum(p.stat().st_size for p in landing.glob("*.part")) < 2 * CHUNK_BYTES:
             assert downloader.poll() is None, "the download should still be running"
@@ -515,8 +590,9 @@ def test_download_killed_midway_is_never_taken_as_complete(tmp_path, http_source
         downloader.send_signal(signal.SIGKILL)
         downloader.wait()
         http_source.release.set()
-    assert [name for name in landing_files(resources) if not name.startswith(".")] == \
-        [f"{JANUARY_FILE}.part"]
+    assert [name for name in landing_files(resources) if not name.startswith(".")] == [
+        f"{JANUARY_FILE}.part"
+    ]
     http_source.publish("2021-01", JANUARY_FILE)
 
     result = materialize(resources)
@@ -524,8 +600,7 @@ def test_download_killed_midway_is_never_taken_as_complete(tmp_path, http_source
     assert result.success
     assert http_source.requests.count(f"GET /{JANUARY_FILE}") == 2
     assert sink_state(pg) == good
-    assert [name for name in landing_files(resources) if not name.startswith(".")] == \
-        [JANUARY_FILE]
+    assert [name for name in landing_files(resources) if not name.startswith(".")] == [JANUARY_FILE]
 
 
 # --- two runs of one partition at once ------------------------------------------------------
@@ -558,12 +633,14 @@ def test_two_runs_of_one_partition_at_once_end_as_one_clean_run(tmp_path, http_s
             thread.join()
 
         assert results == [None, None], f"{round_}: both runs should finish, one after the other"
-        assert http_source.requests.count(f"GET /{JANUARY_FILE}") == 1, \
+        assert http_source.requests.count(f"GET /{JANUARY_FILE}") == 1, (
             "the second run should wait for the first's download and reuse it"
+        )
         assert sink_state(pg) == clean
         assert set(ny_taxi_relations(pg).values()) == {"parent", "partition"}
-        assert [name for name in landing_files(resources) if not name.startswith(".")] == \
-            [JANUARY_FILE]
+        assert [name for name in landing_files(resources) if not name.startswith(".")] == [
+            JANUARY_FILE
+        ]
         staged = [p.name for p in Path(resources["io_manager"].base_dir).rglob("*") if p.is_file()]
         assert sorted(staged) == ["2021-01-01.parquet", "2021-01-01.parquet"], staged
 
@@ -591,19 +668,28 @@ SAMPLES = {
     # SOURCES.md 2: 999 rows; the 500 unknown-vendor rows have no passenger_count, 10 have 0.
     "yellow_tripdata_2020-01.csv.gz": Loads("2020-01", 999, 510),
     "yellow_tripdata_2021-01.truncated_last_line.csv.gz": Fails(
-        ["line 28403: expected 18 columns, got 3: '2,2021-01-02 11:33:39,2021-01-0'"]),
+        ["line 28403: expected 18 columns, got 3: '2,2021-01-02 11:33:39,2021-01-0'"]
+    ),
     "excel_resaved__yellow_tripdata_2021-01.csv.gz": Fails(
-        ["line 2, column 'tpep_pickup_datetime': '01/01/2021 0:30' is not a valid timestamp[us] "
-         f"(expected {DATETIME_FORMAT})"]),
+        [
+            "line 2, column 'tpep_pickup_datetime': '01/01/2021 0:30' is not a valid timestamp[us] "
+            f"(expected {DATETIME_FORMAT})"
+        ]
+    ),
     "yellow_tripdata_sample_2019-01.csv.gz": Fails([HEADER, "missing ['VendorID'", "'vendor_id'"]),
     "yellow_tripdata_sample_2020-04.csv.gz": Fails([HEADER, "missing ['VendorID'", "'vendor_id'"]),
-    "yellow_tripdata_sample_2021.csv.gz": Fails([HEADER, "missing none", "unexpected ['test_bool']"]),
+    "yellow_tripdata_sample_2021.csv.gz": Fails(
+        [HEADER, "missing none", "unexpected ['test_bool']"]
+    ),
     "bigquery_2022__yellow_tripdata_sample.csv.gz": Fails([HEADER, "'airport_fee'", "'rate_code'"]),
     "fhvhv_tripdata_2021-01.csv.gz": Fails([HEADER, "'hvfhs_license_num'"]),
     "green_tripdata_2022-01.parquet": Fails(
-        ["is not gzip-compressed (it is a Parquet file)", "after 4 attempt(s)"]),
+        ["is not gzip-compressed (it is a Parquet file)", "after 4 attempt(s)"]
+    ),
     "head1k__yellow_tripdata_2019-01.csv.gz": Fails(["line 10: expected 18 columns, got 6"]),
-    "head1k__green_tripdata_2019-01.csv.gz": Fails([HEADER, "'lpep_pickup_datetime'", "'ehail_fee'"]),
+    "head1k__green_tripdata_2019-01.csv.gz": Fails(
+        [HEADER, "'lpep_pickup_datetime'", "'ehail_fee'"]
+    ),
     "head1k__green_tripdata_2020-06.csv.gz": Fails([HEADER, "'vendorid'"]),
     "head1k__fhv_tripdata_2019-01.csv.gz": Fails([HEADER, "'dispatching_base_num'"]),
     "head1k__fhvhv_tripdata_2019-02.csv.gz": Fails([HEADER, "'hvfhs_license_num'"]),
@@ -619,8 +705,11 @@ def test_every_shipped_sample_has_an_expected_outcome():
 
 def strict_pandas_read(path: Path) -> pd.DataFrame:
     """SOURCES.md's "strict" read, done independently of the pipeline's pyarrow parser."""
-    dtypes = {name: ("Int64" if str(t) == "int64" else "float64" if str(t) == "double" else "str")
-              for name, t in TRIP_COLUMNS.items() if name not in (PICKUP, DROPOFF)}
+    dtypes = {
+        name: ("Int64" if str(t) == "int64" else "float64" if str(t) == "double" else "str")
+        for name, t in TRIP_COLUMNS.items()
+        if name not in (PICKUP, DROPOFF)
+    }
     frame = pd.read_csv(path, dtype=dtypes)
     for column in (PICKUP, DROPOFF):
         frame[column] = pd.to_datetime(frame[column], format=DATETIME_FORMAT)
@@ -648,8 +737,11 @@ def test_real_sample_fed_as_a_month_loads_correctly_or_fails_naming_file_and_fau
     month_start = f"{expected.month}-01"
     before = sink_state(sample_sink)
 
-    result = materialize(pipeline_resources(tmp_path / "run", http_source.url, sample_sink),
-                         partition_key=month_start, raise_on_error=False)
+    result = materialize(
+        pipeline_resources(tmp_path / "run", http_source.url, sample_sink),
+        partition_key=month_start,
+        raise_on_error=False,
+    )
 
     if isinstance(expected, Fails):
         assert not result.success
@@ -671,10 +763,12 @@ def test_real_sample_fed_as_a_month_loads_correctly_or_fails_naming_file_and_fau
     loaded = query(
         sample_sink,
         f"SELECT count(*), sum(total_amount), sum(trip_distance), sum(passenger_count)::bigint, "
-        f"sum(\"VendorID\")::bigint, count(\"VendorID\"), count(congestion_surcharge), "
+        f'sum("VendorID")::bigint, count("VendorID"), count(congestion_surcharge), '
         f"min({PICKUP}), max({PICKUP}), min({DROPOFF}), max({DROPOFF}), "
         f"count(*) FILTER (WHERE store_and_fwd_flag = 'Y') "
-        f"FROM {POSTGRES_TABLE} WHERE source_month = %s", month_start)[0]
+        f"FROM {POSTGRES_TABLE} WHERE source_month = %s",
+        month_start,
+    )[0]
     assert loaded == (
         len(oracle),
         pytest.approx(float(oracle["total_amount"].sum())),
@@ -683,8 +777,10 @@ def test_real_sample_fed_as_a_month_loads_correctly_or_fails_naming_file_and_fau
         int(oracle["VendorID"].sum()),
         int(oracle["VendorID"].count()),
         int(oracle["congestion_surcharge"].count()),
-        oracle[PICKUP].min(), oracle[PICKUP].max(),
-        oracle[DROPOFF].min(), oracle[DROPOFF].max(),
+        oracle[PICKUP].min(),
+        oracle[PICKUP].max(),
+        oracle[DROPOFF].min(),
+        oracle[DROPOFF].max(),
         int((oracle["store_and_fwd_flag"] == "Y").sum()),
     )
     others = {m: s for m, s in sink_state(sample_sink).items() if m != month_start}
@@ -739,8 +835,9 @@ def scram_role(postgres: PostgresUnderTest, role: str, password: str) -> Postgre
         query(postgres, "SELECT pg_reload_conf()")
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         psycopg.connect(f"postgresql://{role}:wrong@{postgres.host}:{postgres.port}/postgres")
-    return PostgresUnderTest(postgres.host, postgres.port, role, password, postgres.database,
-                             postgres.server)
+    return PostgresUnderTest(
+        postgres.host, postgres.port, role, password, postgres.database, postgres.server
+    )
 
 
 def test_secrets_from_the_environment_stay_out_of_logs_metadata_and_the_ui(
@@ -754,16 +851,34 @@ def test_secrets_from_the_environment_stay_out_of_logs_metadata_and_the_ui(
     with running_gcs_emulator(tmp_path / "gcs") as gcs:
         env = dagster_env(
             # The instance's storage lives in the suite's server: this test stops the sink's.
-            tmp_path, dagster_pg_url=create_database(postgres, "dagster_faults"),
-            source_url=http_source.url, postgres=writer, profile="gcp",
-            extra={"TAXI_GCS_BUCKET": gcs.bucket, "TAXI_GCS_ENDPOINT": gcs.url,
-                   "TAXI_BQ_PROJECT": "taxi-faults",
-                   "GOOGLE_APPLICATION_CREDENTIALS": str(key_path)},
+            tmp_path,
+            dagster_pg_url=create_database(postgres, "dagster_faults"),
+            source_url=http_source.url,
+            postgres=writer,
+            profile="gcp",
+            extra={
+                "TAXI_GCS_BUCKET": gcs.bucket,
+                "TAXI_GCS_ENDPOINT": gcs.url,
+                "TAXI_BQ_PROJECT": "taxi-faults",
+                "GOOGLE_APPLICATION_CREDENTIALS": str(key_path),
+            },
         )
-        for name in ("DAGSTER_HOME", "DAGSTER_PG_URL", "TAXI_PROFILE", "TAXI_HOME",
-                     "TAXI_SOURCE_URL", "TAXI_PG_HOST", "TAXI_PG_PORT", "TAXI_PG_USER",
-                     "TAXI_PG_PASSWORD", "TAXI_PG_DB", "TAXI_GCS_BUCKET", "TAXI_GCS_ENDPOINT",
-                     "TAXI_BQ_PROJECT", "GOOGLE_APPLICATION_CREDENTIALS"):
+        for name in (
+            "DAGSTER_HOME",
+            "DAGSTER_PG_URL",
+            "TAXI_PROFILE",
+            "TAXI_HOME",
+            "TAXI_SOURCE_URL",
+            "TAXI_PG_HOST",
+            "TAXI_PG_PORT",
+            "TAXI_PG_USER",
+            "TAXI_PG_PASSWORD",
+            "TAXI_PG_DB",
+            "TAXI_GCS_BUCKET",
+            "TAXI_GCS_ENDPOINT",
+            "TAXI_BQ_PROJECT",
+            "GOOGLE_APPLICATION_CREDENTIALS",
+        ):
             monkeypatch.setenv(name, env[name])
         # The gcp profile's own resources, every secret an EnvVar read at run time.
         resources = resources_for_profile("gcp")
@@ -771,8 +886,12 @@ def test_secrets_from_the_environment_stay_out_of_logs_metadata_and_the_ui(
             good = materialize(resources, instance=instance)
             # A run that fails inside the sink, where a connection error would surface.
             pg.server.stop(mode="immediate")
-            failed = materialize(resources, instance=instance, raise_on_error=False,
-                                 selection="ny_taxi/yellow_cab_data")
+            failed = materialize(
+                resources,
+                instance=instance,
+                raise_on_error=False,
+                selection="ny_taxi/yellow_cab_data",
+            )
             pg.server.start()
             assert good.success and not failed.success
             assert partition_state(pg)[0] == KEPT_ROWS
@@ -782,23 +901,26 @@ def test_secrets_from_the_environment_stay_out_of_logs_metadata_and_the_ui(
                 run = instance.get_run_by_id(result.run_id)
                 recorded[f"run {result.run_id} record"] = serialize_value(run)
                 recorded[f"run {result.run_id} event log"] = "\n".join(
-                    serialize_value(entry) for entry in instance.all_logs(result.run_id))
+                    serialize_value(entry) for entry in instance.all_logs(result.run_id)
+                )
         recorded["files under TAXI_HOME (compute logs, staging)"] = "\n".join(
             path.read_bytes().decode("latin-1")
-            for path in Path(env["TAXI_HOME"]).rglob("*") if path.is_file())
+            for path in Path(env["TAXI_HOME"]).rglob("*")
+            if path.is_file()
+        )
 
         webserver = start_webserver(env, tmp_path / "logs")
         try:
-            ui = webserver.graphql(UI_QUERY, {"location": "taxi_assets",
-                                              "runIds": [good.run_id, failed.run_id]})
+            ui = webserver.graphql(
+                UI_QUERY, {"location": "taxi_assets", "runIds": [good.run_id, failed.run_id]}
+            )
         finally:
             webserver.process.stop()
     assert ui["allTopLevelResourceDetailsOrError"]["__typename"] == "ResourceDetailsList"
     assert len(ui["runsOrError"]["results"]) == 2
     recorded["the UI (resources, launchpad defaults, runs and their events)"] = json.dumps(ui)
     # The UI names the variable the password comes from, and nothing more.
-    assert "TAXI_PG_PASSWORD" in {
-        v["envVarName"] for v in ui["utilizedEnvVarsOrError"]["results"]}
+    assert "TAXI_PG_PASSWORD" in {v["envVarName"] for v in ui["utilizedEnvVarsOrError"]["results"]}
 
     for where, text in recorded.items():
         assert password not in text, f"the Postgres password leaked into {where}"

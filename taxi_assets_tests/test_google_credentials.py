@@ -8,17 +8,26 @@ from taxi_assets.google_credentials import CredentialsSettingError, check_key_fi
 from taxi_assets.io_managers.bigquery import bigquery_client
 from taxi_assets.lake import LakeResource
 
-SERVICE_ACCOUNT = {"type": "service_account", "client_email": "etl@p.iam.gserviceaccount.com",
-                   "private_key": "-----BEGIN PRIVATE KEY-----\n...", "token_uri": "https://t"}
+SERVICE_ACCOUNT = {
+    "type": "service_account",
+    "client_email": "etl@p.iam.gserviceaccount.com",
+    "private_key": "-----BEGIN PRIVATE KEY-----\n...",
+    "token_uri": "https://t",
+}
 
 
 def bad_key_files(folder):
     (folder / "not-json.json").write_text("this is not a key")
-    (folder / "half.json").write_text(json.dumps({"type": "service_account",
-                                                  "client_email": "etl@p"}))
+    (folder / "half.json").write_text(
+        json.dumps({"type": "service_account", "client_email": "etl@p"})
+    )
     (folder / "odd.json").write_text(json.dumps({"type": "api_key"}))
-    return [folder / "missing.json", folder / "not-json.json", folder / "half.json",
-            folder / "odd.json"]
+    return [
+        folder / "missing.json",
+        folder / "not-json.json",
+        folder / "half.json",
+        folder / "odd.json",
+    ]
 
 
 @pytest.mark.parametrize("case", range(4), ids=["missing", "not-json", "incomplete", "odd-type"])
@@ -28,8 +37,10 @@ def test_a_bad_key_file_fails_naming_the_setting_not_the_path(tmp_path, monkeypa
     key_path = bad_key_files(folder)[case]
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key_path))
 
-    for use_google in (lambda: LakeResource(root="gs://taxi-lake").filesystem(),
-                       lambda: bigquery_client(project="taxi-project")):
+    for use_google in (
+        lambda: LakeResource(root="gs://taxi-lake").filesystem(),
+        lambda: bigquery_client(project="taxi-project"),
+    ):
         with pytest.raises(CredentialsSettingError) as error:
             use_google()
         assert "GOOGLE_APPLICATION_CREDENTIALS" in str(error.value)

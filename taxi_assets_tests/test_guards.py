@@ -46,16 +46,21 @@ def head_of_january(lines: int) -> bytes:
 def lake_files(resources: dict) -> dict[str, str]:
     """Every file in the local lake, hidden ones included: its MD5."""
     root = Path(resources["lake_monthly_io_manager"].lake.root)
-    return {p.relative_to(root).as_posix(): hashlib.md5(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.md5(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def warehouse_rows(resources: dict) -> list[tuple]:
     import duckdb
 
     with duckdb.connect(resources["warehouse_io_manager"].database, read_only=True) as conn:
-        return conn.sql("SELECT CAST(tpep_pickup_datetime AS DATE) d, count(*) FROM "
-                        "ny_taxi.yellow_trips GROUP BY d ORDER BY d").fetchall()
+        return conn.sql(
+            "SELECT CAST(tpep_pickup_datetime AS DATE) d, count(*) FROM "
+            "ny_taxi.yellow_trips GROUP BY d ORDER BY d"
+        ).fetchall()
 
 
 def messages_of(result) -> str:
@@ -63,8 +68,11 @@ def messages_of(result) -> str:
 
 
 def failed_checks(result) -> dict[str, str]:
-    return {e.check_name: e.description or "" for e in result.get_asset_check_evaluations()
-            if not e.passed}
+    return {
+        e.check_name: e.description or ""
+        for e in result.get_asset_check_evaluations()
+        if not e.passed
+    }
 
 
 @pytest.fixture
@@ -131,8 +139,10 @@ def test_a_month_that_keeps_its_size_passes(loaded, http_source, postgres):
 
 # --- fail early, naming the thing -------------------------------------------------------------
 
-def test_a_table_the_project_did_not_make_is_refused_before_loading(tmp_path, http_source,
-                                                                     postgres):
+
+def test_a_table_the_project_did_not_make_is_refused_before_loading(
+    tmp_path, http_source, postgres
+):
     """The tutorial's `to_sql` leaves a plain `yellow_cab_data` table: it is kept, untouched."""
     query(postgres, "DROP SCHEMA IF EXISTS ny_taxi CASCADE")
     query(postgres, "CREATE SCHEMA ny_taxi")
@@ -143,13 +153,15 @@ def test_a_table_the_project_did_not_make_is_refused_before_loading(tmp_path, ht
     query(postgres, "INSERT INTO ny_taxi.yellow_cab_data (\"VendorID\") VALUES ('1'), ('2')")
     http_source.publish("2021-01", JANUARY_FILE)
 
-    result = materialize(pipeline_resources(tmp_path, http_source.url, postgres),
-                         raise_on_error=False)
+    result = materialize(
+        pipeline_resources(tmp_path, http_source.url, postgres), raise_on_error=False
+    )
 
     assert not result.success
     message = messages_of(result)
-    assert "ny_taxi.yellow_cab_data exists but is not the project's table (a plain table" \
-        in message, message
+    assert (
+        "ny_taxi.yellow_cab_data exists but is not the project's table (a plain table" in message
+    ), message
     assert "ALTER TABLE ny_taxi.yellow_cab_data RENAME TO yellow_cab_data_old" in message
     assert query(postgres, "SELECT count(*) FROM ny_taxi.yellow_cab_data") == [(2,)]
     assert query(postgres, "SELECT count(*) FROM pg_tables WHERE schemaname = 'ny_taxi'") == [(1,)]
@@ -172,18 +184,25 @@ def test_a_month_missing_from_a_local_source_is_not_published(tmp_path, postgres
     folder.mkdir()
     # Another format under the month's name is not taken for it, but named.
     (folder / "yellow_tripdata_2021-01.parquet").write_bytes(
-        sample("green_tripdata_2022-01.parquet").read_bytes())
+        sample("green_tripdata_2022-01.parquet").read_bytes()
+    )
     source = folder.as_uri() if as_url else str(folder)
 
-    result = materialize(pipeline_resources(tmp_path, source, postgres),
-                         selection="raw_yellow_trips", raise_on_error=False)
+    result = materialize(
+        pipeline_resources(tmp_path, source, postgres),
+        selection="raw_yellow_trips",
+        raise_on_error=False,
+    )
 
     assert not result.success
     message = messages_of(result)
-    assert f"{folder}: yellow_tripdata_2021-01.csv.gz is not published there ({READ})" \
-        in message, message
-    assert "the folder has ['yellow_tripdata_2021-01.parquet'], in a name or format not read" \
+    assert f"{folder}: yellow_tripdata_2021-01.csv.gz is not published there ({READ})" in message, (
+        message
+    )
+    assert (
+        "the folder has ['yellow_tripdata_2021-01.parquet'], in a name or format not read"
         in message
+    )
     assert "attempt" not in message, "a missing local file is not a network fault to retry"
 
 
@@ -192,20 +211,27 @@ def test_a_local_file_in_the_wrong_format_says_what_is_read(tmp_path, postgres):
     folder.mkdir()
     (folder / JANUARY_FILE).write_bytes(sample("green_tripdata_2022-01.parquet").read_bytes())
 
-    result = materialize(pipeline_resources(tmp_path, str(folder), postgres),
-                         selection="raw_yellow_trips", raise_on_error=False)
+    result = materialize(
+        pipeline_resources(tmp_path, str(folder), postgres),
+        selection="raw_yellow_trips",
+        raise_on_error=False,
+    )
 
     message = messages_of(result)
     assert f"{JANUARY_FILE} is not gzip-compressed (it is a Parquet file)" in message, message
     assert READ in message and "after 1 attempt(s)" in message
 
 
-@pytest.mark.parametrize("folder, selection, full", [
-    ("lake", "raw_yellow_trips yellow_trips yellow_trips_parquet", "lake/nyc_taxi_data"),
-    ("landing", "raw_yellow_trips", "landing"),
-])
+@pytest.mark.parametrize(
+    "folder, selection, full",
+    [
+        ("lake", "raw_yellow_trips yellow_trips yellow_trips_parquet", "lake/nyc_taxi_data"),
+        ("landing", "raw_yellow_trips", "landing"),
+    ],
+)
 def test_a_folder_without_room_fails_before_writing_naming_the_folder(
-        tmp_path, http_source, postgres, folder, selection, full):
+    tmp_path, http_source, postgres, folder, selection, full
+):
     """The lake, or the downloads' landing folder, on a real 16 MiB file system (a tmpfs,
     mounted in a user namespace of the run's own, so no privilege is needed): it cannot keep
     the margin, and the write says so before it starts."""
@@ -213,14 +239,35 @@ def test_a_folder_without_room_fails_before_writing_naming_the_folder(
     http_source.publish("2021-01", JANUARY_FILE)
     state = tmp_path / "state"
     (state / folder).mkdir(parents=True)
-    spec = {"postgres": {"host": postgres.host, "port": postgres.port, "user": postgres.user,
-                         "password": postgres.password, "database": postgres.database},
-            "state": str(state), "source_url": http_source.url, "selection": selection}
+    spec = {
+        "postgres": {
+            "host": postgres.host,
+            "port": postgres.port,
+            "user": postgres.user,
+            "password": postgres.password,
+            "database": postgres.database,
+        },
+        "state": str(state),
+        "source_url": http_source.url,
+        "selection": selection,
+    }
     run = subprocess.run(
-        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
-         'mount -t tmpfs -o size=16m none "$1" && exec "$2" -m taxi_assets_tests.killed_run "$3"',
-         "sh", str(state / folder), sys.executable, json.dumps(spec)],
-        capture_output=True, text=True)
+        [
+            "unshare",
+            "--user",
+            "--map-root-user",
+            "--mount",
+            "sh",
+            "-c",
+            'mount -t tmpfs -o size=16m none "$1" && exec "$2" -m taxi_assets_tests.killed_run "$3"',
+            "sh",
+            str(state / folder),
+            sys.executable,
+            json.dumps(spec),
+        ],
+        capture_output=True,
+        text=True,
+    )
 
     assert run.returncode == 4, run.stderr[-3000:]
     failures = "\n".join(json.loads(run.stdout.splitlines()[-1])["failures"])
@@ -229,7 +276,8 @@ def test_a_folder_without_room_fails_before_writing_naming_the_folder(
 
 
 def test_an_unreachable_lake_or_warehouse_fails_before_writing_naming_the_settings(
-        tmp_path, http_source, postgres):
+    tmp_path, http_source, postgres
+):
     """A GCS and a BigQuery endpoint where nothing listens (a port just closed)."""
     from taxi_assets.io_managers.bigquery import BigQueryWarehouseIOManager
     from taxi_assets.lake import LakeResource
@@ -239,9 +287,12 @@ def test_an_unreachable_lake_or_warehouse_fails_before_writing_naming_the_settin
     http_source.publish("2021-01", JANUARY_FILE)
     nowhere = f"http://127.0.0.1:{free_port()}"
     resources = pipeline_resources(
-        tmp_path, http_source.url, postgres,
+        tmp_path,
+        http_source.url,
+        postgres,
         lake=LakeResource(root="gs://taxi-lake", endpoint=nowhere, retry_time_limit_seconds=1),
-        warehouse_io_manager=BigQueryWarehouseIOManager(project="taxi", api_endpoint=nowhere))
+        warehouse_io_manager=BigQueryWarehouseIOManager(project="taxi", api_endpoint=nowhere),
+    )
     assert materialize(resources, selection="raw_yellow_trips yellow_trips").success
 
     lake = materialize(resources, selection="yellow_trips_parquet", raise_on_error=False)
@@ -250,12 +301,15 @@ def test_an_unreachable_lake_or_warehouse_fails_before_writing_naming_the_settin
     assert "Check TAXI_GCS_BUCKET, TAXI_GCS_ENDPOINT and the credentials" in message
 
     # The warehouse reads the lake's days: those come from a lake that works.
-    resources["lake_by_day_io_manager"] = pipeline_resources(
-        tmp_path, http_source.url, postgres)["lake_by_day_io_manager"]
+    resources["lake_by_day_io_manager"] = pipeline_resources(tmp_path, http_source.url, postgres)[
+        "lake_by_day_io_manager"
+    ]
     assert materialize_days(resources, *FIRST_WEEK, selection="yellow_trips_by_day").success
-    warehouse = materialize_days(resources, *FIRST_WEEK, selection="ny_taxi/yellow_trips",
-                                 raise_on_error=False)
+    warehouse = materialize_days(
+        resources, *FIRST_WEEK, selection="ny_taxi/yellow_trips", raise_on_error=False
+    )
     message = messages_of(warehouse)
-    assert f"the warehouse {nowhere} (dataset ny_taxi in project taxi) cannot be reached" \
-        in message, message
+    assert (
+        f"the warehouse {nowhere} (dataset ny_taxi in project taxi) cannot be reached" in message
+    ), message
     assert "Check TAXI_BQ_PROJECT, TAXI_BQ_ENDPOINT and the credentials" in message

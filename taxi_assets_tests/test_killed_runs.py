@@ -70,20 +70,32 @@ class Deployment:
 
     def killed_run(self, selection: str, kill: dict, days: tuple[str, str] | None = None) -> None:
         """A run of `selection` in its own process, killed at `kill`; it must die of SIGKILL."""
-        postgres = {f.name: getattr(self.postgres, f.name)
-                    for f in dataclasses.fields(self.postgres) if f.name != "server"}
-        spec = {"kill": kill, "postgres": postgres, "state": str(self.state),
-                "source_url": self.source_url, "selection": selection}
+        postgres = {
+            f.name: getattr(self.postgres, f.name)
+            for f in dataclasses.fields(self.postgres)
+            if f.name != "server"
+        }
+        spec = {
+            "kill": kill,
+            "postgres": postgres,
+            "state": str(self.state),
+            "source_url": self.source_url,
+            "selection": selection,
+        }
         if days:
             spec["days"] = days
         if self.bigquery:
             spec["bigquery"] = self.bigquery
         if self.lake:
             spec["lake"] = self.lake
-        process = subprocess.run([sys.executable, "-m", "taxi_assets_tests.killed_run",
-                                  json.dumps(spec)], capture_output=True, text=True)
-        assert process.returncode == -signal.SIGKILL, \
+        process = subprocess.run(
+            [sys.executable, "-m", "taxi_assets_tests.killed_run", json.dumps(spec)],
+            capture_output=True,
+            text=True,
+        )
+        assert process.returncode == -signal.SIGKILL, (
             f"the run should have been killed at {kill}:\n{process.stderr[-3000:]}"
+        )
 
 
 @pytest.fixture
@@ -95,12 +107,15 @@ def deployment(request, tmp_path, http_source, postgres) -> Deployment:
     lake = None
     if getattr(request, "param", "local") == "gcs":
         emulator = request.getfixturevalue("gcs_emulator")
-        lake = {"root": f"gs://{emulator.bucket}/lake-{uuid.uuid4().hex[:8]}",
-                "endpoint": emulator.url}
+        lake = {
+            "root": f"gs://{emulator.bucket}/lake-{uuid.uuid4().hex[:8]}",
+            "endpoint": emulator.url,
+        }
     query(postgres, "DROP SCHEMA IF EXISTS ny_taxi CASCADE")
     http_source.publish("2021-01", JANUARY_FILE)
-    resources = pipeline_resources(tmp_path, http_source.url, postgres,
-                                   lake=LakeResource(**lake) if lake else None)
+    resources = pipeline_resources(
+        tmp_path, http_source.url, postgres, lake=LakeResource(**lake) if lake else None
+    )
     assert materialize(resources).success
     assert materialize_days(resources, *WEEK).success
     http_source.publish_bytes("2021-01", doubled_january())
@@ -133,12 +148,20 @@ LAYOUTS = {
     # asset: (its manifest folder, the day's files as a folder-listing reader finds them)
     "yellow_trips_by_day": (
         "nyc_taxi_data_by_day",
-        lambda fs, day: [p for p in files(fs, f"nyc_taxi_data_by_day/tpep_pickup_date={day}")
-                         if not p.rpartition("/")[2].startswith((".", "_"))]),
+        lambda fs, day: [
+            p
+            for p in files(fs, f"nyc_taxi_data_by_day/tpep_pickup_date={day}")
+            if not p.rpartition("/")[2].startswith((".", "_"))
+        ],
+    ),
     "yellow_trips_daily_export": (
         "_daily_exports/nyc_taxi_data",
-        lambda fs, day: [p for p in [f"{day.replace('-', '/')}/nyc_taxi_data.parquet"]
-                         if fs.get_file_info(p).is_file]),
+        lambda fs, day: [
+            p
+            for p in [f"{day.replace('-', '/')}/nyc_taxi_data.parquet"]
+            if fs.get_file_info(p).is_file
+        ],
+    ),
 }
 
 
@@ -146,15 +169,17 @@ def through_manifest(fs: pafs.FileSystem, asset: str) -> dict[str, int]:
     """Each day's rows as the IO managers read them: the files the manifest names."""
     with fs.open_input_file(f"{LAYOUTS[asset][0]}/_manifest.json") as source:
         manifest = json.loads(source.read())["days"]
-    return {day: rows_of(fs, manifest[day]["path"]) if manifest[day]["path"] else 0
-            for day in WEEK_DAYS}
+    return {
+        day: rows_of(fs, manifest[day]["path"]) if manifest[day]["path"] else 0 for day in WEEK_DAYS
+    }
 
 
 def through_folders(fs: pafs.FileSystem, asset: str) -> dict[str, int | None]:
     """Each day's rows as a reader that lists folders sees them (None: no file at all)."""
     found = {day: LAYOUTS[asset][1](fs, day) for day in WEEK_DAYS}
-    return {day: sum(rows_of(fs, p) for p in paths) if paths else None
-            for day, paths in found.items()}
+    return {
+        day: sum(rows_of(fs, p) for p in paths) if paths else None for day, paths in found.items()
+    }
 
 
 STAGED = "before the switch"
@@ -163,11 +188,11 @@ LAKE_KILLS = {
     "one_day_staged": (dict(target=f"{LAKE}:_PendingObject.publish", nth=2), STAGED),
     "all_staged": (dict(target=f"{LAKE_VERSIONS}:VersionedDays._write_manifest"), STAGED),
     "mid_publish": (dict(target=f"{LAKE_VERSIONS}:copy_object", nth=2), SWITCHED),
-    "published": (dict(target=f"{LAKE_VERSIONS}:VersionedDays._write_manifest", nth=2),
-                  SWITCHED),
+    "published": (dict(target=f"{LAKE_VERSIONS}:VersionedDays._write_manifest", nth=2), SWITCHED),
     "versions_not_yet_deleted": (
         dict(target=f"{LAKE_VERSIONS}:VersionedDays._write_manifest", nth=2, when="after"),
-        SWITCHED),
+        SWITCHED,
+    ),
 }
 
 
@@ -202,6 +227,7 @@ def test_daily_layout_killed_mid_range_is_all_old_or_all_new(deployment, asset, 
 
 # --- the monthly object and staging -------------------------------------------------------------
 
+
 def test_monthly_object_killed_before_it_is_published_keeps_the_old_object(deployment):
     lake = deployment.lake_fs
     root = Path(deployment.resources["lake_monthly_io_manager"].lake.root)
@@ -209,8 +235,7 @@ def test_monthly_object_killed_before_it_is_published_keeps_the_old_object(deplo
     old, old_rows = month.read_bytes(), rows_of(lake, "nyc_taxi_data/2021-01.parquet")
     assert materialize(deployment.resources, selection="raw_yellow_trips yellow_trips").success
 
-    deployment.killed_run("yellow_trips_parquet",
-                          dict(target=f"{LAKE}:_PendingObject.publish"))
+    deployment.killed_run("yellow_trips_parquet", dict(target=f"{LAKE}:_PendingObject.publish"))
 
     assert month.read_bytes() == old
     assert [Path(p).name[:17] for p in leftovers(lake)] == [".2021-01.parquet."]
@@ -224,8 +249,9 @@ def test_staged_month_killed_before_its_rename_is_rewritten_cleanly(deployment):
     cleaned = staging / "yellow_trips" / f"{JANUARY}.parquet"
     old = cleaned.read_bytes()
 
-    deployment.killed_run("raw_yellow_trips yellow_trips",
-                          dict(target="os:replace", match="/yellow_trips/."))
+    deployment.killed_run(
+        "raw_yellow_trips yellow_trips", dict(target="os:replace", match="/yellow_trips/.")
+    )
 
     assert cleaned.read_bytes() == old
     assert len(leftovers(local(staging))) == 1
@@ -235,12 +261,22 @@ def test_staged_month_killed_before_its_rename_is_rewritten_cleanly(deployment):
 
 # --- Postgres and the warehouse --------------------------------------------------------------
 
-@pytest.mark.parametrize("kill, expected", [
-    (dict(target="adbc_driver_manager.dbapi:Cursor.adbc_ingest"), "old"),
-    (dict(target="taxi_assets.io_managers.postgres:PostgresPandasIOManager._swap"), "old"),
-    (dict(target="taxi_assets.io_managers.postgres:PostgresPandasIOManager._swap",
-          when="after"), "new"),
-], ids=["copying", "staged_not_swapped", "swapped"])
+
+@pytest.mark.parametrize(
+    "kill, expected",
+    [
+        (dict(target="adbc_driver_manager.dbapi:Cursor.adbc_ingest"), "old"),
+        (dict(target="taxi_assets.io_managers.postgres:PostgresPandasIOManager._swap"), "old"),
+        (
+            dict(
+                target="taxi_assets.io_managers.postgres:PostgresPandasIOManager._swap",
+                when="after",
+            ),
+            "new",
+        ),
+    ],
+    ids=["copying", "staged_not_swapped", "swapped"],
+)
 def test_postgres_killed_mid_load_is_all_old_or_all_new(deployment, kill, expected):
     pg = deployment.postgres
     old = partition_state(pg)
@@ -255,24 +291,39 @@ def test_postgres_killed_mid_load_is_all_old_or_all_new(deployment, kill, expect
         assert state[0] == 2 * old[0]
     assert materialize(deployment.resources, selection="ny_taxi/yellow_cab_data").success
     assert partition_state(pg)[0] == 2 * old[0]
-    tables = query(pg, "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON "
-                       "n.oid = c.relnamespace LEFT JOIN pg_inherits i ON i.inhrelid = c.oid "
-                       "WHERE n.nspname = 'ny_taxi' AND c.relkind = 'r' AND i.inhrelid IS NULL")
+    tables = query(
+        pg,
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON "
+        "n.oid = c.relnamespace LEFT JOIN pg_inherits i ON i.inhrelid = c.oid "
+        "WHERE n.nspname = 'ny_taxi' AND c.relkind = 'r' AND i.inhrelid IS NULL",
+    )
     assert tables == [], "a staging table was left behind"
 
 
 def warehouse_days(deployment) -> dict[str, int]:
     with duckdb.connect(deployment.resources["warehouse_io_manager"].database) as conn:
-        return dict(conn.sql("SELECT CAST(CAST(tpep_pickup_datetime AS DATE) AS VARCHAR), "
-                             "count(*) FROM ny_taxi.yellow_trips GROUP BY 1").fetchall())
+        return dict(
+            conn.sql(
+                "SELECT CAST(CAST(tpep_pickup_datetime AS DATE) AS VARCHAR), "
+                "count(*) FROM ny_taxi.yellow_trips GROUP BY 1"
+            ).fetchall()
+        )
 
 
-@pytest.mark.parametrize("kill", [
-    dict(target="taxi_assets.io_managers.duckdb:DuckDBWarehouseClient.delete_table_slice",
-         when="after"),
-    dict(target="taxi_assets.io_managers.duckdb:DuckDBWarehousePandasTypeHandler.handle_output",
-         when="after"),
-], ids=["deleted", "inserted_not_committed"])
+@pytest.mark.parametrize(
+    "kill",
+    [
+        dict(
+            target="taxi_assets.io_managers.duckdb:DuckDBWarehouseClient.delete_table_slice",
+            when="after",
+        ),
+        dict(
+            target="taxi_assets.io_managers.duckdb:DuckDBWarehousePandasTypeHandler.handle_output",
+            when="after",
+        ),
+    ],
+    ids=["deleted", "inserted_not_committed"],
+)
 def test_warehouse_killed_mid_replace_keeps_every_day(deployment, kill):
     old = warehouse_days(deployment)
     assert sorted(old) == WEEK_DAYS[:2]  # the 3rd has no trips
@@ -290,21 +341,31 @@ BQ_DATASET = "ny_taxi_killed"  # the session's emulator is shared; this module's
 
 
 def bigquery_days(client) -> dict[str, int]:
-    rows = client.query("SELECT CAST(CAST(tpep_pickup_datetime AS DATE) AS STRING), COUNT(*) "
-                        f"FROM {BQ_DATASET}.yellow_trips GROUP BY 1").result()
+    rows = client.query(
+        "SELECT CAST(CAST(tpep_pickup_datetime AS DATE) AS STRING), COUNT(*) "
+        f"FROM {BQ_DATASET}.yellow_trips GROUP BY 1"
+    ).result()
     return {row[0]: row[1] for row in rows}
 
 
 def test_bigquery_killed_between_load_and_swap_keeps_every_day(
-        tmp_path, http_source, postgres, bigquery_emulator):
+    tmp_path, http_source, postgres, bigquery_emulator
+):
     client = bigquery_emulator.client()
     client.query(f"DROP TABLE IF EXISTS {BQ_DATASET}.yellow_trips").result()
-    bigquery = dict(project=bigquery_emulator.project, dataset=BQ_DATASET,
-                    api_endpoint=bigquery_emulator.endpoint)
+    bigquery = dict(
+        project=bigquery_emulator.project,
+        dataset=BQ_DATASET,
+        api_endpoint=bigquery_emulator.endpoint,
+    )
     query(postgres, "DROP SCHEMA IF EXISTS ny_taxi CASCADE")
     http_source.publish("2021-01", JANUARY_FILE)
-    resources = pipeline_resources(tmp_path, http_source.url, postgres,
-                                   warehouse_io_manager=BigQueryWarehouseIOManager(**bigquery))
+    resources = pipeline_resources(
+        tmp_path,
+        http_source.url,
+        postgres,
+        warehouse_io_manager=BigQueryWarehouseIOManager(**bigquery),
+    )
     assert materialize(resources).success
     assert materialize_days(resources, *WEEK).success
     old = bigquery_days(client)
@@ -316,8 +377,11 @@ def test_bigquery_killed_between_load_and_swap_keeps_every_day(
     deployment = Deployment(tmp_path, resources, http_source.url, postgres, bigquery)
 
     # The new rows are in the staging table; the transaction that swaps them in never runs.
-    deployment.killed_run("ny_taxi/yellow_trips", dict(
-        target="taxi_assets.io_managers.bigquery:_load", when="after"), days=WEEK)
+    deployment.killed_run(
+        "ny_taxi/yellow_trips",
+        dict(target="taxi_assets.io_managers.bigquery:_load", when="after"),
+        days=WEEK,
+    )
 
     assert bigquery_days(client) == old
     tables = [t.table_id for t in client.list_tables(BQ_DATASET)]

@@ -17,8 +17,9 @@ DECEMBER_STRAGGLERS = 16  # trips in the January file picked up on 2020-12-31
 @pytest.fixture
 def lake(gcs_emulator, request):
     # Each test gets its own prefix in the session's bucket.
-    return LakeResource(root=f"gs://{gcs_emulator.bucket}/{request.node.name}",
-                        endpoint=gcs_emulator.url)
+    return LakeResource(
+        root=f"gs://{gcs_emulator.bucket}/{request.node.name}", endpoint=gcs_emulator.url
+    )
 
 
 @pytest.fixture
@@ -63,7 +64,9 @@ def test_rerunning_a_day_leaves_one_copy_of_its_rows(resources, lake):
     materialize_days(resources, "2021-01-01", "2021-01-31")
     before = read(lake, "nyc_taxi_data_by_day/tpep_pickup_date=2021-01-02")
 
-    assert materialize(resources, partition_key="2021-01-02", selection="yellow_trips_by_day").success
+    assert materialize(
+        resources, partition_key="2021-01-02", selection="yellow_trips_by_day"
+    ).success
 
     after = read(lake, "nyc_taxi_data_by_day/tpep_pickup_date=2021-01-02")
     assert len(after) == len(before)
@@ -85,12 +88,15 @@ def test_late_filed_trips_land_in_their_own_day_once(resources, lake, http_sourc
     The day reads its own month's file (required) and the next one (optional), so they land
     there once, and in no January day.
     """
-    assert not materialize(resources, partition_key="2020-12-31", selection="yellow_trips_by_day",
-                           raise_on_error=False).success, "December's own file is required"
+    assert not materialize(
+        resources, partition_key="2020-12-31", selection="yellow_trips_by_day", raise_on_error=False
+    ).success, "December's own file is required"
     http_source.publish_bytes("2020-12", december_file())
     assert materialize(resources, partition_key="2020-12-01").success
 
-    assert materialize(resources, partition_key="2020-12-31", selection="yellow_trips_by_day").success
+    assert materialize(
+        resources, partition_key="2020-12-31", selection="yellow_trips_by_day"
+    ).success
     assert materialize_days(resources, "2021-01-01", "2021-01-31").success
 
     dataset = read(lake, "nyc_taxi_data_by_day")

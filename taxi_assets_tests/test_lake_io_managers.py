@@ -33,7 +33,6 @@ from taxi_assets.schema import read_trips, to_pandas
 from taxi_assets_tests.emulators.gcs import CuttableLink, GcsEmulator, running_gcs_emulator
 
 
-
 SAMPLE = Path(__file__).parent / "data" / "yellow_tripdata_2021-01.csv.gz"
 PICKUP = "tpep_pickup_datetime"
 MONTHS = dg.MonthlyPartitionsDefinition(start_date="2020-12-01", end_date="2021-03-01")
@@ -51,6 +50,7 @@ def pickup_day(frame: pd.DataFrame, day: str) -> pd.DataFrame:
 
 # --- the lake under test: a local folder or a prefix in the emulator's bucket -----------------
 
+
 @dataclass
 class LakeUnderTest:
     resource: LakeResource
@@ -62,13 +62,21 @@ class LakeUnderTest:
         """Relative path -> size of every stored file or object, hidden ones included, but for
         the daily layouts' manifests (`_manifest.json`, which name the files a reader takes)."""
         if self.local_root is not None:
-            stored = {path.relative_to(self.local_root).as_posix(): path.stat().st_size
-                      for path in self.local_root.rglob("*") if path.is_file()}
+            stored = {
+                path.relative_to(self.local_root).as_posix(): path.stat().st_size
+                for path in self.local_root.rglob("*")
+                if path.is_file()
+            }
         else:
-            stored = {name.removeprefix(self.prefix + "/"): size
-                      for name, size in self.emulator.objects(self.prefix + "/").items()}
-        return {name: size for name, size in stored.items()
-                if name.rpartition("/")[2] != "_manifest.json"}
+            stored = {
+                name.removeprefix(self.prefix + "/"): size
+                for name, size in self.emulator.objects(self.prefix + "/").items()
+            }
+        return {
+            name: size
+            for name, size in stored.items()
+            if name.rpartition("/")[2] != "_manifest.json"
+        }
 
 
 @pytest.fixture(params=["local", "gcs"])
@@ -80,11 +88,13 @@ def lake(request, tmp_path) -> LakeUnderTest:
     prefix = f"lake-{uuid.uuid4().hex[:8]}"  # the session's emulator is shared by tests
     return LakeUnderTest(
         LakeResource(root=f"gs://{emulator.bucket}/{prefix}", endpoint=emulator.url),
-        emulator=emulator, prefix=prefix,
+        emulator=emulator,
+        prefix=prefix,
     )
 
 
 # --- toy assets -------------------------------------------------------------------------------
+
 
 @dataclass
 class Toys:
@@ -94,14 +104,25 @@ class Toys:
     loaded: dict
     assets: list
 
-    def run(self, lake: LakeResource, *names: str, partition: str | None = None,
-            days: tuple[str, str] | None = None, raise_on_error: bool = True):
+    def run(
+        self,
+        lake: LakeResource,
+        *names: str,
+        partition: str | None = None,
+        days: tuple[str, str] | None = None,
+        raise_on_error: bool = True,
+    ):
         tags = {}
         if days:  # how a single-run backfill tags its run
-            tags = {"dagster/asset_partition_range_start": days[0],
-                    "dagster/asset_partition_range_end": days[1]}
+            tags = {
+                "dagster/asset_partition_range_start": days[0],
+                "dagster/asset_partition_range_end": days[1],
+            }
         return dg.materialize(
-            self.assets, selection=list(names), partition_key=partition, tags=tags,
+            self.assets,
+            selection=list(names),
+            partition_key=partition,
+            tags=tags,
             raise_on_error=raise_on_error,
             resources={
                 "monthly_lake": MonthlyParquetIOManager(lake=lake),
@@ -128,13 +149,19 @@ def toys() -> Toys:
     def month_trips() -> pd.DataFrame:
         return source["month"]
 
-    @dg.asset(partitions_def=DAYS, io_manager_key="dataset_lake",
-              backfill_policy=dg.BackfillPolicy.single_run())
+    @dg.asset(
+        partitions_def=DAYS,
+        io_manager_key="dataset_lake",
+        backfill_policy=dg.BackfillPolicy.single_run(),
+    )
     def trips_by_day(context: dg.AssetExecutionContext) -> pd.DataFrame:
         return picked_up_in(context)
 
-    @dg.asset(partitions_def=DAYS, io_manager_key="export_lake",
-              backfill_policy=dg.BackfillPolicy.single_run())
+    @dg.asset(
+        partitions_def=DAYS,
+        io_manager_key="export_lake",
+        backfill_policy=dg.BackfillPolicy.single_run(),
+    )
     def daily_export(context: dg.AssetExecutionContext) -> pd.DataFrame:
         return picked_up_in(context)
 
@@ -150,14 +177,19 @@ def toys() -> Toys:
     def read_export(daily_export: pd.DataFrame) -> None:
         loaded["export"] = daily_export
 
-    return Toys(source, loaded, [month_trips, trips_by_day, daily_export,
-                                 read_month, read_by_day, read_export])
+    return Toys(
+        source,
+        loaded,
+        [month_trips, trips_by_day, daily_export, read_month, read_by_day, read_export],
+    )
 
 
 def output_metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
     """The output's metadata; a multi-partition run records it once per partition."""
-    recorded = [{key: value.value for key, value in materialization.metadata.items()}
-                for materialization in result.asset_materializations_for_node(asset)]
+    recorded = [
+        {key: value.value for key, value in materialization.metadata.items()}
+        for materialization in result.asset_materializations_for_node(asset)
+    ]
     assert recorded and all(metadata == recorded[0] for metadata in recorded)
     return recorded[0]
 
@@ -173,6 +205,7 @@ def checksum(frame: pd.DataFrame) -> tuple[int, float]:
 
 # --- tests ------------------------------------------------------------------------------------
 
+
 def test_monthly_object_round_trip_and_rerun(lake: LakeUnderTest, toys: Toys, trips):
     toys.source["month"] = trips
     result = toys.run(lake.resource, "month_trips", partition="2021-01-01")
@@ -185,8 +218,9 @@ def test_monthly_object_round_trip_and_rerun(lake: LakeUnderTest, toys: Toys, tr
     assert metadata["dagster/row_count"] == len(trips) == 28_401
 
     toys.run(lake.resource, "read_month", partition="2021-01-01")
-    pd.testing.assert_frame_equal(toys.loaded["month"].reset_index(drop=True),
-                                  trips.reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        toys.loaded["month"].reset_index(drop=True), trips.reset_index(drop=True)
+    )
     assert checksum(toys.loaded["month"]) == checksum(trips)
 
     # A rerun replaces the month's object rather than adding to it.
@@ -198,7 +232,8 @@ def test_monthly_object_round_trip_and_rerun(lake: LakeUnderTest, toys: Toys, tr
 
 
 def test_dataset_single_run_writes_every_day_and_clears_emptied_days(
-        lake: LakeUnderTest, toys: Toys, trips):
+    lake: LakeUnderTest, toys: Toys, trips
+):
     """Trips picked up on 2020-12-31 (in the January file) land in their own day's folder,
     written by that day's partition; a backfill of 2021-01-01..03 neither touches nor
     duplicates them. Day 3 first gets rows (moved from day 2), then loses them again."""
@@ -211,8 +246,10 @@ def test_dataset_single_run_writes_every_day_and_clears_emptied_days(
     result = toys.run(lake.resource, "trips_by_day", days=("2021-01-01", "2021-01-03"))
 
     folder = "nyc_taxi_data_by_day/tpep_pickup_date="
-    assert lake.objects().keys() == {f"{folder}{day}/part-0.parquet" for day in
-                                     ("2020-12-31", "2021-01-01", "2021-01-02", "2021-01-03")}
+    assert lake.objects().keys() == {
+        f"{folder}{day}/part-0.parquet"
+        for day in ("2020-12-31", "2021-01-01", "2021-01-02", "2021-01-03")
+    }
     metadata = output_metadata(result, "trips_by_day")
     assert metadata["days_written"] == ["2021-01-01", "2021-01-02", "2021-01-03"]
     # A multi-day run's count is the run's, not each day's, and is labelled so.
@@ -228,8 +265,9 @@ def test_dataset_single_run_writes_every_day_and_clears_emptied_days(
     assert metadata["days_written"] == ["2021-01-01", "2021-01-02"]
     assert metadata["days_without_rows"] == ["2021-01-03"]
     after = lake.objects()
-    assert after.keys() == {f"{folder}{day}/part-0.parquet" for day in
-                            ("2020-12-31", "2021-01-01", "2021-01-02")}
+    assert after.keys() == {
+        f"{folder}{day}/part-0.parquet" for day in ("2020-12-31", "2021-01-01", "2021-01-02")
+    }
     new_year_eve = f"{folder}2020-12-31/part-0.parquet"
     assert after[new_year_eve] == before[new_year_eve]
 
@@ -239,13 +277,20 @@ def test_dataset_single_run_writes_every_day_and_clears_emptied_days(
     assert checksum(toys.loaded["by_day"]) == checksum(pickup_day(trips, "2021-01-02"))
 
 
-@pytest.mark.parametrize("asset, reader, stored", [
-    ("trips_by_day", "read_by_day",
-     "nyc_taxi_data_by_day/tpep_pickup_date=2021-01-02/part-0.parquet"),
-    ("daily_export", "read_export", "2021/01/02/nyc_taxi_data.parquet"),
-])
-def test_rerun_of_a_day_leaves_one_copy(lake: LakeUnderTest, toys: Toys, trips,
-                                        asset, reader, stored):
+@pytest.mark.parametrize(
+    "asset, reader, stored",
+    [
+        (
+            "trips_by_day",
+            "read_by_day",
+            "nyc_taxi_data_by_day/tpep_pickup_date=2021-01-02/part-0.parquet",
+        ),
+        ("daily_export", "read_export", "2021/01/02/nyc_taxi_data.parquet"),
+    ],
+)
+def test_rerun_of_a_day_leaves_one_copy(
+    lake: LakeUnderTest, toys: Toys, trips, asset, reader, stored
+):
     toys.source["trips"] = trips
     day = pickup_day(trips, "2021-01-02")
     for _ in range(2):
@@ -289,21 +334,26 @@ def test_rows_outside_the_partitions_fail_the_run(lake: LakeUnderTest, toys: Toy
     assert lake.objects() == {}
 
 
-def test_objects_are_plain_parquet_to_other_gcs_clients(gcs_emulator: GcsEmulator, toys: Toys,
-                                                        trips):
+def test_objects_are_plain_parquet_to_other_gcs_clients(
+    gcs_emulator: GcsEmulator, toys: Toys, trips
+):
     """What the lake writes is what google-cloud-storage (the BigQuery side's client) reads."""
     prefix = f"lake-{uuid.uuid4().hex[:8]}"
     lake = LakeResource(root=f"gs://{gcs_emulator.bucket}/{prefix}", endpoint=gcs_emulator.url)
     toys.source["month"] = trips
     toys.run(lake, "month_trips", partition="2021-01-01")
 
-    blob = gcs_emulator.storage_client().bucket(gcs_emulator.bucket).blob(
-        f"{prefix}/nyc_taxi_data/2021-01.parquet")
+    blob = (
+        gcs_emulator.storage_client()
+        .bucket(gcs_emulator.bucket)
+        .blob(f"{prefix}/nyc_taxi_data/2021-01.parquet")
+    )
     table = pq.read_table(io.BytesIO(blob.download_as_bytes()))
     assert checksum(table.to_pandas()) == checksum(trips)
 
 
 # --- failures in the middle of a write --------------------------------------------------------
+
 
 @pytest.fixture
 def gcs_behind_link(tmp_path):
@@ -319,7 +369,8 @@ def gcs_behind_link(tmp_path):
 
 
 def test_upload_cut_midway_fails_the_run_and_keeps_the_previous_object(
-        gcs_behind_link, toys: Toys, trips):
+    gcs_behind_link, toys: Toys, trips
+):
     """The network to GCS dies 64 KiB into the upload of a ~1 MB object.
 
     Stopping the emulator instead would lose its objects (memory backend) and prove nothing
@@ -330,9 +381,11 @@ def test_upload_cut_midway_fails_the_run_and_keeps_the_previous_object(
     """
     emulator, link = gcs_behind_link
     lake = LakeUnderTest(
-        LakeResource(root=f"gs://{emulator.bucket}/lake", endpoint=link.endpoint,
-                     retry_time_limit_seconds=1),
-        emulator=emulator, prefix="lake",
+        LakeResource(
+            root=f"gs://{emulator.bucket}/lake", endpoint=link.endpoint, retry_time_limit_seconds=1
+        ),
+        emulator=emulator,
+        prefix="lake",
     )
     toys.source["month"] = trips.head(1000)
     toys.run(lake.resource, "month_trips", partition="2021-01-01")
@@ -363,8 +416,9 @@ def test_stopped_emulator_fails_the_run_with_a_clear_error(tmp_path, toys: Toys,
     serialising anything, naming the lake and the settings that point at it; `start()` brings
     back an empty server (memory backend), ready for the next run."""
     with running_gcs_emulator(tmp_path) as emulator:
-        lake = LakeResource(root=f"gs://{emulator.bucket}", endpoint=emulator.url,
-                            retry_time_limit_seconds=1)
+        lake = LakeResource(
+            root=f"gs://{emulator.bucket}", endpoint=emulator.url, retry_time_limit_seconds=1
+        )
         toys.source["month"] = trips.head(100)
         emulator.stop()
         result = toys.run(lake, "month_trips", partition="2021-01-01", raise_on_error=False)
@@ -393,8 +447,9 @@ def test_local_write_failing_midway_keeps_the_previous_file(tmp_path, toys: Toys
 
     toys.source["month"] = trips
     with _file_size_limit(limit):
-        result = toys.run(lake.resource, "month_trips", partition="2021-01-01",
-                          raise_on_error=False)
+        result = toys.run(
+            lake.resource, "month_trips", partition="2021-01-01", raise_on_error=False
+        )
     assert not result.success
     assert "File too large" in failure_text(result)
     assert lake.objects() == old

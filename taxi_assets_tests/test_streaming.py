@@ -60,51 +60,67 @@ def sink_contents(state: Path, postgres) -> dict:
     with duckdb.connect(str(state / "warehouse.duckdb")) as warehouse:
         warehouse_rows = warehouse.execute(
             "SELECT count(*), sum(total_amount), sum(passenger_count), min(tpep_pickup_datetime), "
-            "max(tpep_pickup_datetime) FROM ny_taxi.yellow_trips").fetchall()
+            "max(tpep_pickup_datetime) FROM ny_taxi.yellow_trips"
+        ).fetchall()
     postgres_rows = query(
         postgres,
         "SELECT count(*), sum(total_amount)::numeric(14,2), sum(passenger_count), "
         "md5(string_agg(\"VendorID\" || ',' || tpep_pickup_datetime || ',' || total_amount, ';' "
-        "ORDER BY tpep_pickup_datetime, tpep_dropoff_datetime, \"PULocationID\", total_amount, "
-        "trip_distance)) FROM ny_taxi.yellow_cab_data WHERE source_month = %s", JANUARY)
+        'ORDER BY tpep_pickup_datetime, tpep_dropoff_datetime, "PULocationID", total_amount, '
+        "trip_distance)) FROM ny_taxi.yellow_cab_data WHERE source_month = %s",
+        JANUARY,
+    )
     return {"postgres": postgres_rows, "lake": files, "warehouse": warehouse_rows}
 
 
 def test_tiny_batches_give_exactly_the_sink_contents_of_one_batch(
-        tmp_path, source, postgres, monkeypatch):
+    tmp_path, source, postgres, monkeypatch
+):
     monkeypatch.setattr(batches, "BATCH_ROWS", 10 * REAL_ROWS)
     run_everything(pipeline_resources(tmp_path / "one_batch", source.url, postgres))
     one_batch = sink_contents(tmp_path / "one_batch", postgres)
-    staged = pq.ParquetFile(tmp_path / "one_batch" / "staging" / "yellow_trips" / f"{JANUARY}.parquet")
+    staged = pq.ParquetFile(
+        tmp_path / "one_batch" / "staging" / "yellow_trips" / f"{JANUARY}.parquet"
+    )
     assert staged.num_row_groups == 1
 
     monkeypatch.setattr(batches, "BATCH_ROWS", SMALL_BATCH)
     run_everything(pipeline_resources(tmp_path / "many_batches", source.url, postgres))
     many = sink_contents(tmp_path / "many_batches", postgres)
-    staged = pq.ParquetFile(tmp_path / "many_batches" / "staging" / "yellow_trips" / f"{JANUARY}.parquet")
+    staged = pq.ParquetFile(
+        tmp_path / "many_batches" / "staging" / "yellow_trips" / f"{JANUARY}.parquet"
+    )
     assert staged.num_row_groups > 50
 
     assert many["postgres"] == one_batch["postgres"]
     assert many["postgres"][0][0] == REAL_ROWS - REAL_ZERO_PASSENGER_ROWS
     assert many["warehouse"] == one_batch["warehouse"]
     assert many["lake"].keys() == one_batch["lake"].keys()
-    assert {"nyc_taxi_data/2021-01.parquet", "2021/01/02/nyc_taxi_data.parquet",
-            "nyc_taxi_data_by_day/tpep_pickup_date=2021-01-02/part-0.parquet"} <= many["lake"].keys()
+    assert {
+        "nyc_taxi_data/2021-01.parquet",
+        "2021/01/02/nyc_taxi_data.parquet",
+        "nyc_taxi_data_by_day/tpep_pickup_date=2021-01-02/part-0.parquet",
+    } <= many["lake"].keys()
     for path, rows in many["lake"].items():
         pd.testing.assert_frame_equal(rows, one_batch["lake"][path], obj=path)
 
 
 def test_bigquery_load_in_many_parts_holds_what_one_load_does(
-        tmp_path, source, postgres, monkeypatch, bigquery_emulator):
+    tmp_path, source, postgres, monkeypatch, bigquery_emulator
+):
     """The warehouse's days arrive in load jobs of LOAD_JOB_ROWS; many small ones add up to
     exactly the rows of one."""
     client = bigquery_emulator.client()
     warehouse = bigquery.BigQueryWarehouseIOManager(
-        project=bigquery_emulator.project, dataset="ny_taxi",
-        api_endpoint=bigquery_emulator.endpoint)
+        project=bigquery_emulator.project,
+        dataset="ny_taxi",
+        api_endpoint=bigquery_emulator.endpoint,
+    )
     resources = pipeline_resources(tmp_path, source.url, postgres, warehouse_io_manager=warehouse)
-    summary = ("SELECT count(*), sum(total_amount), sum(passenger_count), "
-               "min(tpep_pickup_datetime), max(tpep_pickup_datetime) FROM ny_taxi.yellow_trips")
+    summary = (
+        "SELECT count(*), sum(total_amount), sum(passenger_count), "
+        "min(tpep_pickup_datetime), max(tpep_pickup_datetime) FROM ny_taxi.yellow_trips"
+    )
 
     client.query("DROP TABLE IF EXISTS ny_taxi.yellow_trips").result()
     run_everything(resources)
@@ -121,23 +137,38 @@ def test_bigquery_load_in_many_parts_holds_what_one_load_does(
 
 
 def files_and_digests(root: Path) -> dict[str, str]:
-    return {str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
-            for path in sorted(root.rglob("*")) if path.is_file()}
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
 
 
-@pytest.mark.parametrize("ceiling, named", [
-    ({"max_rows_per_file": 20_000}, ["more than 20,000 rows", "max_rows_per_file"]),
-    ({"max_bytes_per_file": 1_000_000}, ["more than 1,000,000 bytes", "max_bytes_per_file"]),
-], ids=["rows", "decompressed_bytes"])
+@pytest.mark.parametrize(
+    "ceiling, named",
+    [
+        ({"max_rows_per_file": 20_000}, ["more than 20,000 rows", "max_rows_per_file"]),
+        ({"max_bytes_per_file": 1_000_000}, ["more than 1,000,000 bytes", "max_bytes_per_file"]),
+    ],
+    ids=["rows", "decompressed_bytes"],
+)
 def test_file_over_the_ceiling_fails_naming_file_and_limit_with_every_sink_unchanged(
-        tmp_path, source, postgres, ceiling, named):
+    tmp_path, source, postgres, ceiling, named
+):
     resources = pipeline_resources(tmp_path, source.url, postgres)
     run_everything(resources)
-    before = {"postgres": partition_state(postgres), "lake": files_and_digests(tmp_path / "lake"),
-              "staging": files_and_digests(tmp_path / "staging"),
-              "warehouse": files_and_digests(tmp_path).get("warehouse.duckdb")}
-    capped = {**resources, "taxi_source": TaxiSourceResource(
-        base_url=source.url, landing_dir=str(tmp_path / "landing"), **ceiling)}
+    before = {
+        "postgres": partition_state(postgres),
+        "lake": files_and_digests(tmp_path / "lake"),
+        "staging": files_and_digests(tmp_path / "staging"),
+        "warehouse": files_and_digests(tmp_path).get("warehouse.duckdb"),
+    }
+    capped = {
+        **resources,
+        "taxi_source": TaxiSourceResource(
+            base_url=source.url, landing_dir=str(tmp_path / "landing"), **ceiling
+        ),
+    }
 
     result = materialize(capped, raise_on_error=False)
 
@@ -156,7 +187,8 @@ def test_file_over_the_ceiling_fails_naming_file_and_limit_with_every_sink_uncha
 
 
 def test_one_bad_batch_among_many_fails_the_blocking_check_and_nothing_is_written(
-        tmp_path, source, postgres, monkeypatch):
+    tmp_path, source, postgres, monkeypatch
+):
     resources = pipeline_resources(tmp_path, source.url, postgres)
     assert materialize(resources).success
     good_postgres, good_lake = partition_state(postgres), files_and_digests(tmp_path / "lake")
@@ -178,8 +210,9 @@ def test_one_bad_batch_among_many_fails_the_blocking_check_and_nothing_is_writte
 
     assert not result.success
     assert next(calls) > 40, "the month must have gone through many batches"
-    [evaluation] = [e for e in result.get_asset_check_evaluations()
-                    if e.check_name == "no_zero_passenger_trips"]
+    [evaluation] = [
+        e for e in result.get_asset_check_evaluations() if e.check_name == "no_zero_passenger_trips"
+    ]
     assert not evaluation.passed
     assert evaluation.metadata["failing_rows"].value == leaked[0]
     written = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}

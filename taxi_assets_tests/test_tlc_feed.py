@@ -78,24 +78,31 @@ def expected(path, month: str) -> dict:
     table = pq.read_table(path)
     lower = {name.lower(): name for name in table.column_names}
     kept = table.filter(pc.fill_null(pc.greater(table[lower["passenger_count"]], 0), False))
-    pickups = kept[lower.get("tpep_pickup_datetime") or lower.get("pickup_datetime")
-                   or lower["trip_pickup_datetime"]]
+    pickups = kept[
+        lower.get("tpep_pickup_datetime")
+        or lower.get("pickup_datetime")
+        or lower["trip_pickup_datetime"]
+    ]
     if not pa.types.is_timestamp(pickups.type):
         pickups = pc.strptime(pickups, format="%Y-%m-%d %H:%M:%S", unit="us")
     start = dt.datetime.fromisoformat(f"{month}-01")
     end = (start + dt.timedelta(days=32)).replace(day=1)
-    in_month = pc.and_(pc.greater_equal(pickups, pa.scalar(start, pa.timestamp("us"))),
-                       pc.less(pickups, pa.scalar(end, pa.timestamp("us"))))
+    in_month = pc.and_(
+        pc.greater_equal(pickups, pa.scalar(start, pa.timestamp("us"))),
+        pc.less(pickups, pa.scalar(end, pa.timestamp("us"))),
+    )
     return {
         "rows": kept.num_rows,
-        "total_amount": round(pc.sum(kept[lower.get("total_amount") or lower["total_amt"]])
-                              .as_py(), 2),
+        "total_amount": round(
+            pc.sum(kept[lower.get("total_amount") or lower["total_amt"]]).as_py(), 2
+        ),
         "passengers": int(pc.sum(kept[lower["passenger_count"]]).as_py()),
         "rows_in_month": pc.sum(in_month.cast(pa.int64())).as_py(),
     }
 
 
 # --- the mapping, file by file ---------------------------------------------------------------
+
 
 def read_mapped(path) -> tuple:
     """The file as the raw asset reads it: the mapping plan, and the mapped batches whole."""
@@ -104,55 +111,125 @@ def read_mapped(path) -> tuple:
 
 
 EXPECTED_REPORTS = {
-    "2015-03": {"null_typed": ["congestion_surcharge", "airport_fee"],
-                "absent": ["cbd_congestion_fee"]},
-    "2019-03": {"cast": {"passenger_count": "double → int64", "RatecodeID": "double → int64"},
-                "null_typed": ["airport_fee"], "absent": ["cbd_congestion_fee"]},
-    "2021-03": {"cast": {"passenger_count": "double → int64", "RatecodeID": "double → int64"},
-                "absent": ["cbd_congestion_fee"]},
-    "2023-05": {"renamed": {"Airport_fee": "airport_fee"},
-                "cast": {"VendorID": "int32 → int64", "store_and_fwd_flag": "large_string → string",
-                         "PULocationID": "int32 → int64", "DOLocationID": "int32 → int64"},
-                "absent": ["cbd_congestion_fee"]},
-    "2025-01": {"renamed": {"Airport_fee": "airport_fee"},
-                "cast": {"VendorID": "int32 → int64", "store_and_fwd_flag": "large_string → string",
-                         "PULocationID": "int32 → int64", "DOLocationID": "int32 → int64"}},
-    "2026-03": {"renamed": {"Airport_fee": "airport_fee"},
-                "cast": {"VendorID": "int32 → int64", "store_and_fwd_flag": "large_string → string",
-                         "PULocationID": "int32 → int64", "DOLocationID": "int32 → int64"},
-                "new": {"green_levy": "double"}},
-    "2010-05": {"renamed": {"pickup_datetime": "tpep_pickup_datetime",
-                            "dropoff_datetime": "tpep_dropoff_datetime", "rate_code": "RatecodeID",
-                            "surcharge": "extra", "vendor_id": "vendor_name",
-                            "payment_type": "payment_method"},
-                "cast": {"tpep_pickup_datetime": "string → timestamp[us]",
-                         "tpep_dropoff_datetime": "string → timestamp[us]"},
-                "absent": ["VendorID", "PULocationID", "DOLocationID", "payment_type",
-                           "improvement_surcharge", "congestion_surcharge", "airport_fee",
-                           "cbd_congestion_fee"],
-                "new": {"vendor_name": "string", "pickup_longitude": "double",
-                        "pickup_latitude": "double", "dropoff_longitude": "double",
-                        "dropoff_latitude": "double", "payment_method": "string"}},
-    "2009-05": {"renamed": {"Trip_Pickup_DateTime": "tpep_pickup_datetime",
-                            "Trip_Dropoff_DateTime": "tpep_dropoff_datetime",
-                            "Passenger_Count": "passenger_count", "Trip_Distance": "trip_distance",
-                            "Rate_Code": "RatecodeID", "Fare_Amt": "fare_amount",
-                            "surcharge": "extra", "Tip_Amt": "tip_amount",
-                            "Tolls_Amt": "tolls_amount", "Total_Amt": "total_amount",
-                            "Start_Lon": "pickup_longitude", "Start_Lat": "pickup_latitude",
-                            "store_and_forward": "store_and_forward_flag",
-                            "End_Lon": "dropoff_longitude", "End_Lat": "dropoff_latitude",
-                            "Payment_Type": "payment_method"},
-                "cast": {"tpep_pickup_datetime": "string → timestamp[us]",
-                         "tpep_dropoff_datetime": "string → timestamp[us]",
-                         "RatecodeID": "double → int64"},
-                "absent": ["VendorID", "store_and_fwd_flag", "PULocationID", "DOLocationID",
-                           "payment_type", "improvement_surcharge", "congestion_surcharge",
-                           "airport_fee", "cbd_congestion_fee"],
-                "new": {"vendor_name": "string", "pickup_longitude": "double",
-                        "pickup_latitude": "double", "store_and_forward_flag": "double",
-                        "dropoff_longitude": "double", "dropoff_latitude": "double",
-                        "payment_method": "string"}},
+    "2015-03": {
+        "null_typed": ["congestion_surcharge", "airport_fee"],
+        "absent": ["cbd_congestion_fee"],
+    },
+    "2019-03": {
+        "cast": {"passenger_count": "double → int64", "RatecodeID": "double → int64"},
+        "null_typed": ["airport_fee"],
+        "absent": ["cbd_congestion_fee"],
+    },
+    "2021-03": {
+        "cast": {"passenger_count": "double → int64", "RatecodeID": "double → int64"},
+        "absent": ["cbd_congestion_fee"],
+    },
+    "2023-05": {
+        "renamed": {"Airport_fee": "airport_fee"},
+        "cast": {
+            "VendorID": "int32 → int64",
+            "store_and_fwd_flag": "large_string → string",
+            "PULocationID": "int32 → int64",
+            "DOLocationID": "int32 → int64",
+        },
+        "absent": ["cbd_congestion_fee"],
+    },
+    "2025-01": {
+        "renamed": {"Airport_fee": "airport_fee"},
+        "cast": {
+            "VendorID": "int32 → int64",
+            "store_and_fwd_flag": "large_string → string",
+            "PULocationID": "int32 → int64",
+            "DOLocationID": "int32 → int64",
+        },
+    },
+    "2026-03": {
+        "renamed": {"Airport_fee": "airport_fee"},
+        "cast": {
+            "VendorID": "int32 → int64",
+            "store_and_fwd_flag": "large_string → string",
+            "PULocationID": "int32 → int64",
+            "DOLocationID": "int32 → int64",
+        },
+        "new": {"green_levy": "double"},
+    },
+    "2010-05": {
+        "renamed": {
+            "pickup_datetime": "tpep_pickup_datetime",
+            "dropoff_datetime": "tpep_dropoff_datetime",
+            "rate_code": "RatecodeID",
+            "surcharge": "extra",
+            "vendor_id": "vendor_name",
+            "payment_type": "payment_method",
+        },
+        "cast": {
+            "tpep_pickup_datetime": "string → timestamp[us]",
+            "tpep_dropoff_datetime": "string → timestamp[us]",
+        },
+        "absent": [
+            "VendorID",
+            "PULocationID",
+            "DOLocationID",
+            "payment_type",
+            "improvement_surcharge",
+            "congestion_surcharge",
+            "airport_fee",
+            "cbd_congestion_fee",
+        ],
+        "new": {
+            "vendor_name": "string",
+            "pickup_longitude": "double",
+            "pickup_latitude": "double",
+            "dropoff_longitude": "double",
+            "dropoff_latitude": "double",
+            "payment_method": "string",
+        },
+    },
+    "2009-05": {
+        "renamed": {
+            "Trip_Pickup_DateTime": "tpep_pickup_datetime",
+            "Trip_Dropoff_DateTime": "tpep_dropoff_datetime",
+            "Passenger_Count": "passenger_count",
+            "Trip_Distance": "trip_distance",
+            "Rate_Code": "RatecodeID",
+            "Fare_Amt": "fare_amount",
+            "surcharge": "extra",
+            "Tip_Amt": "tip_amount",
+            "Tolls_Amt": "tolls_amount",
+            "Total_Amt": "total_amount",
+            "Start_Lon": "pickup_longitude",
+            "Start_Lat": "pickup_latitude",
+            "store_and_forward": "store_and_forward_flag",
+            "End_Lon": "dropoff_longitude",
+            "End_Lat": "dropoff_latitude",
+            "Payment_Type": "payment_method",
+        },
+        "cast": {
+            "tpep_pickup_datetime": "string → timestamp[us]",
+            "tpep_dropoff_datetime": "string → timestamp[us]",
+            "RatecodeID": "double → int64",
+        },
+        "absent": [
+            "VendorID",
+            "store_and_fwd_flag",
+            "PULocationID",
+            "DOLocationID",
+            "payment_type",
+            "improvement_surcharge",
+            "congestion_surcharge",
+            "airport_fee",
+            "cbd_congestion_fee",
+        ],
+        "new": {
+            "vendor_name": "string",
+            "pickup_longitude": "double",
+            "pickup_latitude": "double",
+            "store_and_forward_flag": "double",
+            "dropoff_longitude": "double",
+            "dropoff_latitude": "double",
+            "payment_method": "string",
+        },
+    },
 }
 
 
@@ -165,16 +242,22 @@ def test_each_era_maps_to_the_canonical_columns(tmp_path, month):
 
     report = {key: value for key, value in plan.report().items() if value}
     assert report == EXPECTED_REPORTS[month]
-    assert trips.schema.names[:len(CANONICAL_COLUMNS)] == list(CANONICAL_COLUMNS)
-    assert [trips.schema.field(n).type for n in CANONICAL_COLUMNS] == list(CANONICAL_COLUMNS.values())
+    assert trips.schema.names[: len(CANONICAL_COLUMNS)] == list(CANONICAL_COLUMNS)
+    assert [trips.schema.field(n).type for n in CANONICAL_COLUMNS] == list(
+        CANONICAL_COLUMNS.values()
+    )
     source = pq.read_table(path)
     assert trips.num_rows == source.num_rows
     for source_name, name in plan.report()["renamed"].items():
         assert trips[name].null_count == source[source_name].null_count
-    if month not in ("2009-05", "2010-05"):  # where the zone ids exist, they are the file's, nulls included
+    if month not in (
+        "2009-05",
+        "2010-05",
+    ):  # where the zone ids exist, they are the file's, nulls included
         assert trips["PULocationID"].to_pylist() == source["PULocationID"].to_pylist()
         assert trips["passenger_count"].to_pylist() == [
-            None if v is None else int(v) for v in source["passenger_count"].to_pylist()]
+            None if v is None else int(v) for v in source["passenger_count"].to_pylist()
+        ]
     else:  # never invented: no zone ids in 2009 and 2010
         assert trips["PULocationID"].null_count == trips.num_rows
 
@@ -183,15 +266,20 @@ def test_a_fractional_count_fails_naming_the_column_row_and_value(tmp_path):
     table = ERAS["2019-03"]("2019-03")
     counts = table["passenger_count"].to_pylist()
     counts[700] = 1.5
-    table = table.set_column(table.schema.get_field_index("passenger_count"), "passenger_count",
-                             pa.array(counts, pa.float64()))
+    table = table.set_column(
+        table.schema.get_field_index("passenger_count"),
+        "passenger_count",
+        pa.array(counts, pa.float64()),
+    )
     path = tmp_path / "yellow_tripdata_2019-03.parquet"
     pq.write_table(table, path, row_group_size=256)  # the bad row is in a later batch
 
     with pytest.raises(TripFileError) as raised:
         read_mapped(path)
-    assert str(raised.value) == ("yellow_tripdata_2019-03.parquet: column 'passenger_count', "
-                                 "row 701: 1.5 is not a whole number (double → int64)")
+    assert str(raised.value) == (
+        "yellow_tripdata_2019-03.parquet: column 'passenger_count', "
+        "row 701: 1.5 is not a whole number (double → int64)"
+    )
 
 
 def test_a_parquet_file_past_the_ceiling_stops_before_a_row_is_read(tmp_path):
@@ -200,25 +288,37 @@ def test_a_parquet_file_past_the_ceiling_stops_before_a_row_is_read(tmp_path):
     source = TaxiSourceResource(kind="tlc", landing_dir=str(tmp_path), max_bytes_per_file=10_000)
 
     _, trips = source.trips(path)
-    with pytest.raises(TripFileError, match=r"yellow_tripdata_2025-01.parquet: decompresses to "
-                                            r"[\d,]+ bytes, more than the source's "
-                                            r"max_bytes_per_file ceiling of 10,000"):
+    with pytest.raises(
+        TripFileError,
+        match=r"yellow_tripdata_2025-01.parquet: decompresses to "
+        r"[\d,]+ bytes, more than the source's "
+        r"max_bytes_per_file ceiling of 10,000",
+    ):
         next(iter(trips))
 
 
 # --- every era through every sink ------------------------------------------------------------
 
+
 def postgres_month(postgres, month: str) -> dict:
     count, total, passengers = query(
-        postgres, f"SELECT count(*), sum(total_amount)::numeric(14,2), sum(passenger_count) "
-                  f"FROM {POSTGRES_TABLE} WHERE source_month = %s", f"{month}-01")[0]
+        postgres,
+        f"SELECT count(*), sum(total_amount)::numeric(14,2), sum(passenger_count) "
+        f"FROM {POSTGRES_TABLE} WHERE source_month = %s",
+        f"{month}-01",
+    )[0]
     return {"rows": count, "total_amount": float(total), "passengers": int(passengers)}
 
 
 def postgres_columns(postgres) -> list[str]:
-    return [name for (name,) in query(
-        postgres, "SELECT column_name FROM information_schema.columns WHERE table_schema = "
-                  "'ny_taxi' AND table_name = 'yellow_cab_data' ORDER BY ordinal_position")]
+    return [
+        name
+        for (name,) in query(
+            postgres,
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = "
+            "'ny_taxi' AND table_name = 'yellow_cab_data' ORDER BY ordinal_position",
+        )
+    ]
 
 
 @pytest.mark.parametrize("month", list(ERAS))
@@ -226,23 +326,26 @@ def test_each_era_loads_into_every_sink(tmp_path, feed, postgres, month):
     path = feed.publish(month)
     want = expected(path, month)
     duckdb_warehouse = DuckDBWarehouse(tmp_path / "warehouse.duckdb")
-    resources = tlc_resources(tmp_path, feed, postgres,
-                              warehouse_io_manager=duckdb_warehouse.io_manager)
+    resources = tlc_resources(
+        tmp_path, feed, postgres, warehouse_io_manager=duckdb_warehouse.io_manager
+    )
 
     monthly = materialize(resources, f"{month}-01")
     assert monthly.success
     assert materialize_days(resources, *month_days(month)).success
 
-    assert postgres_month(postgres, month) == {k: want[k] for k in ("rows", "total_amount",
-                                                                     "passengers")}
+    assert postgres_month(postgres, month) == {
+        k: want[k] for k in ("rows", "total_amount", "passengers")
+    }
     assert set(CANONICAL_COLUMNS) <= set(postgres_columns(postgres))
     lake = pq.read_table(tmp_path / "lake" / "nyc_taxi_data" / f"{month}.parquet")
     assert lake.num_rows == want["rows"]
-    assert lake.schema.names[:len(CANONICAL_COLUMNS)] == list(CANONICAL_COLUMNS)
+    assert lake.schema.names[: len(CANONICAL_COLUMNS)] == list(CANONICAL_COLUMNS)
     first, last = month_days(month)
     [(rows, total)] = duckdb_warehouse.rows(
         "SELECT count(*), round(sum(total_amount), 2) FROM ny_taxi.yellow_trips WHERE "
-        f"tpep_pickup_datetime >= DATE '{first}' AND tpep_pickup_datetime < DATE '{last}' + 1")
+        f"tpep_pickup_datetime >= DATE '{first}' AND tpep_pickup_datetime < DATE '{last}' + 1"
+    )
     assert rows == want["rows_in_month"]
     # The mapping is the month's metadata, in the UI.
     [raw] = [m for m in monthly.asset_materializations_for_node("raw_yellow_trips")]
@@ -261,8 +364,7 @@ def test_a_new_column_reaches_every_sink_and_a_warning_names_it(
     tmp_path, feed, fresh_postgres, warehouse
 ):
     postgres = fresh_postgres
-    resources = tlc_resources(tmp_path, feed, postgres,
-                              warehouse_io_manager=warehouse.io_manager)
+    resources = tlc_resources(tmp_path, feed, postgres, warehouse_io_manager=warehouse.io_manager)
     # A month without the column first, so every sink's table exists without it.
     for month in ("2026-02", "2026-03"):
         feed.publish(month, (era_2025 if month == "2026-02" else with_unknown_column)(month))
@@ -270,8 +372,9 @@ def test_a_new_column_reaches_every_sink_and_a_warning_names_it(
         assert result.success
         assert materialize_days(resources, *month_days(month)).success
 
-    [check] = [c for c in result.get_asset_check_evaluations()
-               if c.check_name == "only_known_columns"]
+    [check] = [
+        c for c in result.get_asset_check_evaluations() if c.check_name == "only_known_columns"
+    ]
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
     assert check.metadata["new_columns"].value == ["green_levy"]
     want = pq.read_table(feed.path("2026-03"))
@@ -279,20 +382,25 @@ def test_a_new_column_reaches_every_sink_and_a_warning_names_it(
     levy = round(pc.sum(want.filter(kept)["green_levy"]).as_py(), 4)
 
     assert "green_levy" in postgres_columns(postgres)
-    assert query(postgres, f"SELECT source_month::text, round(sum(green_levy)::numeric, 4)::float8, "
-                           f"count(green_levy) FROM {POSTGRES_TABLE} GROUP BY 1 ORDER BY 1") == [
-        ("2026-02-01", None, 0), ("2026-03-01", pytest.approx(levy), want.filter(kept).num_rows)]
+    assert query(
+        postgres,
+        f"SELECT source_month::text, round(sum(green_levy)::numeric, 4)::float8, "
+        f"count(green_levy) FROM {POSTGRES_TABLE} GROUP BY 1 ORDER BY 1",
+    ) == [("2026-02-01", None, 0), ("2026-03-01", pytest.approx(levy), want.filter(kept).num_rows)]
     lake = pq.read_table(tmp_path / "lake" / "nyc_taxi_data" / "2026-03.parquet")
     assert round(pc.sum(lake["green_levy"]).as_py(), 4) == pytest.approx(levy)
     [(warehouse_levy, february_levy)] = warehouse.rows(
         "SELECT round(sum(CASE WHEN tpep_pickup_datetime >= '2026-03-01' THEN green_levy END), 2),"
         " count(CASE WHEN tpep_pickup_datetime < '2026-03-01' THEN green_levy END)"
-        " FROM ny_taxi.yellow_trips")
+        " FROM ny_taxi.yellow_trips"
+    )
     march = want.filter(kept)
-    in_march = pc.greater_equal(march["tpep_pickup_datetime"],
-                                pa.scalar(dt.datetime(2026, 3, 1), pa.timestamp("us")))
-    assert warehouse_levy == pytest.approx(round(pc.sum(march.filter(in_march)["green_levy"])
-                                                 .as_py(), 2))
+    in_march = pc.greater_equal(
+        march["tpep_pickup_datetime"], pa.scalar(dt.datetime(2026, 3, 1), pa.timestamp("us"))
+    )
+    assert warehouse_levy == pytest.approx(
+        round(pc.sum(march.filter(in_march)["green_levy"]).as_py(), 2)
+    )
     # February's rows came from files without the column: null there, never invented.
     assert february_levy == 0
 
@@ -308,30 +416,39 @@ def test_an_incompatible_type_fails_before_any_sink_naming_column_and_types(
     good = sink_state(postgres)
 
     def fails_with_string(month: str, table: pa.Table, column: str) -> str:
-        feed.publish(month, table.set_column(table.schema.get_field_index(column), column,
-                                             table[column].cast(pa.string())))
+        feed.publish(
+            month,
+            table.set_column(
+                table.schema.get_field_index(column), column, table[column].cast(pa.string())
+            ),
+        )
         failed = materialize(resources, f"{month}-01", instance=instance, raise_on_error=False)
         assert not failed.success
         return failure_message(failed)
 
     # A contract column turned string.
-    assert ("column 'fare_amount' is string, which cannot become the canonical 'fare_amount' "
-            "(double)") in fails_with_string("2025-01", era_2025("2025-01"), "fare_amount")
+    assert (
+        "column 'fare_amount' is string, which cannot become the canonical 'fare_amount' (double)"
+    ) in fails_with_string("2025-01", era_2025("2025-01"), "fare_amount")
     # A new column, carried as double so far, arriving as a string.
-    assert ("column 'green_levy' is string, but the sinks hold it as double: not an additive "
-            "change") in fails_with_string("2026-04", with_unknown_column("2026-04"), "green_levy")
+    assert (
+        "column 'green_levy' is string, but the sinks hold it as double: not an additive change"
+    ) in fails_with_string("2026-04", with_unknown_column("2026-04"), "green_levy")
 
     assert sink_state(postgres) == good
-    assert sorted(p.name for p in (tmp_path / "lake" / "nyc_taxi_data").iterdir()) == \
-        ["2026-03.parquet"]
+    assert sorted(p.name for p in (tmp_path / "lake" / "nyc_taxi_data").iterdir()) == [
+        "2026-03.parquet"
+    ]
 
 
 # --- publication: 403s ------------------------------------------------------------------------
 
+
 def tick(sensor_name: str, instance, source: TaxiSourceResource, cursor=None):
     sensor = REPO.get_sensor_def(sensor_name)
-    result = sensor(dg.build_sensor_context(instance=instance, cursor=cursor,
-                                            resources={"taxi_source": source}))
+    result = sensor(
+        dg.build_sensor_context(instance=instance, cursor=cursor, resources={"taxi_source": source})
+    )
     if isinstance(result, dg.SkipReason):
         return [], cursor, result.skip_message
     return list(result.run_requests), result.cursor, None
@@ -365,17 +482,18 @@ def test_a_403_is_not_published_only_while_the_known_object_answers(
 
     feed.throttled = False
     requests, cursor, _ = tick("new_month_published", instance, source, cursor)
-    assert [(r.partition_key, r.run_key) for r in requests] == [
-        ("2025-02-01", "published-2025-02")]
+    assert [(r.partition_key, r.run_key) for r in requests] == [("2025-02-01", "published-2025-02")]
 
 
 # --- re-uploads -------------------------------------------------------------------------------
 
+
 def test_a_reupload_rematerializes_the_month_and_its_days(tmp_path, feed, fresh_postgres, instance):
     postgres = fresh_postgres
     duckdb_warehouse = DuckDBWarehouse(tmp_path / "warehouse.duckdb")
-    resources = tlc_resources(tmp_path, feed, postgres,
-                              warehouse_io_manager=duckdb_warehouse.io_manager)
+    resources = tlc_resources(
+        tmp_path, feed, postgres, warehouse_io_manager=duckdb_warehouse.io_manager
+    )
     source = resources["taxi_source"]
     first = dg.evaluate_automation_conditions(defs, instance)
     feed.publish("2025-01")
@@ -402,23 +520,32 @@ def test_a_reupload_rematerializes_the_month_and_its_days(tmp_path, feed, fresh_
     assert feed.requests.count("GET /trip-data/yellow_tripdata_2025-01.parquet") == 1
     [raw] = rerun.asset_materializations_for_node("raw_yellow_trips")
     assert raw.metadata["source_version"].value not in (old_version, None)
-    assert postgres_month(postgres, "2025-01")["rows"] == expected(
-        feed.path("2025-01"), "2025-01")["rows"]
+    assert (
+        postgres_month(postgres, "2025-01")["rows"]
+        == expected(feed.path("2025-01"), "2025-01")["rows"]
+    )
 
     # The existing automation takes the days from there (the 31st waits for February).
     after = dg.evaluate_automation_conditions(defs, instance, cursor=settled.cursor)
     days = [str(dt.date(2025, 1, d)) for d in range(1, 31)]
-    assert requested(after) == {"yellow_trips_by_day": days, "yellow_trips_daily_export": days,
-                                "ny_taxi/yellow_trips": days}
+    assert requested(after) == {
+        "yellow_trips_by_day": days,
+        "yellow_trips_daily_export": days,
+        "ny_taxi/yellow_trips": days,
+    }
     assert materialize_days(resources, days[0], days[-1], instance=instance).success
     [(rows,)] = duckdb_warehouse.rows(
-        "SELECT count(*) FROM ny_taxi.yellow_trips WHERE tpep_pickup_datetime < '2025-01-31'")
+        "SELECT count(*) FROM ny_taxi.yellow_trips WHERE tpep_pickup_datetime < '2025-01-31'"
+    )
     kept = reissued.filter(pc.fill_null(pc.greater(reissued["passenger_count"], 0), False))
     in_days = pc.and_(
-        pc.greater_equal(kept["tpep_pickup_datetime"],
-                         pa.scalar(dt.datetime(2025, 1, 1), pa.timestamp("us"))),
-        pc.less(kept["tpep_pickup_datetime"],
-                pa.scalar(dt.datetime(2025, 1, 31), pa.timestamp("us"))))
+        pc.greater_equal(
+            kept["tpep_pickup_datetime"], pa.scalar(dt.datetime(2025, 1, 1), pa.timestamp("us"))
+        ),
+        pc.less(
+            kept["tpep_pickup_datetime"], pa.scalar(dt.datetime(2025, 1, 31), pa.timestamp("us"))
+        ),
+    )
     assert rows == pc.sum(in_days.cast(pa.int64())).as_py()
 
 
@@ -435,8 +562,10 @@ def test_a_throttled_feed_requests_nothing_and_is_asked_once(
 
     requests, _, skipped = tick("source_file_changed", instance, resources["taxi_source"])
 
-    assert requests == [] and "not checked, asked again next tick: ['2025-01 and the months " \
-        "after it" in skipped
+    assert (
+        requests == []
+        and "not checked, asked again next tick: ['2025-01 and the months after it" in skipped
+    )
     # The first refusal ends the tick: the other months are not asked to time out in turn.
     assert feed.requests == ["HEAD /trip-data/yellow_tripdata_2025-01.parquet", f"HEAD {PROBE}"]
     feed.throttled = False
@@ -467,6 +596,7 @@ def test_a_landed_copy_is_reused_only_while_its_version_is_current(tmp_path, fee
 
 # --- the schedule and the months a source has ------------------------------------------------
 
+
 def test_the_monthly_schedule_asks_for_the_newest_month_the_lag_allows(tmp_path, feed):
     source = TaxiSourceResource(kind="tlc", base_url=feed.url, landing_dir=str(tmp_path))
     schedule = REPO.get_schedule_def("monthly_yellow_trips_schedule")
@@ -478,8 +608,11 @@ def test_the_monthly_schedule_asks_for_the_newest_month_the_lag_allows(tmp_path,
         instance = dg.DagsterInstance.local_temp(str(tmp_path / "dagster"))
         try:
             context = dg.build_schedule_context(
-                instance=instance, resources={"taxi_source": source}, repository_def=REPO,
-                scheduled_execution_time=when.replace(tzinfo=dt.timezone.utc))
+                instance=instance,
+                resources={"taxi_source": source},
+                repository_def=REPO,
+                scheduled_execution_time=when.replace(tzinfo=dt.timezone.utc),
+            )
             return schedule.evaluate_tick(context)
         finally:
             instance.dispose()
@@ -494,9 +627,12 @@ def test_the_monthly_schedule_asks_for_the_newest_month_the_lag_allows(tmp_path,
 
 def test_a_month_the_source_does_not_carry_fails_at_once(monkeypatch):
     monkeypatch.setenv("TAXI_SOURCE", "datatalks")
-    with pytest.raises(SystemExit, match=r"2025-01 is not a month of the DataTalksClub CSV.gz "
-                                         r"mirror \(TAXI_SOURCE=datatalks\): it holds 2019-01 to "
-                                         r"2021-07"):
+    with pytest.raises(
+        SystemExit,
+        match=r"2025-01 is not a month of the DataTalksClub CSV.gz "
+        r"mirror \(TAXI_SOURCE=datatalks\): it holds 2019-01 to "
+        r"2021-07",
+    ):
         cli.run("2025-01")
     monkeypatch.setenv("TAXI_SOURCE", "tlc")
     this_month = f"{dt.date.today():%Y-%m}"

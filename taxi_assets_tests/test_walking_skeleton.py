@@ -7,7 +7,13 @@ import pytest
 
 from taxi_assets.assets import clean
 from taxi_assets_tests.conftest import sample
-from taxi_assets_tests.pipeline import JANUARY, materialize, partition_state, query, pipeline_resources
+from taxi_assets_tests.pipeline import (
+    JANUARY,
+    materialize,
+    partition_state,
+    query,
+    pipeline_resources,
+)
 
 REAL_ROWS = 28_401
 REAL_ZERO_PASSENGER_ROWS = 589
@@ -30,8 +36,11 @@ def test_month_materializes_end_to_end(resources, http_source, postgres):
     assert clean_meta["dagster/row_count"].value == REAL_ROWS - REAL_ZERO_PASSENGER_ROWS
     count, _, _ = partition_state(postgres)
     assert count == REAL_ROWS - REAL_ZERO_PASSENGER_ROWS
-    assert query(postgres, "SELECT count(*) FROM ny_taxi.yellow_cab_data "
-                           "WHERE passenger_count IS NULL OR passenger_count = 0") == [(0,)]
+    assert query(
+        postgres,
+        "SELECT count(*) FROM ny_taxi.yellow_cab_data "
+        "WHERE passenger_count IS NULL OR passenger_count = 0",
+    ) == [(0,)]
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks["no_zero_passenger_trips"] is True
     # 16 real trips in this file were picked up in December 2020: inside the month before.
@@ -62,7 +71,8 @@ def test_source_url_may_be_a_plain_folder(tmp_path, http_source, postgres):
     folder = tmp_path / "samples"
     folder.mkdir()
     (folder / "yellow_tripdata_2021-01.csv.gz").write_bytes(
-        sample("yellow_tripdata_2021-01.csv.gz").read_bytes())
+        sample("yellow_tripdata_2021-01.csv.gz").read_bytes()
+    )
     query(postgres, "DROP SCHEMA IF EXISTS ny_taxi CASCADE")
 
     result = materialize(pipeline_resources(tmp_path / "state", str(folder), postgres))
@@ -100,9 +110,12 @@ def test_reader_never_sees_the_partition_empty_during_a_replace(resources, http_
 
         with psycopg.connect(postgres.uri, autocommit=True) as conn:
             while not stop.is_set():
-                seen.append(conn.execute(
-                    "SELECT count(*) FROM ny_taxi.yellow_cab_data WHERE source_month = %s",
-                    (JANUARY,)).fetchone()[0])
+                seen.append(
+                    conn.execute(
+                        "SELECT count(*) FROM ny_taxi.yellow_cab_data WHERE source_month = %s",
+                        (JANUARY,),
+                    ).fetchone()[0]
+                )
 
     reader = threading.Thread(target=read_continuously)
     reader.start()
@@ -118,10 +131,14 @@ def test_reader_never_sees_the_partition_empty_during_a_replace(resources, http_
 
 
 BAD_INPUTS = [
-    ("excel_resaved__yellow_tripdata_2021-01.csv.gz",
-     ["excel_resaved", "line 2", "tpep_pickup_datetime", "01/01/2021 0:30"]),
-    ("yellow_tripdata_2021-01.truncated_last_line.csv.gz",
-     ["line 28403", "expected 18 columns, got 3"]),
+    (
+        "excel_resaved__yellow_tripdata_2021-01.csv.gz",
+        ["excel_resaved", "line 2", "tpep_pickup_datetime", "01/01/2021 0:30"],
+    ),
+    (
+        "yellow_tripdata_2021-01.truncated_last_line.csv.gz",
+        ["line 28403", "expected 18 columns, got 3"],
+    ),
     ("yellow_tripdata_sample_2019-01.csv.gz", ["missing ['VendorID'", "vendor_id"]),
 ]
 

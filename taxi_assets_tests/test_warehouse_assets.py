@@ -21,7 +21,8 @@ class BigQueryWarehouse:
         self.client = emulator.client()
         self.client.query(f"DROP TABLE IF EXISTS {TABLE}").result()
         self.io_manager = BigQueryWarehouseIOManager(
-            project=emulator.project, dataset="ny_taxi", api_endpoint=emulator.endpoint)
+            project=emulator.project, dataset="ny_taxi", api_endpoint=emulator.endpoint
+        )
 
     def rows(self, sql: str) -> list[tuple]:
         return [tuple(row.values()) for row in self.client.query(sql).result()]
@@ -48,23 +49,29 @@ def warehouse(request, tmp_path):
 def resources(tmp_path, http_source, postgres, warehouse):
     query(postgres, "DROP SCHEMA IF EXISTS ny_taxi CASCADE")
     http_source.publish("2021-01", "yellow_tripdata_2021-01.csv.gz")
-    resources = pipeline_resources(tmp_path, http_source.url, postgres,
-                                   warehouse_io_manager=warehouse.io_manager)
+    resources = pipeline_resources(
+        tmp_path, http_source.url, postgres, warehouse_io_manager=warehouse.io_manager
+    )
     assert materialize(resources).success
     return resources
 
 
 def rows_per_day(warehouse) -> dict[str, int]:
-    return {str(day): count for day, count in warehouse.rows(
-        f"SELECT CAST(tpep_pickup_datetime AS DATE) AS day, COUNT(*) FROM {TABLE} "
-        "GROUP BY day ORDER BY day")}
+    return {
+        str(day): count
+        for day, count in warehouse.rows(
+            f"SELECT CAST(tpep_pickup_datetime AS DATE) AS day, COUNT(*) FROM {TABLE} "
+            "GROUP BY day ORDER BY day"
+        )
+    }
 
 
 def check_passed(result) -> bool:
     """Every day of the run has its own evaluation, recorded against that day's partition
     (an unpartitioned one would leave the days' planned evaluations "skipped" in the UI)."""
-    evaluations = [e for e in result.get_asset_check_evaluations()
-                   if e.check_name == "warehouse_matches_lake"]
+    evaluations = [
+        e for e in result.get_asset_check_evaluations() if e.check_name == "warehouse_matches_lake"
+    ]
     days = result.dagster_run.tags.get("dagster/partition")
     if days is None:
         start = result.dagster_run.tags["dagster/asset_partition_range_start"]
@@ -80,10 +87,17 @@ def test_days_land_with_lowercase_columns_and_the_lake_reconciles(resources, war
     result = materialize_days(resources, "2021-01-01", "2021-01-02")
 
     assert result.success and check_passed(result)
-    columns = [row[0] for row in warehouse.rows(
-        "SELECT column_name FROM ny_taxi.INFORMATION_SCHEMA.COLUMNS "
-        "WHERE table_name = 'yellow_trips'")] if isinstance(warehouse, BigQueryWarehouse) else \
-        [row[0] for row in warehouse.rows("DESCRIBE ny_taxi.yellow_trips")]
+    columns = (
+        [
+            row[0]
+            for row in warehouse.rows(
+                "SELECT column_name FROM ny_taxi.INFORMATION_SCHEMA.COLUMNS "
+                "WHERE table_name = 'yellow_trips'"
+            )
+        ]
+        if isinstance(warehouse, BigQueryWarehouse)
+        else [row[0] for row in warehouse.rows("DESCRIBE ny_taxi.yellow_trips")]
+    )
     assert "vendorid" in columns and "pulocationid" in columns
     assert all(column == column.lower() for column in columns)
     per_day = rows_per_day(warehouse)
@@ -96,8 +110,9 @@ def test_rerunning_a_day_replaces_exactly_its_rows_and_days_coexist(resources, w
     before = rows_per_day(warehouse)
     [(fares_before,)] = warehouse.rows(f"SELECT SUM(total_amount) FROM {TABLE}")
 
-    result = materialize(resources, partition_key="2021-01-02",
-                         selection="yellow_trips_by_day ny_taxi/yellow_trips")
+    result = materialize(
+        resources, partition_key="2021-01-02", selection="yellow_trips_by_day ny_taxi/yellow_trips"
+    )
 
     assert result.success and check_passed(result)
     assert rows_per_day(warehouse) == before
@@ -107,17 +122,22 @@ def test_rerunning_a_day_replaces_exactly_its_rows_and_days_coexist(resources, w
 
 def test_reconciliation_fails_when_a_row_is_missing(resources, warehouse):
     materialize_days(resources, "2021-01-01", "2021-01-02")
-    warehouse.rows(f"DELETE FROM {TABLE} WHERE tpep_pickup_datetime = "
-                   f"(SELECT MIN(tpep_pickup_datetime) FROM {TABLE} "
-                   "WHERE tpep_pickup_datetime >= '2021-01-02')")
+    warehouse.rows(
+        f"DELETE FROM {TABLE} WHERE tpep_pickup_datetime = "
+        f"(SELECT MIN(tpep_pickup_datetime) FROM {TABLE} "
+        "WHERE tpep_pickup_datetime >= '2021-01-02')"
+    )
 
     # The check alone, as the UI's "Execute check" runs it: no asset is re-materialized.
     check_job = dg.define_asset_job("reconcile", dg.AssetSelection.checks(warehouse_matches_lake))
-    definitions = dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks,
-                                 jobs=[check_job], resources=resources)
+    definitions = dg.Definitions(
+        assets=defs.assets, asset_checks=defs.asset_checks, jobs=[check_job], resources=resources
+    )
     result = definitions.resolve_job_def("reconcile").execute_in_process(
-        tags={"dagster/partition": "2021-01-02"}, instance=dg.DagsterInstance.ephemeral(),
-        raise_on_error=False)
+        tags={"dagster/partition": "2021-01-02"},
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
 
     assert check_passed(result) is False
 
@@ -126,6 +146,7 @@ def test_a_day_without_trips_empties_its_warehouse_partition(resources, warehous
     materialize_days(resources, "2021-01-01", "2021-01-03")
 
     assert rows_per_day(warehouse).get("2021-01-03") is None
-    result = materialize(resources, partition_key="2021-01-03",
-                         selection="yellow_trips_by_day ny_taxi/yellow_trips")
+    result = materialize(
+        resources, partition_key="2021-01-03", selection="yellow_trips_by_day ny_taxi/yellow_trips"
+    )
     assert result.success and check_passed(result)

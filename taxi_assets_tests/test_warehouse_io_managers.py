@@ -339,14 +339,20 @@ def test_reads_a_partition_back_through_the_io_manager(warehouse: Warehouse):
 
 def test_bigquery_schema_is_the_same_for_numpy_and_arrow_backed_frames():
     numpy_backed = trips("2021-01-05", 3)
-    ints = ["vendorid", "passenger_count", "ratecodeid", "pulocationid", "dolocationid",
-            "payment_type"]
+    ints = [
+        "vendorid",
+        "passenger_count",
+        "ratecodeid",
+        "pulocationid",
+        "dolocationid",
+        "payment_type",
+    ]
     expected = {
         **{c: "INT64" for c in ints},
         "tpep_pickup_datetime": "DATETIME",
         "tpep_dropoff_datetime": "DATETIME",
         "store_and_fwd_flag": "STRING",
-        **{c: "FLOAT64" for c in ["trip_distance", *COLUMNS[COLUMNS.index("fare_amount"):]]},
+        **{c: "FLOAT64" for c in ["trip_distance", *COLUMNS[COLUMNS.index("fare_amount") :]]},
     }
 
     for frame in [numpy_backed, arrow_backed(numpy_backed)]:
@@ -373,7 +379,11 @@ def test_bigquery_schema_is_the_same_for_numpy_and_arrow_backed_frames():
         }
     )
     assert {f.name: f.field_type for f in bigquery_schema(other)} == {
-        "flag": "STRING", "zone": "STRING", "day": "DATE", "at": "TIMESTAMP", "ok": "BOOL"
+        "flag": "STRING",
+        "zone": "STRING",
+        "day": "DATE",
+        "at": "TIMESTAMP",
+        "ok": "BOOL",
     }
 
 

@@ -64,31 +64,42 @@ def _with(table: pa.Table, name: str, values) -> pa.Table:
 def era_2011(month: str) -> pa.Table:
     """2011-01..2018-06: 19 columns, ids int64, both fees Null-typed."""
     table = _moved_to(real_rows(), month)
-    table = table.set_column(table.schema.get_field_index("congestion_surcharge"),
-                             "congestion_surcharge", pa.nulls(table.num_rows, pa.null()))
+    table = table.set_column(
+        table.schema.get_field_index("congestion_surcharge"),
+        "congestion_surcharge",
+        pa.nulls(table.num_rows, pa.null()),
+    )
     return _with(table, "airport_fee", pa.nulls(table.num_rows, pa.null()))
 
 
 def era_2018(month: str) -> pa.Table:
     """2018-07..2023-01: passenger_count and RatecodeID double; airport_fee Null-typed."""
-    table = _retyped(_moved_to(real_rows(), month),
-                     {"passenger_count": pa.float64(), "RatecodeID": pa.float64()})
+    table = _retyped(
+        _moved_to(real_rows(), month), {"passenger_count": pa.float64(), "RatecodeID": pa.float64()}
+    )
     return _with(table, "airport_fee", pa.nulls(table.num_rows, pa.null()))
 
 
 def era_2021(month: str) -> pa.Table:
     """2020-08..2023-01 but 2020-10: as 2018-07's, with airport_fee double."""
-    table = _retyped(_moved_to(real_rows(), month),
-                     {"passenger_count": pa.float64(), "RatecodeID": pa.float64()})
+    table = _retyped(
+        _moved_to(real_rows(), month), {"passenger_count": pa.float64(), "RatecodeID": pa.float64()}
+    )
     fee = pc.if_else(pc.equal(table["PULocationID"], 132), 1.25, 0.0)
     return _with(table, "airport_fee", fee)
 
 
 def era_2023(month: str) -> pa.Table:
     """2023-02..2024-12: `Airport_fee`, ids int32, counts int64, large_string flags."""
-    table = _retyped(_moved_to(real_rows(), month), {
-        "VendorID": pa.int32(), "PULocationID": pa.int32(), "DOLocationID": pa.int32(),
-        "store_and_fwd_flag": pa.large_string()})
+    table = _retyped(
+        _moved_to(real_rows(), month),
+        {
+            "VendorID": pa.int32(),
+            "PULocationID": pa.int32(),
+            "DOLocationID": pa.int32(),
+            "store_and_fwd_flag": pa.large_string(),
+        },
+    )
     fee = pc.if_else(pc.equal(table["PULocationID"], 132), 1.75, 0.0)
     return _with(table, "Airport_fee", fee)
 
@@ -111,6 +122,7 @@ def era_2010(month: str) -> pa.Table:
     table = _moved_to(real_rows(), month)
     vendor = pc.if_else(pc.equal(table["VendorID"], 1), "CMT", "VTS")
     payment = pc.if_else(pc.equal(table["payment_type"], 1), "Credit", "CASH")
+
     # Derived, not real: the sample has zone ids, and 2010 had coordinates instead.
     def lon(zone):
         return pc.add(pc.multiply(table[zone].cast(pa.float64()), 0.0001), -74.0)
@@ -119,39 +131,55 @@ def era_2010(month: str) -> pa.Table:
         return pc.add(pc.multiply(table[zone].cast(pa.float64()), 0.0001), 40.7)
 
     stamp = "%Y-%m-%d %H:%M:%S"
-    return pa.table({
-        "vendor_id": pc.if_else(pc.is_null(table["VendorID"]), pa.scalar(None, pa.string()),
-                                vendor),
-        "pickup_datetime": pc.strftime(table["tpep_pickup_datetime"].cast(pa.timestamp("s")), stamp),
-        "dropoff_datetime": pc.strftime(table["tpep_dropoff_datetime"].cast(pa.timestamp("s")),
-                                        stamp),
-        "passenger_count": table["passenger_count"],
-        "trip_distance": table["trip_distance"],
-        "pickup_longitude": lon("PULocationID"),
-        "pickup_latitude": lat("PULocationID"),
-        "rate_code": table["RatecodeID"],
-        "store_and_fwd_flag": table["store_and_fwd_flag"],
-        "dropoff_longitude": lon("DOLocationID"),
-        "dropoff_latitude": lat("DOLocationID"),
-        "payment_type": pc.if_else(pc.is_null(table["payment_type"]),
-                                   pa.scalar(None, pa.string()), payment),
-        "fare_amount": table["fare_amount"],
-        "surcharge": table["extra"],
-        "mta_tax": table["mta_tax"],
-        "tip_amount": table["tip_amount"],
-        "tolls_amount": table["tolls_amount"],
-        "total_amount": table["total_amount"],
-    })
+    return pa.table(
+        {
+            "vendor_id": pc.if_else(
+                pc.is_null(table["VendorID"]), pa.scalar(None, pa.string()), vendor
+            ),
+            "pickup_datetime": pc.strftime(
+                table["tpep_pickup_datetime"].cast(pa.timestamp("s")), stamp
+            ),
+            "dropoff_datetime": pc.strftime(
+                table["tpep_dropoff_datetime"].cast(pa.timestamp("s")), stamp
+            ),
+            "passenger_count": table["passenger_count"],
+            "trip_distance": table["trip_distance"],
+            "pickup_longitude": lon("PULocationID"),
+            "pickup_latitude": lat("PULocationID"),
+            "rate_code": table["RatecodeID"],
+            "store_and_fwd_flag": table["store_and_fwd_flag"],
+            "dropoff_longitude": lon("DOLocationID"),
+            "dropoff_latitude": lat("DOLocationID"),
+            "payment_type": pc.if_else(
+                pc.is_null(table["payment_type"]), pa.scalar(None, pa.string()), payment
+            ),
+            "fare_amount": table["fare_amount"],
+            "surcharge": table["extra"],
+            "mta_tax": table["mta_tax"],
+            "tip_amount": table["tip_amount"],
+            "tolls_amount": table["tolls_amount"],
+            "total_amount": table["total_amount"],
+        }
+    )
 
 
 _NAMES_2009 = {
-    "vendor_id": "vendor_name", "pickup_datetime": "Trip_Pickup_DateTime",
-    "dropoff_datetime": "Trip_Dropoff_DateTime", "passenger_count": "Passenger_Count",
-    "trip_distance": "Trip_Distance", "pickup_longitude": "Start_Lon",
-    "pickup_latitude": "Start_Lat", "rate_code": "Rate_Code",
-    "store_and_fwd_flag": "store_and_forward", "dropoff_longitude": "End_Lon",
-    "dropoff_latitude": "End_Lat", "payment_type": "Payment_Type", "fare_amount": "Fare_Amt",
-    "tip_amount": "Tip_Amt", "tolls_amount": "Tolls_Amt", "total_amount": "Total_Amt",
+    "vendor_id": "vendor_name",
+    "pickup_datetime": "Trip_Pickup_DateTime",
+    "dropoff_datetime": "Trip_Dropoff_DateTime",
+    "passenger_count": "Passenger_Count",
+    "trip_distance": "Trip_Distance",
+    "pickup_longitude": "Start_Lon",
+    "pickup_latitude": "Start_Lat",
+    "rate_code": "Rate_Code",
+    "store_and_fwd_flag": "store_and_forward",
+    "dropoff_longitude": "End_Lon",
+    "dropoff_latitude": "End_Lat",
+    "payment_type": "Payment_Type",
+    "fare_amount": "Fare_Amt",
+    "tip_amount": "Tip_Amt",
+    "tolls_amount": "Tolls_Amt",
+    "total_amount": "Total_Amt",
 }
 
 
@@ -207,7 +235,8 @@ class TlcFeed:
                 path.unlink()
         (self.root / "misc").mkdir(exist_ok=True)
         (self.root / "misc" / "taxi_zone_lookup.csv").write_bytes(
-            b'"LocationID","Borough","Zone","service_zone"\n1,"EWR","Newark Airport","EWR"\n')
+            b'"LocationID","Borough","Zone","service_zone"\n1,"EWR","Newark Airport","EWR"\n'
+        )
         self.requests.clear()
         self.throttled, self.send_etag = False, True
 
@@ -230,8 +259,9 @@ def _handler(feed: TlcFeed):
             data = path.read_bytes()
             self.send_response(200)
             self.send_header("Content-Length", str(len(data)))
-            self.send_header("Last-Modified",
-                             email.utils.formatdate(path.stat().st_mtime, usegmt=True))
+            self.send_header(
+                "Last-Modified", email.utils.formatdate(path.stat().st_mtime, usegmt=True)
+            )
             if feed.send_etag:
                 self.send_header("ETag", f'"{hashlib.md5(data).hexdigest()}"')
             self.end_headers()

@@ -25,7 +25,9 @@ def yellow_trips(context: dg.AssetExecutionContext, raw_yellow_trips: TripBatche
     def batches():
         counts["dropped_zero_or_missing_passengers"] = 0
         yield from map(cleaned, raw_yellow_trips)
-        context.log.info(f"dropped {counts['dropped_zero_or_missing_passengers']:,} trips "
-                         "with zero or missing passenger_count")
+        context.log.info(
+            f"dropped {counts['dropped_zero_or_missing_passengers']:,} trips "
+            "with zero or missing passenger_count"
+        )
 
     return TripBatches(raw_yellow_trips.schema, batches, metadata=counts)

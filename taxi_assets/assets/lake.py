@@ -38,15 +38,19 @@ def yellow_trips_parquet(yellow_trips: TripBatches) -> TripBatches:
     return yellow_trips
 
 
-@dg.asset(**daily_from_months, io_manager_key="lake_by_day_io_manager",
-          pool="lake_yellow_trips_by_day")
+@dg.asset(
+    **daily_from_months, io_manager_key="lake_by_day_io_manager", pool="lake_yellow_trips_by_day"
+)
 def yellow_trips_by_day(yellow_trips: TripBatches) -> TripBatches:
     """Trips by pickup day, whichever month's file they came in: `tpep_pickup_date=…/` folders."""
     return yellow_trips
 
 
-@dg.asset(**daily_from_months, io_manager_key="lake_export_io_manager",
-          pool="lake_yellow_trips_daily_export")
+@dg.asset(
+    **daily_from_months,
+    io_manager_key="lake_export_io_manager",
+    pool="lake_yellow_trips_daily_export",
+)
 def yellow_trips_daily_export(yellow_trips: TripBatches) -> TripBatches:
     """The tutorial's `execution_date` export: a day's trips at `YYYY/MM/DD/nyc_taxi_data.parquet`."""
     return yellow_trips

@@ -13,7 +13,8 @@ MAPPINGS_CONSULTED = 100
 def new_column_types(context: dg.AssetExecutionContext) -> dict[str, pa.DataType]:
     """The types earlier months carried their new (non-contract) columns to the sinks in."""
     records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=context.asset_key), limit=MAPPINGS_CONSULTED).records
+        dg.AssetRecordsFilter(asset_key=context.asset_key), limit=MAPPINGS_CONSULTED
+    ).records
     known: dict[str, pa.DataType] = {}
     for record in reversed(records):  # oldest first: the newest month's type wins
         mapping = record.asset_materialization.metadata.get("schema_mapping")
@@ -28,8 +29,9 @@ def new_column_types(context: dg.AssetExecutionContext) -> dict[str, pa.DataType
     kinds={"csv", "parquet", "pandas"},
     # Network faults are retried inside the download; a run-level retry would only repeat them.
 )
-def raw_yellow_trips(context: dg.AssetExecutionContext,
-                     taxi_source: TaxiSourceResource) -> dg.Output[TripBatches]:
+def raw_yellow_trips(
+    context: dg.AssetExecutionContext, taxi_source: TaxiSourceResource
+) -> dg.Output[TripBatches]:
     """Every trip in the month's TLC yellow-taxi file, mapped to the canonical columns.
 
     Its data version is the source file's version (ETag, or Last-Modified and size): a
@@ -42,10 +44,14 @@ def raw_yellow_trips(context: dg.AssetExecutionContext,
         # A month the source does not have is an answer, not a crash: say it in one line.
         published = isinstance(error, SourceNotPublished)
         raise dg.Failure(
-            description=f"{month} is not published by the source: {error}" if published
+            description=f"{month} is not published by the source: {error}"
+            if published
             else str(error),
-            metadata={"month": month, "source_file": taxi_source.file_name(month),
-                      "setting": "TAXI_SOURCE_URL" if published else "TAXI_SOURCE"},
+            metadata={
+                "month": month,
+                "source_file": taxi_source.file_name(month),
+                "setting": "TAXI_SOURCE_URL" if published else "TAXI_SOURCE",
+            },
             allow_retries=False,
         ) from error
     plan, trips = taxi_source.trips(landed.path, known_types=new_column_types(context))

@@ -13,8 +13,10 @@ def normalise_column_names(trips: TripBatches) -> TripBatches:
     """The tutorial's rule: spaces to underscores, lower case (`VendorID` → `vendorid`)."""
     names = [name.replace(" ", "_").lower() for name in trips.schema.names]
     # New names over the same column data.
-    return trips.map(lambda batch: batch.rename_columns(names),
-                     pa.schema([field.with_name(name) for field, name in zip(trips.schema, names)]))
+    return trips.map(
+        lambda batch: batch.rename_columns(names),
+        pa.schema([field.with_name(name) for field, name in zip(trips.schema, names)]),
+    )
 
 
 @dg.asset(
@@ -35,13 +37,15 @@ def warehouse_yellow_trips(trips: TripBatches) -> TripBatches:
 
 @dg.asset_check(
     asset=warehouse_yellow_trips,
-    additional_ins={"lake_trips": dg.AssetIn("yellow_trips_by_day",
-                                              metadata={"columns": [PICKUP]})},
+    additional_ins={
+        "lake_trips": dg.AssetIn("yellow_trips_by_day", metadata={"columns": [PICKUP]})
+    },
     partitions_def=daily_partitions,
     description="The warehouse holds exactly as many rows for each day as the lake does.",
 )
 def warehouse_matches_lake(
-    context: dg.AssetCheckExecutionContext, warehouse_yellow_trips: RowsPerDay,
+    context: dg.AssetCheckExecutionContext,
+    warehouse_yellow_trips: RowsPerDay,
     lake_trips: TripBatches,
 ) -> None:
     """One evaluation per day, each recorded against its own partition.
@@ -57,9 +61,13 @@ def warehouse_matches_lake(
     op_context = context.op_execution_context
     for day in op_context.partition_keys:
         in_warehouse, in_lake = warehouse_rows.get(day, 0), lake_rows.get(day, 0)
-        op_context.log_event(check_evaluation_for_partition(
-            context.instance, check_key, day, passed=in_warehouse == in_lake,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={"warehouse_rows": in_warehouse, "lake_rows": in_lake},
-        ))
-
+        op_context.log_event(
+            check_evaluation_for_partition(
+                context.instance,
+                check_key,
+                day,
+                passed=in_warehouse == in_lake,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={"warehouse_rows": in_warehouse, "lake_rows": in_lake},
+            )
+        )

@@ -183,8 +183,9 @@ def bigquery_schema(obj: pd.DataFrame | pa.Schema) -> list[bigquery.SchemaField]
     Takes numpy, pandas-nullable (`Int64`, `string`) and Arrow-backed (`int64[pyarrow]`) columns
     alike, through the Arrow type each converts to.
     """
-    arrow_schema = (obj if isinstance(obj, pa.Schema)
-                    else pa.Schema.from_pandas(obj, preserve_index=False))
+    arrow_schema = (
+        obj if isinstance(obj, pa.Schema) else pa.Schema.from_pandas(obj, preserve_index=False)
+    )
     fields = []
     for field in arrow_schema:
         try:
@@ -213,8 +214,9 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
 }
 
 
-def parquet_for_table(obj: pd.DataFrame | pa.Table,
-                      schema: Sequence[bigquery.SchemaField]) -> io.BytesIO:
+def parquet_for_table(
+    obj: pd.DataFrame | pa.Table, schema: Sequence[bigquery.SchemaField]
+) -> io.BytesIO:
     """`obj` as Parquet whose columns have the table's order and types.
 
     Order, because some servers (bqemulator) match a Parquet file's columns by position. Types,
@@ -225,8 +227,11 @@ def parquet_for_table(obj: pd.DataFrame | pa.Table,
     names = [f.name for f in schema if f.name in present]
     # Columns the table lacks stay, for the load job to refuse by name.
     names += [c for c in present if c not in names]
-    table = (obj.select(names) if isinstance(obj, pa.Table)
-             else pa.Table.from_pandas(obj[names], preserve_index=False))
+    table = (
+        obj.select(names)
+        if isinstance(obj, pa.Table)
+        else pa.Table.from_pandas(obj[names], preserve_index=False)
+    )
     field_types = {f.name: f.field_type for f in schema}
     columns = []
     for name, column in zip(table.column_names, table.columns):
@@ -349,14 +354,16 @@ class BigQueryWarehouseClient(BigQueryClient):
         try:
             # The first call of a write: an unreachable warehouse fails here, before any data
             # moves, and after 20 s of retrying rather than the client's ten minutes.
-            connection.create_dataset(dataset, exists_ok=True,
-                                      retry=bigquery.DEFAULT_RETRY.with_deadline(20))
+            connection.create_dataset(
+                dataset, exists_ok=True, retry=bigquery.DEFAULT_RETRY.with_deadline(20)
+            )
         except (GoogleAPIError, OSError) as error:  # requests' connection errors are OSErrors
             where = config.get("api_endpoint") or "BigQuery"
             raise ConnectionError(
                 f"the warehouse {where} (dataset {dataset.dataset_id} in project "
                 f"{dataset.project}) cannot be reached ({error}); nothing was written. Check "
-                f"TAXI_BQ_PROJECT, TAXI_BQ_ENDPOINT and the credentials") from error
+                f"TAXI_BQ_PROJECT, TAXI_BQ_ENDPOINT and the credentials"
+            ) from error
 
     def delete_table_slice(self, context, table_slice: TableSlice, connection) -> None:
         """For a partition, only checks: its rows are replaced in the type handler's transaction."""
@@ -384,8 +391,11 @@ class BigQueryWarehousePandasTypeHandler(DbTypeHandler[pd.DataFrame]):
     """Stores and loads pandas DataFrames with their column names untouched."""
 
     def handle_output(
-        self, context: dg.OutputContext, table_slice: TableSlice,
-        obj: pd.DataFrame | TripBatches, connection
+        self,
+        context: dg.OutputContext,
+        table_slice: TableSlice,
+        obj: pd.DataFrame | TripBatches,
+        connection,
     ):
         config = context.resource_config or {}
         trips = TripBatches.of(obj)
@@ -399,9 +409,11 @@ class BigQueryWarehousePandasTypeHandler(DbTypeHandler[pd.DataFrame]):
                     table = None  # no table, no rows to delete
                 if table is not None:
                     # One statement, atomic by itself.
-                    connection.query(_partition_delete(table_slice, table),
-                                     location=config.get("location"),
-                                     timeout=config.get("timeout")).result()
+                    connection.query(
+                        _partition_delete(table_slice, table),
+                        location=config.get("location"),
+                        timeout=config.get("timeout"),
+                    ).result()
             return written_metadata(context, obj, "bigquery", rows=0)
         table = self._ensure_table(table_slice, trips.schema, connection)
         # Parquet written here rather than by load_table_from_dataframe, which is deprecated
@@ -418,8 +430,9 @@ class BigQueryWarehousePandasTypeHandler(DbTypeHandler[pd.DataFrame]):
             self._load_in_parts(counted(trips, tally), schema, table.reference, connection, config)
         else:
             with _staging_table(connection, table) as staging:
-                self._load_in_parts(counted(trips, tally), schema, staging.reference,
-                                    connection, config)
+                self._load_in_parts(
+                    counted(trips, tally), schema, staging.reference, connection, config
+                )
                 columns = ", ".join(f"`{field.name}`" for field in schema)
                 connection.query(
                     f"BEGIN TRANSACTION;\n{_partition_delete(table_slice, table)};\n"
@@ -440,8 +453,9 @@ class BigQueryWarehousePandasTypeHandler(DbTypeHandler[pd.DataFrame]):
             _load(connection, parquet_for_table(part, schema), schema, destination, config)
 
     @staticmethod
-    def _ensure_table(table_slice: TableSlice, arrow_schema: pa.Schema,
-                      connection) -> bigquery.Table:
+    def _ensure_table(
+        table_slice: TableSlice, arrow_schema: pa.Schema, connection
+    ) -> bigquery.Table:
         # Created up front rather than by the load job: emulators ignore a load job's
         # time partitioning, and our explicit schema keeps naive datetimes as DATETIME.
         table = bigquery.Table(_table_id(table_slice), schema=bigquery_schema(arrow_schema))
@@ -459,8 +473,9 @@ class BigQueryWarehousePandasTypeHandler(DbTypeHandler[pd.DataFrame]):
             table = connection.update_table(table, ["schema"])
             # A no-op on BigQuery, where the patch added the columns; emulators record a
             # patch without applying it to the stored rows, and need the DDL too.
-            columns = ", ".join(f"ADD COLUMN IF NOT EXISTS `{field.name}` {field.field_type}"
-                                for field in added)
+            columns = ", ".join(
+                f"ADD COLUMN IF NOT EXISTS `{field.name}` {field.field_type}" for field in added
+            )
             connection.query(f"ALTER TABLE `{_table_id(table_slice)}` {columns}").result()
         return table
 
@@ -477,10 +492,13 @@ class BigQueryWarehousePandasTypeHandler(DbTypeHandler[pd.DataFrame]):
         select = _select_statement(table_slice, column_types)
         if count:
             [day] = time_window_dimensions(table_slice.partition_dimensions)
-            select = (f"SELECT CAST(CAST({day.partition_expr} AS DATE) AS STRING), COUNT(*) "
-                      f"FROM ({select}) GROUP BY 1")
-        job = connection.query(select, location=config.get("location"),
-                               timeout=config.get("timeout"))
+            select = (
+                f"SELECT CAST(CAST({day.partition_expr} AS DATE) AS STRING), COUNT(*) "
+                f"FROM ({select}) GROUP BY 1"
+            )
+        job = connection.query(
+            select, location=config.get("location"), timeout=config.get("timeout")
+        )
         if count:
             return RowsPerDay((row[0], row[1]) for row in job.result())
         # Arrow rather than to_dataframe, which is deprecated in favour of pandas-gbq. An

@@ -74,8 +74,11 @@ class DuckDBWarehousePandasTypeHandler(DuckDBPandasTypeHandler):
     """The stock pandas handler with a by-name insert, read back as Arrow-backed pandas."""
 
     def handle_output(
-        self, context: dg.OutputContext, table_slice: TableSlice,
-        obj: pd.DataFrame | TripBatches, connection
+        self,
+        context: dg.OutputContext,
+        table_slice: TableSlice,
+        obj: pd.DataFrame | TripBatches,
+        connection,
     ):
         table = f"{table_slice.schema}.{table_slice.table}"
         if isinstance(obj, TripBatches):
@@ -86,14 +89,15 @@ class DuckDBWarehousePandasTypeHandler(DuckDBPandasTypeHandler):
         else:
             # `obj` is found by DuckDB's replacement scan of this frame's local variables.
             connection.execute(f"create table if not exists {table} as select * from obj limit 0")
-            _add_new_columns(connection, table_slice, pa.Schema.from_pandas(obj, preserve_index=False))
+            _add_new_columns(
+                connection, table_slice, pa.Schema.from_pandas(obj, preserve_index=False)
+            )
             connection.execute(f"insert into {table} by name select * from obj").fetchall()
 
         return written_metadata(context, obj, "duckdb")
 
     @staticmethod
-    def _insert_stream(context, table_slice: TableSlice, trips: TripBatches,
-                       connection) -> dict:
+    def _insert_stream(context, table_slice: TableSlice, trips: TripBatches, connection) -> dict:
         table = f"{table_slice.schema}.{table_slice.table}"
         if not trips.schema.names:
             # No lake files for the days: their old rows are already deleted, and stay so.
@@ -119,9 +123,12 @@ class DuckDBWarehousePandasTypeHandler(DuckDBPandasTypeHandler):
         select = DuckDbClient.get_select_statement(table_slice)
         if context.dagster_type.typing_type is RowsPerDay:
             [day] = time_window_dimensions(table_slice.partition_dimensions)
-            return RowsPerDay(connection.execute(
-                f"select cast(cast({day.partition_expr} as date) as varchar), count(*) "
-                f"from ({select}) group by 1").fetchall())
+            return RowsPerDay(
+                connection.execute(
+                    f"select cast(cast({day.partition_expr} as date) as varchar), count(*) "
+                    f"from ({select}) group by 1"
+                ).fetchall()
+            )
         if table_slice.partition_dimensions and len(context.asset_partition_keys) == 0:
             return pd.DataFrame()
         # Through Arrow, as the BigQuery IO manager and the lake read: one dtype per column type
@@ -135,17 +142,26 @@ def _add_new_columns(connection, table_slice: TableSlice, schema: pa.Schema) -> 
 
     Columns the table has and the rows lack are left NULL by the by-name insert.
     """
-    held = {name for (name,) in connection.execute(
-        "select column_name from information_schema.columns"
-        " where table_schema = ? and table_name = ?",
-        [table_slice.schema, table_slice.table]).fetchall()}
+    held = {
+        name
+        for (name,) in connection.execute(
+            "select column_name from information_schema.columns"
+            " where table_schema = ? and table_name = ?",
+            [table_slice.schema, table_slice.table],
+        ).fetchall()
+    }
     empty = schema.empty_table()  # noqa: F841 - found by DuckDB's replacement scan
-    types = dict(connection.execute(
-        "select column_name, column_type from (describe select * from empty)").fetchall())
+    types = dict(
+        connection.execute(
+            "select column_name, column_type from (describe select * from empty)"
+        ).fetchall()
+    )
     for name in schema.names:
         if name not in held:
-            connection.execute(f'alter table {table_slice.schema}.{table_slice.table} '
-                               f'add column "{name}" {types[name]}')
+            connection.execute(
+                f"alter table {table_slice.schema}.{table_slice.table} "
+                f'add column "{name}" {types[name]}'
+            )
 
 
 class DuckDBWarehouseIOManager(DuckDBPandasIOManager):

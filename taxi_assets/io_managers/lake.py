@@ -96,8 +96,10 @@ class _PendingObject:
         size = self._out.tell()
         self._out.close()
         if self._spool is not None:
-            with open(self._spool.name, "rb") as spool, \
-                    self.fs.open_output_stream(self._hidden) as out:
+            with (
+                open(self._spool.name, "rb") as spool,
+                self.fs.open_output_stream(self._hidden) as out,
+            ):
                 while piece := spool.read(UPLOAD_PIECE_BYTES):
                     out.write(piece)
         self.fs.move(self._hidden, self.path)
@@ -130,8 +132,9 @@ def _naming(path: str) -> Iterator[None]:
     try:
         yield
     except OSError as error:
-        raise OSError(f"writing {path} to the lake failed; any previous version is left as it "
-                      f"was: {error}") from error
+        raise OSError(
+            f"writing {path} to the lake failed; any previous version is left as it was: {error}"
+        ) from error
 
 
 @contextlib.contextmanager
@@ -168,8 +171,9 @@ def _open_input(fs: pafs.FileSystem, path: str) -> pa.NativeFile:
     try:
         return fs.open_input_file(path)
     except FileNotFoundError as error:
-        raise FileNotFoundError(f"{path} is not in the lake: is its partition materialized? "
-                                f"({error})") from error
+        raise FileNotFoundError(
+            f"{path} is not in the lake: is its partition materialized? ({error})"
+        ) from error
 
 
 def _read_parquet(fs: pafs.FileSystem, path: str, columns: list[str] | None = None) -> pa.Table:
@@ -178,15 +182,16 @@ def _read_parquet(fs: pafs.FileSystem, path: str, columns: list[str] | None = No
         return pq.read_table(pa.BufferReader(source.read_buffer()), columns=columns)
 
 
-def _streamed(fs: pafs.FileSystem, paths: Sequence[str],
-              columns: list[str] | None = None) -> TripBatches:
+def _streamed(
+    fs: pafs.FileSystem, paths: Sequence[str], columns: list[str] | None = None
+) -> TripBatches:
     """The objects' rows as a stream, one row group at a time, under one schema."""
     schemas = []
     for path in paths:
         with _open_input(fs, path) as source:
             schemas.append(pq.ParquetFile(source).schema_arrow)
     # A column that is all null in one file is typed null there; "default" promotes it.
-    schema = (pa.unify_schemas(schemas, promote_options="default") if schemas else pa.schema([]))
+    schema = pa.unify_schemas(schemas, promote_options="default") if schemas else pa.schema([])
     if columns and schemas:
         schema = pa.schema([schema.field(name) for name in columns])
 
@@ -194,7 +199,8 @@ def _streamed(fs: pafs.FileSystem, paths: Sequence[str],
         for path in paths:
             with _open_input(fs, path) as source:
                 for batch in pq.ParquetFile(source).iter_batches(
-                        batch_size=batching.BATCH_ROWS, columns=columns):
+                    batch_size=batching.BATCH_ROWS, columns=columns
+                ):
                     yield batch if batch.schema == schema else batch.cast(schema)
 
     return TripBatches(schema, batches)
@@ -238,8 +244,12 @@ class _DaySplit:
     partition's data, and dropping it would lose a trip silently.
     """
 
-    def __init__(self, open_day: Callable[[dt.date, pa.Schema], _PendingObject], column: str,
-                 days: Iterable[dt.date] | None):
+    def __init__(
+        self,
+        open_day: Callable[[dt.date, pa.Schema], _PendingObject],
+        column: str,
+        days: Iterable[dt.date] | None,
+    ):
         self._open_day, self._column = open_day, column
         self._days = None if days is None else list(days)
         self.pending: dict[dt.date, _PendingObject] = {}
@@ -255,8 +265,9 @@ class _DaySplit:
     def _add(self, batch: pa.RecordBatch) -> None:
         dates = batch.column(self._column)
         if dates.null_count:
-            raise ValueError(f"{dates.null_count} rows have no {self._column}: "
-                             "they belong to no day")
+            raise ValueError(
+                f"{dates.null_count} rows have no {self._column}: they belong to no day"
+            )
         row_days = pc.cast(dates, pa.date32())
         present = pc.unique(row_days).to_pylist()
         if self._days is not None:
@@ -268,8 +279,11 @@ class _DaySplit:
                     f"{self._days[-1]}); filter them in the asset or widen its partitions"
                 )
         for day in present:
-            rows = batch if len(present) == 1 else batch.filter(
-                pc.equal(row_days, pa.scalar(day, pa.date32())))
+            rows = (
+                batch
+                if len(present) == 1
+                else batch.filter(pc.equal(row_days, pa.scalar(day, pa.date32())))
+            )
             self._waiting.setdefault(day, []).append(rows)
             self._waiting_rows[day] = self._waiting_rows.get(day, 0) + rows.num_rows
             if self._waiting_rows[day] >= _row_group_rows():
@@ -318,16 +332,20 @@ class MonthlyParquetIOManager(_LakeIOManager):
         window = context.asset_partitions_time_window
         months = _months_between(window.start.date(), window.end.date())
         if len(months) != 1:
-            raise ValueError(f"{context.asset_key.to_user_string()}: one output must be one "
-                             f"month, got {len(months)}; do not backfill it as a single run")
+            raise ValueError(
+                f"{context.asset_key.to_user_string()}: one output must be one "
+                f"month, got {len(months)}; do not backfill it as a single run"
+            )
         path = self._path(context, months[0])
         self.lake.check_reachable()
         size, rows = _write_object(self.lake.filesystem(), path, TripBatches.of(obj))
-        context.add_output_metadata({
-            "uri": dg.MetadataValue.path(self.lake.uri(path)),
-            "bytes": size,
-            "dagster/row_count": rows,
-        })
+        context.add_output_metadata(
+            {
+                "uri": dg.MetadataValue.path(self.lake.uri(path)),
+                "bytes": size,
+                "dagster/row_count": rows,
+            }
+        )
 
     def load_input(self, context: dg.InputContext) -> TripBatches | pd.DataFrame:
         fs = self.lake.filesystem()
@@ -365,8 +383,11 @@ class _DailyLayoutIOManager(_LakeIOManager):
         days = _window_days(context)
         trips = TripBatches.of(obj)
         version = layout.new_version(context.run_id)
-        split = _DaySplit(lambda day, schema: _PendingObject(
-            fs, version.path_for(day.isoformat()), schema), self.date_column, days)
+        split = _DaySplit(
+            lambda day, schema: _PendingObject(fs, version.path_for(day.isoformat()), schema),
+            self.date_column,
+            days,
+        )
         written, empty, size = [], [], 0
         try:
             with _all_or_none(split.pending):
@@ -374,7 +395,8 @@ class _DailyLayoutIOManager(_LakeIOManager):
                 for day in days:
                     if self.keeps_empty_days and day not in split.pending:
                         split.pending[day] = _PendingObject(
-                            fs, version.path_for(day.isoformat()), _plain(trips.schema))
+                            fs, version.path_for(day.isoformat()), _plain(trips.schema)
+                        )
             for day in days:
                 pending = split.pending.pop(day, None)
                 if pending is None:
@@ -383,12 +405,13 @@ class _DailyLayoutIOManager(_LakeIOManager):
                     with _all_or_none({day: pending, **split.pending}):
                         size += pending.publish()
                     version.record(day.isoformat(), pending.path, pending.rows)
-                (written if pending is not None and pending.rows else empty).append(
-                    day.isoformat())
+                (written if pending is not None and pending.rows else empty).append(day.isoformat())
             names = [day.isoformat() for day in days]
             refusal = shrink_refusal(
                 f"{context.asset_key.to_user_string()} {names[0]}..{names[-1]}",
-                layout.rows(names), version.rows)
+                layout.rows(names),
+                version.rows,
+            )
             # The run's tags are only reachable through the step context in an IO manager.
             if refusal and not shrink_allowed(context.step_context.run_tags):
                 raise ShrinkRefused(refusal)
@@ -438,21 +461,25 @@ class DailyDatasetIOManager(_DailyLayoutIOManager):
 
     def _layout(self, context, fs: pafs.FileSystem) -> VersionedDays:
         return VersionedDays(
-            fs, self._name(context),
+            fs,
+            self._name(context),
             published_path=lambda day, rows: (
-                f"{self._folder(context, day)}/{DATASET_FILE}" if rows else None),
+                f"{self._folder(context, day)}/{DATASET_FILE}" if rows else None
+            ),
             stale_files=lambda day: _files_under(fs, self._folder(context, day)),
         )
 
     def handle_output(self, context: dg.OutputContext, obj: TripBatches | pd.DataFrame) -> None:
         written, cleared, size, rows = self._write_days(context, obj)
-        context.add_output_metadata({
-            "uri": dg.MetadataValue.path(self.lake.uri(self._name(context))),
-            "bytes": size,
-            **_row_count(context, rows),
-            "days_written": written,
-            "days_without_rows": cleared,
-        })
+        context.add_output_metadata(
+            {
+                "uri": dg.MetadataValue.path(self.lake.uri(self._name(context))),
+                "bytes": size,
+                **_row_count(context, rows),
+                "days_written": written,
+                "days_without_rows": cleared,
+            }
+        )
 
     def load_input(self, context: dg.InputContext) -> TripBatches | pd.DataFrame:
         # An input may ask for some columns only (metadata "columns"), as Dagster's database
@@ -460,8 +487,11 @@ class DailyDatasetIOManager(_DailyLayoutIOManager):
         return self._load(context, context.definition_metadata.get("columns"))
 
     def _unrecorded_paths(self, context, fs: pafs.FileSystem, day: dt.date) -> list[str]:
-        return [path for path in _files_under(fs, self._folder(context, day))
-                if not path.rpartition("/")[2].startswith((".", "_"))]
+        return [
+            path
+            for path in _files_under(fs, self._folder(context, day))
+            if not path.rpartition("/")[2].startswith((".", "_"))
+        ]
 
 
 class DailyExportIOManager(_DailyLayoutIOManager):
@@ -480,20 +510,25 @@ class DailyExportIOManager(_DailyLayoutIOManager):
         return f"{day:%Y/%m/%d}/{self._name(context)}.parquet"
 
     def _layout(self, context, fs: pafs.FileSystem) -> VersionedDays:
-        return VersionedDays(fs, f"_daily_exports/{self._name(context)}",
-                             published_path=lambda day, rows: self._path(context, day))
+        return VersionedDays(
+            fs,
+            f"_daily_exports/{self._name(context)}",
+            published_path=lambda day, rows: self._path(context, day),
+        )
 
     def handle_output(self, context: dg.OutputContext, obj: TripBatches | pd.DataFrame) -> None:
         written, empty, size, rows = self._write_days(context, obj)
         days = sorted(written + empty)
         uris = [self.lake.uri(self._path(context, day)) for day in days]
-        context.add_output_metadata({
-            "uri": dg.MetadataValue.path(uris[0] if len(uris) == 1 else self.lake.uri()),
-            "objects": uris,
-            "bytes": size,
-            **_row_count(context, rows),
-            "days_written": days,
-        })
+        context.add_output_metadata(
+            {
+                "uri": dg.MetadataValue.path(uris[0] if len(uris) == 1 else self.lake.uri()),
+                "objects": uris,
+                "bytes": size,
+                **_row_count(context, rows),
+                "days_written": days,
+            }
+        )
 
     def load_input(self, context: dg.InputContext) -> TripBatches | pd.DataFrame:
         return self._load(context)

@@ -56,14 +56,20 @@ def write_object(fs: pafs.FileSystem, path: str, data: pa.Buffer | bytes) -> Non
     data = pa.py_buffer(data) if isinstance(data, bytes) else data
     try:
         if _is_local(fs):
-            replace_file(local_path(fs, path), lambda out: out.write(data),
-                         size_hint=data.size, setting=LOCAL_LAKE_SETTING)
+            replace_file(
+                local_path(fs, path),
+                lambda out: out.write(data),
+                size_hint=data.size,
+                setting=LOCAL_LAKE_SETTING,
+            )
         else:
             with fs.open_output_stream(path) as out:
                 out.write(data)
     except OSError as error:
-        raise OSError(f"writing {path} ({data.size:,} bytes) to the lake failed; any previous "
-                      f"version is left as it was: {error}") from error
+        raise OSError(
+            f"writing {path} ({data.size:,} bytes) to the lake failed; any previous "
+            f"version is left as it was: {error}"
+        ) from error
 
 
 def copy_object(fs: pafs.FileSystem, source: str, target: str) -> None:
@@ -101,9 +107,13 @@ class VersionedDays:
     keeps no file for a day without rows (its files are deleted instead).
     """
 
-    def __init__(self, fs: pafs.FileSystem, root: str,
-                 published_path: Callable[[str, int], str | None],
-                 stale_files: Callable[[str], list[str]] = lambda day: []):
+    def __init__(
+        self,
+        fs: pafs.FileSystem,
+        root: str,
+        published_path: Callable[[str, int], str | None],
+        stale_files: Callable[[str], list[str]] = lambda day: [],
+    ):
         self.fs, self.root = fs, root.strip("/")
         self._published_path = published_path
         self._stale_files = stale_files
@@ -135,8 +145,11 @@ class VersionedDays:
     def recover(self) -> None:
         """Finish a switch a dead writer committed, and remove every version left behind."""
         current = self.days()
-        unpublished = {d: e for d, e in current.items()
-                       if e.path and e.path.startswith(self.versions_dir + "/")}
+        unpublished = {
+            d: e
+            for d, e in current.items()
+            if e.path and e.path.startswith(self.versions_dir + "/")
+        }
         if unpublished:
             self._publish(current, unpublished)
         _remove_tree(self.fs, self.versions_dir)

@@ -100,8 +100,12 @@ def counted(trips: TripBatches, tally: dict) -> TripBatches:
     return trips.map(count)
 
 
-def written_metadata(context: dg.OutputContext, obj: pd.DataFrame | TripBatches,
-                     storage_kind: str, rows: int | None = None) -> dict:
+def written_metadata(
+    context: dg.OutputContext,
+    obj: pd.DataFrame | TripBatches,
+    storage_kind: str,
+    rows: int | None = None,
+) -> dict:
     """What both warehouse type handlers report about a write: rows and the columns."""
     count_key = "dagster/partition_row_count" if context.has_partition_key else "dagster/row_count"
     if isinstance(obj, TripBatches):
@@ -110,5 +114,8 @@ def written_metadata(context: dg.OutputContext, obj: pd.DataFrame | TripBatches,
         types = [(str(name), str(dtype)) for name, dtype in obj.dtypes.items()]
         rows = len(obj)
     columns = [dg.TableColumn(name=name, type=type_) for name, type_ in types]
-    return {count_key: rows, "dagster/storage_kind": storage_kind,
-            "dataframe_columns": dg.MetadataValue.table_schema(dg.TableSchema(columns))}
+    return {
+        count_key: rows,
+        "dagster/storage_kind": storage_kind,
+        "dataframe_columns": dg.MetadataValue.table_schema(dg.TableSchema(columns)),
+    }

@@ -106,26 +106,32 @@ class PostgresPandasIOManager(dg.ConfigurableIOManager):
                     pass  # the connection is gone, and its transaction with it; report the cause
                 raise
 
-        context.log.info(f"{target}: partition {context.partition_key} replaced with "
-                         f"{progress.sent:,} rows")
-        context.add_output_metadata({
-            "dagster/row_count": progress.sent,
-            "table": f"{schema}.{table}",
-            "rows_loaded": progress.sent,
-            "preview": dg.MetadataValue.md(to_pandas(
-                progress.head or trips.schema.empty_table()).to_markdown(index=False)),
-        })
+        context.log.info(
+            f"{target}: partition {context.partition_key} replaced with {progress.sent:,} rows"
+        )
+        context.add_output_metadata(
+            {
+                "dagster/row_count": progress.sent,
+                "table": f"{schema}.{table}",
+                "rows_loaded": progress.sent,
+                "preview": dg.MetadataValue.md(
+                    to_pandas(progress.head or trips.schema.empty_table()).to_markdown(index=False)
+                ),
+            }
+        )
 
     @staticmethod
-    def _with_partition_column(trips: TripBatches, column: str, value: str,
-                               progress: _Progress) -> TripBatches:
+    def _with_partition_column(
+        trips: TripBatches, column: str, value: str, progress: _Progress
+    ) -> TripBatches:
         schema = trips.schema.remove_metadata().append(pa.field(column, pa.date32()))
         day = pa.scalar(dt.date.fromisoformat(value), pa.date32())
 
         def batches():
             for batch in prefetched(trips):
                 yield pa.RecordBatch.from_arrays(
-                    [*batch.columns, pa.repeat(day, batch.num_rows)], schema=schema)
+                    [*batch.columns, pa.repeat(day, batch.num_rows)], schema=schema
+                )
                 progress.add(batch)
 
         return TripBatches(schema, batches)
@@ -134,8 +140,10 @@ class PostgresPandasIOManager(dg.ConfigurableIOManager):
     def _create_schema(conn, schema: str) -> None:
         with conn.cursor() as cur:
             # Two first runs would both miss the schema and the second would fail creating it.
-            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))"
-                        % _literal(f"CREATE SCHEMA {quote(schema)}"))
+            cur.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(%s))"
+                % _literal(f"CREATE SCHEMA {quote(schema)}")
+            )
             cur.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
         conn.commit()
 
@@ -158,15 +166,21 @@ class PostgresPandasIOManager(dg.ConfigurableIOManager):
             return
         kind, partition_key, _ = found
         name = f"{schema}.{table}"
-        fix = (f"Nothing was loaded. Keep its rows under another name (ALTER TABLE {name} "
-               f"RENAME TO {table}_old) or drop it, then run again: the project creates {name} "
-               f"itself, list-partitioned on {column}, one partition per month.")
+        fix = (
+            f"Nothing was loaded. Keep its rows under another name (ALTER TABLE {name} "
+            f"RENAME TO {table}_old) or drop it, then run again: the project creates {name} "
+            f"itself, list-partitioned on {column}, one partition per month."
+        )
         if kind != "p" or partition_key != column:
-            what = "a plain table" if kind == "r" else (
-                f"partitioned on {partition_key}" if kind == "p" else f"of relkind {kind!r}")
+            what = (
+                "a plain table"
+                if kind == "r"
+                else (f"partitioned on {partition_key}" if kind == "p" else f"of relkind {kind!r}")
+            )
             raise TargetTableMismatch(
                 f"{name} exists but is not the project's table ({what}, e.g. one the "
-                f"tutorial's to_sql made). {fix}")
+                f"tutorial's to_sql made). {fix}"
+            )
         # Other columns than the rows' are the schema evolving (a new column, or a month without
         # one): _align_columns reconciles them in the swap, and refuses a changed type there.
 
@@ -187,9 +201,13 @@ class PostgresPandasIOManager(dg.ConfigurableIOManager):
                 f"WHERE n.nspname = {_literal(schema)} AND c.relname = {_literal(partition)}"
             )
             if cur.fetchone():
-                cur.execute(f"ALTER TABLE {target} DETACH PARTITION {quote(schema)}.{quote(partition)}")
+                cur.execute(
+                    f"ALTER TABLE {target} DETACH PARTITION {quote(schema)}.{quote(partition)}"
+                )
                 cur.execute(f"DROP TABLE {quote(schema)}.{quote(partition)}")
-            cur.execute(f"ALTER TABLE {quote(schema)}.{quote(staging)} RENAME TO {quote(partition)}")
+            cur.execute(
+                f"ALTER TABLE {quote(schema)}.{quote(staging)} RENAME TO {quote(partition)}"
+            )
             cur.execute(
                 f"ALTER TABLE {target} ATTACH PARTITION {quote(schema)}.{quote(partition)} "
                 f"FOR VALUES IN (DATE '{value}')"
@@ -199,11 +217,13 @@ class PostgresPandasIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         schema, table = self._table(context.asset_key)
         column = context.upstream_output.definition_metadata["partition_column"]
-        values = ", ".join(f"DATE '{self._partition_value(context, key)}'"
-                           for key in context.asset_partition_keys)
+        values = ", ".join(
+            f"DATE '{self._partition_value(context, key)}'" for key in context.asset_partition_keys
+        )
         with adbc.connect(self.postgres.uri()) as conn, conn.cursor() as cur:
-            cur.execute(f"SELECT * FROM {quote(schema)}.{quote(table)} "
-                        f"WHERE {quote(column)} IN ({values})")
+            cur.execute(
+                f"SELECT * FROM {quote(schema)}.{quote(table)} WHERE {quote(column)} IN ({values})"
+            )
             return to_pandas(cur.fetch_arrow_table())
 
 
@@ -226,14 +246,18 @@ def _align_columns(cur, schema: str, table: str, staging: str) -> None:
     held, loaded = _columns(cur, schema, table), _columns(cur, schema, staging)
     for name in [n for n in loaded if n in held]:
         if held[name] != loaded[name]:
-            raise TypeError(f"{schema}.{table}: column {name!r} is {held[name]} in the table "
-                            f"but {loaded[name]} in this partition's rows")
+            raise TypeError(
+                f"{schema}.{table}: column {name!r} is {held[name]} in the table "
+                f"but {loaded[name]} in this partition's rows"
+            )
     for name in [n for n in loaded if n not in held]:
-        cur.execute(f"ALTER TABLE {quote(schema)}.{quote(table)} "
-                    f"ADD COLUMN {quote(name)} {loaded[name]}")
+        cur.execute(
+            f"ALTER TABLE {quote(schema)}.{quote(table)} ADD COLUMN {quote(name)} {loaded[name]}"
+        )
     for name in [n for n in held if n not in loaded]:
-        cur.execute(f"ALTER TABLE {quote(schema)}.{quote(staging)} "
-                    f"ADD COLUMN {quote(name)} {held[name]}")
+        cur.execute(
+            f"ALTER TABLE {quote(schema)}.{quote(staging)} ADD COLUMN {quote(name)} {held[name]}"
+        )
 
 
 def _literal(text: str) -> str:

