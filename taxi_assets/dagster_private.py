@@ -50,6 +50,8 @@ from dagster._utils.hosted_user_process import recon_job_from_origin
 from dagster._utils.interrupts import pop_captured_interrupt
 
 __all__ = [
+    "running_step_run_tags",
+    "running_step_time_window",
     "CheckRunHealthResult",
     "DagsterEvent",
     "DbIOManager",
@@ -199,3 +201,14 @@ def check_evaluation_for_partition(
         target_materialization_data=target,
         **fields,
     )
+
+
+def running_step_time_window(context: dg.InputContext) -> dg.TimeWindow:
+    """The time window of the step that loads an input. `InputContext` exposes the upstream
+    partitions' window only; a day reading its months needs its own day's window."""
+    return context.step_context.partition_time_window
+
+
+def running_step_run_tags(context: dg.OutputContext) -> Mapping[str, str]:
+    """The tags of the run writing an output: an IO manager's context has no public way to them."""
+    return context.step_context.run_tags

@@ -31,7 +31,6 @@ import pandas as pd
 import psycopg
 import pyarrow.parquet as pq
 import pytest
-from dagster._serdes import serialize_value
 
 from taxi_assets.io_managers.bigquery import BigQueryWarehouseIOManager
 from taxi_assets.lake import LakeResource
@@ -899,9 +898,9 @@ def test_secrets_from_the_environment_stay_out_of_logs_metadata_and_the_ui(
             recorded = {"console": "".join(capfd.readouterr())}
             for result in (good, failed):
                 run = instance.get_run_by_id(result.run_id)
-                recorded[f"run {result.run_id} record"] = serialize_value(run)
+                recorded[f"run {result.run_id} record"] = dg.serialize_value(run)
                 recorded[f"run {result.run_id} event log"] = "\n".join(
-                    serialize_value(entry) for entry in instance.all_logs(result.run_id)
+                    dg.serialize_value(entry) for entry in instance.all_logs(result.run_id)
                 )
         recorded["files under TAXI_HOME (compute logs, staging)"] = "\n".join(
             path.read_bytes().decode("latin-1")

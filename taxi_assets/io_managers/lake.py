@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 from taxi_assets import batches as batching
 from taxi_assets.atomic_files import check_free_space, remove_dead_partials
 from taxi_assets.batches import TripBatches, rebatched
+from taxi_assets.dagster_private import running_step_run_tags
 from taxi_assets.io_managers.lake_versions import LOCAL_LAKE_SETTING, VersionedDays, local_path
 from taxi_assets.lake import LakeResource
 from taxi_assets.schema import to_pandas
@@ -412,8 +413,7 @@ class _DailyLayoutIOManager(_LakeIOManager):
                 layout.rows(names),
                 version.rows,
             )
-            # The run's tags are only reachable through the step context in an IO manager.
-            if refusal and not shrink_allowed(context.step_context.run_tags):
+            if refusal and not shrink_allowed(running_step_run_tags(context)):
                 raise ShrinkRefused(refusal)
         except BaseException:
             version.discard()

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from taxi_assets import batches as batching
 from taxi_assets.atomic_files import replace_file
 from taxi_assets.batches import TripBatches, rebatched
+from taxi_assets.dagster_private import running_step_time_window
 
 
 class StagingParquetIOManager(dg.ConfigurableIOManager):
@@ -61,7 +62,7 @@ class StagingParquetIOManager(dg.ConfigurableIOManager):
         # partitions overlapping the window are required, the ones after it (late-filed trips
         # in the next month's file) are read when they exist. Only those rows are kept.
         column = context.definition_metadata.get("window_column")
-        window = _naive_window(context.step_context.partition_time_window) if column else None
+        window = _naive_window(running_step_time_window(context)) if column else None
         files = []
         for partition in partitions:
             path = self._path(key, partition)
