@@ -19,14 +19,10 @@ import dagster as dg
 import pyarrow as pa
 
 from taxi_assets import console
-from taxi_assets.resources import PROJECT_ROOT, local_pg_port, taxi_home
+from taxi_assets.resources import PROJECT_ROOT, configured_profile, local_pg_port, taxi_home
 
 LOCATION_NAME = "taxi_assets"  # the code location in workspace.yaml, which `make dev` serves
 WEBSERVER_PORT = 3000
-
-
-def _profile() -> str:
-    return os.environ.get("TAXI_PROFILE", "local")
 
 
 def quiet_framework_warnings() -> None:
@@ -107,7 +103,7 @@ def prepare_environment() -> None:
     home = taxi_home()
     home.mkdir(parents=True, exist_ok=True)
     os.environ["TAXI_HOME"] = str(home)
-    if _profile() == "local":
+    if configured_profile() == "local":
         server = start_local_postgres(home, local_pg_port())
         os.environ.setdefault("DAGSTER_PG_URL", instance_storage_url(server.url))
     elif not os.environ.get("DAGSTER_PG_URL"):
@@ -167,7 +163,9 @@ def run(
         PROJECT_ROOT / "workspace.yaml", LOCATION_NAME, instance
     ) as location:
         for job, tags, selection in runs:
-            prepare_run(instance, job, runs_are_local=_profile() == "local")  # see run_health
+            prepare_run(
+                instance, job, runs_are_local=configured_profile() == "local"
+            )  # see run_health
             dagster_run = location.create_run(
                 instance,
                 job,
@@ -191,7 +189,7 @@ def run(
 
 def print_locations(month: str, results: list, seconds: float) -> None:
     print("\n" + "\n".join(console.closing_table(month, console.landed(results), seconds)))
-    if _profile() == "local":
+    if configured_profile() == "local":
         server = os.environ["DAGSTER_PG_URL"].split("?")[0]
         print(f"PostgreSQL: {server} (psql it); the runs: `make dev`, then {webserver_url()}")
 

@@ -13,14 +13,14 @@ import dagster as dg
 
 from taxi_assets.io_managers.bigquery import BigQueryWarehouseIOManager
 from taxi_assets.io_managers.duckdb import DuckDBWarehouseIOManager
-from taxi_assets.io_managers.lake import (
+from taxi_assets.io_managers.lake_writers import (
     DailyDatasetIOManager,
     DailyExportIOManager,
     MonthlyParquetIOManager,
 )
-from taxi_assets.io_managers.postgres import PostgresPandasIOManager
+from taxi_assets.io_managers.postgres_partitions import PostgresPandasIOManager
 from taxi_assets.io_managers.staging import StagingParquetIOManager
-from taxi_assets.lake import LakeResource
+from taxi_assets.resources import LakeResource
 from taxi_assets.resources import (
     PostgresResource,
     TaxiSourceResource,

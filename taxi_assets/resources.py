@@ -1,4 +1,5 @@
-"""Resources: the source files and the PostgreSQL server (profiles.py chooses their settings)."""
+"""Resources: the source files, the PostgreSQL server and the Parquet lake (profiles.py chooses
+their settings)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,22 @@ from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
+import pyarrow.fs as pafs
 from pydantic import Field
 
 from taxi_assets import source
 from taxi_assets.batches import TripBatches
+from taxi_assets.google_credentials import check_key_file
 from taxi_assets.schema import file_schema, trip_batches
 from taxi_assets.schema_mapping import MappingPlan, map_batches, plan_mapping
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_PG_PORT = 55432
+
+
+def configured_profile() -> str:
+    """TAXI_PROFILE: where everything goes, `local` (the default) or `gcp` (profiles.py)."""
+    return os.environ.get("TAXI_PROFILE") or "local"
 
 
 def local_pg_port() -> int:
@@ -217,3 +225,72 @@ class PostgresResource(dg.ConfigurableResource):
         if self.password:
             auth += ":" + quote(self.password, safe="")
         return f"postgresql://{auth}@{self.host}:{self.port}/{quote(self.database, safe='')}"
+
+
+class LakeResource(dg.ConfigurableResource):
+    """Where the lake lives: `root` is a local folder, `gs://bucket` or `gs://bucket/prefix`.
+
+    Real GCS credentials come from GOOGLE_APPLICATION_CREDENTIALS or the default chain, which
+    pyarrow's GcsFileSystem resolves itself; with `endpoint` set (an emulator) access is
+    anonymous over the endpoint's scheme.
+    """
+
+    root: str = Field(description="Local folder, gs://bucket or gs://bucket/prefix.")
+    endpoint: str | None = Field(
+        default=None, description="GCS endpoint override for emulators, e.g. http://127.0.0.1:4443."
+    )
+    retry_time_limit_seconds: int | None = Field(
+        default=None,
+        description="How long GCS calls retry transient errors; None keeps the client default "
+        "(about 15 minutes), which a run would spend hanging when the endpoint is down.",
+    )
+
+    @property
+    def is_gcs(self) -> bool:
+        return self.root.startswith("gs://")
+
+    def _base(self) -> tuple[pafs.FileSystem, str]:
+        if not self.is_gcs:
+            folder = self.root.removeprefix("file://")
+            return pafs.LocalFileSystem(), Path(folder).expanduser().resolve().as_posix()
+        bucket_and_prefix = self.root.removeprefix("gs://").strip("/")
+        if not bucket_and_prefix:
+            raise ValueError(f"lake root {self.root!r} names no bucket")
+        options: dict = {}
+        if not self.endpoint:
+            check_key_file()
+        if self.endpoint:
+            scheme, _, host = self.endpoint.rstrip("/").rpartition("://")
+            options.update(anonymous=True, scheme=scheme or "https", endpoint_override=host)
+        if self.retry_time_limit_seconds is not None:
+            options["retry_time_limit"] = dt.timedelta(seconds=self.retry_time_limit_seconds)
+        return pafs.GcsFileSystem(**options), bucket_and_prefix
+
+    def filesystem(self) -> pafs.FileSystem:
+        """The lake as a filesystem whose paths are relative to `root` ("a/b.parquet")."""
+        base_fs, base_path = self._base()
+        return pafs.SubTreeFileSystem(base_path, base_fs)
+
+    def check_reachable(self) -> None:
+        """Fail before any data moves when the lake cannot be reached, naming what sets it."""
+        base_fs, base_path = self._base()
+        try:
+            base_fs.get_file_info(base_path)
+        except OSError as error:
+            settings = (
+                "TAXI_GCS_BUCKET, TAXI_GCS_ENDPOINT and the credentials"
+                if self.is_gcs
+                else "TAXI_HOME"
+            )
+            raise OSError(
+                f"the lake {self.root} cannot be reached ({error}); nothing was "
+                f"written. Check {settings}"
+            ) from error
+
+    def uri(self, path: str = "") -> str:
+        """`gs://…` or `file://…` for a lake-relative path, for metadata and logs."""
+        path = path.strip("/")
+        if self.is_gcs:
+            return "/".join(filter(None, [self.root.rstrip("/"), path]))
+        _, base_path = self._base()
+        return Path(base_path, path).as_uri()

@@ -3,15 +3,14 @@
 `new_month_published` asks the source (HTTP HEAD, no download) for the month after the newest
 one taken, and requests that month's run once. `source_file_changed` HEADs the months already
 taken and requests a month again when its file's version (ETag, or Last-Modified and size)
-is no longer the one its last run took. Downstream propagation is declarative automation:
-every asset below the cleaned trips carries `downstream_condition()`, evaluated by
-`downstream_automation`, which is on by default because it never downloads anything.
+is no longer the one its last run took. Downstream propagation is declarative automation
+(automation.py), evaluated by `downstream_automation`, which is on by default because it never
+downloads anything.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
 
 import dagster as dg
 
@@ -21,9 +20,6 @@ from taxi_assets.source import DownloadFailed, SourceNotPublished
 
 # The asset whose materialized months say which files have been taken from the source.
 SOURCE_ASSET = dg.AssetKey("raw_yellow_trips")
-# Where declarative automation starts: everything downstream of the checked, cleaned trips.
-# yellow_trips itself is left to the jobs, so its blocking check always runs with it.
-CLEANED_ASSET = dg.AssetKey("yellow_trips")
 SOURCE_POLL_SECONDS = 3600
 # Re-uploads are rare (the TLC re-issued its archive once, in 2022) and checking one HEADs
 # every month taken: once a day is enough.
@@ -150,39 +146,6 @@ def build_reupload_sensor(job) -> dg.SensorDefinition:
         return dg.SensorResult(run_requests=requests)
 
     return source_file_changed
-
-
-def downstream_condition() -> dg.AutomationCondition:
-    """eager() over every partition, held back while a blocking check upstream has failed.
-
-    eager() alone looks at the latest time window only (last month, yesterday), so that part
-    is dropped: a re-uploaded 2015 month rebuilds its days too. Because eager() waits for missing dependencies, a day is built once
-    both files it reads are in: its month's and the next month's (the release's last month
-    needs only its own).
-    """
-    eager = dg.AutomationCondition.eager().without(dg.AutomationCondition.in_latest_time_window())
-    # A blocking check that fails stops its run's downstream steps, but the asset itself is
-    # still materialized; without this, automation would write the sinks on the next tick.
-    upstream_check_failed = dg.AutomationCondition.any_deps_match(
-        dg.AutomationCondition.any_checks_match(
-            dg.AutomationCondition.check_failed(), blocking_only=True
-        )
-    )
-    return (eager & ~upstream_check_failed).with_label(
-        "eager (all partitions), unless an upstream blocking check failed"
-    )
-
-
-def with_downstream_automation(assets: Sequence[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:
-    """The assets, with downstream_condition() on each below the cleaned trips that has none."""
-    below = dg.AssetSelection.assets(CLEANED_ASSET).downstream(include_self=False).resolve(assets)
-
-    def automate(spec: dg.AssetSpec) -> dg.AssetSpec:
-        if spec.key in below and spec.automation_condition is None:
-            return spec.replace_attributes(automation_condition=downstream_condition())
-        return spec
-
-    return list(dg.map_asset_specs(automate, assets))
 
 
 automation_sensor = dg.AutomationConditionSensorDefinition(

@@ -74,7 +74,7 @@ def main(spec: dict) -> None:
         warehouse = BigQueryWarehouseIOManager(**spec["bigquery"])
     lake = None
     if "lake" in spec:
-        from taxi_assets.lake import LakeResource
+        from taxi_assets.resources import LakeResource
 
         lake = LakeResource(**spec["lake"])
     resources = pipeline_resources(

@@ -9,7 +9,7 @@ import psycopg
 
 from taxi_assets.definitions import defs
 from taxi_assets.io_managers.duckdb import DuckDBWarehouseIOManager
-from taxi_assets.lake import LakeResource
+from taxi_assets.resources import LakeResource
 from taxi_assets.profiles import build_resources
 from taxi_assets.resources import TaxiSourceResource
 

@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from taxi_assets.io_managers.bigquery import BigQueryWarehouseIOManager
-from taxi_assets.lake import LakeResource
+from taxi_assets.resources import LakeResource
 from taxi_assets.local_postgres import LocalPostgres, free_port
 from taxi_assets.profiles import resources_for_profile
 from taxi_assets.schema import DATETIME_FORMAT, DROPOFF, PICKUP, TRIP_COLUMNS

@@ -280,7 +280,7 @@ def test_an_unreachable_lake_or_warehouse_fails_before_writing_naming_the_settin
 ):
     """A GCS and a BigQuery endpoint where nothing listens (a port just closed)."""
     from taxi_assets.io_managers.bigquery import BigQueryWarehouseIOManager
-    from taxi_assets.lake import LakeResource
+    from taxi_assets.resources import LakeResource
     from taxi_assets.local_postgres import free_port
 
     query(postgres, "DROP SCHEMA IF EXISTS ny_taxi CASCADE")

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from taxi_assets.io_managers.bigquery import BigQueryWarehouseIOManager
-from taxi_assets.lake import LakeResource
+from taxi_assets.resources import LakeResource
 from taxi_assets_tests.conftest import sample
 from taxi_assets_tests.pipeline import (
     JANUARY,
@@ -43,7 +43,7 @@ JANUARY_FILE = "yellow_tripdata_2021-01.csv.gz"
 # The sample's trips are picked up on 2021-01-01 and 02 (and 16 on 2020-12-31); the 3rd has none.
 WEEK = ("2021-01-01", "2021-01-03")
 WEEK_DAYS = ["2021-01-01", "2021-01-02", "2021-01-03"]
-LAKE = "taxi_assets.io_managers.lake"
+LAKE = "taxi_assets.io_managers.lake_writers"
 LAKE_VERSIONS = "taxi_assets.io_managers.lake_versions"
 
 
@@ -266,10 +266,15 @@ def test_staged_month_killed_before_its_rename_is_rewritten_cleanly(deployment):
     "kill, expected",
     [
         (dict(target="adbc_driver_manager.dbapi:Cursor.adbc_ingest"), "old"),
-        (dict(target="taxi_assets.io_managers.postgres:PostgresPandasIOManager._swap"), "old"),
         (
             dict(
-                target="taxi_assets.io_managers.postgres:PostgresPandasIOManager._swap",
+                target="taxi_assets.io_managers.postgres_partitions:PostgresPandasIOManager._swap"
+            ),
+            "old",
+        ),
+        (
+            dict(
+                target="taxi_assets.io_managers.postgres_partitions:PostgresPandasIOManager._swap",
                 when="after",
             ),
             "new",

@@ -23,12 +23,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from taxi_assets.io_managers.lake import (
+from taxi_assets.io_managers.lake_writers import (
     DailyDatasetIOManager,
     DailyExportIOManager,
     MonthlyParquetIOManager,
 )
-from taxi_assets.lake import LakeResource
+from taxi_assets.resources import LakeResource
 from taxi_assets.schema import read_trips, to_pandas
 from taxi_assets_tests.emulators.gcs import CuttableLink, GcsEmulator, running_gcs_emulator
 

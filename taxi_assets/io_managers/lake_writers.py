@@ -40,7 +40,7 @@ from taxi_assets.atomic_files import check_free_space, remove_dead_partials
 from taxi_assets.batches import TripBatches, rebatched
 from taxi_assets.dagster_private import running_step_run_tags
 from taxi_assets.io_managers.lake_versions import LOCAL_LAKE_SETTING, VersionedDays, local_path
-from taxi_assets.lake import LakeResource
+from taxi_assets.resources import LakeResource
 from taxi_assets.schema import to_pandas
 from taxi_assets.shrink_guard import ShrinkRefused, shrink_allowed, shrink_refusal
 
