@@ -44,6 +44,7 @@ from taxi_assets_tests.emulators.gcs import CuttableLink, GcsEmulator, running_g
 from taxi_assets_tests.pipeline import (
     JANUARY,
     POSTGRES_TABLE,
+    failure_messages,
     materialize,
     materialize_days,
     partition_state,
@@ -137,14 +138,8 @@ def assert_no_strays(postgres) -> None:
 
 def failure_message(result) -> str:
     """What a failed run says: each failed step's error and its causes, without stack traces."""
-    failures = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
-    assert failures, "expected a failed step"
-    messages = []
-    for failure in failures:
-        error = failure.event_specific_data.error
-        while error is not None:
-            messages.append(error.message.strip())
-            error = error.cause or error.context
+    messages = failure_messages(result)
+    assert messages, "expected a failed step"
     return "\n".join(messages)
 
 
