@@ -65,13 +65,13 @@ def run_worker(instance: dg.DagsterInstance, run_id: str) -> tuple[int, float] |
     return entry.dagster_event.pid, entry.timestamp
 
 
-def worker_gone(instance: dg.DagsterInstance, run_id: str) -> str | None:
-    """Why the run's process is known to be gone; None if it lives or has not started yet.
+def worker_gone(worker: tuple[int, float] | None) -> str | None:
+    """Why the run's process (`run_worker`) is known to be gone; None if it lives or has not
+    started yet.
 
     A pid is reused once its process is gone: a process with that pid that started after the
     run did is another one.
     """
-    worker = run_worker(instance, run_id)
     if worker is None:
         return None
     pid, run_started = worker
@@ -92,11 +92,12 @@ class LocalRunLauncher(dg.DefaultRunLauncher):
         return True
 
     def check_run_worker_health(self, run: dg.DagsterRun) -> CheckRunHealthResult:
-        gone = worker_gone(self._instance, run.run_id)
+        worker = run_worker(self._instance, run.run_id)
+        if worker is None:
+            return CheckRunHealthResult(WorkerStatus.UNKNOWN, "the run has not started yet")
+        gone = worker_gone(worker)
         if gone:
             return CheckRunHealthResult(WorkerStatus.FAILED, f"run {run.run_id}: {gone}")
-        if run_worker(self._instance, run.run_id) is None:
-            return CheckRunHealthResult(WorkerStatus.UNKNOWN, "the run has not started yet")
         return CheckRunHealthResult(WorkerStatus.RUNNING)
 
 
@@ -104,7 +105,7 @@ def fail_dead_runs(instance: dg.DagsterInstance, log: Callable[[str], None]) -> 
     """Mark every started run whose process is gone as failed, freeing its pool slots."""
     failed = []
     for run in instance.get_runs(filters=dg.RunsFilter(statuses=ACTIVE)):
-        gone = worker_gone(instance, run.run_id)
+        gone = worker_gone(run_worker(instance, run.run_id))
         if gone is None:
             continue
         message = f"run {run.run_id} ({run.job_name}) was still marked running, but {gone}"
