@@ -16,7 +16,7 @@ import dagster as dg
 
 from taxi_assets.partitions import monthly_partitions
 from taxi_assets.resources import TaxiSourceResource
-from taxi_assets.source import DownloadFailed, SourceNotPublished
+from taxi_assets.source import SourceNotPublished
 
 # The asset whose materialized months say which files have been taken from the source.
 SOURCE_ASSET = dg.AssetKey("raw_yellow_trips")
@@ -45,8 +45,7 @@ def next_month_to_take(
         if taxi_source.is_closed:
             return None, f"{newest} is the last month of the release; nothing follows it"
         return None, f"{newest} is the newest month that is over; nothing follows it yet"
-    keys = monthly_partitions.get_partition_keys()
-    return keys[keys.index(f"{newest}-01") + 1], ""
+    return monthly_partitions.get_next_partition_key(f"{newest}-01"), ""
 
 
 def build_publish_sensor(job) -> dg.SensorDefinition:
@@ -73,7 +72,7 @@ def build_publish_sensor(job) -> dg.SensorDefinition:
             taxi_source.remote(month)
         except SourceNotPublished:
             return dg.SkipReason(f"{file_name} is not published yet")
-        except DownloadFailed as error:  # a throttling 403: says nothing about the month
+        except OSError as error:  # throttled or unreachable: says nothing about the month
             return dg.SkipReason(
                 f"{file_name}: the source did not answer ({error}); asking again at the next tick"
             )
