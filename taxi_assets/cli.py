@@ -41,8 +41,12 @@ def webserver_port() -> int:
     return int(os.environ.get("DAGSTER_WEBSERVER_PORT") or WEBSERVER_PORT)
 
 
+def webserver_host() -> str:
+    return os.environ.get("DAGSTER_HOST", "127.0.0.1")
+
+
 def webserver_url() -> str:
-    return f"http://{os.environ.get('DAGSTER_HOST', '127.0.0.1')}:{webserver_port()}"
+    return f"http://{webserver_host()}:{webserver_port()}"
 
 
 # --- the instance and the local PostgreSQL ---------------------------------------------------
@@ -200,7 +204,7 @@ def print_locations(month: str, results: list, seconds: float) -> None:
 def dev(port: int | None) -> None:
     """`dagster dev` (webserver and daemon) on this instance; exits naming the setting when the
     port is taken."""
-    host = os.environ.get("DAGSTER_HOST", "127.0.0.1")
+    host = webserver_host()
     if port is not None:
         os.environ["DAGSTER_WEBSERVER_PORT"] = str(port)
     port = webserver_port()
@@ -209,7 +213,7 @@ def dev(port: int | None) -> None:
             f"{host}:{port} is in use by another program: choose another port for the UI "
             f"with `make dev PORT={port + 1}` (or DAGSTER_WEBSERVER_PORT={port + 1})."
         )
-    print(f"The Dagster UI: http://{host}:{port}", flush=True)
+    print(f"The Dagster UI: {webserver_url()}", flush=True)
     os.chdir(PROJECT_ROOT)
     os.execvp(
         "dagster", ["dagster", "dev", "-w", "workspace.yaml", "--host", host, "--port", str(port)]
