@@ -282,11 +282,10 @@ def _download(
     # renamed into place and written after, so it never vouches for other bytes.
     recorded = landing_dir / f".{file_name}.version"
     url = source_url(base_url, file_name)
-    local = _local_file(url)
-    if local is not None:
-        if not local.is_file():
-            raise _not_published_locally(local, file_name)
-        retries = 0  # a file on disk does not get better by reading it again
+    if _local_file(url) is not None:
+        # A file on disk does not get better by reading it again; remote_file says when the
+        # folder lacks it.
+        retries = 0
     part = target.with_name(target.name + ".part")
 
     def retrying(action):

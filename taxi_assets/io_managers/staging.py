@@ -135,12 +135,14 @@ def _batches(
         ]
     if not groups:
         return
-    for batch in file.iter_batches(batch_size=batching.BATCH_ROWS, row_groups=groups):
-        if not window:
-            yield batch
-            continue
+    batches = file.iter_batches(batch_size=batching.BATCH_ROWS, row_groups=groups)
+    if not window:
+        yield from batches
+        return
+    dates_type = file.schema_arrow.field(column).type
+    start, end = (pa.scalar(t.to_pydatetime(), dates_type) for t in window)
+    for batch in batches:
         dates = batch.column(column)
-        start, end = (pa.scalar(t.to_pydatetime(), dates.type) for t in window)
         inside = batch.filter(pc.and_(pc.greater_equal(dates, start), pc.less(dates, end)))
         if inside.num_rows:
             yield inside
