@@ -458,7 +458,8 @@ class BigQueryWarehousePandasTypeHandler(DbTypeHandler[pd.DataFrame]):
     ) -> bigquery.Table:
         # Created up front rather than by the load job: emulators ignore a load job's
         # time partitioning, and our explicit schema keeps naive datetimes as DATETIME.
-        table = bigquery.Table(_table_id(table_slice), schema=bigquery_schema(arrow_schema))
+        wanted = bigquery_schema(arrow_schema)
+        table = bigquery.Table(_table_id(table_slice), schema=wanted)
         windows = time_window_dimensions(table_slice.partition_dimensions)
         if windows:
             table.time_partitioning = bigquery.TimePartitioning(
@@ -466,7 +467,7 @@ class BigQueryWarehousePandasTypeHandler(DbTypeHandler[pd.DataFrame]):
             )
         table = connection.create_table(table, exists_ok=True)
         held = {field.name.lower() for field in table.schema}
-        added = [field for field in bigquery_schema(arrow_schema) if field.name.lower() not in held]
+        added = [field for field in wanted if field.name.lower() not in held]
         if added:
             # Field addition, the one schema change BigQuery allows in place: old rows get NULL.
             table.schema = [*table.schema, *added]

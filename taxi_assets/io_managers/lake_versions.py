@@ -38,7 +38,7 @@ MANIFEST = "_manifest.json"
 VERSIONS = "_versions"
 
 
-def _is_local(fs: pafs.FileSystem) -> bool:
+def is_local(fs: pafs.FileSystem) -> bool:
     base = fs.base_fs if isinstance(fs, pafs.SubTreeFileSystem) else fs
     return isinstance(base, pafs.LocalFileSystem)
 
@@ -55,7 +55,7 @@ def write_object(fs: pafs.FileSystem, path: str, data: pa.Buffer | bytes) -> Non
     """
     data = pa.py_buffer(data) if isinstance(data, bytes) else data
     try:
-        if _is_local(fs):
+        if is_local(fs):
             replace_file(
                 local_path(fs, path),
                 lambda out: out.write(data),
@@ -75,7 +75,7 @@ def write_object(fs: pafs.FileSystem, path: str, data: pa.Buffer | bytes) -> Non
 def copy_object(fs: pafs.FileSystem, source: str, target: str) -> None:
     """Replace `target` with a copy of `source`, atomically: on disk a hard link (no byte is
     copied), on GCS a server-side copy (no byte goes through this process)."""
-    if _is_local(fs):
+    if is_local(fs):
         link_file(local_path(fs, source), local_path(fs, target))
     else:
         fs.copy_file(source, target)
@@ -88,7 +88,7 @@ def _remove_tree(fs: pafs.FileSystem, folder: str) -> None:
     for info in fs.get_file_info(selector):
         if info.type == pafs.FileType.File:
             fs.delete_file(info.path)
-    if _is_local(fs) and fs.get_file_info(folder).type == pafs.FileType.Directory:
+    if is_local(fs) and fs.get_file_info(folder).type == pafs.FileType.Directory:
         fs.delete_dir(folder)
 
 

@@ -39,7 +39,12 @@ from taxi_assets import batches as batching
 from taxi_assets.atomic_files import check_free_space, remove_dead_partials
 from taxi_assets.batches import TripBatches, rebatched
 from taxi_assets.dagster_private import running_step_run_tags
-from taxi_assets.io_managers.lake_versions import LOCAL_LAKE_SETTING, VersionedDays, local_path
+from taxi_assets.io_managers.lake_versions import (
+    LOCAL_LAKE_SETTING,
+    VersionedDays,
+    is_local,
+    local_path,
+)
 from taxi_assets.resources import LakeResource
 from taxi_assets.schema import to_pandas
 from taxi_assets.shrink_guard import ShrinkRefused, shrink_allowed, shrink_refusal
@@ -68,7 +73,7 @@ class _PendingObject:
 
     def _open(self, schema: pa.Schema) -> None:
         fs, parent = self.fs, self.path.rpartition("/")[0]
-        if _is_local(fs):
+        if is_local(fs):
             # Object stores need no folders (creating them on GCS adds placeholder objects).
             fs.create_dir(parent, recursive=True)
             # A dead writer's hidden file goes; a live one's is locked (atomic_files.py).
@@ -161,11 +166,6 @@ def _write_object(fs: pafs.FileSystem, path: str, trips: TripBatches) -> tuple[i
 def _plain(schema: pa.Schema) -> pa.Schema:
     # pandas' metadata would make a reader rebuild an index the rows never had.
     return schema.remove_metadata()
-
-
-def _is_local(fs: pafs.FileSystem) -> bool:
-    base = fs.base_fs if isinstance(fs, pafs.SubTreeFileSystem) else fs
-    return isinstance(base, pafs.LocalFileSystem)
 
 
 def _open_input(fs: pafs.FileSystem, path: str) -> pa.NativeFile:

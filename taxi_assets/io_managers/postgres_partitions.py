@@ -84,7 +84,7 @@ class PostgresPandasIOManager(dg.ConfigurableIOManager):
 
         with adbc.connect(self.postgres.uri()) as conn:
             self._create_schema(conn, schema)
-            self._check_target(conn, schema, table, column, rows.schema.names)
+            self._check_target(conn, schema, table, column)
             # One transaction from the staging table's creation to the swap's commit: if the
             # run or the server dies at any point, the server discards it all, staging included.
             try:
@@ -148,15 +148,13 @@ class PostgresPandasIOManager(dg.ConfigurableIOManager):
         conn.commit()
 
     @staticmethod
-    def _check_target(conn, schema: str, table: str, column: str, columns: list[str]) -> None:
+    def _check_target(conn, schema: str, table: str, column: str) -> None:
         """Refuse, before any row moves, a table of that name this project did not make."""
         with conn.cursor() as cur:
             cur.execute(
                 "SELECT c.relkind, (SELECT string_agg(a.attname, ',') FROM pg_partitioned_table p"
                 " JOIN pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = ANY(p.partattrs)"
-                " WHERE p.partrelid = c.oid),"
-                " (SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a"
-                "  WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)"
+                " WHERE p.partrelid = c.oid)"
                 " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
                 f" WHERE n.nspname = {_literal(schema)} AND c.relname = {_literal(table)}"
             )
@@ -164,7 +162,7 @@ class PostgresPandasIOManager(dg.ConfigurableIOManager):
         conn.commit()
         if found is None:
             return
-        kind, partition_key, _ = found
+        kind, partition_key = found
         name = f"{schema}.{table}"
         fix = (
             f"Nothing was loaded. Keep its rows under another name (ALTER TABLE {name} "
