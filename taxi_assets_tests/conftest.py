@@ -91,8 +91,8 @@ class HttpSource:
     def publish(self, month: str, sample_name: str) -> None:
         shutil.copyfile(sample(sample_name), self.root / f"yellow_tripdata_{month}.csv.gz")
 
-    def publish_bytes(self, month: str, data: bytes) -> None:
-        (self.root / f"yellow_tripdata_{month}.csv.gz").write_bytes(data)
+    def publish_bytes(self, month: str, data: bytes, dataset: str = "yellow") -> None:
+        (self.root / f"{dataset}_tripdata_{month}.csv.gz").write_bytes(data)
 
     def clear(self) -> None:
         for path in self.root.iterdir():

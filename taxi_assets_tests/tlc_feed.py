@@ -212,22 +212,22 @@ class TlcFeed:
     throttled: bool = False  # 403 for every request, the probe object's too
     send_etag: bool = True
 
-    def path(self, month: str) -> Path:
-        return self.root / "trip-data" / f"yellow_tripdata_{month}.parquet"
+    def path(self, month: str, dataset: str = "yellow") -> Path:
+        return self.root / "trip-data" / f"{dataset}_tripdata_{month}.parquet"
 
-    def publish(self, month: str, table: pa.Table | None = None) -> Path:
-        """Publish (or re-upload) the month's file: the era's by default."""
-        path = self.path(month)
+    def publish(self, month: str, table: pa.Table | None = None, dataset: str = "yellow") -> Path:
+        """Publish (or re-upload) the month's file: the yellow era's by default."""
+        path = self.path(month, dataset)
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table if table is not None else ERAS[month](month), path)
         return path
 
-    def reupload(self, month: str, table: pa.Table) -> None:
-        before = self.path(month).stat().st_mtime
-        self.publish(month, table)
+    def reupload(self, month: str, table: pa.Table, dataset: str = "yellow") -> None:
+        before = self.path(month, dataset).stat().st_mtime
+        self.publish(month, table, dataset)
         # Last-Modified has whole seconds: make sure a re-upload shows in it too.
         time.sleep(max(0.0, before + 1.01 - time.time()))
-        self.path(month).touch()
+        self.path(month, dataset).touch()
 
     def clear(self) -> None:
         for path in sorted(self.root.rglob("*"), reverse=True):
