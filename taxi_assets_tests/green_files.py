@@ -195,8 +195,9 @@ GREEN_ERAS = {
 def expected_green(table: pa.Table, month: str) -> dict:
     """Counts and sums of a green file's trips that should survive cleaning.
 
-    A trip is dropped for its passengers if passenger_count is 0 or missing, and otherwise for
-    its distance if trip_distance is not above 0 (0, negative or missing).
+    A trip is dropped if passenger_count is 0 or missing, or trip_distance is not above 0 (0,
+    negative or missing); each rule's count is of every row it matches, so a trip both match
+    counts for both.
     """
     passengers_ok = pc.fill_null(pc.greater(table["passenger_count"], 0), False)
     distance_ok = pc.fill_null(pc.greater(table["trip_distance"], 0), False)
@@ -212,9 +213,8 @@ def expected_green(table: pa.Table, month: str) -> dict:
     return {
         "rows": kept.num_rows,
         "dropped_passengers": table.num_rows - pc.sum(passengers_ok.cast(pa.int64())).as_py(),
-        "dropped_distance": pc.sum(
-            pc.and_(passengers_ok, pc.invert(distance_ok)).cast(pa.int64())
-        ).as_py(),
+        "dropped_distance": table.num_rows - pc.sum(distance_ok.cast(pa.int64())).as_py(),
+        "dropped_rows": table.num_rows - kept.num_rows,
         "zero_distance_rows": pc.sum(
             pc.fill_null(pc.equal(table["trip_distance"], 0), False).cast(pa.int64())
         ).as_py(),

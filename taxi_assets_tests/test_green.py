@@ -1,0 +1,567 @@
+"""Green taxi beside yellow: every sink from both sources, its cleaning, checks and names.
+
+The green files are real yellow trips renamed and reordered into the green layout
+(green_files.py says exactly what is real and what is derived); every expected count and sum
+is computed here from the generated file with pyarrow, never through the package.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+import pytest
+
+from taxi_assets.datasets import DATASETS, GREEN
+from taxi_assets.definitions import defs
+from taxi_assets_tests.conftest import sample
+from taxi_assets_tests.green_files import (
+    GREEN_COLUMNS,
+    GREEN_ERAS,
+    era_2019_09,
+    expected_green,
+    green_csv_gz,
+    read_green_csv,
+)
+from taxi_assets_tests.pipeline import (
+    MONTHLY,
+    materialize,
+    materialize_days,
+    pipeline_resources,
+    query,
+)
+from taxi_assets_tests.test_faults import failure_message
+from taxi_assets_tests.test_warehouse_assets import DuckDBWarehouse
+from taxi_assets_tests.tlc_feed import era_2021, start_feed
+
+GREEN_MONTHLY = "raw_green_trips green_trips ny_taxi/green_taxi green_trips_parquet"
+GREEN_DAILY = "green_trips_by_day green_trips_daily_export ny_taxi/green_trips"
+GREEN_INGEST = "raw_green_trips green_trips"
+YELLOW_DAILY = "yellow_trips_by_day yellow_trips_daily_export ny_taxi/yellow_trips"
+
+SNAKE_CASE = {
+    "VendorID": "vendor_id",
+    "RatecodeID": "ratecode_id",
+    "PULocationID": "pu_location_id",
+    "DOLocationID": "do_location_id",
+}
+GREEN_SINK_COLUMNS = [SNAKE_CASE.get(name, name) for name in GREEN_COLUMNS]
+
+
+@pytest.fixture(scope="module")
+def _feed(tmp_path_factory):
+    feed, server = start_feed(tmp_path_factory.mktemp("tlc"))
+    yield feed
+    server.shutdown()
+
+
+@pytest.fixture
+def feed(_feed):
+    _feed.clear()
+    yield _feed
+    _feed.clear()
+
+
+@pytest.fixture
+def fresh_postgres(postgres):
+    query(postgres, "DROP SCHEMA IF EXISTS ny_taxi CASCADE")
+    return postgres
+
+
+@pytest.fixture
+def warehouse(tmp_path):
+    return DuckDBWarehouse(tmp_path / "warehouse.duckdb")
+
+
+def resources_for(tmp_path, url, postgres, warehouse, kind="datatalks") -> dict:
+    return pipeline_resources(
+        tmp_path, url, postgres, warehouse_io_manager=warehouse.io_manager, source_kind=kind
+    )
+
+
+def check_results(result) -> dict[str, dg.AssetCheckEvaluation]:
+    return {
+        e.check_name: e
+        for e in result.get_asset_check_evaluations()
+        if e.asset_key == dg.AssetKey("green_trips")
+    }
+
+
+def materialization(result, node: str):
+    [event] = result.asset_materializations_for_node(node)
+    return event
+
+
+def table_exists(postgres, table: str) -> bool:
+    return query(postgres, "SELECT to_regclass(%s)", table)[0][0] is not None
+
+
+def postgres_columns(postgres, table: str) -> dict[str, str]:
+    return dict(
+        query(
+            postgres,
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = 'ny_taxi' AND table_name = %s ORDER BY ordinal_position",
+            table,
+        )
+    )
+
+
+def postgres_month(postgres, table: str, month: str) -> dict:
+    rows, total, passengers = query(
+        postgres,
+        f"SELECT count(*), sum(total_amount)::float8, sum(passenger_count) FROM ny_taxi.{table} "
+        "WHERE source_month = %s",
+        f"{month}-01",
+    )[0]
+    return {"rows": rows, "total_amount": total, "passengers": passengers and int(passengers)}
+
+
+def day_range(want: dict) -> tuple[str, str]:
+    """The first and last day of the month that have kept trips."""
+    days = sorted(want["rows_per_day"])
+    return days[0], days[-1]
+
+
+def lake_rows_per_day(lake_root, month: str, days: list[str]) -> tuple[dict, dict]:
+    """Rows per day in the day-partitioned dataset and in the daily exports."""
+    by_day = pq.read_table(lake_root / "green_taxi_data_by_day")
+    counts = pc.value_counts(by_day["lpep_pickup_date"].cast(pa.string())).to_pylist()
+    exports = {}
+    for day in days:
+        export = lake_root / day.replace("-", "/") / "green_taxi_data.parquet"
+        if export.exists():
+            exports[day] = pq.read_metadata(export).num_rows
+    return {c["values"]: c["counts"] for c in counts}, {d: n for d, n in exports.items() if n}
+
+
+def assert_green_month_in_every_sink(tmp_path, postgres, warehouse, resources, table, month):
+    """One month of green, monthly and then daily, as the file says it should be everywhere."""
+    want = expected_green(table, month)
+    monthly = materialize(resources, f"{month}-01", selection=GREEN_MONTHLY)
+    assert monthly.success
+    first, last = day_range(want)
+    assert materialize_days(resources, first, last, selection=GREEN_DAILY).success
+
+    cleaned = materialization(monthly, "green_trips").metadata
+    assert cleaned["dropped_zero_or_missing_passengers"].value == want["dropped_passengers"]
+    assert cleaned["dropped_zero_or_missing_distance"].value == want["dropped_distance"]
+    assert cleaned["dagster/row_count"].value == want["rows"]
+    checks = check_results(monthly)
+    for name in ("no_zero_passenger_trips", "no_zero_distance_trips", "known_vendor_ids"):
+        assert checks[name].passed, name
+
+    # Postgres: the month's partition, snake_case names, the pickup's date beside it.
+    got = postgres_month(postgres, "green_taxi", month)
+    assert got == {
+        "rows": want["rows"],
+        "total_amount": pytest.approx(want["total_amount"], abs=0.005),
+        "passengers": want["passengers"],
+    }
+    columns = postgres_columns(postgres, "green_taxi")
+    assert set(GREEN_SINK_COLUMNS) <= set(columns)
+    assert {"vendorid", "ratecodeid", "pulocationid", "dolocationid"}.isdisjoint(columns)
+    # The contract's types whatever the era typed them as (double counts, int32 ids, a
+    # Null-typed ehail_fee).
+    assert {name: columns[name] for name in ("vendor_id", "passenger_count", "trip_type")} == {
+        "vendor_id": "bigint",
+        "passenger_count": "bigint",
+        "trip_type": "bigint",
+    }
+    assert columns["ehail_fee"] == "double precision"
+    assert columns["lpep_pickup_date"] == "date"
+    assert query(
+        postgres,
+        "SELECT count(*) FROM ny_taxi.green_taxi "
+        "WHERE lpep_pickup_date IS DISTINCT FROM lpep_pickup_datetime::date",
+    ) == [(0,)]
+
+    # The lake: the month's object, the day-partitioned dataset, the daily exports.
+    lake = tmp_path / "lake"
+    month_object = pq.read_table(lake / "green_taxi_data" / f"{month}.parquet")
+    assert month_object.num_rows == want["rows"]
+    assert month_object.schema.names[: len(GREEN_SINK_COLUMNS)] == GREEN_SINK_COLUMNS
+    assert month_object.schema.field("ehail_fee").type == pa.float64()
+    assert round(pc.sum(month_object["total_amount"]).as_py(), 2) == pytest.approx(
+        want["total_amount"], abs=0.005
+    )
+    by_day, exports = lake_rows_per_day(lake, month, sorted(want["rows_per_day"]))
+    assert by_day == want["rows_per_day"]
+    assert exports == want["rows_per_day"]
+
+    # The warehouse, day-partitioned on the pickup.
+    per_day = dict(
+        warehouse.rows(
+            "SELECT strftime(CAST(lpep_pickup_datetime AS DATE), '%Y-%m-%d'), count(*) "
+            "FROM ny_taxi.green_trips GROUP BY 1"
+        )
+    )
+    assert per_day == want["rows_per_day"]
+    return monthly
+
+
+# --- every sink, from both sources ----------------------------------------------------------
+
+
+def test_a_green_csv_month_reaches_every_sink(tmp_path, http_source, fresh_postgres, warehouse):
+    data = green_csv_gz("2020-10")
+    http_source.publish_bytes("2020-10", data, dataset="green")
+    resources = resources_for(tmp_path, http_source.url, fresh_postgres, warehouse)
+
+    assert_green_month_in_every_sink(
+        tmp_path, fresh_postgres, warehouse, resources, read_green_csv(data), "2020-10"
+    )
+    assert "GET /green_tripdata_2020-10.csv.gz" in http_source.requests
+
+
+def _mapping(result) -> dict:
+    report = materialization(result, "raw_green_trips").metadata["schema_mapping"].value
+    return {key: value for key, value in report.items() if value}
+
+
+# What each era's file needs to reach the contract, as the raw asset reports it.
+ERA_MAPPING = {
+    "2019-03": lambda report: (
+        "cbd_congestion_fee" in report["absent"] and "ehail_fee" not in report.get("null_typed", [])
+    ),
+    "2020-10": lambda report: (
+        "ehail_fee" in report["null_typed"]
+        and report["cast"]["passenger_count"] == "double → int64"
+    ),
+    "2023-05": lambda report: (
+        report["cast"]["VendorID"] == "int32 → int64"
+        and report["cast"]["PULocationID"] == "int32 → int64"
+    ),
+    "2025-02": lambda report: "absent" not in report and "new" not in report,
+}
+
+
+@pytest.mark.parametrize("month", list(GREEN_ERAS))
+def test_each_green_parquet_era_reaches_every_sink(
+    tmp_path, feed, fresh_postgres, warehouse, month
+):
+    path = feed.publish(month, GREEN_ERAS[month](month), dataset="green")
+    resources = resources_for(tmp_path, feed.url, fresh_postgres, warehouse, kind="tlc")
+
+    monthly = assert_green_month_in_every_sink(
+        tmp_path, fresh_postgres, warehouse, resources, pq.read_table(path), month
+    )
+
+    assert ERA_MAPPING[month](_mapping(monthly)), _mapping(monthly)
+    if month == "2025-02":
+        source = pq.read_table(path)
+        want = expected_green(source, month)
+        kept = source.filter(
+            pc.and_(
+                pc.fill_null(pc.greater(source["passenger_count"], 0), False),
+                pc.fill_null(pc.greater(source["trip_distance"], 0), False),
+            )
+        )
+        [(fee,)] = query(
+            fresh_postgres,
+            "SELECT sum(cbd_congestion_fee)::float8 FROM ny_taxi.green_taxi",
+        )
+        assert kept.num_rows == want["rows"]
+        assert fee == pytest.approx(pc.sum(kept["cbd_congestion_fee"]).as_py())
+
+
+# --- cleaning and the checks ----------------------------------------------------------------
+
+
+def test_the_distance_rule_drops_zero_negative_and_missing_distances(
+    tmp_path, feed, fresh_postgres, warehouse
+):
+    # Derived from the real rows: a few kept trips get a negative or no distance, which the
+    # real sample (zero distances only) does not have.
+    table = era_2019_09("2020-10")
+    distances = table["trip_distance"].to_pylist()
+    kept = [
+        i
+        for i, (d, p) in enumerate(zip(distances, table["passenger_count"].to_pylist()))
+        if d and p
+    ]
+    for i in kept[:3]:
+        distances[i] = -abs(distances[i])
+    for i in kept[3:5]:
+        distances[i] = None
+    table = table.set_column(
+        table.schema.get_field_index("trip_distance"), "trip_distance", pa.array(distances)
+    )
+    feed.publish("2020-10", table, dataset="green")
+    resources = resources_for(tmp_path, feed.url, fresh_postgres, warehouse, kind="tlc")
+    want = expected_green(table, "2020-10")
+    assert want["dropped_distance"] == want["zero_distance_rows"] + 5  # the rule, counted here
+
+    result = materialize(resources, "2020-10-01", selection=GREEN_MONTHLY)
+
+    assert result.success
+    cleaned = materialization(result, "green_trips").metadata
+    assert cleaned["dropped_zero_or_missing_distance"].value == want["dropped_distance"]
+    assert cleaned["dagster/row_count"].value == want["rows"]
+    assert query(
+        fresh_postgres,
+        "SELECT count(*), count(*) FILTER (WHERE trip_distance IS NULL OR trip_distance <= 0) "
+        "FROM ny_taxi.green_taxi",
+    ) == [(want["rows"], 0)]
+
+
+def with_vendors(table: pa.Table, vendors: dict[int, int | None]) -> pa.Table:
+    """The table with the VendorID of some kept rows replaced (derived, for the vendor check)."""
+    ids = table["VendorID"].to_pylist()
+    kept = [
+        i
+        for i, (p, d) in enumerate(
+            zip(table["passenger_count"].to_pylist(), table["trip_distance"].to_pylist())
+        )
+        if p and d
+    ]
+    for i, vendor in zip(kept, [v for v, n in vendors.items() for _ in range(n)]):
+        ids[i] = vendor
+    return table.set_column(0, "VendorID", pa.array(ids, table.schema.field("VendorID").type))
+
+
+def test_missing_vendors_are_counted_apart_and_pass(tmp_path, feed, fresh_postgres, warehouse):
+    table = with_vendors(GREEN_ERAS["2023-05"]("2023-05"), {None: 3})
+    feed.publish("2023-05", table, dataset="green")
+    resources = resources_for(tmp_path, feed.url, fresh_postgres, warehouse, kind="tlc")
+
+    result = materialize(resources, "2023-05-01", selection=GREEN_INGEST)
+
+    assert result.success
+    vendors = check_results(result)["known_vendor_ids"]
+    assert vendors.passed
+    assert vendors.metadata["missing_vendor_rows"].value == 3
+
+
+def test_an_unknown_vendor_blocks_every_green_sink(tmp_path, feed, fresh_postgres, warehouse):
+    postgres = fresh_postgres
+    resources = resources_for(tmp_path, feed.url, postgres, warehouse, kind="tlc")
+    good_table = GREEN_ERAS["2020-10"]("2020-10")
+    feed.publish("2020-10", good_table, dataset="green")
+    assert materialize(resources, "2020-10-01", selection=GREEN_MONTHLY).success
+    good = postgres_month(postgres, "green_taxi", "2020-10")
+    lake_month = tmp_path / "lake" / "green_taxi_data" / "2020-10.parquet"
+    good_lake = lake_month.read_bytes()
+
+    # Re-issued with vendor 4, a yellow vendor no green file has: the month must not load.
+    feed.reupload("2020-10", with_vendors(good_table, {4: 2}), dataset="green")
+    result = materialize(resources, "2020-10-01", selection=GREEN_MONTHLY, raise_on_error=False)
+
+    assert not result.success
+    vendors = check_results(result)["known_vendor_ids"]
+    assert not vendors.passed and vendors.severity == dg.AssetCheckSeverity.ERROR
+    assert vendors.metadata["unknown_ids"].value == [4]
+    assert not result.asset_materializations_for_node("ny_taxi__green_taxi")
+    assert not result.asset_materializations_for_node("green_trips_parquet")
+    assert postgres_month(postgres, "green_taxi", "2020-10") == good
+    assert lake_month.read_bytes() == good_lake
+
+
+# --- a file of the other dataset ------------------------------------------------------------
+
+
+def _yellow_csv() -> bytes:
+    return sample("yellow_tripdata_2021-01.csv.gz").read_bytes()
+
+
+FOREIGN = [
+    # (source, dataset asked for, what is served under its name, foreign columns, foreign title)
+    ("datatalks", "yellow", "green", ["lpep_pickup_datetime", "trip_type"], "green"),
+    ("datatalks", "green", "yellow", ["tpep_pickup_datetime"], "yellow"),
+    ("tlc", "yellow", "green", ["lpep_pickup_datetime", "ehail_fee"], "green"),
+    ("tlc", "green", "yellow", ["tpep_pickup_datetime", "airport_fee"], "yellow"),
+]
+
+
+@pytest.mark.parametrize(
+    "kind, asked, served, columns, title",
+    FOREIGN,
+    ids=[f"{f[2]}-as-{f[1]}-{f[0]}" for f in FOREIGN],
+)
+def test_a_file_of_the_other_dataset_fails_naming_file_and_columns(
+    tmp_path, http_source, feed, fresh_postgres, warehouse, kind, asked, served, columns, title
+):
+    postgres = fresh_postgres
+    month = "2021-01"
+    if kind == "datatalks":
+        url = http_source.url
+        data = green_csv_gz(month) if served == "green" else _yellow_csv()
+        http_source.publish_bytes(month, data, dataset=asked)
+        file_name = f"{asked}_tripdata_{month}.csv.gz"
+    else:
+        url = feed.url
+        path = feed.path(month, dataset=asked)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if served == "green":
+            pq.write_table(era_2019_09(month), path)
+        else:
+            pq.write_table(era_2021(month), path)
+        file_name = path.name
+    resources = resources_for(tmp_path, url, postgres, warehouse, kind=kind)
+    dataset = DATASETS[asked]
+
+    result = materialize(
+        resources,
+        f"{month}-01",
+        selection=GREEN_MONTHLY if asked == "green" else MONTHLY,
+        raise_on_error=False,
+    )
+
+    assert not result.success
+    message = failure_message(result)
+    assert file_name in message
+    for column in columns:
+        assert column in message
+    # Named as the other dataset's, not only as columns the contract lacks.
+    assert title in message.replace(file_name, "")
+    assert not table_exists(postgres, dataset.postgres_table)
+    assert not (tmp_path / "lake" / dataset.lake_name).exists()
+
+
+# --- yellow and green side by side ----------------------------------------------------------
+
+
+def test_yellow_and_green_share_the_sinks_without_touching_each_other(
+    tmp_path, http_source, fresh_postgres, warehouse
+):
+    postgres = fresh_postgres
+    month = "2021-01"
+    green_data = green_csv_gz(month)
+    http_source.publish(month, "yellow_tripdata_2021-01.csv.gz")
+    http_source.publish_bytes(month, green_data, dataset="green")
+    resources = resources_for(tmp_path, http_source.url, postgres, warehouse)
+    green_want = expected_green(read_green_csv(green_data), month)
+    yellow_rows = _yellow_kept_rows()
+
+    # Both datasets' month in one run, as `--dataset all` does, then their days.
+    assert materialize(resources, f"{month}-01", selection=f"{MONTHLY} {GREEN_MONTHLY}").success
+    assert materialize_days(
+        resources, "2021-01-01", "2021-01-02", selection=f"{YELLOW_DAILY} {GREEN_DAILY}"
+    ).success
+
+    def state():
+        return {
+            "postgres": query(
+                postgres,
+                "SELECT 'yellow', count(*), sum(total_amount)::float8 FROM ny_taxi.yellow_cab_data "
+                "UNION ALL SELECT 'green', count(*), sum(total_amount)::float8 "
+                "FROM ny_taxi.green_taxi ORDER BY 1",
+            ),
+            "lake": sorted(
+                (str(p.relative_to(tmp_path / "lake")), p.read_bytes())
+                for p in (tmp_path / "lake").rglob("*.parquet")
+            ),
+            "warehouse": warehouse.rows(
+                "SELECT 'yellow', count(*) FROM ny_taxi.yellow_trips "
+                "UNION ALL SELECT 'green', count(*) FROM ny_taxi.green_trips ORDER BY 1"
+            ),
+        }
+
+    both = state()
+    [(_, green_count, green_total), (_, yellow_count, _)] = both["postgres"]
+    assert (green_count, yellow_count) == (green_want["rows"], yellow_rows["rows"])
+    assert green_total == pytest.approx(green_want["total_amount"], abs=0.005)
+    names = {name for name, _ in both["lake"]}
+    assert {
+        "nyc_taxi_data/2021-01.parquet",
+        "green_taxi_data/2021-01.parquet",
+        "2021/01/01/nyc_taxi_data.parquet",
+        "2021/01/01/green_taxi_data.parquet",
+    } <= names
+    january_green = sum(n for d, n in green_want["rows_per_day"].items() if d <= "2021-01-02")
+    assert both["warehouse"] == [
+        ("green", january_green),
+        ("yellow", yellow_rows["rows_in_days"]),
+    ]
+
+    # Re-running one dataset leaves the other's rows and objects exactly as they were.
+    assert materialize(resources, f"{month}-01", selection=GREEN_MONTHLY).success
+    assert materialize_days(resources, "2021-01-01", "2021-01-02", selection=GREEN_DAILY).success
+    assert materialize(resources, f"{month}-01", selection=MONTHLY).success
+    assert state() == both
+
+
+def _yellow_kept_rows() -> dict:
+    table = pa_csv.read_csv(sample("yellow_tripdata_2021-01.csv.gz"))
+    kept = table.filter(pc.fill_null(pc.greater(table["passenger_count"], 0), False))
+    in_days = pc.and_(
+        pc.greater_equal(
+            kept["tpep_pickup_datetime"], pa.scalar(dt.datetime(2021, 1, 1), pa.timestamp("s"))
+        ),
+        pc.less(
+            kept["tpep_pickup_datetime"], pa.scalar(dt.datetime(2021, 1, 3), pa.timestamp("s"))
+        ),
+    )
+    return {"rows": kept.num_rows, "rows_in_days": pc.sum(in_days.cast(pa.int64())).as_py()}
+
+
+# --- where the source keeps each dataset -----------------------------------------------------
+
+
+def test_a_source_may_keep_each_dataset_in_its_own_folder(tmp_path, fresh_postgres, warehouse):
+    folder = tmp_path / "mirror" / "green"
+    folder.mkdir(parents=True)
+    data = green_csv_gz("2021-07")
+    (folder / "green_tripdata_2021-07.csv.gz").write_bytes(data)
+    resources = resources_for(
+        tmp_path, str(tmp_path / "mirror" / "{dataset}"), fresh_postgres, warehouse
+    )
+
+    result = materialize(resources, "2021-07-01", selection=GREEN_INGEST)
+
+    assert result.success
+    cleaned = materialization(result, "green_trips").metadata
+    assert (
+        cleaned["dagster/row_count"].value
+        == expected_green(read_green_csv(data), "2021-07")["rows"]
+    )
+
+
+# --- the definitions: groups, jobs, schedules, sensors --------------------------------------
+
+
+REPO = defs.get_repository_def()
+
+
+@pytest.mark.parametrize("dataset", ["yellow", "green"])
+def test_each_dataset_has_its_own_groups_jobs_and_automation(dataset):
+    monthly, daily = {
+        "yellow": (MONTHLY, YELLOW_DAILY),
+        "green": (GREEN_MONTHLY, GREEN_DAILY),
+    }[dataset]
+    keys = [dg.AssetKey.from_user_string(k) for k in f"{monthly} {daily}".split()]
+    graph = defs.resolve_asset_graph()
+    groups = {key.to_user_string(): graph.get(key).group_name for key in keys}
+    names = f"{monthly} {daily}".split()
+    stage = ["ingest", "ingest", "postgres", "lake", "lake", "lake", "warehouse"]
+    assert groups == {name: f"{dataset}_{s}" for name, s in zip(names, stage)}
+
+    assert defs.resolve_job_def(f"monthly_{dataset}_trips").asset_layer.selected_asset_keys == set(
+        keys[:4]
+    )
+    assert defs.resolve_job_def(f"daily_{dataset}_trips").asset_layer.selected_asset_keys == set(
+        keys[4:]
+    )
+    for name in (f"monthly_{dataset}_trips_schedule", f"daily_{dataset}_trips_schedule"):
+        assert REPO.get_schedule_def(name).default_status == dg.DefaultScheduleStatus.STOPPED
+    for name in (f"new_{dataset}_month_published", f"{dataset}_source_file_changed"):
+        assert REPO.get_sensor_def(name).default_status == dg.DefaultSensorStatus.STOPPED
+
+
+def test_greens_daily_schedule_runs_at_five_utc():
+    schedule = REPO.get_schedule_def("daily_green_trips_schedule")
+    assert (schedule.cron_schedule, schedule.execution_timezone) == ("0 5 * * *", "UTC")
+    assert schedule.job_name == "daily_green_trips"
+
+
+def test_greens_contract_is_the_header_of_the_real_green_files():
+    # The head of the real 2019-01 green CSV (its last line is cut, the header is whole).
+    with gzip.open(sample("head1k__green_tripdata_2019-01.csv.gz"), "rt") as real:
+        header = real.readline().strip().split(",")
+    assert list(GREEN.csv_columns) == header == GREEN_COLUMNS
+    assert (GREEN.pickup, GREEN.dropoff) == ("lpep_pickup_datetime", "lpep_dropoff_datetime")
