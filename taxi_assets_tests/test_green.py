@@ -17,6 +17,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
 
+from taxi_assets import cli
 from taxi_assets.datasets import DATASETS, GREEN
 from taxi_assets.definitions import defs
 from taxi_assets_tests.conftest import sample
@@ -36,6 +37,7 @@ from taxi_assets_tests.pipeline import (
     query,
 )
 from taxi_assets_tests.test_faults import failure_message
+from taxi_assets_tests.test_tlc_feed import tick
 from taxi_assets_tests.test_warehouse_assets import DuckDBWarehouse
 from taxi_assets_tests.tlc_feed import era_2021, start_feed
 
@@ -565,3 +567,68 @@ def test_greens_contract_is_the_header_of_the_real_green_files():
         header = real.readline().strip().split(",")
     assert list(GREEN.csv_columns) == header == GREEN_COLUMNS
     assert (GREEN.pickup, GREEN.dropoff) == ("lpep_pickup_datetime", "lpep_dropoff_datetime")
+
+
+def test_greens_blocking_checks_are_its_rules_and_vendors():
+    specs = {
+        spec.name: spec.blocking
+        for checks in defs.asset_checks
+        for spec in checks.check_specs
+        if spec.asset_key == dg.AssetKey("green_trips")
+    }
+    assert specs == {
+        "no_zero_passenger_trips": True,
+        "no_zero_distance_trips": True,
+        "known_vendor_ids": True,
+        "no_shrink": True,
+        "dropoff_not_before_pickup": False,
+        "pickups_near_file_month": False,
+        "only_known_columns": False,
+    }
+
+
+# --- automation and the months each source carries, per dataset ------------------------------
+
+
+def test_the_green_publish_sensor_follows_greens_months_only(tmp_path, feed, fresh_postgres):
+    resources = resources_for(
+        tmp_path, feed.url, fresh_postgres, DuckDBWarehouse(tmp_path / "w.duckdb"), kind="tlc"
+    )
+    source = resources["taxi_source"]
+    instance = dg.DagsterInstance.ephemeral()
+    feed.publish("2025-02", GREEN_ERAS["2025-02"]("2025-02"), dataset="green")
+    assert materialize(resources, "2025-02-01", selection=GREEN_INGEST, instance=instance).success
+    # Yellow's March is out, green's not yet: the green sensor asks for green's file only.
+    feed.publish("2025-03", era_2021("2025-03"))  # yellow_tripdata_2025-03.parquet
+    feed.requests.clear()
+
+    requests, cursor, skipped = tick("new_green_month_published", instance, source)
+    assert requests == [] and "green_tripdata_2025-03.parquet is not published yet" in skipped
+    assert feed.requests[0] == "HEAD /trip-data/green_tripdata_2025-03.parquet"
+    # Yellow has taken no month: its sensor requests nothing for green's progress.
+    assert tick("new_yellow_month_published", instance, source)[0] == []
+
+    feed.publish("2025-03", era_2019_09("2025-03"), dataset="green")
+    [request] = tick("new_green_month_published", instance, source, cursor)[0]
+    assert request.partition_key == "2025-03-01"
+    assert REPO.get_sensor_def("new_green_month_published").job_name == "monthly_green_trips"
+
+
+@pytest.mark.parametrize(
+    "kind, month, carried",
+    [
+        ("datatalks", "2019-01", True),
+        ("datatalks", "2021-07", True),
+        ("datatalks", "2021-08", False),  # the mirror's green release ends with July 2021
+        ("tlc", "2013-08", True),
+        ("tlc", "2013-07", False),  # the TLC's green files begin in August 2013
+    ],
+)
+def test_each_source_carries_greens_own_months(monkeypatch, kind, month, carried):
+    monkeypatch.setenv("TAXI_SOURCE", kind)
+    if carried:
+        key, days = cli.month_partitions(GREEN, month)
+        assert key == f"{month}-01" and days[0] == key
+    else:
+        with pytest.raises(SystemExit, match=f"--month {month}: .*green taxi"):
+            cli.month_partitions(GREEN, month)
