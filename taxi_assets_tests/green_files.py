@@ -219,6 +219,9 @@ def expected_green(table: pa.Table, month: str) -> dict:
             pc.fill_null(pc.equal(table["trip_distance"], 0), False).cast(pa.int64())
         ).as_py(),
         "total_amount": round(pc.sum(kept["total_amount"]).as_py(), 2),
+        "cbd_congestion_fee": pc.sum(kept["cbd_congestion_fee"]).as_py()
+        if "cbd_congestion_fee" in kept.column_names
+        else None,
         "passengers": int(pc.sum(kept["passenger_count"]).as_py()),
         "rows_in_month": pc.sum(in_month.cast(pa.int64())).as_py(),
         "rows_per_day": {d["values"]: d["counts"] for d in days.to_pylist()},

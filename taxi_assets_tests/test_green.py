@@ -11,6 +11,8 @@ import datetime as dt
 import gzip
 
 import dagster as dg
+import duckdb
+import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
@@ -20,6 +22,7 @@ import pytest
 from taxi_assets import cli
 from taxi_assets.datasets import DATASETS, GREEN
 from taxi_assets.definitions import defs
+from taxi_assets.local_postgres import free_port
 from taxi_assets_tests.conftest import sample
 from taxi_assets_tests.green_files import (
     GREEN_COLUMNS,
@@ -36,6 +39,8 @@ from taxi_assets_tests.pipeline import (
     pipeline_resources,
     query,
 )
+from taxi_assets_tests.test_cli_live import project_env
+from taxi_assets_tests.test_cli_live import cli as cli_process
 from taxi_assets_tests.test_faults import failure_message
 from taxi_assets_tests.test_tlc_feed import tick
 from taxi_assets_tests.test_warehouse_assets import DuckDBWarehouse
@@ -121,7 +126,7 @@ def postgres_month(postgres, table: str, month: str) -> dict:
         "WHERE source_month = %s",
         f"{month}-01",
     )[0]
-    return {"rows": rows, "total_amount": total, "passengers": passengers and int(passengers)}
+    return {"rows": rows, "total_amount": total, "passengers": int(passengers)}
 
 
 def day_range(want: dict) -> tuple[str, str]:
@@ -130,15 +135,14 @@ def day_range(want: dict) -> tuple[str, str]:
     return days[0], days[-1]
 
 
-def lake_rows_per_day(lake_root, month: str, days: list[str]) -> tuple[dict, dict]:
-    """Rows per day in the day-partitioned dataset and in the daily exports."""
+def lake_rows_per_day(lake_root) -> tuple[dict, dict]:
+    """Rows per day in the day-partitioned dataset and in the daily exports (days with rows)."""
     by_day = pq.read_table(lake_root / "green_taxi_data_by_day")
     counts = pc.value_counts(by_day["lpep_pickup_date"].cast(pa.string())).to_pylist()
-    exports = {}
-    for day in days:
-        export = lake_root / day.replace("-", "/") / "green_taxi_data.parquet"
-        if export.exists():
-            exports[day] = pq.read_metadata(export).num_rows
+    exports = {
+        "-".join(path.parent.parts[-3:]): pq.read_metadata(path).num_rows
+        for path in lake_root.glob("*/*/*/green_taxi_data.parquet")
+    }
     return {c["values"]: c["counts"] for c in counts}, {d: n for d, n in exports.items() if n}
 
 
@@ -182,6 +186,15 @@ def assert_green_month_in_every_sink(tmp_path, postgres, warehouse, resources, t
         "SELECT count(*) FROM ny_taxi.green_taxi "
         "WHERE lpep_pickup_date IS DISTINCT FROM lpep_pickup_datetime::date",
     ) == [(0,)]
+    # The 2025 fee where the file has it; null, never invented, where it has not.
+    [(fee, with_fee)] = query(
+        postgres,
+        "SELECT sum(cbd_congestion_fee)::float8, count(cbd_congestion_fee) FROM ny_taxi.green_taxi",
+    )
+    if want["cbd_congestion_fee"] is None:
+        assert with_fee == 0
+    else:
+        assert (fee, with_fee) == (pytest.approx(want["cbd_congestion_fee"]), want["rows"])
 
     # The lake: the month's object, the day-partitioned dataset, the daily exports.
     lake = tmp_path / "lake"
@@ -192,7 +205,7 @@ def assert_green_month_in_every_sink(tmp_path, postgres, warehouse, resources, t
     assert round(pc.sum(month_object["total_amount"]).as_py(), 2) == pytest.approx(
         want["total_amount"], abs=0.005
     )
-    by_day, exports = lake_rows_per_day(lake, month, sorted(want["rows_per_day"]))
+    by_day, exports = lake_rows_per_day(lake)
     assert by_day == want["rows_per_day"]
     assert exports == want["rows_per_day"]
 
@@ -227,19 +240,22 @@ def _mapping(result) -> dict:
 
 
 # What each era's file needs to reach the contract, as the raw asset reports it.
-ERA_MAPPING = {
-    "2019-03": lambda report: (
-        "cbd_congestion_fee" in report["absent"] and "ehail_fee" not in report.get("null_typed", [])
-    ),
-    "2020-10": lambda report: (
-        "ehail_fee" in report["null_typed"]
-        and report["cast"]["passenger_count"] == "double → int64"
-    ),
-    "2023-05": lambda report: (
-        report["cast"]["VendorID"] == "int32 → int64"
-        and report["cast"]["PULocationID"] == "int32 → int64"
-    ),
-    "2025-02": lambda report: "absent" not in report and "new" not in report,
+_DOUBLE_CODES = dict.fromkeys(
+    ("RatecodeID", "passenger_count", "payment_type", "trip_type"), "double → int64"
+)
+_NARROW_IDS = {
+    **dict.fromkeys(("VendorID", "PULocationID", "DOLocationID"), "int32 → int64"),
+    "store_and_fwd_flag": "large_string → string",
+}
+ERA_REPORTS = {
+    "2019-03": {"absent": ["cbd_congestion_fee"]},
+    "2020-10": {
+        "cast": _DOUBLE_CODES,
+        "null_typed": ["ehail_fee"],
+        "absent": ["cbd_congestion_fee"],
+    },
+    "2023-05": {"cast": {**_NARROW_IDS, **_DOUBLE_CODES}, "absent": ["cbd_congestion_fee"]},
+    "2025-02": {"cast": {**_NARROW_IDS, **_DOUBLE_CODES}},
 }
 
 
@@ -254,22 +270,7 @@ def test_each_green_parquet_era_reaches_every_sink(
         tmp_path, fresh_postgres, warehouse, resources, pq.read_table(path), month
     )
 
-    assert ERA_MAPPING[month](_mapping(monthly)), _mapping(monthly)
-    if month == "2025-02":
-        source = pq.read_table(path)
-        want = expected_green(source, month)
-        kept = source.filter(
-            pc.and_(
-                pc.fill_null(pc.greater(source["passenger_count"], 0), False),
-                pc.fill_null(pc.greater(source["trip_distance"], 0), False),
-            )
-        )
-        [(fee,)] = query(
-            fresh_postgres,
-            "SELECT sum(cbd_congestion_fee)::float8 FROM ny_taxi.green_taxi",
-        )
-        assert kept.num_rows == want["rows"]
-        assert fee == pytest.approx(pc.sum(kept["cbd_congestion_fee"]).as_py())
+    assert _mapping(monthly) == ERA_REPORTS[month]
 
 
 # --- cleaning and the checks ----------------------------------------------------------------
@@ -632,3 +633,42 @@ def test_each_source_carries_greens_own_months(monkeypatch, kind, month, carried
     else:
         with pytest.raises(SystemExit, match=f"--month {month}: .*green taxi"):
             cli.month_partitions(GREEN, month)
+
+
+# --- `make run DATASET=all`, as a new user runs it -------------------------------------------
+
+
+def test_run_dataset_all_loads_both_datasets_from_a_fresh_project(tmp_path, http_source):
+    """`python -m taxi_assets.cli run --dataset all` (what `make run DATASET=all` calls) in a
+    project of its own: its own embedded PostgreSQL, lake and DuckDB under a fresh TAXI_HOME."""
+    green_data = green_csv_gz("2021-01")
+    http_source.publish("2021-01", "yellow_tripdata_2021-01.csv.gz")
+    http_source.publish_bytes("2021-01", green_data, dataset="green")
+    pg_port = free_port()
+    env = project_env(tmp_path, http_source.url, pg_port)
+    try:
+        done = cli_process(env, "run", "--dataset", "all", "--month", "2021-01")
+
+        output = done.stdout + done.stderr
+        assert done.returncode == 0, output
+        assert "Traceback" not in output and "Warning" not in output, output
+        # The closing table names both datasets' sinks.
+        assert "ny_taxi.yellow_cab_data" in output and "ny_taxi.green_taxi" in output, output
+        green_want = expected_green(read_green_csv(green_data), "2021-01")
+        yellow_want = _yellow_kept_rows()
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{pg_port}/postgres") as conn:
+            counts = conn.execute(
+                "SELECT (SELECT count(*) FROM ny_taxi.yellow_cab_data), "
+                "(SELECT count(*) FROM ny_taxi.green_taxi)"
+            ).fetchone()
+        assert counts == (yellow_want["rows"], green_want["rows"])
+        home = tmp_path / "taxi_home"
+        green_month = pq.read_metadata(home / "lake" / "green_taxi_data" / "2021-01.parquet")
+        assert green_month.num_rows == green_want["rows"]
+        with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as warehouse:
+            [(green_days,)] = warehouse.execute(
+                "SELECT count(*) FROM ny_taxi.green_trips"
+            ).fetchall()
+        assert green_days == green_want["rows_in_month"]
+    finally:
+        cli_process(env, "stop")
