@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import re
 
 import dagster as dg
 import duckdb
@@ -16,13 +17,16 @@ import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
 from taxi_assets import cli
 from taxi_assets.datasets import DATASETS, GREEN
 from taxi_assets.definitions import defs
+from taxi_assets.io_managers.bigquery import BigQueryWarehouseIOManager
 from taxi_assets.local_postgres import free_port
+from taxi_assets.resources import LakeResource
 from taxi_assets_tests.conftest import sample
 from taxi_assets_tests.green_files import (
     GREEN_COLUMNS,
@@ -45,6 +49,8 @@ from taxi_assets_tests.test_faults import failure_message
 from taxi_assets_tests.test_tlc_feed import tick
 from taxi_assets_tests.test_warehouse_assets import DuckDBWarehouse
 from taxi_assets_tests.tlc_feed import era_2021, start_feed
+
+pytest_plugins = ["taxi_assets_tests.emulators.bigquery"]
 
 GREEN_MONTHLY = "raw_green_trips green_trips ny_taxi/green_taxi green_trips_parquet"
 GREEN_DAILY = "green_trips_by_day green_trips_daily_export ny_taxi/green_trips"
@@ -135,15 +141,18 @@ def day_range(want: dict) -> tuple[str, str]:
     return days[0], days[-1]
 
 
-def lake_rows_per_day(lake_root) -> tuple[dict, dict]:
+def lake_rows_per_day(lake: LakeResource) -> tuple[dict, dict]:
     """Rows per day in the day-partitioned dataset and in the daily exports (days with rows)."""
-    by_day = pq.read_table(lake_root / "green_taxi_data_by_day")
+    filesystem = lake.filesystem()
+    by_day = pq.read_table("green_taxi_data_by_day", filesystem=filesystem)
     counts = pc.value_counts(by_day["lpep_pickup_date"].cast(pa.string())).to_pylist()
-    exports = {
-        "-".join(path.parent.parts[-3:]): pq.read_metadata(path).num_rows
-        for path in lake_root.glob("*/*/*/green_taxi_data.parquet")
-    }
-    return {c["values"]: c["counts"] for c in counts}, {d: n for d, n in exports.items() if n}
+    exports = {}
+    for info in filesystem.get_file_info(pafs.FileSelector("", recursive=True)):
+        if re.fullmatch(r"\d{4}/\d\d/\d\d/green_taxi_data\.parquet", info.path):
+            rows = pq.read_metadata(info.path, filesystem=filesystem).num_rows
+            if rows:
+                exports[info.path[:10].replace("/", "-")] = rows
+    return {c["values"]: c["counts"] for c in counts}, exports
 
 
 def assert_green_month_in_every_sink(tmp_path, postgres, warehouse, resources, table, month):
@@ -205,7 +214,7 @@ def assert_green_month_in_every_sink(tmp_path, postgres, warehouse, resources, t
     assert round(pc.sum(month_object["total_amount"]).as_py(), 2) == pytest.approx(
         want["total_amount"], abs=0.005
     )
-    by_day, exports = lake_rows_per_day(lake)
+    by_day, exports = lake_rows_per_day(LakeResource(root=str(lake)))
     assert by_day == want["rows_per_day"]
     assert exports == want["rows_per_day"]
 
@@ -271,6 +280,55 @@ def test_each_green_parquet_era_reaches_every_sink(
     )
 
     assert _mapping(monthly) == ERA_REPORTS[month]
+
+
+def test_a_green_month_reaches_the_gcs_lake_and_bigquery(
+    tmp_path, http_source, fresh_postgres, gcs_emulator, bigquery_emulator, request
+):
+    """The gcp profile's sinks, on their emulators: the same names, from the same definition."""
+    data = green_csv_gz("2021-01")
+    http_source.publish_bytes("2021-01", data, dataset="green")
+    want = expected_green(read_green_csv(data), "2021-01")
+    prefix = request.node.name
+    lake = LakeResource(root=f"gs://{gcs_emulator.bucket}/{prefix}", endpoint=gcs_emulator.url)
+    bigquery = bigquery_emulator.client()
+    bigquery.query("DROP TABLE IF EXISTS ny_taxi.green_trips").result()
+    resources = pipeline_resources(
+        tmp_path,
+        http_source.url,
+        fresh_postgres,
+        lake=lake,
+        warehouse_io_manager=BigQueryWarehouseIOManager(
+            project=bigquery_emulator.project,
+            dataset="ny_taxi",
+            api_endpoint=bigquery_emulator.endpoint,
+        ),
+    )
+
+    assert materialize(resources, "2021-01-01", selection=GREEN_MONTHLY).success
+    assert materialize_days(resources, *day_range(want), selection=GREEN_DAILY).success
+
+    filesystem = lake.filesystem()
+    month = pq.read_table("green_taxi_data/2021-01.parquet", filesystem=filesystem)
+    assert month.num_rows == want["rows"]
+    assert month.schema.names[: len(GREEN_SINK_COLUMNS)] == GREEN_SINK_COLUMNS
+    assert lake_rows_per_day(lake) == (want["rows_per_day"], want["rows_per_day"])
+    per_day = {
+        str(row["day"]): row["trips"]
+        for row in bigquery.query(
+            "SELECT CAST(lpep_pickup_datetime AS DATE) AS day, COUNT(*) AS trips "
+            "FROM ny_taxi.green_trips GROUP BY day"
+        ).result()
+    }
+    assert per_day == want["rows_per_day"]
+    columns = {
+        row["column_name"]
+        for row in bigquery.query(
+            "SELECT column_name FROM ny_taxi.INFORMATION_SCHEMA.COLUMNS "
+            "WHERE table_name = 'green_trips'"
+        ).result()
+    }
+    assert {"vendor_id", "pu_location_id", "do_location_id", "ratecode_id"} <= columns
 
 
 # --- cleaning and the checks ----------------------------------------------------------------
