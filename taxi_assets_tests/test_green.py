@@ -494,9 +494,7 @@ def test_a_file_without_the_columns_cleaning_needs_fails_instead_of_loading_noth
 ):
     # The real 62,495 green trips of January 2022, re-written with 5 columns only: no
     # passenger_count, no fares.
-    path = feed.path("2022-01", dataset="green")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(sample("green_tripdata_2022-01.parquet").read_bytes())
+    feed.publish("2022-01", pq.read_table(sample("green_tripdata_2022-01.parquet")), "green")
     resources = resources_for(tmp_path, feed.url, fresh_postgres, warehouse, kind="tlc")
 
     result = materialize(resources, "2022-01-01", selection=GREEN_MONTHLY, raise_on_error=False)
@@ -508,10 +506,6 @@ def test_a_file_without_the_columns_cleaning_needs_fails_instead_of_loading_noth
 
 
 # --- a file of the other dataset ------------------------------------------------------------
-
-
-def _yellow_csv() -> bytes:
-    return sample("yellow_tripdata_2021-01.csv.gz").read_bytes()
 
 
 FOREIGN = [
@@ -535,18 +529,17 @@ def test_a_file_of_the_other_dataset_fails_naming_file_and_columns(
     month = "2021-01"
     if kind == "datatalks":
         url = http_source.url
-        data = green_csv_gz(month) if served == "green" else _yellow_csv()
+        data = (
+            green_csv_gz(month)
+            if served == "green"
+            else sample("yellow_tripdata_2021-01.csv.gz").read_bytes()
+        )
         http_source.publish_bytes(month, data, dataset=asked)
         file_name = f"{asked}_tripdata_{month}.csv.gz"
     else:
         url = feed.url
-        path = feed.path(month, dataset=asked)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if served == "green":
-            pq.write_table(era_2019_09(month), path)
-        else:
-            pq.write_table(era_2021(month), path)
-        file_name = path.name
+        table = era_2019_09(month) if served == "green" else era_2021(month)
+        file_name = feed.publish(month, table, dataset=asked).name
     resources = resources_for(tmp_path, url, postgres, warehouse, kind=kind)
     dataset = DATASETS[asked]
 
