@@ -13,8 +13,8 @@ install:
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 	$(UV) sync --frozen
 
-run: install  ## materialize the whole pipeline for MONTH (default 2021-01) on the local profile
-	$(UV) run --frozen python -m taxi_assets.cli run --month $(or $(MONTH),2021-01)
+run: install  ## the whole pipeline of DATASET (yellow, green or all; default yellow) for MONTH (default 2021-01), local profile
+	$(UV) run --frozen python -m taxi_assets.cli run --dataset $(or $(DATASET),yellow) --month $(or $(MONTH),2021-01)
 
 dev: install  ## the Dagster UI and daemon on the same instance: PORT (default 3000, or DAGSTER_WEBSERVER_PORT)
 	$(UV) run --frozen python -m taxi_assets.cli dev $(if $(PORT),--port $(PORT))

@@ -19,6 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from taxi_assets.datasets import YELLOW
 from taxi_assets.schema import trip_batches
 
 DATASET = "ny_taxi_dlt"
@@ -33,7 +34,7 @@ def run(csv_path: Path | str, pg_url: str, workdir: Path | str) -> dict:
 
     @dlt.resource(name="yellow_cab_data", write_disposition="replace", file_format="parquet")
     def trips():
-        for batch in trip_batches(csv_path, max_rows=10**9, max_bytes=10**12):
+        for batch in trip_batches(csv_path, dataset=YELLOW, max_rows=10**9, max_bytes=10**12):
             counts["rows"] += batch.num_rows
             yield pa.Table.from_batches(
                 [batch.filter(pc.greater(pc.fill_null(batch["passenger_count"], 0), 0))]

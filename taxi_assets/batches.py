@@ -59,8 +59,9 @@ class TripBatches:
     def map(
         self, function: Callable[[pa.RecordBatch], pa.RecordBatch], schema: pa.Schema | None = None
     ) -> TripBatches:
-        """The same stream with `function` applied to each batch as it passes."""
-        return TripBatches(schema or self.schema, lambda: map(function, self))
+        """The same stream with `function`, which keeps a batch's rows, applied to each batch
+        as it passes."""
+        return TripBatches(schema or self.schema, lambda: map(function, self), self.num_rows)
 
     def reader(self) -> pa.RecordBatchReader:
         return pa.RecordBatchReader.from_batches(self.schema, iter(self))

@@ -1,7 +1,9 @@
-"""Data-quality checks: Mage's block tests, as Dagster asset checks.
+"""Data-quality checks on a dataset's cleaned trips: Mage's block tests, as Dagster asset checks.
 
-`no_zero_passenger_trips` and `no_shrink` block the sinks; the others warn, because real TLC
-files break them every month (clock errors, new vendors) and the data is still worth loading.
+Each drop rule's check (`no_zero_passenger_trips`, green's `no_zero_distance_trips`) and
+`no_shrink` block the sinks, and so does `known_vendor_ids` where the dataset says so; the
+others warn, because real TLC files break them every month (clock errors) and the data is
+still worth loading.
 """
 
 from collections.abc import Iterator
@@ -10,47 +12,10 @@ import dagster as dg
 import pandas as pd
 
 from taxi_assets.batches import TripBatches
+from taxi_assets.datasets import TripDataset
 from taxi_assets.partitions import monthly_partitions
-from taxi_assets.schema import CANONICAL_COLUMNS, DROPOFF, PICKUP, to_pandas
+from taxi_assets.schema import to_pandas
 from taxi_assets.shrink_guard import ALLOW_SHRINK_TAG, shrink_allowed, shrink_refusal
-
-# The sinks that hold exactly the month's `yellow_trips`: what a shrunken month would replace.
-MONTHLY_SINKS = (dg.AssetKey(["ny_taxi", "yellow_cab_data"]), dg.AssetKey("yellow_trips_parquet"))
-
-KNOWN_VENDOR_IDS = {1, 2, 4, 5, 6, 7}  # the TLC data dictionary's vendors over the years
-
-
-def _spec(name: str, **kwargs) -> dg.AssetCheckSpec:
-    return dg.AssetCheckSpec(
-        name, asset="yellow_trips", partitions_def=monthly_partitions, **kwargs
-    )
-
-
-yellow_trips_checks = [
-    _spec(
-        "no_zero_passenger_trips",
-        blocking=True,
-        description="No trip with zero or missing passengers reaches a sink.",
-    ),
-    _spec(
-        "no_shrink",
-        blocking=True,
-        description="The month keeps at least half the rows its sinks last materialized "
-        f"(run tag {ALLOW_SHRINK_TAG}=true to replace it anyway).",
-    ),
-    _spec("dropoff_not_before_pickup"),
-    _spec("known_vendor_ids"),
-    _spec(
-        "pickups_near_file_month",
-        description="Pickups fall in the file's month or the month before "
-        "(late-filed trips); others land in no daily partition.",
-    ),
-    _spec(
-        "only_known_columns",
-        description="The month has no column beyond the canonical ones; a new one is "
-        "carried to every sink, and named here.",
-    ),
-]
 
 
 def _result(name: str, failures: int, severity=dg.AssetCheckSeverity.WARN, **metadata):
@@ -62,62 +27,127 @@ def _result(name: str, failures: int, severity=dg.AssetCheckSeverity.WARN, **met
     )
 
 
-@dg.multi_asset_check(specs=yellow_trips_checks, can_subset=False)
-def yellow_trips_quality(
-    context: dg.AssetCheckExecutionContext, yellow_trips: TripBatches
-) -> Iterator[dg.AssetCheckResult]:
-    # Counted over every batch of the month, so a failure in any one of them is seen.
-    month = pd.Timestamp(context.partition_key)
-    earliest, end = month - pd.DateOffset(months=1), month + pd.DateOffset(months=1)
-    zero_passengers = dropoff_before_pickup = unknown_vendor_rows = missing_vendors = 0
-    outside_months = rows = 0
-    unknown_ids: set[int] = set()
-    pickups: list[pd.Timestamp] = []
-    for batch in yellow_trips:
-        trips = to_pandas(batch)
-        rows += len(trips)
-        zero_passengers += int((trips["passenger_count"].fillna(0) <= 0).sum())
-        dropoff_before_pickup += int((trips[DROPOFF] < trips[PICKUP]).sum())
-        vendors = trips["VendorID"]
-        unknown = vendors.notna() & ~vendors.isin(KNOWN_VENDOR_IDS)
-        unknown_vendor_rows += int(unknown.sum())
-        missing_vendors += int(vendors.isna().sum())
-        unknown_ids.update(int(v) for v in vendors[unknown].unique())
-        outside = (trips[PICKUP] < earliest) | (trips[PICKUP] >= end)
-        outside_months += int(outside.sum())
-        pickups += [trips[PICKUP].min(), trips[PICKUP].max()]
-    yield _result("no_zero_passenger_trips", zero_passengers, severity=dg.AssetCheckSeverity.ERROR)
-    yield _no_shrink(context, rows)
-    yield _result("dropoff_not_before_pickup", dropoff_before_pickup)
-    yield _result(
-        "known_vendor_ids",
-        unknown_vendor_rows,
-        missing_vendor_rows=missing_vendors,
-        unknown_ids=sorted(unknown_ids),
-    )
-    pickups = pd.Series(pickups, dtype="datetime64[us]")
-    yield _result(
-        "pickups_near_file_month",
-        outside_months,
-        earliest_pickup=str(pickups.min()),
-        latest_pickup=str(pickups.max()),
-    )
-    new_columns = [name for name in yellow_trips.schema.names if name not in CANONICAL_COLUMNS]
-    yield dg.AssetCheckResult(
-        check_name="only_known_columns",
-        passed=not new_columns,
-        severity=dg.AssetCheckSeverity.WARN,
-        description=f"new columns, carried to every sink: {', '.join(new_columns)}"
-        if new_columns
-        else None,
-        metadata={"new_columns": new_columns},
-    )
+def monthly_sinks(dataset: TripDataset) -> list[dg.AssetKey]:
+    """The sinks that hold exactly the month's cleaned trips: what a shrunken month replaces."""
+    return [dataset.postgres_asset, dg.AssetKey(dataset.lake_month_asset)]
 
 
-def _materialized_rows(instance: dg.DagsterInstance, partition: str) -> int | None:
+def build_quality_checks(dataset: TripDataset) -> dg.AssetChecksDefinition:
+    vendor, pickup, dropoff = dataset.column("VendorID"), dataset.pickup, dataset.dropoff
+    known_vendors = sorted(dataset.known_vendor_ids)
+
+    def spec(name: str, **kwargs) -> dg.AssetCheckSpec:
+        return dg.AssetCheckSpec(
+            name, asset=dataset.cleaned_asset, partitions_def=monthly_partitions, **kwargs
+        )
+
+    specs = [
+        *(
+            spec(
+                rule.check_name,
+                blocking=True,
+                description=f"No trip with {rule.what} reaches a sink.",
+            )
+            for rule in dataset.drop_rules
+        ),
+        spec(
+            "no_shrink",
+            blocking=True,
+            description="The month keeps at least half the rows its sinks last materialized "
+            f"(run tag {ALLOW_SHRINK_TAG}=true to replace it anyway).",
+        ),
+        spec("dropoff_not_before_pickup"),
+        spec(
+            "known_vendor_ids",
+            blocking=dataset.vendor_check_blocks,
+            description=f"{vendor} is one of {known_vendors}; rows without one are counted "
+            "apart and pass.",
+        ),
+        spec(
+            "pickups_near_file_month",
+            description="Pickups fall in the file's month or the month before "
+            "(late-filed trips); others land in no daily partition.",
+        ),
+        spec(
+            "only_known_columns",
+            description="The month has no column beyond the canonical ones; a new one is "
+            "carried to every sink, and named here.",
+        ),
+    ]
+    known_columns = {dataset.column(name) for name in dataset.canonical_columns}
+    vendor_severity = (
+        dg.AssetCheckSeverity.ERROR if dataset.vendor_check_blocks else dg.AssetCheckSeverity.WARN
+    )
+
+    @dg.multi_asset_check(
+        specs=specs,
+        can_subset=False,
+        name=f"{dataset.cleaned_asset}_quality",
+        ins={"trips": dg.AssetIn(dataset.cleaned_asset)},
+    )
+    def quality(
+        context: dg.AssetCheckExecutionContext, trips: TripBatches
+    ) -> Iterator[dg.AssetCheckResult]:
+        # Counted over every batch of the month, so a failure in any one of them is seen.
+        month = pd.Timestamp(context.partition_key)
+        earliest, end = month - pd.DateOffset(months=1), month + pd.DateOffset(months=1)
+        not_dropped = dict.fromkeys((rule.check_name for rule in dataset.drop_rules), 0)
+        dropoff_before_pickup = unknown_vendor_rows = missing_vendors = outside_months = 0
+        rows = 0
+        unknown_ids: set[int] = set()
+        pickups: list[pd.Timestamp] = []
+        for batch in trips:
+            frame = to_pandas(batch)
+            rows += len(frame)
+            for rule in dataset.drop_rules:
+                not_dropped[rule.check_name] += int(rule.matches(frame).astype(bool).sum())
+            dropoff_before_pickup += int((frame[dropoff] < frame[pickup]).sum())
+            vendors = frame[vendor]
+            unknown = vendors.notna() & ~vendors.isin(dataset.known_vendor_ids)
+            unknown_vendor_rows += int(unknown.sum())
+            missing_vendors += int(vendors.isna().sum())
+            unknown_ids.update(int(v) for v in vendors[unknown].unique())
+            outside = (frame[pickup] < earliest) | (frame[pickup] >= end)
+            outside_months += int(outside.sum())
+            pickups += [frame[pickup].min(), frame[pickup].max()]
+        for name, failures in not_dropped.items():
+            yield _result(name, failures, severity=dg.AssetCheckSeverity.ERROR)
+        yield _no_shrink(context, dataset, rows)
+        yield _result("dropoff_not_before_pickup", dropoff_before_pickup)
+        yield _result(
+            "known_vendor_ids",
+            unknown_vendor_rows,
+            severity=vendor_severity,
+            missing_vendor_rows=missing_vendors,
+            unknown_ids=sorted(unknown_ids),
+        )
+        pickups = pd.Series(pickups, dtype="datetime64[us]")
+        yield _result(
+            "pickups_near_file_month",
+            outside_months,
+            earliest_pickup=str(pickups.min()),
+            latest_pickup=str(pickups.max()),
+        )
+        new_columns = [name for name in trips.schema.names if name not in known_columns]
+        yield dg.AssetCheckResult(
+            check_name="only_known_columns",
+            passed=not new_columns,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=f"new columns, carried to every sink: {', '.join(new_columns)}"
+            if new_columns
+            else None,
+            metadata={"new_columns": new_columns},
+        )
+
+    return quality
+
+
+def _materialized_rows(
+    instance: dg.DagsterInstance, sinks: list[dg.AssetKey], partition: str
+) -> int | None:
     """The most rows any monthly sink's last materialization of `partition` recorded."""
     counts = []
-    for key in MONTHLY_SINKS:
+    for key in sinks:
         records = instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
         ).records
@@ -128,9 +158,15 @@ def _materialized_rows(instance: dg.DagsterInstance, partition: str) -> int | No
     return max(counts, default=None)
 
 
-def _no_shrink(context: dg.AssetCheckExecutionContext, rows: int) -> dg.AssetCheckResult:
-    materialized = _materialized_rows(context.instance, context.partition_key)
-    refusal = shrink_refusal(f"yellow_trips {context.partition_key[:7]}", materialized, rows)
+def _no_shrink(
+    context: dg.AssetCheckExecutionContext, dataset: TripDataset, rows: int
+) -> dg.AssetCheckResult:
+    materialized = _materialized_rows(
+        context.instance, monthly_sinks(dataset), context.partition_key
+    )
+    refusal = shrink_refusal(
+        f"{dataset.cleaned_asset} {context.partition_key[:7]}", materialized, rows
+    )
     allowed = shrink_allowed(context.run.tags)
     if refusal and allowed:
         context.log.warning(

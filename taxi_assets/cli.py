@@ -19,6 +19,7 @@ import dagster as dg
 import pyarrow as pa
 
 from taxi_assets import console
+from taxi_assets.datasets import TripDataset
 from taxi_assets.resources import PROJECT_ROOT, configured_profile, local_pg_port, taxi_home
 
 LOCATION_NAME = "taxi_assets"  # the code location in workspace.yaml, which `make dev` serves
@@ -117,7 +118,18 @@ def prepare_environment() -> None:
 # --- run -------------------------------------------------------------------------------------
 
 
-def month_partitions(month: str) -> tuple[str, list[str]]:
+def chosen_datasets(name: str) -> list[TripDataset]:
+    """The datasets --dataset (DATASET) names: one, or `all`; exits naming the setting."""
+    from taxi_assets.datasets import DATASETS
+
+    if name == "all":
+        return list(DATASETS.values())
+    if name not in DATASETS:
+        sys.exit(f"--dataset {name} (DATASET): choose one of {', '.join(DATASETS)} or all")
+    return [DATASETS[name]]
+
+
+def month_partitions(dataset: TripDataset, month: str) -> tuple[str, list[str]]:
     """The month's partition key and its days; exits naming --month when it is not one."""
     from taxi_assets.partitions import daily_partitions, monthly_partitions
     from taxi_assets.resources import MonthNotCarried, configured_source
@@ -125,7 +137,7 @@ def month_partitions(month: str) -> tuple[str, list[str]]:
 
     key = f"{month}-01"
     try:
-        configured_source().check_month(month)
+        configured_source().check_month(dataset, month)
     except (MonthNotCarried, SourceNotPublished) as error:
         sys.exit(f"--month {month}: {error}")
     days = daily_partitions.get_partition_keys_in_time_window(
@@ -135,32 +147,39 @@ def month_partitions(month: str) -> tuple[str, list[str]]:
 
 
 def run(
-    month: str, daily_assets: list[str] | None = None, level: str = "INFO"
+    month: str,
+    datasets: list[TripDataset],
+    daily_assets: list[str] | None = None,
+    level: str = "INFO",
 ) -> list[dg.ExecutionResult]:
-    """The month's monthly job, then its days as one single-run backfill of the daily job.
+    """For each dataset, the month's monthly job, then its days as one single-run backfill of
+    the daily job.
 
     Each run is created as a UI launch creates it and executed here, in one process (the
     in-process executor), without keeping outputs in memory. `daily_assets` narrows the day
-    run to those assets (default: all of them). Returns the (closed) results; when a run fails,
-    ends with its cause and exits.
+    runs to those assets (default: all of them). Returns the (closed) results; when a run
+    fails, ends with its cause and exits.
     """
     from taxi_assets.dagster_private import WorkspaceLocation, execute_in_process
     from taxi_assets.run_health import prepare_run
-    from taxi_assets.schedules import DAILY_JOB, MONTHLY_JOB
 
-    key, days = month_partitions(month)
+    planned = [(dataset, *month_partitions(dataset, month)) for dataset in datasets]
     day_selection = [dg.AssetKey.from_user_string(a) for a in daily_assets or []] or None
-    runs = (
-        (MONTHLY_JOB, {"dagster/partition": key}, None),
-        (
-            DAILY_JOB,
-            {
-                "dagster/asset_partition_range_start": days[0],
-                "dagster/asset_partition_range_end": days[-1],
-            },
-            day_selection,
-        ),
-    )
+    runs = [
+        run
+        for dataset, key, days in planned
+        for run in (
+            (dataset.monthly_job, {"dagster/partition": key}, None),
+            (
+                dataset.daily_job,
+                {
+                    "dagster/asset_partition_range_start": days[0],
+                    "dagster/asset_partition_range_end": days[-1],
+                },
+                day_selection,
+            ),
+        )
+    ]
     instance = dg.DagsterInstance.get()
     results = []
     with WorkspaceLocation.open(
@@ -191,8 +210,9 @@ def run(
     return results
 
 
-def print_locations(month: str, results: list, seconds: float) -> None:
-    print("\n" + "\n".join(console.closing_table(month, console.landed(results), seconds)))
+def print_locations(month: str, datasets: list[TripDataset], results: list, seconds: float) -> None:
+    table = console.closing_table(month, console.landed(results), seconds, datasets)
+    print("\n" + "\n".join(table))
     if configured_profile() == "local":
         server = os.environ["DAGSTER_PG_URL"].split("?")[0]
         print(f"PostgreSQL: {server} (psql it); the runs: `make dev`, then {webserver_url()}")
@@ -226,6 +246,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     run_parser = commands.add_parser("run", help="materialize the whole pipeline for a month")
     run_parser.add_argument("--month", default="2021-01", help="YYYY-MM (default 2021-01)")
     run_parser.add_argument(
+        "--dataset",
+        default="yellow",
+        help="yellow (the default), green, or all: each dataset's jobs in turn",
+    )
+    run_parser.add_argument(
         "-v",
         "--verbose",
         action="store_true",
@@ -251,13 +276,14 @@ def main(argv: list[str] | None = None) -> None:
 
         LocalPostgres(taxi_home() / "pgdata", local_pg_port()).stop()
         return
+    datasets = chosen_datasets(args.dataset) if args.command == "run" else []
     prepare_environment()
     if args.command == "postgres":
         print(os.environ["DAGSTER_PG_URL"])
     elif args.command == "run":
         start = time.monotonic()
-        results = run(args.month, level=log_level(args.verbose))
-        print_locations(args.month, results, time.monotonic() - start)
+        results = run(args.month, datasets, level=log_level(args.verbose))
+        print_locations(args.month, datasets, results, time.monotonic() - start)
     elif args.command == "dev":
         dev(args.port)
 

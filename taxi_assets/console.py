@@ -17,6 +17,8 @@ from collections.abc import Iterable, Mapping
 
 import dagster as dg
 
+from taxi_assets.datasets import TripDataset
+
 LOGGER_NAME = "console"
 NOT_EXECUTING = re.compile(r"Dependencies for step \S+ (?:failed|were not executed): \[(.*)\]")
 RECORD_METADATA = "dagster_meta"  # the attribute Dagster's log handler sets on each record
@@ -223,7 +225,10 @@ def landed(results) -> list[tuple[str, str, int | None, int]]:
 
 
 def closing_table(
-    month: str, rows: list[tuple[str, str, int | None, int]], seconds: float
+    month: str,
+    rows: list[tuple[str, str, int | None, int]],
+    seconds: float,
+    datasets: list[TripDataset],
 ) -> list[str]:
     lines = [
         f"{month} materialized in {seconds:.1f} s:",
@@ -233,22 +238,26 @@ def closing_table(
         lines.append(
             f"  {asset:27} {'' if count is None else f'{count:,}':>9} {days or '':>4}  {where}"
         )
-    month_rows = next((c for a, _, c, d in rows if a == "yellow_trips"), None)
-    day_rows = next((c for _, _, c, d in rows if d), None)
-    if month_rows is not None and day_rows is not None and month_rows != day_rows:
-        lines.append(late_filed_note(month, month_rows, day_rows))
+    counts = {asset: count for asset, _, count, _ in rows}
+    for dataset in datasets:
+        month_rows = counts.get(dataset.cleaned_asset)
+        day_rows = counts.get(dataset.lake_by_day_asset)
+        if month_rows is not None and day_rows is not None and month_rows != day_rows:
+            lines.append(late_filed_note(dataset, month, month_rows, day_rows))
     return lines
 
 
-def late_filed_note(month: str, month_rows: int, day_rows: int) -> str:
+def late_filed_note(dataset: TripDataset, month: str, month_rows: int, day_rows: int) -> str:
     if month_rows > day_rows:
         return (
-            f"The days hold {month_rows - day_rows:,} fewer trips than the month: the TLC files "
+            f"The {dataset.title} days hold {month_rows - day_rows:,} fewer trips than the "
+            "month: the TLC files "
             f"a trip in the month it reached them, so {month}'s file also holds trips picked "
             "up before the month (late-filed). They stay in Postgres and the monthly file, and "
             "belong to the days they were picked up on."
         )
     return (
-        f"The days hold {day_rows - month_rows:,} more trips than the month: late-filed trips "
+        f"The {dataset.title} days hold {day_rows - month_rows:,} more trips than the month: "
+        "late-filed trips "
         f"of {month}'s days from the next month's file."
     )

@@ -1,4 +1,4 @@
-"""Resources: the source files, the PostgreSQL server and the Parquet lake (profiles.py chooses
+"""Resources: the trip files at their source, the PostgreSQL server and the Parquet lake (profiles.py chooses
 their settings)."""
 
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from pydantic import Field
 
 from taxi_assets import source
 from taxi_assets.batches import TripBatches
+from taxi_assets.datasets import TripDataset
 from taxi_assets.google_credentials import check_key_file
 from taxi_assets.schema import file_schema, trip_batches
 from taxi_assets.schema_mapping import MappingPlan, map_batches, plan_mapping
@@ -41,12 +43,12 @@ def taxi_home() -> Path:
 
 @dataclass(frozen=True)
 class SourceKind:
-    """A publisher of monthly yellow-taxi files, and what is known about how it publishes."""
+    """A publisher of monthly trip files, and what is known about how it publishes."""
 
     description: str
-    base_url: str
-    file_pattern: str  # with {month} as YYYY-MM
-    first_month: str
+    base_url: str  # {dataset} is the dataset's name
+    suffix: str  # the files' format: `{prefix}_{YYYY-MM}{suffix}`
+    first_months: Mapping[str, str]  # by dataset; a dataset not named is not carried
     last_month: str | None  # None: a new month keeps coming
     # An object the publisher always has, to tell its "not published" 403 from throttling
     # (relative to a file's URL); None when the publisher answers 404 for a missing file.
@@ -56,20 +58,20 @@ class SourceKind:
 
 
 SOURCE_KINDS = {
-    # The tutorial's frozen CSV.gz mirror of the TLC files.
+    # The tutorial's frozen CSV.gz mirror of the TLC files, one release per dataset.
     "datatalks": SourceKind(
         "the DataTalksClub CSV.gz mirror",
-        "https://github.com/DataTalksClub/nyc-tlc-data/releases/download/yellow",
-        "yellow_tripdata_{month}.csv.gz",
-        "2019-01",
+        "https://github.com/DataTalksClub/nyc-tlc-data/releases/download/{dataset}",
+        ".csv.gz",
+        {"yellow": "2019-01", "green": "2019-01"},
         "2021-07",
     ),
     # The TLC's own Parquet files, behind CloudFront, about two months after each month ends.
     "tlc": SourceKind(
         "the TLC's Parquet feed",
         "https://d37ci6vzurychx.cloudfront.net/trip-data",
-        "yellow_tripdata_{month}.parquet",
-        "2009-01",
+        ".parquet",
+        {"yellow": "2009-01", "green": "2013-08"},
         None,
         published_probe="../misc/taxi_zone_lookup.csv",
         publication_lag_months=2,
@@ -78,7 +80,7 @@ SOURCE_KINDS = {
 
 
 class MonthNotCarried(ValueError):
-    """The chosen source does not carry this month at all."""
+    """The chosen source does not carry this month (or dataset) at all."""
 
 
 def _month_before(month: str, months: int) -> str:
@@ -87,9 +89,10 @@ def _month_before(month: str, months: int) -> str:
 
 
 class TaxiSourceResource(dg.ConfigurableResource):
-    """The monthly yellow-taxi files of one source kind (`datatalks` or `tlc`).
+    """The monthly trip files of one source kind (`datatalks` or `tlc`), every dataset's.
 
-    `base_url` overrides the kind's own: an HTTP(S) URL, `file://` URL or plain folder.
+    `base_url` overrides the kind's own: an HTTP(S) URL, `file://` URL or plain folder, where
+    `{dataset}` stands for the dataset's name (without it, all datasets' files side by side).
     """
 
     kind: str = "datatalks"
@@ -115,9 +118,8 @@ class TaxiSourceResource(dg.ConfigurableResource):
             )
         return SOURCE_KINDS[self.kind]
 
-    @property
-    def url(self) -> str:
-        return self.base_url or self._kind.base_url
+    def url(self, dataset: TripDataset) -> str:
+        return (self.base_url or self._kind.base_url).replace("{dataset}", dataset.name)
 
     @property
     def published_probe(self) -> str | None:
@@ -128,53 +130,58 @@ class TaxiSourceResource(dg.ConfigurableResource):
         """Whether the source holds a fixed range of months (a mirror), not a live feed."""
         return self._kind.last_month is not None
 
-    def file_name(self, month: str) -> str:
-        return self._kind.file_pattern.format(month=month)
+    def file_name(self, dataset: TripDataset, month: str) -> str:
+        return dataset.file_name(month, self._kind.suffix)
 
-    def months(self, today: dt.date | None = None) -> tuple[str, str]:
-        """The first and last month the source can hold (the last finished month, if open)."""
+    def months(self, dataset: TripDataset, today: dt.date | None = None) -> tuple[str, str]:
+        """The first and last month the source can hold of the dataset (the last finished
+        month, if open). Raises MonthNotCarried for a dataset the source does not carry."""
         kind = self._kind
+        if dataset.name not in kind.first_months:
+            raise MonthNotCarried(
+                f"{kind.description} (TAXI_SOURCE={self.kind}) has no {dataset.title} files; "
+                f"it carries {', '.join(kind.first_months)}"
+            )
         last_finished = _month_before(f"{today or dt.date.today():%Y-%m}", 1)
-        return kind.first_month, min(kind.last_month or last_finished, last_finished)
+        return kind.first_months[dataset.name], min(kind.last_month or last_finished, last_finished)
 
-    def check_month(self, month: str) -> None:
+    def check_month(self, dataset: TripDataset, month: str) -> None:
         """Fail at once for a month the source cannot have: naming its range, or, for a month
         an open source has not finished yet, as not published."""
         kind = self._kind
-        first, last = self.months()
         if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", month):
             raise MonthNotCarried(f"{month!r} is not a month: use YYYY-MM")
+        first, last = self.months(dataset)
         if month < first or (kind.last_month and month > kind.last_month):
             raise MonthNotCarried(
-                f"{month} is not a month of {kind.description} "
-                f"(TAXI_SOURCE={self.kind}): it holds {first} to {last}"
+                f"{month} is not a month of {kind.description} (TAXI_SOURCE={self.kind}): "
+                f"it holds {first} to {last} of the {dataset.title} files"
             )
         if month > last:
             raise source.SourceNotPublished(
-                f"{self.file_name(month)} is not published: {month} is not over yet"
+                f"{self.file_name(dataset, month)} is not published: {month} is not over yet"
             )
 
-    def newest_expected_month(self, today: dt.date) -> str:
+    def newest_expected_month(self, dataset: TripDataset, today: dt.date) -> str:
         """The newest month whose file the publication lag allows to be out on `today`."""
-        first, last = self.months(today)
-        return max(
-            first, min(last, _month_before(f"{today:%Y-%m}", self._kind.publication_lag_months + 1))
-        )
+        first, last = self.months(dataset, today)
+        lag = self._kind.publication_lag_months
+        return max(first, min(last, _month_before(f"{today:%Y-%m}", lag + 1)))
 
-    def remote(self, month: str) -> source.SourceFile:
+    def remote(self, dataset: TripDataset, month: str) -> source.SourceFile:
         """The month's file and its version at the source, by HEAD. Raises SourceNotPublished."""
         return source.remote_file(
-            self.url,
-            self.file_name(month),
+            self.url(dataset),
+            self.file_name(dataset, month),
             timeout=self.timeout_seconds,
             probe=self.published_probe,
         )
 
-    def fetch(self, month: str, log) -> source.LandedFile:
-        self.check_month(month)
+    def fetch(self, dataset: TripDataset, month: str, log) -> source.LandedFile:
+        self.check_month(dataset, month)
         return source.download(
-            self.url,
-            self.file_name(month),
+            self.url(dataset),
+            self.file_name(dataset, month),
             Path(self.landing_dir),
             retries=self.retries,
             backoff_seconds=self.backoff_seconds,
@@ -184,18 +191,21 @@ class TaxiSourceResource(dg.ConfigurableResource):
         )
 
     def trips(
-        self, path: Path, known_types: dict[str, pa.DataType] | None = None
+        self, dataset: TripDataset, path: Path, known_types: dict[str, pa.DataType] | None = None
     ) -> tuple[MappingPlan, TripBatches]:
-        """The file's trips as canonical columns, read and mapped batch by batch; and the
-        mapping, planned from the file's schema before a row is read. `known_types`: the types
-        the sinks hold for columns beyond the canonical ones."""
-        plan = plan_mapping(path.name, file_schema(path), known_types)
+        """The file's trips as the dataset's canonical columns, read and mapped batch by batch;
+        and the mapping, planned from the file's schema before a row is read. `known_types`:
+        the types the sinks hold for columns beyond the canonical ones."""
+        plan = plan_mapping(path.name, file_schema(path, dataset), dataset, known_types)
         return plan, TripBatches(
             plan.schema,
             lambda: map_batches(
                 plan,
                 trip_batches(
-                    path, max_rows=self.max_rows_per_file, max_bytes=self.max_bytes_per_file
+                    path,
+                    dataset=dataset,
+                    max_rows=self.max_rows_per_file,
+                    max_bytes=self.max_bytes_per_file,
                 ),
             ),
         )

@@ -1,7 +1,7 @@
-"""The canonical trip columns, the contract of the TLC yellow-taxi CSV files, and a reader that
-enforces it.
+"""Reading a trip file: the CSV contract enforced, Parquet streamed, every input under a ceiling.
 
-The contract is the tutorial's dtype dict and its two parsed datetime columns. The reader
+A dataset's contract (datasets.py) is the tutorial's dtype dict and its two parsed datetime
+columns. The reader
 fails on the first departure from it with the file, row and column at fault: a silent
 coercion (strings in numbers, shifted dates) would load wrong data that the checks cannot see.
 """
@@ -20,39 +20,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-PICKUP = "tpep_pickup_datetime"
-DROPOFF = "tpep_dropoff_datetime"
+from taxi_assets.datasets import YELLOW, TripDataset, foreign_columns
+
 DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
-
-TRIP_COLUMNS: dict[str, pa.DataType] = {
-    "VendorID": pa.int64(),
-    PICKUP: pa.timestamp("us"),
-    DROPOFF: pa.timestamp("us"),
-    "passenger_count": pa.int64(),
-    "trip_distance": pa.float64(),
-    "RatecodeID": pa.int64(),
-    "store_and_fwd_flag": pa.string(),
-    "PULocationID": pa.int64(),
-    "DOLocationID": pa.int64(),
-    "payment_type": pa.int64(),
-    "fare_amount": pa.float64(),
-    "extra": pa.float64(),
-    "mta_tax": pa.float64(),
-    "tip_amount": pa.float64(),
-    "tolls_amount": pa.float64(),
-    "improvement_surcharge": pa.float64(),
-    "total_amount": pa.float64(),
-    "congestion_surcharge": pa.float64(),
-}
-TRIP_SCHEMA = pa.schema(TRIP_COLUMNS.items())
-
-# Every yellow-taxi file, CSV or Parquet of any era, is mapped to these columns (plus any new
-# ones it brings, see schema_mapping.py): the CSV contract and the fees added since.
-CANONICAL_COLUMNS: dict[str, pa.DataType] = {
-    **TRIP_COLUMNS,
-    "airport_fee": pa.float64(),
-    "cbd_congestion_fee": pa.float64(),
-}
 
 
 class TripFileError(ValueError):
@@ -67,24 +37,36 @@ def _open_text(path: Path):
     return gzip.open(path, "rt", newline="") if path.suffix == ".gz" else open(path, newline="")
 
 
-def _check_header(path: Path) -> None:
+def _check_header(path: Path, dataset: TripDataset) -> None:
     try:
         with _open_text(path) as text:
             # As CSV: a header may quote its names, as the TLC's zone lookup does.
             header = next(csv.reader(text), [])
     except (OSError, EOFError, zlib.error, csv.Error) as error:
         raise TripFileError(path, f"cannot be read: {error}") from error
-    missing = [name for name in TRIP_COLUMNS if name not in header]
-    unexpected = [name for name in header if name not in TRIP_COLUMNS]
+    contract = dataset.csv_columns
+    missing = [name for name in contract if name not in header]
+    unexpected = [name for name in header if name not in contract]
     if missing or unexpected:
         raise TripFileError(
             path,
-            "header does not match the yellow-taxi column contract: "
-            f"missing {missing or 'none'}, unexpected {unexpected or 'none'}",
+            f"header does not match the {dataset.title} column contract: "
+            f"missing {missing or 'none'}, unexpected {unexpected or 'none'}"
+            + foreign_file_hint(dataset, unexpected),
         )
 
 
-def _locate_bad_row(path: Path, error: Exception) -> str:
+def foreign_file_hint(dataset: TripDataset, names: list[str]) -> str:
+    """ "; its columns … are the green taxi layout's", when a file of another series shows."""
+    found = foreign_columns(dataset, names)
+    return "".join(
+        f"; its columns {columns} are the {title} layout's: is it a {title} file "
+        f"served under the {dataset.title} name?"
+        for title, columns in found.items()
+    )
+
+
+def _locate_bad_row(path: Path, error: Exception, contract: dict[str, pa.DataType]) -> str:
     """Name the row and column behind a pyarrow error, which reports neither reliably.
 
     One more streaming pass over the file as text: a malformed line anywhere is reported
@@ -106,14 +88,14 @@ def _locate_bad_row(path: Path, error: Exception) -> str:
         read_options=pa_csv.ReadOptions(use_threads=False),
         parse_options=pa_csv.ParseOptions(invalid_row_handler=remember),
         convert_options=pa_csv.ConvertOptions(
-            column_types={name: pa.string() for name in TRIP_COLUMNS},
+            column_types={name: pa.string() for name in contract},
             strings_can_be_null=True,
         ),
     )
     first_failure: dict[str, tuple[int, str]] = {}
     offset = 0
     for batch in as_text:
-        for name, type_ in TRIP_COLUMNS.items():
+        for name, type_ in contract.items():
             if name in first_failure:
                 continue
             raw = batch.column(name)
@@ -132,7 +114,7 @@ def _locate_bad_row(path: Path, error: Exception) -> str:
         offset += batch.num_rows
     if bad_lines:
         return bad_lines[0]
-    for name, type_ in TRIP_COLUMNS.items():
+    for name, type_ in contract.items():
         if name in first_failure:
             row, value = first_failure[name]
             # +2: the header is line 1 and rows count from 0.
@@ -189,21 +171,24 @@ class _CountedInput:
         self.closed = True
 
 
-def read_csv_batches(path: Path | str, *, max_bytes: int) -> Iterator[pa.RecordBatch]:
-    """Parse one TLC yellow-taxi CSV (plain or gzipped) under the column contract, streaming.
+def read_csv_batches(
+    path: Path | str, *, dataset: TripDataset, max_bytes: int
+) -> Iterator[pa.RecordBatch]:
+    """Parse one TLC CSV (plain or gzipped) under the dataset's column contract, streaming.
 
     Past `max_bytes` of decompressed CSV it stops with InputTooLarge.
     """
     path = Path(path)
-    _check_header(path)
+    _check_header(path, dataset)
+    contract = dict(dataset.csv_columns)
     counted = _CountedInput(path, max_bytes)
     try:
         reader = pa_csv.open_csv(
             counted,
             read_options=pa_csv.ReadOptions(block_size=CSV_BLOCK_BYTES),
             convert_options=pa_csv.ConvertOptions(
-                column_types=TRIP_COLUMNS,
-                include_columns=list(TRIP_COLUMNS),
+                column_types=contract,
+                include_columns=list(contract),
                 timestamp_parsers=[DATETIME_FORMAT],
                 strings_can_be_null=True,
             ),
@@ -217,7 +202,7 @@ def read_csv_batches(path: Path | str, *, max_bytes: int) -> Iterator[pa.RecordB
                 "max_bytes_per_file ceiling; nothing was loaded",
             ) from None
         if isinstance(error, pa.ArrowInvalid):
-            raise TripFileError(path, _locate_bad_row(path, error)) from error
+            raise TripFileError(path, _locate_bad_row(path, error, contract)) from error
         raise TripFileError(path, f"is truncated or corrupt: {error}") from error
     finally:
         counted.close()
@@ -230,7 +215,9 @@ def _parquet_file(path: Path) -> pq.ParquetFile:
         raise TripFileError(path, f"is not a readable Parquet file: {error}") from error
 
 
-def read_parquet_batches(path: Path | str, *, max_bytes: int) -> Iterator[pa.RecordBatch]:
+def read_parquet_batches(
+    path: Path | str, *, dataset: TripDataset, max_bytes: int
+) -> Iterator[pa.RecordBatch]:
     """A Parquet file's rows, row group by row group, in the file's own schema (of its era:
     schema_mapping.py maps it). Its footer says how big it decompresses: past `max_bytes`
     it stops with InputTooLarge before reading a row."""
@@ -251,7 +238,7 @@ def read_parquet_batches(path: Path | str, *, max_bytes: int) -> Iterator[pa.Rec
         raise TripFileError(path, f"is truncated or corrupt: {error}") from error
 
 
-# A file's suffix chooses its reader. Each yields batches of `file_schema(path)` from one file
+# A file's suffix chooses its reader. Each yields batches of `file_schema(…)` from one file
 # (the contract's for CSV, the footer's for Parquet), failing with TripFileError naming the file,
 # row and column, and enforces `max_bytes` on what it decompresses; rows are counted for all of
 # them in trip_batches.
@@ -262,20 +249,22 @@ READERS: dict[str, Callable[..., Iterator[pa.RecordBatch]]] = {
 }
 
 
-def file_schema(path: Path | str) -> pa.Schema:
+def file_schema(path: Path | str, dataset: TripDataset) -> pa.Schema:
     """The schema of the batches trip_batches yields for this file, without reading a row."""
     path = Path(path)
-    return _parquet_file(path).schema_arrow if path.suffix == ".parquet" else TRIP_SCHEMA
+    return _parquet_file(path).schema_arrow if path.suffix == ".parquet" else dataset.csv_schema
 
 
-def trip_batches(path: Path | str, *, max_rows: int, max_bytes: int) -> Iterator[pa.RecordBatch]:
+def trip_batches(
+    path: Path | str, *, dataset: TripDataset, max_rows: int, max_bytes: int
+) -> Iterator[pa.RecordBatch]:
     """A source file's trips as the file has them, in batches, within the ceiling."""
     path = Path(path)
     reader = READERS.get(path.suffix)
     if reader is None:
         raise TripFileError(path, f"has no reader for {path.suffix or 'suffix-less'} files")
     rows = 0
-    for batch in reader(path, max_bytes=max_bytes):
+    for batch in reader(path, dataset=dataset, max_bytes=max_bytes):
         rows += batch.num_rows
         if rows > max_rows:
             raise InputTooLarge(
@@ -286,10 +275,10 @@ def trip_batches(path: Path | str, *, max_rows: int, max_bytes: int) -> Iterator
         yield batch
 
 
-def read_trips(path: Path | str) -> pa.Table:
-    """A whole (small) file under the column contract, for tests and notebooks."""
-    batches = read_csv_batches(path, max_bytes=1 << 40)
-    return pa.Table.from_batches(list(batches), schema=TRIP_SCHEMA)
+def read_trips(path: Path | str, dataset: TripDataset = YELLOW) -> pa.Table:
+    """A whole (small) CSV under the dataset's contract, for tests and notebooks."""
+    batches = read_csv_batches(path, dataset=dataset, max_bytes=1 << 40)
+    return pa.Table.from_batches(list(batches), schema=dataset.csv_schema)
 
 
 def to_pandas(table: pa.Table) -> pd.DataFrame:
@@ -299,7 +288,7 @@ def to_pandas(table: pa.Table) -> pd.DataFrame:
     leave VendorID and passenger_count empty on unknown-vendor rows) at a fraction of the
     memory and time of converting to numpy-backed `Int64`, and go back to Arrow for free.
     Timestamps stay numpy `datetime64`, which costs nothing either and compares with strings
-    (`trips[PICKUP] >= "2021-01-01"`) as users expect.
+    (`trips["tpep_pickup_datetime"] >= "2021-01-01"`) as users expect.
     """
     return table.to_pandas(types_mapper=_arrow_backed)
 

@@ -10,8 +10,10 @@ what the UI shows for the month: what was renamed, cast, absent, or new.
 Rules: names match case-insensitively; int8..int32 → int64; large_string → string; a
 Null-typed column → nulls of the canonical type; an absent column → nulls; double → int64
 only when every value is whole (else the file, column, row and value are named); string
-datetimes (2009/2010) are parsed; any other type change fails, naming the column and both
-types. A column the contract does not know is carried, at the end, and reported as new.
+datetimes (yellow 2009/2010) are parsed; any other type change fails, naming the column and
+both types. A column the contract does not know is carried, at the end, and reported as new.
+A file without the dataset's pickup and dropoff columns is refused: it is another series'
+(its columns are named) or no trip file.
 """
 
 from __future__ import annotations
@@ -22,45 +24,8 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from taxi_assets.schema import CANONICAL_COLUMNS, DATETIME_FORMAT, DROPOFF, PICKUP, TripFileError
-
-# The 2009 and 2010 layouts' names for canonical columns (lower case; matched
-# case-insensitively). A file is taken for one of these layouts when it has one of the
-# LEGACY_EXTRA_NAMES columns, which no later layout has.
-LEGACY_NAMES = {
-    # 2009
-    "trip_pickup_datetime": PICKUP,
-    "trip_dropoff_datetime": DROPOFF,
-    "rate_code": "RatecodeID",
-    "store_and_forward": "store_and_fwd_flag",
-    "fare_amt": "fare_amount",
-    "surcharge": "extra",
-    "tip_amt": "tip_amount",
-    "tolls_amt": "tolls_amount",
-    "total_amt": "total_amount",
-    # 2010
-    "pickup_datetime": PICKUP,
-    "dropoff_datetime": DROPOFF,
-}
-# Their columns with no canonical counterpart, kept as new columns: the vendor's name ("CMT"),
-# where later files hold a code the names cannot be turned into without inventing it, and the
-# coordinates, which later files replaced with zone ids (those stay null).
-LEGACY_EXTRA_NAMES = {
-    "vendor_name": "vendor_name",
-    "vendor_id": "vendor_name",  # 2010: the same names, under 2010's column name
-    "start_lon": "pickup_longitude",
-    "start_lat": "pickup_latitude",
-    "end_lon": "dropoff_longitude",
-    "end_lat": "dropoff_latitude",
-}
-# A legacy column whose values cannot be the canonical column's (2009's "Payment_Type" holds
-# "CASH" where later files hold 2) is kept as it is, lower-cased, under a name that is not the
-# canonical one, even case-insensitively (the warehouse lower-cases names).
-LEGACY_NAMED_CODES = {
-    "payment_type": "payment_method",
-    "rate_code": "rate_code_name",
-    "store_and_forward": "store_and_forward_flag",
-}
+from taxi_assets.datasets import TripDataset
+from taxi_assets.schema import DATETIME_FORMAT, TripFileError, foreign_file_hint
 
 _INTEGERS = (pa.int8(), pa.int16(), pa.int32(), pa.uint8(), pa.uint16(), pa.uint32())
 
@@ -147,26 +112,38 @@ def _action(source: pa.DataType, target: pa.DataType) -> str | None:
 
 
 def plan_mapping(
-    file_name: str, schema: pa.Schema, known_types: dict[str, pa.DataType] | None = None
+    file_name: str,
+    schema: pa.Schema,
+    dataset: TripDataset,
+    known_types: dict[str, pa.DataType] | None = None,
 ) -> MappingPlan:
-    """The mapping of a file with this schema; raises TripFileError for an incompatible type.
+    """The mapping of a file with this schema onto the dataset's canonical columns; raises
+    TripFileError for an incompatible type or a file of another series.
 
     `known_types` are the types the sinks already hold for columns outside the contract: a
     new column that arrives with another type fails here too, before any sink is touched.
     """
-    legacy = any(name.lower() in LEGACY_EXTRA_NAMES for name in schema.names)
+    layout = dataset.legacy
+    legacy = layout is not None and any(name.lower() in layout.extra_names for name in schema.names)
     by_canonical: dict[str, str] = {}
     for name in schema.names:
-        canonical = (LEGACY_NAMES.get(name.lower(), name) if legacy else name).lower()
+        canonical = (layout.names.get(name.lower(), name) if legacy else name).lower()
         if canonical in by_canonical:
             raise TripFileError(
                 file_name,
                 f"columns {by_canonical[canonical]!r} and {name!r} both map to {canonical!r}",
             )
         by_canonical[canonical] = name
+    lacking = [n for n in (dataset.pickup, dataset.dropoff) if n.lower() not in by_canonical]
+    if lacking:
+        raise TripFileError(
+            file_name,
+            f"is not a {dataset.title} file: it has no {' or '.join(lacking)} column"
+            + foreign_file_hint(dataset, schema.names),
+        )
     plan = MappingPlan(file_name)
     taken: set[str] = set()
-    for name, target in CANONICAL_COLUMNS.items():
+    for name, target in dataset.canonical_columns.items():
         source = by_canonical.get(name.lower())
         action = None if source is None else _action(schema.field(source).type, target)
         if source is not None and action is None:
@@ -192,7 +169,7 @@ def plan_mapping(
             continue
         lower = field_.name.lower()
         name = (
-            LEGACY_EXTRA_NAMES.get(lower) or LEGACY_NAMED_CODES.get(lower, lower)
+            layout.extra_names.get(lower) or layout.named_codes.get(lower, lower)
             if legacy
             else field_.name
         )

@@ -1,9 +1,9 @@
 """Sensors: a new or re-uploaded month at the source starts its run; materializations propagate.
 
-`new_month_published` asks the source (HTTP HEAD, no download) for the month after the newest
-one taken, and requests that month's run once. `source_file_changed` HEADs the months already
-taken and requests a month again when its file's version (ETag, or Last-Modified and size)
-is no longer the one its last run took. Downstream propagation is declarative automation
+Per dataset, `new_<dataset>_month_published` asks the source (HTTP HEAD, no download) for the
+month after the newest one taken, and requests that month's run once.
+`<dataset>_source_file_changed` HEADs the months already taken and requests a month again when
+its file's version (ETag, or Last-Modified and size) is no longer the one its last run took. Downstream propagation is declarative automation
 (automation.py), evaluated by `downstream_automation`, which is on by default because it never
 downloads anything.
 """
@@ -14,12 +14,11 @@ import hashlib
 
 import dagster as dg
 
+from taxi_assets.datasets import TripDataset
 from taxi_assets.partitions import monthly_partitions
 from taxi_assets.resources import TaxiSourceResource
 from taxi_assets.source import SourceNotPublished
 
-# The asset whose materialized months say which files have been taken from the source.
-SOURCE_ASSET = dg.AssetKey("raw_yellow_trips")
 SOURCE_POLL_SECONDS = 3600
 # Re-uploads are rare (the TLC re-issued its archive once, in 2022) and checking one HEADs
 # every month taken: once a day is enough.
@@ -28,10 +27,11 @@ AUTOMATION_SENSOR = "downstream_automation"
 
 
 def next_month_to_take(
-    instance: dg.DagsterInstance, taxi_source: TaxiSourceResource
+    instance: dg.DagsterInstance, taxi_source: TaxiSourceResource, dataset: TripDataset
 ) -> tuple[str | None, str]:
     """The month after the newest one taken from the source, or None and why there is none."""
-    taken = instance.get_materialized_partitions(SOURCE_ASSET)
+    # The raw asset's materialized months say which files have been taken from the source.
+    taken = instance.get_materialized_partitions(dg.AssetKey(dataset.raw_asset))
     if not taken:
         # Following the source from its first month would download the whole release; a
         # user starts with `make run` or a backfill, and the sensor takes it from there.
@@ -40,7 +40,7 @@ def next_month_to_take(
             "first month, and this sensor follows the months after it"
         )
     newest = max(taken)[:7]
-    _, last = taxi_source.months()
+    _, last = taxi_source.months(dataset)
     if newest >= last:
         if taxi_source.is_closed:
             return None, f"{newest} is the last month of the release; nothing follows it"
@@ -48,18 +48,18 @@ def next_month_to_take(
     return monthly_partitions.get_next_partition_key(f"{newest}-01"), ""
 
 
-def build_publish_sensor(job) -> dg.SensorDefinition:
+def build_publish_sensor(dataset: TripDataset, job) -> dg.SensorDefinition:
     @dg.sensor(
-        name="new_month_published",
+        name=f"new_{dataset.name}_month_published",
         job=job,
         minimum_interval_seconds=SOURCE_POLL_SECONDS,
         # Off: a request downloads a month, which nobody should get by merely opening the UI.
         default_status=dg.DefaultSensorStatus.STOPPED,
-        description="HEADs the source for the month after the newest one taken and, once it "
-        "is published, requests that month's run (once).",
+        description=f"HEADs the source for the {dataset.title} month after the newest one "
+        "taken and, once it is published, requests that month's run (once).",
     )
     def new_month_published(context: dg.SensorEvaluationContext, taxi_source: TaxiSourceResource):
-        partition_key, why_not = next_month_to_take(context.instance, taxi_source)
+        partition_key, why_not = next_month_to_take(context.instance, taxi_source, dataset)
         if partition_key is None:
             return dg.SkipReason(why_not)
         month = partition_key[:7]
@@ -67,9 +67,9 @@ def build_publish_sensor(job) -> dg.SensorDefinition:
         # failed, later ticks neither ask the source again nor request it twice.
         if context.cursor == month:
             return dg.SkipReason(f"{month} was requested already; waiting for its run")
-        file_name = taxi_source.file_name(month)
+        file_name = taxi_source.file_name(dataset, month)
         try:
-            taxi_source.remote(month)
+            taxi_source.remote(dataset, month)
         except SourceNotPublished:
             return dg.SkipReason(f"{file_name} is not published yet")
         except OSError as error:  # throttled or unreachable: says nothing about the month
@@ -85,12 +85,13 @@ def build_publish_sensor(job) -> dg.SensorDefinition:
     return new_month_published
 
 
-def taken_versions(instance: dg.DagsterInstance) -> dict[str, str | None]:
+def taken_versions(instance: dg.DagsterInstance, dataset: TripDataset) -> dict[str, str | None]:
     """Each month taken from the source, with the file version its latest run took."""
+    raw = dg.AssetKey(dataset.raw_asset)
     versions = {}
-    for key in sorted(instance.get_materialized_partitions(SOURCE_ASSET)):
+    for key in sorted(instance.get_materialized_partitions(raw)):
         records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=SOURCE_ASSET, asset_partitions=[key]), limit=1
+            dg.AssetRecordsFilter(asset_key=raw, asset_partitions=[key]), limit=1
         ).records
         recorded = (
             records[0].asset_materialization.metadata.get("source_version") if records else None
@@ -99,26 +100,26 @@ def taken_versions(instance: dg.DagsterInstance) -> dict[str, str | None]:
     return versions
 
 
-def build_reupload_sensor(job) -> dg.SensorDefinition:
+def build_reupload_sensor(dataset: TripDataset, job) -> dg.SensorDefinition:
     @dg.sensor(
-        name="source_file_changed",
+        name=f"{dataset.name}_source_file_changed",
         job=job,
         minimum_interval_seconds=REUPLOAD_POLL_SECONDS,
         # Off: a re-upload of the whole archive requests every month, each a download.
         default_status=dg.DefaultSensorStatus.STOPPED,
-        description="HEADs the source for every month taken and requests a month again when "
-        "its file's version changed (a re-upload); the automation then rebuilds "
+        description=f"HEADs the source for every {dataset.title} month taken and requests a "
+        "month again when its file's version changed (a re-upload); the automation then rebuilds "
         "its days and sinks.",
     )
     def source_file_changed(context: dg.SensorEvaluationContext, taxi_source: TaxiSourceResource):
         requests, unversioned, unanswered = [], [], []
-        for partition_key, taken in taken_versions(context.instance).items():
+        for partition_key, taken in taken_versions(context.instance, dataset).items():
             month = partition_key[:7]
             if taken is None:
                 unversioned.append(month)  # taken before versions were recorded
                 continue
             try:
-                now = taxi_source.remote(month).version
+                now = taxi_source.remote(dataset, month).version
             except SourceNotPublished as error:  # withdrawn: nothing to take again
                 unanswered.append(f"{month} ({error})")
                 continue
@@ -128,7 +129,7 @@ def build_reupload_sensor(job) -> dg.SensorDefinition:
                 break
             if now != taken:
                 context.log.info(
-                    f"{taxi_source.file_name(month)} changed at the source "
+                    f"{taxi_source.file_name(dataset, month)} changed at the source "
                     f"({taken} → {now}): requesting {month} again"
                 )
                 digest = hashlib.sha256(now.encode()).hexdigest()[:16]
@@ -154,13 +155,3 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Rebuilds the sinks and the days whose months were (re)materialized.",
 )
-
-
-def all_sensors(jobs: dict) -> list[dg.SensorDefinition]:
-    from taxi_assets.schedules import MONTHLY_JOB
-
-    return [
-        build_publish_sensor(jobs[MONTHLY_JOB]),
-        build_reupload_sensor(jobs[MONTHLY_JOB]),
-        automation_sensor,
-    ]

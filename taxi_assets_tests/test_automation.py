@@ -54,7 +54,7 @@ def is_published(base_url: str, file_name: str, timeout: float) -> bool:
 
 
 def tick(instance, source: TaxiSourceResource, cursor: str | None):
-    sensor = REPO.get_sensor_def("new_month_published")
+    sensor = REPO.get_sensor_def("new_yellow_month_published")
     context = dg.build_sensor_context(
         instance=instance, cursor=cursor, resources={"taxi_source": source}
     )
@@ -207,7 +207,7 @@ def test_automation_builds_downstream_of_a_month_but_not_past_a_failed_blocking_
 
     # Fault injection: cleaning regresses to the tutorial's commented-out filter, so the
     # blocking check fails on February; yellow_trips is materialized all the same.
-    monkeypatch.setattr(clean, "drop_zero_passenger_trips", lambda trips: trips)
+    monkeypatch.setattr(clean, "kept_trips", lambda dataset, trips: (trips, {}))
     assert not take(resources, instance, "2021-02", raise_on_error=False).success
     bad_february = dg.evaluate_automation_conditions(defs, instance, cursor=january.cursor)
     assert requested(bad_february) == {}
@@ -225,13 +225,17 @@ def test_only_the_automation_sensor_is_on_by_default():
     running = dg.DefaultSensorStatus.RUNNING
     assert {s.name: s.default_status == running for s in REPO.sensor_defs} == {
         AUTOMATION_SENSOR: True,
-        "new_month_published": False,
-        "source_file_changed": False,
+        "new_yellow_month_published": False,
+        "yellow_source_file_changed": False,
+        "new_green_month_published": False,
+        "green_source_file_changed": False,
     }
-    assert REPO.get_sensor_def("new_month_published").minimum_interval_seconds == 3600
+    assert REPO.get_sensor_def("new_yellow_month_published").minimum_interval_seconds == 3600
     assert {s.name: s.default_status for s in REPO.schedule_defs} == {
         "monthly_yellow_trips_schedule": dg.DefaultScheduleStatus.STOPPED,
         "daily_yellow_trips_schedule": dg.DefaultScheduleStatus.STOPPED,
+        "monthly_green_trips_schedule": dg.DefaultScheduleStatus.STOPPED,
+        "daily_green_trips_schedule": dg.DefaultScheduleStatus.STOPPED,
     }
 
 

@@ -28,7 +28,7 @@ from playwright.sync_api import expect, sync_playwright
 from taxi_assets.definitions import defs
 from taxi_assets.partitions import daily_partitions, monthly_partitions
 from taxi_assets.schedules import keys_partitioned_by
-from taxi_assets.schema import DROPOFF, PICKUP
+from taxi_assets.datasets import YELLOW
 from taxi_assets.sensors import AUTOMATION_SENSOR
 from taxi_assets_tests.dagster_processes import (
     DagsterStack,
@@ -44,8 +44,11 @@ SAMPLE = "yellow_tripdata_2021-01.csv.gz"
 CLEAN_ROWS = 28_401 - 589
 POOL = "postgres_yellow_cab_data"
 POSTGRES_STEP = "ny_taxi__yellow_cab_data"
-MONTHLY_KEYS = keys_partitioned_by(defs.assets, monthly_partitions)
-DAILY_KEYS = keys_partitioned_by(defs.assets, daily_partitions)
+# The yellow dataset's: the suite's source serves yellow files.
+MONTHLY_KEYS = [
+    k for k in keys_partitioned_by(defs.assets, monthly_partitions) if "yellow" in str(k)
+]
+DAILY_KEYS = [k for k in keys_partitioned_by(defs.assets, daily_partitions) if "yellow" in str(k)]
 BACKFILL_TIMEOUT = 420.0
 FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-output" / "automation"
@@ -57,7 +60,7 @@ def sample_moved_to(month: str) -> bytes:
     month's trips and its 16 late-filed trips from the month before, as the real files do."""
     frame = pd.read_csv(sample(SAMPLE), dtype=str, keep_default_na=False)
     shift = pd.DateOffset(months=(pd.Period(month, "M") - pd.Period("2021-01", "M")).n)
-    for column in (PICKUP, DROPOFF):
+    for column in (YELLOW.pickup, YELLOW.dropoff):
         times = pd.to_datetime(frame[column], format="%Y-%m-%d %H:%M:%S") + shift
         frame[column] = times.dt.strftime("%Y-%m-%d %H:%M:%S")
     out = io.BytesIO()
@@ -395,7 +398,7 @@ def test_the_ui_shows_every_asset_and_the_backfilled_partitions(stack, page, tmp
     for name in (
         "monthly_yellow_trips_schedule",
         "daily_yellow_trips_schedule",
-        "new_month_published",
+        "new_yellow_month_published",
         AUTOMATION_SENSOR,
     ):
         page.get_by_text(name, exact=True).wait_for()

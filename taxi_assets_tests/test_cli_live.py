@@ -257,7 +257,7 @@ def test_a_good_run_prints_a_screen_and_each_of_its_runs_reexecutes(project):
         f"DuckDB {taxi_home}/warehouse.duckdb, table ny_taxi.yellow_trips",
     ):
         assert where in output
-    assert "The days hold 16 fewer trips than the month" in output
+    assert "The yellow taxi days hold 16 fewer trips than the month" in output
     assert re.search(r"ny_taxi/yellow_trips +27,796 +31 ", output), output
     monthly_run, daily_run = RUN_ID.findall(output)
     assert project.job_runs("monthly_yellow_trips")[monthly_run] == "SUCCESS"

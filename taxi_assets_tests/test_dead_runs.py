@@ -30,7 +30,7 @@ import pytest
 
 from taxi_assets.definitions import defs
 from taxi_assets.run_health import LocalRunLauncher, prepare_run, run_worker
-from taxi_assets.schedules import MONTHLY_JOB
+from taxi_assets.datasets import YELLOW
 from taxi_assets_tests.dagster_processes import create_database, dagster_env, dagster_stack
 from taxi_assets_tests.pipeline import (
     JANUARY,
@@ -184,12 +184,12 @@ def test_a_killed_runs_slot_is_freed_and_the_waiting_writer_proceeds(
 
         # The next writer, prepared as make run prepares each job, waits for the same pool.
         said_by_waiter: list[str] = []
-        job = defs.resolve_job_def(MONTHLY_JOB)
+        job = defs.resolve_job_def(YELLOW.monthly_job)
         waiter = threading.Thread(target=prepare_run, args=(instance, job, said_by_waiter.append))
         waiter.start()
         wait_for("the waiter to say who holds the pool", lambda: said_by_waiter)
         assert said_by_waiter[0] == (
-            f"{MONTHLY_JOB} waits for the pool {POOL}: its slot is held by run {run_id}"
+            f"{YELLOW.monthly_job} waits for the pool {POOL}: its slot is held by run {run_id}"
         )
 
         stuck.send_signal(signal.SIGKILL)
@@ -284,7 +284,7 @@ def test_the_daemon_fails_a_killed_run_and_the_waiting_writer_proceeds(
                         "selector": {
                             "repositoryLocationName": "taxi_assets",
                             "repositoryName": "__repository__",
-                            "jobName": MONTHLY_JOB,
+                            "jobName": YELLOW.monthly_job,
                         },
                         "executionMetadata": {
                             "tags": [{"key": "dagster/partition", "value": JANUARY}]

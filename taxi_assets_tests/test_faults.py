@@ -36,7 +36,8 @@ from taxi_assets.io_managers.bigquery import BigQueryWarehouseIOManager
 from taxi_assets.resources import LakeResource
 from taxi_assets.local_postgres import LocalPostgres, free_port
 from taxi_assets.profiles import resources_for_profile
-from taxi_assets.schema import DATETIME_FORMAT, DROPOFF, PICKUP, TRIP_COLUMNS
+from taxi_assets.datasets import YELLOW
+from taxi_assets.schema import DATETIME_FORMAT
 from taxi_assets.source import CHUNK_BYTES
 from taxi_assets_tests.conftest import DATA, PostgresUnderTest, sample
 from taxi_assets_tests.dagster_processes import create_database, dagster_env, start_webserver
@@ -655,7 +656,7 @@ class Fails:
     month: str = "2021-01"
 
 
-HEADER = "header does not match the yellow-taxi column contract"
+HEADER = "header does not match the yellow taxi column contract"
 SAMPLES = {
     # SOURCES.md 1b: 28,401 rows, 589 with passenger_count 0.
     "yellow_tripdata_2021-01.csv.gz": Loads("2021-01", 28_401, 589),
@@ -701,11 +702,11 @@ def strict_pandas_read(path: Path) -> pd.DataFrame:
     """SOURCES.md's "strict" read, done independently of the pipeline's pyarrow parser."""
     dtypes = {
         name: ("Int64" if str(t) == "int64" else "float64" if str(t) == "double" else "str")
-        for name, t in TRIP_COLUMNS.items()
-        if name not in (PICKUP, DROPOFF)
+        for name, t in YELLOW.csv_columns.items()
+        if name not in (YELLOW.pickup, YELLOW.dropoff)
     }
     frame = pd.read_csv(path, dtype=dtypes)
-    for column in (PICKUP, DROPOFF):
+    for column in (YELLOW.pickup, YELLOW.dropoff):
         frame[column] = pd.to_datetime(frame[column], format=DATETIME_FORMAT)
     return frame
 
@@ -758,7 +759,7 @@ def test_real_sample_fed_as_a_month_loads_correctly_or_fails_naming_file_and_fau
         sample_sink,
         f"SELECT count(*), sum(total_amount), sum(trip_distance), sum(passenger_count)::bigint, "
         f'sum("VendorID")::bigint, count("VendorID"), count(congestion_surcharge), '
-        f"min({PICKUP}), max({PICKUP}), min({DROPOFF}), max({DROPOFF}), "
+        f"min({YELLOW.pickup}), max({YELLOW.pickup}), min({YELLOW.dropoff}), max({YELLOW.dropoff}), "
         f"count(*) FILTER (WHERE store_and_fwd_flag = 'Y') "
         f"FROM {POSTGRES_TABLE} WHERE source_month = %s",
         month_start,
@@ -771,10 +772,10 @@ def test_real_sample_fed_as_a_month_loads_correctly_or_fails_naming_file_and_fau
         int(oracle["VendorID"].sum()),
         int(oracle["VendorID"].count()),
         int(oracle["congestion_surcharge"].count()),
-        oracle[PICKUP].min(),
-        oracle[PICKUP].max(),
-        oracle[DROPOFF].min(),
-        oracle[DROPOFF].max(),
+        oracle[YELLOW.pickup].min(),
+        oracle[YELLOW.pickup].max(),
+        oracle[YELLOW.dropoff].min(),
+        oracle[YELLOW.dropoff].max(),
         int((oracle["store_and_fwd_flag"] == "Y").sum()),
     )
     others = {m: s for m, s in sink_state(sample_sink).items() if m != month_start}

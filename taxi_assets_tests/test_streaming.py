@@ -195,16 +195,16 @@ def test_one_bad_batch_among_many_fails_the_blocking_check_and_nothing_is_writte
     # Fault injection: the cleaning rule forgets itself for one batch in the middle of the
     # month, the first after the tenth that has zero-passenger trips to let through.
     monkeypatch.setattr(batches, "BATCH_ROWS", SMALL_BATCH)
-    real_rule, calls, leaked = clean.drop_zero_passenger_trips, itertools.count(), []
+    real_rule, calls, leaked = clean.kept_trips, itertools.count(), []
 
-    def forgets_once(trips: pd.DataFrame) -> pd.DataFrame:
-        kept = real_rule(trips)
+    def forgets_once(dataset, trips: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+        kept, counts = real_rule(dataset, trips)
         if next(calls) >= 10 and not leaked and len(kept) < len(trips):
             leaked.append(len(trips) - len(kept))
-            return trips
-        return kept
+            return trips, {}
+        return kept, counts
 
-    monkeypatch.setattr(clean, "drop_zero_passenger_trips", forgets_once)
+    monkeypatch.setattr(clean, "kept_trips", forgets_once)
 
     result = materialize(resources, raise_on_error=False)
 

@@ -15,9 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from taxi_assets import cli
+from taxi_assets.datasets import YELLOW
 from taxi_assets.definitions import defs
 from taxi_assets.resources import TaxiSourceResource
-from taxi_assets.schema import CANONICAL_COLUMNS, TripFileError
+from taxi_assets.schema import TripFileError
 from taxi_assets.source import remote_file
 from taxi_assets_tests.pipeline import (
     POSTGRES_TABLE,
@@ -106,7 +107,7 @@ def expected(path, month: str) -> dict:
 
 def read_mapped(path) -> tuple:
     """The file as the raw asset reads it: the mapping plan, and the mapped batches whole."""
-    plan, trips = TaxiSourceResource(kind="tlc", landing_dir=str(path.parent)).trips(path)
+    plan, trips = TaxiSourceResource(kind="tlc", landing_dir=str(path.parent)).trips(YELLOW, path)
     return plan, trips.to_table()
 
 
@@ -242,9 +243,9 @@ def test_each_era_maps_to_the_canonical_columns(tmp_path, month):
 
     report = {key: value for key, value in plan.report().items() if value}
     assert report == EXPECTED_REPORTS[month]
-    assert trips.schema.names[: len(CANONICAL_COLUMNS)] == list(CANONICAL_COLUMNS)
-    assert [trips.schema.field(n).type for n in CANONICAL_COLUMNS] == list(
-        CANONICAL_COLUMNS.values()
+    assert trips.schema.names[: len(YELLOW.canonical_columns)] == list(YELLOW.canonical_columns)
+    assert [trips.schema.field(n).type for n in YELLOW.canonical_columns] == list(
+        YELLOW.canonical_columns.values()
     )
     source = pq.read_table(path)
     assert trips.num_rows == source.num_rows
@@ -287,7 +288,7 @@ def test_a_parquet_file_past_the_ceiling_stops_before_a_row_is_read(tmp_path):
     pq.write_table(era_2025("2025-01"), path)
     source = TaxiSourceResource(kind="tlc", landing_dir=str(tmp_path), max_bytes_per_file=10_000)
 
-    _, trips = source.trips(path)
+    _, trips = source.trips(YELLOW, path)
     with pytest.raises(
         TripFileError,
         match=r"yellow_tripdata_2025-01.parquet: decompresses to "
@@ -337,10 +338,10 @@ def test_each_era_loads_into_every_sink(tmp_path, feed, postgres, month):
     assert postgres_month(postgres, month) == {
         k: want[k] for k in ("rows", "total_amount", "passengers")
     }
-    assert set(CANONICAL_COLUMNS) <= set(postgres_columns(postgres))
+    assert set(YELLOW.canonical_columns) <= set(postgres_columns(postgres))
     lake = pq.read_table(tmp_path / "lake" / "nyc_taxi_data" / f"{month}.parquet")
     assert lake.num_rows == want["rows"]
-    assert lake.schema.names[: len(CANONICAL_COLUMNS)] == list(CANONICAL_COLUMNS)
+    assert lake.schema.names[: len(YELLOW.canonical_columns)] == list(YELLOW.canonical_columns)
     first, last = month_days(month)
     [(rows, total)] = duckdb_warehouse.rows(
         "SELECT count(*), round(sum(total_amount), 2) FROM ny_taxi.yellow_trips WHERE "
@@ -464,7 +465,7 @@ def test_a_403_is_not_published_only_while_the_known_object_answers(
 
     # February is not out: CloudFront answers 403, while the zone lookup answers 200.
     feed.requests.clear()
-    requests, cursor, skipped = tick("new_month_published", instance, source)
+    requests, cursor, skipped = tick("new_yellow_month_published", instance, source)
     assert requests == [] and "yellow_tripdata_2025-02.parquet is not published yet" in skipped
     assert feed.requests == ["HEAD /trip-data/yellow_tripdata_2025-02.parquet", f"HEAD {PROBE}"]
     failed = materialize(resources, "2025-02-01", instance=instance, raise_on_error=False)
@@ -473,7 +474,7 @@ def test_a_403_is_not_published_only_while_the_known_object_answers(
     # Throttled: the lookup is refused too, so nothing is concluded about February.
     feed.publish("2025-02", era_2025("2025-02"))
     feed.throttled = True
-    requests, cursor, skipped = tick("new_month_published", instance, source, cursor)
+    requests, cursor, skipped = tick("new_yellow_month_published", instance, source, cursor)
     assert requests == [] and cursor is None
     assert "the source did not answer" in skipped and "throttled" in skipped
     failed = materialize(resources, "2025-02-01", instance=instance, raise_on_error=False)
@@ -481,7 +482,7 @@ def test_a_403_is_not_published_only_while_the_known_object_answers(
     assert "failed after 4 attempt(s)" in message and "not published" not in message
 
     feed.throttled = False
-    requests, cursor, _ = tick("new_month_published", instance, source, cursor)
+    requests, cursor, _ = tick("new_yellow_month_published", instance, source, cursor)
     assert [(r.partition_key, r.run_key) for r in requests] == [("2025-02-01", "published-2025-02")]
 
 
@@ -504,13 +505,13 @@ def test_a_reupload_rematerializes_the_month_and_its_days(tmp_path, feed, fresh_
     old_version = taken.asset_materialization.metadata["source_version"].value
     assert old_version.startswith('etag "')
 
-    requests, _, skipped = tick("source_file_changed", instance, source)
+    requests, _, skipped = tick("yellow_source_file_changed", instance, source)
     assert requests == [] and "no file taken from the source has changed" in skipped
 
     # The TLC re-issues January without its first 100 rows.
     reissued = era_2025("2025-01").slice(100)
     feed.reupload("2025-01", reissued)
-    requests, _, _ = tick("source_file_changed", instance, source)
+    requests, _, _ = tick("yellow_source_file_changed", instance, source)
     [request] = requests
     assert request.partition_key == "2025-01-01" and request.run_key.startswith("reupload-2025-01-")
 
@@ -560,7 +561,7 @@ def test_a_throttled_feed_requests_nothing_and_is_asked_once(
     feed.throttled = True
     feed.requests.clear()
 
-    requests, _, skipped = tick("source_file_changed", instance, resources["taxi_source"])
+    requests, _, skipped = tick("yellow_source_file_changed", instance, resources["taxi_source"])
 
     assert (
         requests == []
@@ -569,7 +570,7 @@ def test_a_throttled_feed_requests_nothing_and_is_asked_once(
     # The first refusal ends the tick: the other months are not asked to time out in turn.
     assert feed.requests == ["HEAD /trip-data/yellow_tripdata_2025-01.parquet", f"HEAD {PROBE}"]
     feed.throttled = False
-    requests, _, _ = tick("source_file_changed", instance, resources["taxi_source"])
+    requests, _, _ = tick("yellow_source_file_changed", instance, resources["taxi_source"])
     assert [r.partition_key for r in requests] == ["2025-02-01"]
 
 
@@ -633,8 +634,8 @@ def test_a_month_the_source_does_not_carry_fails_at_once(monkeypatch):
         r"mirror \(TAXI_SOURCE=datatalks\): it holds 2019-01 to "
         r"2021-07",
     ):
-        cli.run("2025-01")
+        cli.run("2025-01", [YELLOW])
     monkeypatch.setenv("TAXI_SOURCE", "tlc")
     this_month = f"{dt.date.today():%Y-%m}"
     with pytest.raises(SystemExit, match=f"yellow_tripdata_{this_month}.parquet is not published"):
-        cli.run(this_month)
+        cli.run(this_month, [YELLOW])

@@ -87,7 +87,7 @@ def test_blocking_check_stops_the_postgres_write(resources, http_source, postgre
     good = partition_state(postgres)
     # Fault injection: the cleaning step regresses to the tutorial's commented-out filter,
     # so zero-passenger trips reach the check.
-    monkeypatch.setattr(clean, "drop_zero_passenger_trips", lambda trips: trips)
+    monkeypatch.setattr(clean, "kept_trips", lambda dataset, trips: (trips, {}))
 
     result = materialize(resources, raise_on_error=False)
 

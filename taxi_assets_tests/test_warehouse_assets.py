@@ -5,7 +5,6 @@ import duckdb
 import pandas as pd
 import pytest
 
-from taxi_assets.assets.warehouse import warehouse_matches_lake
 from taxi_assets.definitions import defs
 from taxi_assets.io_managers.bigquery import BigQueryWarehouseIOManager
 from taxi_assets.io_managers.duckdb import DuckDBWarehouseIOManager
@@ -14,6 +13,9 @@ from taxi_assets_tests.pipeline import materialize, materialize_days, pipeline_r
 pytest_plugins = ["taxi_assets_tests.emulators.bigquery"]
 
 TABLE = "ny_taxi.yellow_trips"
+WAREHOUSE_CHECK = dg.AssetCheckKey(
+    dg.AssetKey(["ny_taxi", "yellow_trips"]), "warehouse_matches_lake"
+)
 
 
 class BigQueryWarehouse:
@@ -129,7 +131,7 @@ def test_reconciliation_fails_when_a_row_is_missing(resources, warehouse):
     )
 
     # The check alone, as the UI's "Execute check" runs it: no asset is re-materialized.
-    check_job = dg.define_asset_job("reconcile", dg.AssetSelection.checks(warehouse_matches_lake))
+    check_job = dg.define_asset_job("reconcile", dg.AssetSelection.checks(WAREHOUSE_CHECK))
     definitions = dg.Definitions(
         assets=defs.assets, asset_checks=defs.asset_checks, jobs=[check_job], resources=resources
     )

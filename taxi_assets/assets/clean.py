@@ -3,31 +3,60 @@ import pandas as pd
 import pyarrow as pa
 
 from taxi_assets.batches import TripBatches
+from taxi_assets.datasets import TripDataset
 from taxi_assets.partitions import monthly_partitions
 from taxi_assets.schema import to_pandas
 
 
-def drop_zero_passenger_trips(trips: pd.DataFrame) -> pd.DataFrame:
-    # Missing counts go too: a trip nobody recorded riders for cannot pass as one with riders.
-    return trips[trips["passenger_count"].fillna(0) > 0]
+def kept_trips(dataset: TripDataset, trips: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The trips no drop rule of the dataset matches, and how many rows each rule matches (a
+    row two rules match counts for both; `dropped_rows` counts it once)."""
+    dropped = pd.Series(False, index=trips.index)
+    counts = {}
+    for rule in dataset.drop_rules:
+        matches = rule.matches(trips).astype(bool)
+        counts[rule.count_key] = int(matches.sum())
+        dropped |= matches
+    counts["dropped_rows"] = int(dropped.sum())
+    return trips[~dropped], counts
 
 
-@dg.asset(partitions_def=monthly_partitions, group_name="ingest", kinds={"pandas"})
-def yellow_trips(context: dg.AssetExecutionContext, raw_yellow_trips: TripBatches) -> TripBatches:
-    """The month's trips that carried at least one passenger."""
-    counts = {"dropped_zero_or_missing_passengers": 0}
+def renamed(dataset: TripDataset, trips: TripBatches) -> TripBatches:
+    """The trips with the dataset's names for the contract's columns (green: snake_case)."""
+    if not dataset.renamed:
+        return trips
+    schema = pa.schema([field.with_name(dataset.column(field.name)) for field in trips.schema])
+    return trips.map(lambda batch: batch.rename_columns(schema.names), schema)
 
-    def cleaned(batch: pa.RecordBatch) -> pa.RecordBatch:
-        trips = drop_zero_passenger_trips(to_pandas(batch))
-        counts["dropped_zero_or_missing_passengers"] += batch.num_rows - len(trips)
-        return pa.RecordBatch.from_pandas(trips, schema=batch.schema, preserve_index=False)
 
-    def batches():
-        counts["dropped_zero_or_missing_passengers"] = 0
-        yield from map(cleaned, raw_yellow_trips)
-        context.log.info(
-            f"dropped {counts['dropped_zero_or_missing_passengers']:,} trips "
-            "with zero or missing passenger_count"
-        )
+def build_cleaned_trips(dataset: TripDataset) -> dg.AssetsDefinition:
+    rules = " or ".join(rule.what for rule in dataset.drop_rules)
 
-    return TripBatches(raw_yellow_trips.schema, batches, metadata=counts)
+    @dg.asset(
+        name=dataset.cleaned_asset,
+        ins={"raw_trips": dg.AssetIn(dataset.raw_asset)},
+        partitions_def=monthly_partitions,
+        group_name=dataset.group("ingest"),
+        kinds={"pandas"},
+        description=f"The month's {dataset.title} trips, without those with {rules}"
+        + (", columns in snake_case" if dataset.renamed else "")
+        + ".",
+    )
+    def cleaned_trips(context: dg.AssetExecutionContext, raw_trips: TripBatches) -> TripBatches:
+        trips = renamed(dataset, raw_trips)
+        counts = {rule.count_key: 0 for rule in dataset.drop_rules} | {"dropped_rows": 0}
+
+        def cleaned(batch: pa.RecordBatch) -> pa.RecordBatch:
+            kept, dropped = kept_trips(dataset, to_pandas(batch))
+            for key, count in dropped.items():
+                counts[key] += count
+            return pa.RecordBatch.from_pandas(kept, schema=batch.schema, preserve_index=False)
+
+        def batches():
+            counts.update(dict.fromkeys(counts, 0))
+            yield from map(cleaned, trips)
+            context.log.info(f"dropped {counts['dropped_rows']:,} trips with {rules}")
+
+        return TripBatches(trips.schema, batches, metadata=counts)
+
+    return cleaned_trips

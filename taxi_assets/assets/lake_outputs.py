@@ -3,54 +3,73 @@
 import dagster as dg
 
 from taxi_assets.batches import TripBatches
+from taxi_assets.datasets import TripDataset
+from taxi_assets.io_managers.lake_writers import (
+    DATE_COLUMN_METADATA_KEY,
+    NAME_METADATA_KEY,
+    PARTITION_COLUMN_METADATA_KEY,
+)
 from taxi_assets.partitions import day_to_file_months, daily_partitions, monthly_partitions
-from taxi_assets.schema import PICKUP
-
-# A day's trips are in its own month's file and, when filed late, in the next one; the next
-# file may not be published (or loaded) yet, and the day is rebuilt when it is. Only the
-# run's days are read from each month: the input holds only the rows picked up on them.
-trips_for_days = dg.AssetIn(
-    "yellow_trips",
-    partition_mapping=day_to_file_months,
-    metadata={"window_column": PICKUP},
-)
 
 
-# What a daily lake asset is: days, from the months' files, a range of them in one run.
-daily_from_months = dict(
-    partitions_def=daily_partitions,
-    ins={"yellow_trips": trips_for_days},
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    group_name="lake",
-    kinds={"parquet"},
-)
+def build_lake_outputs(dataset: TripDataset) -> list[dg.AssetsDefinition]:
+    cleaned, pickup = dataset.cleaned_asset, dataset.pickup
+    # A day's trips are in its own month's file and, when filed late, in the next one; the
+    # next file may not be published (or loaded) yet, and the day is rebuilt when it is. Only
+    # the run's days are read from each month: the input holds only the rows picked up on them.
+    trips_for_days = dg.AssetIn(
+        cleaned, partition_mapping=day_to_file_months, metadata={"window_column": pickup}
+    )
+    # What a daily lake asset is: days, from the months' files, a range of them in one run.
+    daily_from_months = dict(
+        partitions_def=daily_partitions,
+        ins={"trips": trips_for_days},
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name=dataset.group("lake"),
+        kinds={"parquet"},
+    )
 
+    @dg.asset(
+        name=dataset.lake_month_asset,
+        ins={"trips": dg.AssetIn(cleaned)},
+        partitions_def=monthly_partitions,
+        group_name=dataset.group("lake"),
+        kinds={"parquet"},
+        io_manager_key="lake_monthly_io_manager",
+        metadata={NAME_METADATA_KEY: dataset.lake_name},
+        pool=f"lake_{dataset.lake_month_asset}",
+        description=f"The month's cleaned {dataset.title} trips as one Parquet object: "
+        f"`{dataset.lake_name}/YYYY-MM.parquet`.",
+    )
+    def month_object(trips: TripBatches) -> TripBatches:
+        return trips
 
-@dg.asset(
-    partitions_def=monthly_partitions,
-    group_name="lake",
-    kinds={"parquet"},
-    io_manager_key="lake_monthly_io_manager",
-    pool="lake_yellow_trips_parquet",
-)
-def yellow_trips_parquet(yellow_trips: TripBatches) -> TripBatches:
-    """The month's cleaned trips as one Parquet object: `nyc_taxi_data/YYYY-MM.parquet`."""
-    return yellow_trips
+    @dg.asset(
+        name=dataset.lake_by_day_asset,
+        **daily_from_months,
+        io_manager_key="lake_by_day_io_manager",
+        metadata={
+            NAME_METADATA_KEY: dataset.lake_by_day_name,
+            DATE_COLUMN_METADATA_KEY: pickup,
+            PARTITION_COLUMN_METADATA_KEY: dataset.pickup_date,
+        },
+        pool=f"lake_{dataset.lake_by_day_asset}",
+        description=f"{dataset.title.capitalize()} trips by pickup day, whichever month's file "
+        f"they came in: `{dataset.lake_by_day_name}/{dataset.pickup_date}=…/` folders.",
+    )
+    def by_day(trips: TripBatches) -> TripBatches:
+        return trips
 
+    @dg.asset(
+        name=dataset.lake_export_asset,
+        **daily_from_months,
+        io_manager_key="lake_export_io_manager",
+        metadata={NAME_METADATA_KEY: dataset.lake_name, DATE_COLUMN_METADATA_KEY: pickup},
+        pool=f"lake_{dataset.lake_export_asset}",
+        description="The tutorial's `execution_date` export: a day's trips at "
+        f"`YYYY/MM/DD/{dataset.lake_name}.parquet`.",
+    )
+    def daily_export(trips: TripBatches) -> TripBatches:
+        return trips
 
-@dg.asset(
-    **daily_from_months, io_manager_key="lake_by_day_io_manager", pool="lake_yellow_trips_by_day"
-)
-def yellow_trips_by_day(yellow_trips: TripBatches) -> TripBatches:
-    """Trips by pickup day, whichever month's file they came in: `tpep_pickup_date=…/` folders."""
-    return yellow_trips
-
-
-@dg.asset(
-    **daily_from_months,
-    io_manager_key="lake_export_io_manager",
-    pool="lake_yellow_trips_daily_export",
-)
-def yellow_trips_daily_export(yellow_trips: TripBatches) -> TripBatches:
-    """The tutorial's `execution_date` export: a day's trips at `YYYY/MM/DD/nyc_taxi_data.parquet`."""
-    return yellow_trips
+    return [month_object, by_day, daily_export]

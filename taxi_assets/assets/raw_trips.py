@@ -2,6 +2,7 @@ import dagster as dg
 import pyarrow as pa
 
 from taxi_assets.batches import TripBatches
+from taxi_assets.datasets import TripDataset
 from taxi_assets.partitions import monthly_partitions
 from taxi_assets.resources import MonthNotCarried, TaxiSourceResource
 from taxi_assets.source import SourceNotPublished
@@ -23,47 +24,49 @@ def new_column_types(context: dg.AssetExecutionContext) -> dict[str, pa.DataType
     return known
 
 
-@dg.asset(
-    partitions_def=monthly_partitions,
-    group_name="ingest",
-    kinds={"csv", "parquet", "pandas"},
-    # Network faults are retried inside the download; a run-level retry would only repeat them.
-)
-def raw_yellow_trips(
-    context: dg.AssetExecutionContext, taxi_source: TaxiSourceResource
-) -> dg.Output[TripBatches]:
-    """Every trip in the month's TLC yellow-taxi file, mapped to the canonical columns.
-
-    Its data version is the source file's version (ETag, or Last-Modified and size): a
-    re-uploaded file makes a new version of the month.
-    """
-    month = context.partition_key[:7]
-    try:
-        landed = taxi_source.fetch(month, log=context.log.info)
-    except (SourceNotPublished, MonthNotCarried) as error:
-        # A month the source does not have is an answer, not a crash: say it in one line.
-        published = isinstance(error, SourceNotPublished)
-        raise dg.Failure(
-            description=f"{month} is not published by the source: {error}"
-            if published
-            else str(error),
-            metadata={
-                "month": month,
-                "source_file": taxi_source.file_name(month),
-                "setting": "TAXI_SOURCE_URL" if published else "TAXI_SOURCE",
-            },
-            allow_retries=False,
-        ) from error
-    plan, trips = taxi_source.trips(landed.path, known_types=new_column_types(context))
-    report = plan.report()
-    context.log.info(f"{landed.path.name}: mapped to the canonical columns: {report}")
-    return dg.Output(
-        trips,
-        data_version=dg.DataVersion(landed.version),
-        metadata={
-            "source_file": taxi_source.file_name(month),
-            "source_version": landed.version,
-            "bytes": landed.path.stat().st_size,
-            "schema_mapping": dg.MetadataValue.json(report),
-        },
+def build_raw_trips(dataset: TripDataset) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=dataset.raw_asset,
+        partitions_def=monthly_partitions,
+        group_name=dataset.group("ingest"),
+        kinds={"csv", "parquet", "pandas"},
+        description=f"Every trip in the month's TLC {dataset.title} file, mapped to the "
+        "canonical columns. Its data version is the source file's version (ETag, or "
+        "Last-Modified and size): a re-uploaded file makes a new version of the month.",
+        # Network faults are retried inside the download; a run-level retry would repeat them.
     )
+    def raw_trips(
+        context: dg.AssetExecutionContext, taxi_source: TaxiSourceResource
+    ) -> dg.Output[TripBatches]:
+        month = context.partition_key[:7]
+        try:
+            landed = taxi_source.fetch(dataset, month, log=context.log.info)
+        except (SourceNotPublished, MonthNotCarried) as error:
+            # A month the source does not have is an answer, not a crash: say it in one line.
+            published = isinstance(error, SourceNotPublished)
+            raise dg.Failure(
+                description=f"{month} is not published by the source: {error}"
+                if published
+                else str(error),
+                metadata={
+                    "month": month,
+                    "source_file": taxi_source.file_name(dataset, month),
+                    "setting": "TAXI_SOURCE_URL" if published else "TAXI_SOURCE",
+                },
+                allow_retries=False,
+            ) from error
+        plan, trips = taxi_source.trips(dataset, landed.path, known_types=new_column_types(context))
+        report = plan.report()
+        context.log.info(f"{landed.path.name}: mapped to the canonical columns: {report}")
+        return dg.Output(
+            trips,
+            data_version=dg.DataVersion(landed.version),
+            metadata={
+                "source_file": taxi_source.file_name(dataset, month),
+                "source_version": landed.version,
+                "bytes": landed.path.stat().st_size,
+                "schema_mapping": dg.MetadataValue.json(report),
+            },
+        )
+
+    return raw_trips

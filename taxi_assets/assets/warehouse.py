@@ -5,8 +5,8 @@ import pyarrow as pa
 
 from taxi_assets.batches import RowsPerDay, TripBatches, rows_per_day
 from taxi_assets.dagster_private import check_evaluation_for_partition
+from taxi_assets.datasets import TripDataset
 from taxi_assets.partitions import daily_partitions
-from taxi_assets.schema import PICKUP
 
 
 def normalise_column_names(trips: TripBatches) -> TripBatches:
@@ -19,55 +19,58 @@ def normalise_column_names(trips: TripBatches) -> TripBatches:
     )
 
 
-@dg.asset(
-    key=["ny_taxi", "yellow_trips"],
-    partitions_def=daily_partitions,
-    ins={"trips": dg.AssetIn("yellow_trips_by_day")},
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    group_name="warehouse",
-    kinds={"bigquery", "duckdb"},
-    io_manager_key="warehouse_io_manager",
-    metadata={"partition_expr": PICKUP.lower()},
-    pool="warehouse_yellow_trips",
-)
-def warehouse_yellow_trips(trips: TripBatches) -> TripBatches:
-    """`ny_taxi.yellow_trips`: the day-partitioned lake's trips, one warehouse partition a day."""
-    return normalise_column_names(trips)
+def build_warehouse(dataset: TripDataset) -> tuple[dg.AssetsDefinition, dg.AssetChecksDefinition]:
+    """The dataset's warehouse table, and the check that it holds what the lake holds."""
+    pickup, by_day = dataset.pickup, dataset.lake_by_day_asset
 
+    @dg.asset(
+        key=dataset.warehouse_asset,
+        partitions_def=daily_partitions,
+        ins={"trips": dg.AssetIn(by_day)},
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name=dataset.group("warehouse"),
+        kinds={"bigquery", "duckdb"},
+        io_manager_key="warehouse_io_manager",
+        metadata={"partition_expr": pickup.lower()},
+        pool=f"warehouse_{dataset.warehouse_asset.path[-1]}",
+        description=f"`{dataset.warehouse_table}`: the day-partitioned lake's "
+        f"{dataset.title} trips, one warehouse partition a day.",
+    )
+    def warehouse_trips(trips: TripBatches) -> TripBatches:
+        return normalise_column_names(trips)
 
-@dg.asset_check(
-    asset=warehouse_yellow_trips,
-    additional_ins={
-        "lake_trips": dg.AssetIn("yellow_trips_by_day", metadata={"columns": [PICKUP]})
-    },
-    partitions_def=daily_partitions,
-    description="The warehouse holds exactly as many rows for each day as the lake does.",
-)
-def warehouse_matches_lake(
-    context: dg.AssetCheckExecutionContext,
-    warehouse_yellow_trips: RowsPerDay,
-    lake_trips: TripBatches,
-) -> None:
-    """One evaluation per day, each recorded against its own partition.
+    @dg.asset_check(
+        asset=warehouse_trips,
+        name="warehouse_matches_lake",
+        additional_ins={"lake_trips": dg.AssetIn(by_day, metadata={"columns": [pickup]})},
+        partitions_def=daily_partitions,
+        description="The warehouse holds exactly as many rows for each day as the lake does.",
+    )
+    def warehouse_matches_lake(
+        context: dg.AssetCheckExecutionContext, warehouse_trips: RowsPerDay, lake_trips: TripBatches
+    ) -> None:
+        """One evaluation per day, each recorded against its own partition.
 
-    A range of days runs as one run (single-run backfill), and an `AssetCheckResult` there can
-    only be recorded without a partition, which leaves each day's planned evaluation without an
-    outcome: the UI then shows the days as skipped and the check as passed at once. An
-    evaluation that names its day settles that day's entry.
-    """
-    # Counted by the warehouse, and over the lake's pickup column batch by batch.
-    warehouse_rows, lake_rows = warehouse_yellow_trips, rows_per_day(lake_trips, PICKUP)
-    [check_key] = [spec.key for spec in context.check_specs]
-    op_context = context.op_execution_context
-    for day in op_context.partition_keys:
-        in_warehouse, in_lake = warehouse_rows.get(day, 0), lake_rows.get(day, 0)
-        op_context.log_event(
-            check_evaluation_for_partition(
-                context.instance,
-                check_key,
-                day,
-                passed=in_warehouse == in_lake,
-                severity=dg.AssetCheckSeverity.WARN,
-                metadata={"warehouse_rows": in_warehouse, "lake_rows": in_lake},
+        A range of days runs as one run (single-run backfill), and an `AssetCheckResult` there
+        can only be recorded without a partition, which leaves each day's planned evaluation
+        without an outcome: the UI then shows the days as skipped and the check as passed at
+        once. An evaluation that names its day settles that day's entry.
+        """
+        # Counted by the warehouse, and over the lake's pickup column batch by batch.
+        warehouse_rows, lake_rows = warehouse_trips, rows_per_day(lake_trips, pickup)
+        [check_key] = [spec.key for spec in context.check_specs]
+        op_context = context.op_execution_context
+        for day in op_context.partition_keys:
+            in_warehouse, in_lake = warehouse_rows.get(day, 0), lake_rows.get(day, 0)
+            op_context.log_event(
+                check_evaluation_for_partition(
+                    context.instance,
+                    check_key,
+                    day,
+                    passed=in_warehouse == in_lake,
+                    severity=dg.AssetCheckSeverity.WARN,
+                    metadata={"warehouse_rows": in_warehouse, "lake_rows": in_lake},
+                )
             )
-        )
+
+    return warehouse_trips, warehouse_matches_lake

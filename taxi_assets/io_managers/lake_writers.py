@@ -15,7 +15,9 @@ Layouts, relative to the lake root:
 - DailyDatasetIOManager    {name}/tpep_pickup_date=YYYY-MM-DD/part-0.parquet
                                                                    (name: nyc_taxi_data_by_day)
 - DailyExportIOManager     {YYYY}/{MM}/{DD}/{name}.parquet         (name: nyc_taxi_data)
-`name` is the IO manager's field, overridden per asset by the metadata key "lake/name".
+`name`, `date_column` (whose day a row belongs to) and `partition_column` are the IO manager's
+fields, overridden per asset by the metadata keys "lake/name", "lake/date_column" and
+"lake/partition_column".
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ from taxi_assets.schema import to_pandas
 from taxi_assets.shrink_guard import ShrinkRefused, shrink_allowed, shrink_refusal
 
 NAME_METADATA_KEY = "lake/name"
+DATE_COLUMN_METADATA_KEY = "lake/date_column"
+PARTITION_COLUMN_METADATA_KEY = "lake/partition_column"
 DATASET_FILE = "part-0.parquet"
 # Uploads in pieces this large: GCS takes 1 MiB writes several times slower.
 UPLOAD_PIECE_BYTES = 16 << 20
@@ -312,13 +316,18 @@ class _LakeIOManager(dg.ConfigurableIOManager):
     lake: LakeResource
     name: str
 
-    def _name(self, context: dg.OutputContext | dg.InputContext) -> str:
+    @staticmethod
+    def _setting(context: dg.OutputContext | dg.InputContext, key: str, default: str) -> str:
+        """The asset's metadata `key` (`lake/name`, …), else the IO manager's own setting."""
         if isinstance(context, dg.InputContext):
             upstream = context.upstream_output
             metadata = upstream.definition_metadata if upstream else {}
         else:
             metadata = context.definition_metadata
-        return str((metadata or {}).get(NAME_METADATA_KEY, self.name))
+        return str((metadata or {}).get(key, default))
+
+    def _name(self, context: dg.OutputContext | dg.InputContext) -> str:
+        return self._setting(context, NAME_METADATA_KEY, self.name)
 
 
 class MonthlyParquetIOManager(_LakeIOManager):
@@ -386,7 +395,7 @@ class _DailyLayoutIOManager(_LakeIOManager):
         version = layout.new_version(context.run_id)
         split = _DaySplit(
             lambda day, schema: _PendingObject(fs, version.path_for(day.isoformat()), schema),
-            self.date_column,
+            self._setting(context, DATE_COLUMN_METADATA_KEY, self.date_column),
             days,
         )
         written, empty, size = [], [], 0
@@ -457,7 +466,8 @@ class DailyDatasetIOManager(_DailyLayoutIOManager):
 
     def _folder(self, context, day: dt.date | str) -> str:
         day = day if isinstance(day, str) else day.isoformat()
-        return f"{self._name(context)}/{self.partition_column}={day}"
+        column = self._setting(context, PARTITION_COLUMN_METADATA_KEY, self.partition_column)
+        return f"{self._name(context)}/{column}={day}"
 
     def _layout(self, context, fs: pafs.FileSystem) -> VersionedDays:
         return VersionedDays(
