@@ -10,6 +10,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from taxi_assets.local_postgres import LocalPostgres, free_port
@@ -179,3 +180,29 @@ def http_source(_http_server) -> HttpSource:
     _http_server.clear()
     yield _http_server
     _http_server.clear()
+
+
+@pytest.fixture(scope="session")
+def _feed(tmp_path_factory):
+    # Imported here: tlc_feed.py builds its files from this module's samples.
+    from taxi_assets_tests.tlc_feed import start_feed
+
+    feed, server = start_feed(tmp_path_factory.mktemp("tlc"))
+    yield feed
+    server.shutdown()
+
+
+@pytest.fixture
+def feed(_feed):
+    """The TLC's Parquet feed on loopback (tlc_feed.py), empty at the start of each test."""
+    _feed.clear()
+    yield _feed
+    _feed.clear()
+
+
+@pytest.fixture
+def fresh_postgres(postgres):
+    """The suite's PostgreSQL without the ny_taxi schema: no table of an earlier test."""
+    with psycopg.connect(postgres.uri, autocommit=True) as connection:
+        connection.execute("DROP SCHEMA IF EXISTS ny_taxi CASCADE")
+    return postgres
