@@ -46,6 +46,7 @@ from taxi_assets_tests.test_cli_live import project_env
 from taxi_assets_tests.test_cli_live import cli as cli_process
 from taxi_assets_tests.test_faults import failure_message
 
+from taxi_assets_tests.test_automation import requested
 from taxi_assets_tests.test_tlc_feed import tick
 from taxi_assets_tests.test_warehouse_assets import DuckDBWarehouse
 from taxi_assets_tests.tlc_feed import era_2021
@@ -723,6 +724,32 @@ def test_the_green_publish_sensor_follows_greens_months_only(tmp_path, feed, fre
     [request] = tick("new_green_month_published", instance, source, cursor)[0]
     assert request.partition_key == "2025-03-01"
     assert REPO.get_sensor_def("new_green_month_published").job_name == "monthly_green_trips"
+
+
+def test_a_green_month_starts_greens_days_and_a_reupload_greens_month_only(
+    tmp_path, feed, fresh_postgres
+):
+    resources = resources_for(
+        tmp_path, feed.url, fresh_postgres, DuckDBWarehouse(tmp_path / "w.duckdb"), kind="tlc"
+    )
+    source = resources["taxi_source"]
+    with dg.DagsterInstance.ephemeral() as instance:
+        before = dg.evaluate_automation_conditions(defs, instance)
+        feed.publish("2020-10", GREEN_ERAS["2020-10"]("2020-10"), dataset="green")
+        assert materialize(
+            resources, "2020-10-01", selection=GREEN_MONTHLY, instance=instance
+        ).success
+
+        # The month's days follow, green's only (the 31st waits for November's file).
+        after = dg.evaluate_automation_conditions(defs, instance, cursor=before.cursor)
+        days = [f"2020-10-{day:02}" for day in range(1, 31)]
+        assert requested(after) == dict.fromkeys(GREEN_DAILY.split(), days)
+
+        feed.reupload("2020-10", GREEN_ERAS["2020-10"]("2020-10").slice(7), dataset="green")
+        [request] = tick("green_source_file_changed", instance, source)[0]
+        assert request.partition_key == "2020-10-01"
+        assert request.run_key.startswith("reupload-2020-10-")
+        assert tick("yellow_source_file_changed", instance, source)[0] == []
 
 
 @pytest.mark.parametrize(
