@@ -1,13 +1,13 @@
 """Full-width green-taxi files, built in code from real yellow-taxi rows.
 
 No real full-width green month is small enough to ship: `data/` has only the heads of two
-official green CSVs (9 and 8 rows) and a 5-column re-write of January 2022. So each green file
+official green CSVs (8 whole rows each) and a 5-column re-write of January 2022. So each green file
 here is made of real yellow trips, renamed and reordered into the green layout:
 
 - real, unchanged: every trip's vendor, passenger count, distance, rate code, flag, zones,
   payment type and every amount, including the real oddities (zero-passenger and
   zero-distance trips, and 500 trips with no vendor, passenger count, rate code, flag or
-  payment type, as the tails of the TLC's green files have too);
+  payment type, as the tails of the TLC's monthly files have);
 - derived: the times, moved by a whole number of days so that the file's month starts where
   the sample's did (as tlc_feed.py does for yellow); `tpep_*` renamed `lpep_*`; `ehail_fee`
   empty (null); `trip_type` 2 (dispatch) where RatecodeID is 5 (negotiated fare), 1
@@ -21,8 +21,8 @@ rows, each cell the sample's own text (TLC's `.20`, `8`), reordered, CRLF as the
 The TLC Parquet eras are the January 2020 sample's 999 rows (tlc_feed.real_rows), typed as
 that era's green footers are: before 2019-09 `ehail_fee` double; 2019-09..2023-01 it is
 Null-typed and RatecodeID, passenger_count, payment_type and trip_type are double; from
-2023-02 VendorID and the zone ids are int32 (the flag large_string, as yellow's from then);
-from 2025-01 `cbd_congestion_fee` (double) is the 21st column.
+2023-02 VendorID and the zone ids are int32 (and the flag large_string, as in yellow's files
+from then); from 2025-01 `cbd_congestion_fee` (double) is the 21st column.
 """
 
 from __future__ import annotations
