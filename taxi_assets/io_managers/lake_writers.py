@@ -10,7 +10,7 @@ daily layouts write a range of days per run through a manifest (lake_versions.Ve
 each day's object is written as a version beside the current files, and one manifest write
 switches the whole range; their loads read the files the manifest names.
 
-Layouts, relative to the lake root:
+Layouts, relative to the lake root (the defaults: yellow's; each dataset's assets name theirs):
 - MonthlyParquetIOManager  {name}/{YYYY-MM}.parquet                (name: nyc_taxi_data)
 - DailyDatasetIOManager    {name}/tpep_pickup_date=YYYY-MM-DD/part-0.parquet
                                                                    (name: nyc_taxi_data_by_day)
