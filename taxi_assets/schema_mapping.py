@@ -138,8 +138,8 @@ def plan_mapping(
     if lacking:
         raise TripFileError(
             file_name,
-            f"is not a complete {dataset.title} file: it has no {', '.join(lacking)} "
-            "column, which every month must have; nothing was loaded"
+            f"is not a complete {dataset.title} file: it lacks {', '.join(lacking)}, "
+            "which the pipeline needs of every month; nothing was loaded"
             + foreign_file_hint(dataset, schema.names),
         )
     plan = MappingPlan(file_name)
