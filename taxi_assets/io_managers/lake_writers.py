@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 
 from taxi_assets import batches as batching
 from taxi_assets.atomic_files import check_free_space, remove_dead_partials
-from taxi_assets.batches import TripBatches, rebatched
+from taxi_assets.batches import TripBatches, conformed, rebatched
 from taxi_assets.dagster_private import running_step_run_tags
 from taxi_assets.io_managers.lake_versions import (
     LOCAL_LAKE_SETTING,
@@ -206,7 +206,7 @@ def _streamed(
                 for batch in pq.ParquetFile(source).iter_batches(
                     batch_size=batching.BATCH_ROWS, columns=columns
                 ):
-                    yield batch if batch.schema == schema else batch.cast(schema)
+                    yield conformed(batch, schema)
 
     return TripBatches(schema, batches)
 
