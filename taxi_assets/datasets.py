@@ -87,8 +87,8 @@ class TripDataset:
     daily_schedule_hour: int  # UTC
     # The names the cleaned trips (and so every sink) give the contract's columns.
     renamed: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-    # A column with the pickup's date that the Postgres table adds, if any.
-    postgres_pickup_date: str | None = None
+    # Whether the Postgres table adds the pickup's date (`pickup_date`) as a column.
+    postgres_has_pickup_date: bool = False
     legacy: LegacyLayout | None = None
 
     @property
@@ -106,7 +106,8 @@ class TripDataset:
 
     @property
     def pickup_date(self) -> str:
-        """The day-partitioned dataset's folder key: `tpep_pickup_date=2021-01-01`."""
+        """The pickup's date, by name: the by-day folders' key (`tpep_pickup_date=2021-01-01`)
+        and, where the dataset adds it, a Postgres column."""
         return self.pickup.removesuffix("_datetime") + "_date"
 
     def column(self, name: str) -> str:
@@ -292,7 +293,7 @@ GREEN = TripDataset(
     warehouse_table="ny_taxi.green_trips",
     daily_schedule_hour=5,
     renamed=_snake_cased([*_GREEN_CSV, "cbd_congestion_fee"]),
-    postgres_pickup_date="lpep_pickup_date",
+    postgres_has_pickup_date=True,
 )
 
 DATASETS: dict[str, TripDataset] = {dataset.name: dataset for dataset in (YELLOW, GREEN)}
