@@ -80,6 +80,23 @@ class RowsPerDay(dict):
     reconciliation needs, whatever the size of the days."""
 
 
+def conformed(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """The batch under `schema`, the union of several files' schemas: a column another file
+    brought is nulls here, a column typed null here (all empty) gets the union's type."""
+    if batch.schema.equals(schema):
+        return batch
+    names = batch.schema.names
+    return pa.RecordBatch.from_arrays(
+        [
+            batch.column(f.name).cast(f.type)
+            if f.name in names
+            else pa.nulls(batch.num_rows, f.type)
+            for f in schema
+        ],
+        schema=schema,
+    )
+
+
 def rows_per_day(batches: Iterable[pa.RecordBatch], column: str) -> RowsPerDay:
     """The batches' rows counted per day of `column`, one batch at a time."""
     counts = RowsPerDay()

@@ -57,11 +57,17 @@ def build_quality_checks(dataset: TripDataset) -> dg.AssetChecksDefinition:
             f"(run tag {ALLOW_SHRINK_TAG}=true to replace it anyway).",
         ),
         spec("dropoff_not_before_pickup"),
-        spec(
-            "known_vendor_ids",
-            blocking=dataset.vendor_check_blocks,
-            description=f"{vendor} is one of {known_vendors}; rows without one are counted "
-            "apart and pass.",
+        *(
+            [
+                spec(
+                    "known_vendor_ids",
+                    blocking=dataset.vendor_check_blocks,
+                    description=f"{vendor} is one of {known_vendors}; rows without one are "
+                    "counted apart and pass.",
+                )
+            ]
+            if known_vendors
+            else []
         ),
         spec(
             "pickups_near_file_month",
@@ -100,13 +106,15 @@ def build_quality_checks(dataset: TripDataset) -> dg.AssetChecksDefinition:
             frame = to_pandas(batch)
             rows += len(frame)
             for rule in dataset.drop_rules:
-                not_dropped[rule.check_name] += int(rule.matches(frame).astype(bool).sum())
+                column = dataset.column(rule.column)
+                not_dropped[rule.check_name] += int(rule.matches(frame, column).sum())
             dropoff_before_pickup += int((frame[dropoff] < frame[pickup]).sum())
-            vendors = frame[vendor]
-            unknown = vendors.notna() & ~vendors.isin(dataset.known_vendor_ids)
-            unknown_vendor_rows += int(unknown.sum())
-            missing_vendors += int(vendors.isna().sum())
-            unknown_ids.update(int(v) for v in vendors[unknown].unique())
+            if known_vendors:
+                vendors = frame[vendor]
+                unknown = vendors.notna() & ~vendors.isin(dataset.known_vendor_ids)
+                unknown_vendor_rows += int(unknown.sum())
+                missing_vendors += int(vendors.isna().sum())
+                unknown_ids.update(int(v) for v in vendors[unknown].unique())
             outside = (frame[pickup] < earliest) | (frame[pickup] >= end)
             outside_months += int(outside.sum())
             pickups += [frame[pickup].min(), frame[pickup].max()]
@@ -114,13 +122,14 @@ def build_quality_checks(dataset: TripDataset) -> dg.AssetChecksDefinition:
             yield _result(name, failures, severity=dg.AssetCheckSeverity.ERROR)
         yield _no_shrink(context, dataset, rows)
         yield _result("dropoff_not_before_pickup", dropoff_before_pickup)
-        yield _result(
-            "known_vendor_ids",
-            unknown_vendor_rows,
-            severity=vendor_severity,
-            missing_vendor_rows=missing_vendors,
-            unknown_ids=sorted(unknown_ids),
-        )
+        if known_vendors:
+            yield _result(
+                "known_vendor_ids",
+                unknown_vendor_rows,
+                severity=vendor_severity,
+                missing_vendor_rows=missing_vendors,
+                unknown_ids=sorted(unknown_ids),
+            )
         pickups = pd.Series(pickups, dtype="datetime64[us]")
         yield _result(
             "pickups_near_file_month",

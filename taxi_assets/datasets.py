@@ -10,7 +10,7 @@ series (fhv, say) is one more definition here.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -21,34 +21,31 @@ import pyarrow as pa
 
 @dataclass(frozen=True)
 class DropRule:
-    """Rows the cleaning drops, and the blocking check that none reached a sink.
+    """The cleaning drops the trips whose `column` is not above zero, and the blocking check
+    `check_name` sees that none reached a sink; `count_key` is the metadata key of how many went.
 
-    `matches` gets a batch as pandas (columns named as the mapped file names them) and says
-    which rows go; `count_key` is the metadata key of how many went.
+    Missing values go too: a trip with no recorded riders (or distance) cannot pass for one.
+    A file without the column fails before it is read: it would otherwise lose every trip.
     """
 
+    column: str  # the contract's name
     count_key: str
     check_name: str
-    what: str  # "zero or missing passenger_count", for logs and descriptions
-    matches: Callable[[pd.DataFrame], pd.Series]
 
+    @property
+    def what(self) -> str:
+        return f"zero, negative or missing {self.column}"
 
-def _not_above_zero(column: str) -> Callable[[pd.DataFrame], pd.Series]:
-    # Missing values go too: a trip with no recorded riders (or distance) cannot pass for one.
-    return lambda trips: trips[column].fillna(0) <= 0
+    def matches(self, trips: pd.DataFrame, column: str) -> pd.Series:
+        """Which rows go; `column` is what `trips` calls the rule's column."""
+        return (trips[column].fillna(0) <= 0).astype(bool)
 
 
 ZERO_PASSENGERS = DropRule(
-    "dropped_zero_or_missing_passengers",
-    "no_zero_passenger_trips",
-    "zero or missing passenger_count",
-    _not_above_zero("passenger_count"),
+    "passenger_count", "dropped_zero_or_missing_passengers", "no_zero_passenger_trips"
 )
 ZERO_DISTANCE = DropRule(
-    "dropped_zero_or_missing_distance",
-    "no_zero_distance_trips",
-    "trip_distance zero, negative or missing",
-    _not_above_zero("trip_distance"),
+    "trip_distance", "dropped_zero_or_missing_distance", "no_zero_distance_trips"
 )
 
 
@@ -79,6 +76,7 @@ class TripDataset:
     # Columns the Parquet files added since; every file is mapped to contract + these.
     later_columns: Mapping[str, pa.DataType]
     drop_rules: tuple[DropRule, ...]
+    # The ids the `VendorID` column may hold; empty: the dataset has no vendor to check.
     known_vendor_ids: frozenset[int]
     # Whether an unknown vendor blocks the sinks or only warns.
     vendor_check_blocks: bool
@@ -89,8 +87,8 @@ class TripDataset:
     daily_schedule_hour: int  # UTC
     # The names the cleaned trips (and so every sink) give the contract's columns.
     renamed: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-    # A column with the pickup's date that the Postgres table adds, if any.
-    postgres_pickup_date: str | None = None
+    # Whether the Postgres table adds the pickup's date (`pickup_date`) as a column.
+    postgres_has_pickup_date: bool = False
     legacy: LegacyLayout | None = None
 
     @property
@@ -102,8 +100,14 @@ class TripDataset:
         return pa.schema(self.csv_columns.items())
 
     @property
+    def required_columns(self) -> list[str]:
+        """What a file must have, or it is another series' or cannot be cleaned."""
+        return [self.pickup, self.dropoff, *(rule.column for rule in self.drop_rules)]
+
+    @property
     def pickup_date(self) -> str:
-        """The day-partitioned dataset's folder key: `tpep_pickup_date=2021-01-01`."""
+        """The pickup's date, by name: the by-day folders' key (`tpep_pickup_date=2021-01-01`)
+        and, where the dataset adds it, a Postgres column."""
         return self.pickup.removesuffix("_datetime") + "_date"
 
     def column(self, name: str) -> str:
@@ -155,7 +159,8 @@ class TripDataset:
 
 
 def snake_case(name: str) -> str:
-    """`VendorID` → `vendor_id`, `PULocationID` → `pu_location_id`, `RatecodeID` → `ratecode_id`."""
+    """`VendorID` → `vendor_id`, `PULocationID` → `pu_location_id`, `RatecodeID` →
+    `ratecode_id`."""
     spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name)
     spaced = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", spaced)
     return spaced.lower()
@@ -288,7 +293,7 @@ GREEN = TripDataset(
     warehouse_table="ny_taxi.green_trips",
     daily_schedule_hour=5,
     renamed=_snake_cased([*_GREEN_CSV, "cbd_congestion_fee"]),
-    postgres_pickup_date="lpep_pickup_date",
+    postgres_has_pickup_date=True,
 )
 
 DATASETS: dict[str, TripDataset] = {dataset.name: dataset for dataset in (YELLOW, GREEN)}

@@ -1,5 +1,5 @@
-"""Resources: the trip files at their source, the PostgreSQL server and the Parquet lake (profiles.py chooses
-their settings)."""
+"""Resources: the trip files at their source, the PostgreSQL server and the Parquet lake
+(profiles.py chooses their settings)."""
 
 from __future__ import annotations
 

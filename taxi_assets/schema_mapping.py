@@ -12,8 +12,8 @@ Null-typed column → nulls of the canonical type; an absent column → nulls; d
 only when every value is whole (else the file, column, row and value are named); string
 datetimes (yellow 2009/2010) are parsed; any other type change fails, naming the column and
 both types. A column the contract does not know is carried, at the end, and reported as new.
-A file without the dataset's pickup and dropoff columns is refused: it is another series'
-(its columns are named) or no trip file.
+A file without the dataset's pickup, dropoff or cleaning rules' columns is refused: it is
+another series' (its columns are named), or it would lose every trip.
 """
 
 from __future__ import annotations
@@ -134,11 +134,12 @@ def plan_mapping(
                 f"columns {by_canonical[canonical]!r} and {name!r} both map to {canonical!r}",
             )
         by_canonical[canonical] = name
-    lacking = [n for n in (dataset.pickup, dataset.dropoff) if n.lower() not in by_canonical]
+    lacking = [name for name in dataset.required_columns if name.lower() not in by_canonical]
     if lacking:
         raise TripFileError(
             file_name,
-            f"is not a {dataset.title} file: it has no {' or '.join(lacking)} column"
+            f"is not a complete {dataset.title} file: it lacks {', '.join(lacking)}, "
+            "which the pipeline needs of every month; nothing was loaded"
             + foreign_file_hint(dataset, schema.names),
         )
     plan = MappingPlan(file_name)

@@ -3,9 +3,9 @@
 Per dataset, `new_<dataset>_month_published` asks the source (HTTP HEAD, no download) for the
 month after the newest one taken, and requests that month's run once.
 `<dataset>_source_file_changed` HEADs the months already taken and requests a month again when
-its file's version (ETag, or Last-Modified and size) is no longer the one its last run took. Downstream propagation is declarative automation
-(automation.py), evaluated by `downstream_automation`, which is on by default because it never
-downloads anything.
+its file's version (ETag, or Last-Modified and size) is no longer the one its last run took.
+Downstream propagation is declarative automation (automation.py), evaluated by
+`downstream_automation`, which is on by default because it never downloads anything.
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 A valid file can still be a wrong one: a re-upload cut short, a month whose rows are all
 filtered out, an empty file. Loaded, it would replace a good month in every sink. So a month
-(the blocking check `no_shrink` on `yellow_trips`) or a range of days (the daily lake sinks,
-before they write) that would hold fewer than `MIN_KEPT_FRACTION` of the rows its last
-materialization holds is refused; the run tag `taxi/allow_shrink=true` lets a user replace it
+(the blocking check `no_shrink` on a dataset's cleaned trips) or a range of days (the daily
+lake sinks, before they write) that would hold fewer than `MIN_KEPT_FRACTION` of the rows its
+last materialization holds is refused; the run tag `taxi/allow_shrink=true` lets a user replace it
 on purpose. Real months differ from one re-upload to the next by a few rows, and from one
 month to the next by far less than half, so half is a line only a broken file crosses.
 """

@@ -404,6 +404,15 @@ def test_a_new_column_reaches_every_sink_and_a_warning_names_it(
     )
     # February's rows came from files without the column: null there, never invented.
     assert february_levy == 0
+    # The warehouse over days written before and after the column came, in one run: their
+    # files differ by the column, and the days load as one stream all the same.
+    rewarehoused = materialize_days(
+        resources, "2026-02-01", "2026-03-01", selection="ny_taxi/yellow_trips"
+    )
+    assert rewarehoused.success
+    assert warehouse.rows(
+        "SELECT count(green_levy) FROM ny_taxi.yellow_trips WHERE tpep_pickup_datetime < '2026-03-01'"
+    ) == [(0,)]
 
 
 def test_an_incompatible_type_fails_before_any_sink_naming_column_and_types(

@@ -14,7 +14,7 @@ def kept_trips(dataset: TripDataset, trips: pd.DataFrame) -> tuple[pd.DataFrame,
     dropped = pd.Series(False, index=trips.index)
     counts = {}
     for rule in dataset.drop_rules:
-        matches = rule.matches(trips).astype(bool)
+        matches = rule.matches(trips, dataset.column(rule.column))
         counts[rule.count_key] = int(matches.sum())
         dropped |= matches
     counts["dropped_rows"] = int(dropped.sum())
@@ -38,7 +38,8 @@ def build_cleaned_trips(dataset: TripDataset) -> dg.AssetsDefinition:
         partitions_def=monthly_partitions,
         group_name=dataset.group("ingest"),
         kinds={"pandas"},
-        description=f"The month's {dataset.title} trips, without those with {rules}"
+        description=f"The month's {dataset.title} trips"
+        + (f", without those with {rules}" if rules else "")
         + (", columns in snake_case" if dataset.renamed else "")
         + ".",
     )
@@ -55,7 +56,10 @@ def build_cleaned_trips(dataset: TripDataset) -> dg.AssetsDefinition:
         def batches():
             counts.update(dict.fromkeys(counts, 0))
             yield from map(cleaned, trips)
-            context.log.info(f"dropped {counts['dropped_rows']:,} trips with {rules}")
+            by_rule = ", ".join(
+                f"{counts[rule.count_key]:,} with {rule.what}" for rule in dataset.drop_rules
+            )
+            context.log.info(f"dropped {counts['dropped_rows']:,} trips ({by_rule})")
 
         return TripBatches(trips.schema, batches, metadata=counts)
 

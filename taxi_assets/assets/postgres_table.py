@@ -17,8 +17,7 @@ def with_pickup_date(trips: TripBatches, pickup: str, name: str) -> TripBatches:
 
 
 def build_postgres_table(dataset: TripDataset) -> dg.AssetsDefinition:
-    schema, table = dataset.postgres_table.split(".")
-    pickup_date = dataset.postgres_pickup_date
+    pickup_date = dataset.pickup_date if dataset.postgres_has_pickup_date else None
 
     @dg.asset(
         key=dataset.postgres_asset,
@@ -28,7 +27,7 @@ def build_postgres_table(dataset: TripDataset) -> dg.AssetsDefinition:
         kinds={"postgres"},
         io_manager_key="postgres_io_manager",
         metadata={"partition_column": "source_month"},
-        pool=f"postgres_{table}",
+        pool=f"postgres_{dataset.postgres_asset.path[-1]}",
         description=f"`{dataset.postgres_table}`: the cleaned {dataset.title} trips"
         + (f", with their {pickup_date}" if pickup_date else "")
         + ", and the month they were filed in (`source_month`, one list partition each).",

@@ -7,9 +7,10 @@ object that names the current file of every day it holds, and a run goes through
 
 1. write each day's new file under `_versions/<run id>/` (nothing a reader looks at changes);
 2. **switch**: write the manifest naming those versions, one object write: the commit point;
-3. publish: copy each version to the day's usual path (`tpep_pickup_date=…/part-0.parquet`,
-   `YYYY/MM/DD/nyc_taxi_data.parquet`), each an atomic replace, so a day is never missing (on
-   disk a hard link, on GCS a server-side copy: no byte goes through this process again);
+3. publish: copy each version to the day's usual path (for yellow
+   `tpep_pickup_date=…/part-0.parquet`, `YYYY/MM/DD/nyc_taxi_data.parquet`), each an atomic
+   replace, so a day is never missing (on disk a hard link, on GCS a server-side copy: no byte
+   goes through this process again);
 4. write the manifest again naming the usual paths, and delete the versions.
 
 Readers that go through the manifest (the IO managers' loads) see the old range or the new

@@ -10,7 +10,7 @@ daily layouts write a range of days per run through a manifest (lake_versions.Ve
 each day's object is written as a version beside the current files, and one manifest write
 switches the whole range; their loads read the files the manifest names.
 
-Layouts, relative to the lake root:
+Layouts, relative to the lake root (the defaults: yellow's; each dataset's assets name theirs):
 - MonthlyParquetIOManager  {name}/{YYYY-MM}.parquet                (name: nyc_taxi_data)
 - DailyDatasetIOManager    {name}/tpep_pickup_date=YYYY-MM-DD/part-0.parquet
                                                                    (name: nyc_taxi_data_by_day)
@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 
 from taxi_assets import batches as batching
 from taxi_assets.atomic_files import check_free_space, remove_dead_partials
-from taxi_assets.batches import TripBatches, rebatched
+from taxi_assets.batches import TripBatches, conformed, rebatched
 from taxi_assets.dagster_private import running_step_run_tags
 from taxi_assets.io_managers.lake_versions import (
     LOCAL_LAKE_SETTING,
@@ -206,7 +206,7 @@ def _streamed(
                 for batch in pq.ParquetFile(source).iter_batches(
                     batch_size=batching.BATCH_ROWS, columns=columns
                 ):
-                    yield batch if batch.schema == schema else batch.cast(schema)
+                    yield conformed(batch, schema)
 
     return TripBatches(schema, batches)
 

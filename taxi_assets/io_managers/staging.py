@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from taxi_assets import batches as batching
 from taxi_assets.atomic_files import replace_file
-from taxi_assets.batches import TripBatches, rebatched
+from taxi_assets.batches import TripBatches, conformed, rebatched
 from taxi_assets.dagster_private import running_step_time_window
 
 
@@ -92,7 +92,7 @@ class StagingParquetIOManager(dg.ConfigurableIOManager):
         trips = TripBatches(
             schema,
             lambda: (
-                _conformed(batch, schema)
+                conformed(batch, schema)
                 for file in files
                 for batch in _batches(file, column, window)
             ),
@@ -101,21 +101,6 @@ class StagingParquetIOManager(dg.ConfigurableIOManager):
         if context.dagster_type.typing_type is TripBatches:
             return trips
         return trips.to_pandas()
-
-
-def _conformed(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    if batch.schema.equals(schema):
-        return batch
-    names = batch.schema.names
-    return pa.RecordBatch.from_arrays(
-        [
-            batch.column(f.name).cast(f.type)
-            if f.name in names
-            else pa.nulls(batch.num_rows, f.type)
-            for f in schema
-        ],
-        schema=schema,
-    )
 
 
 def _naive_window(window: dg.TimeWindow) -> tuple[pd.Timestamp, pd.Timestamp]:
