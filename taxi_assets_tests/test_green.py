@@ -465,11 +465,6 @@ def test_a_bad_real_green_file_fails_naming_file_and_fault(
     assert not table_exists(fresh_postgres, "ny_taxi.green_taxi")
 
 
-@pytest.mark.xfail(
-    reason="package bug (NOTES_FOR_LEAD.md): a file without passenger_count loads as an empty "
-    "month, every trip dropped, every check passing",
-    strict=True,
-)
 def test_a_file_without_the_columns_cleaning_needs_fails_instead_of_loading_nothing(
     tmp_path, feed, fresh_postgres, warehouse
 ):
