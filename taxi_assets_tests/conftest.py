@@ -1,4 +1,4 @@
-"""Session fixtures: a real PostgreSQL and a real HTTP source on loopback, fed real TLC samples."""
+"""Session fixtures: a real PostgreSQL, a real HTTP source and the TLC feed, on loopback."""
 
 from __future__ import annotations
 
