@@ -30,7 +30,7 @@ from taxi_assets_tests.pipeline import (
 from taxi_assets_tests.test_automation import requested
 from taxi_assets_tests.test_faults import failure_message, sink_state
 from taxi_assets_tests.test_warehouse_assets import BigQueryWarehouse, DuckDBWarehouse
-from taxi_assets_tests.tlc_feed import ERAS, era_2025, start_feed, with_unknown_column
+from taxi_assets_tests.tlc_feed import ERAS, era_2025, with_unknown_column
 
 pytest_plugins = ["taxi_assets_tests.emulators.bigquery"]
 
@@ -38,30 +38,10 @@ REPO = defs.get_repository_def()
 PROBE = "/misc/taxi_zone_lookup.csv"
 
 
-@pytest.fixture(scope="module")
-def _feed(tmp_path_factory):
-    feed, server = start_feed(tmp_path_factory.mktemp("tlc"))
-    yield feed
-    server.shutdown()
-
-
-@pytest.fixture
-def feed(_feed):
-    _feed.clear()
-    yield _feed
-    _feed.clear()
-
-
 @pytest.fixture
 def instance():
     with dg.DagsterInstance.ephemeral() as ephemeral:
         yield ephemeral
-
-
-@pytest.fixture
-def fresh_postgres(postgres):
-    query(postgres, "DROP SCHEMA IF EXISTS ny_taxi CASCADE")
-    return postgres
 
 
 def tlc_resources(tmp_path, feed, postgres, **kwargs) -> dict:
