@@ -30,6 +30,9 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import io
+import shutil
+import sys
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -226,3 +229,20 @@ def expected_green(table: pa.Table, month: str) -> dict:
         "rows_in_month": pc.sum(in_month.cast(pa.int64())).as_py(),
         "rows_per_day": {d["values"]: d["counts"] for d in days.to_pylist()},
     }
+
+
+def write_sample_source(folder: Path, months: list[str]) -> None:
+    """A folder source for `make run` without the network: each month's green CSV.gz built
+    here, beside the real yellow sample of January 2021."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(
+        sample("yellow_tripdata_2021-01.csv.gz"), folder / "yellow_tripdata_2021-01.csv.gz"
+    )
+    for month in months:
+        (folder / f"green_tripdata_{month}.csv.gz").write_bytes(green_csv_gz(month))
+
+
+if __name__ == "__main__":
+    # python -m taxi_assets_tests.green_files FOLDER [YYYY-MM ...]   (default 2021-01)
+    write_sample_source(Path(sys.argv[1]), sys.argv[2:] or ["2021-01"])
+    print(f"TAXI_SOURCE_URL={Path(sys.argv[1]).resolve()}")

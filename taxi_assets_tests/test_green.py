@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gzip
 import re
+import subprocess
+import sys
 
 import dagster as dg
 import duckdb
@@ -26,6 +28,7 @@ from taxi_assets.definitions import defs
 from taxi_assets.io_managers.bigquery import BigQueryWarehouseIOManager
 from taxi_assets.local_postgres import free_port
 from taxi_assets.resources import LakeResource
+from taxi_assets.schema import read_trips
 from taxi_assets_tests.conftest import sample
 from taxi_assets_tests.green_files import (
     GREEN_COLUMNS,
@@ -804,3 +807,20 @@ def test_run_dataset_all_loads_both_datasets_from_a_fresh_project(tmp_path, http
         assert green_days == green_want["rows_in_month"]
     finally:
         cli_process(env, "stop")
+
+
+def test_the_readmes_offline_sample_folder_is_a_source_of_both_datasets(tmp_path):
+    """`python -m taxi_assets_tests.green_files FOLDER MONTH…`, the README's offline source."""
+    folder = tmp_path / "samples"
+    done = subprocess.run(
+        [sys.executable, "-m", "taxi_assets_tests.green_files", str(folder), "2020-10"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+
+    assert f"TAXI_SOURCE_URL={folder}" in done.stdout
+    green = read_trips(folder / "green_tripdata_2020-10.csv.gz", GREEN)  # the pipeline's reader
+    assert green.num_rows == read_green_csv(green_csv_gz("2020-10")).num_rows
+    yellow = folder / "yellow_tripdata_2021-01.csv.gz"
+    assert yellow.read_bytes() == sample("yellow_tripdata_2021-01.csv.gz").read_bytes()
