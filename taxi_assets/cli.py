@@ -19,7 +19,7 @@ import dagster as dg
 import pyarrow as pa
 
 from taxi_assets import console
-from taxi_assets.datasets import TripDataset
+from taxi_assets.datasets import DATASETS, TripDataset
 from taxi_assets.resources import PROJECT_ROOT, configured_profile, local_pg_port, taxi_home
 
 LOCATION_NAME = "taxi_assets"  # the code location in workspace.yaml, which `make dev` serves
@@ -120,8 +120,6 @@ def prepare_environment() -> None:
 
 def chosen_datasets(name: str) -> list[TripDataset]:
     """The datasets --dataset (DATASET) names: one, or `all`; exits naming the setting."""
-    from taxi_assets.datasets import DATASETS
-
     if name == "all":
         return list(DATASETS.values())
     if name not in DATASETS:
@@ -156,8 +154,8 @@ def run(
     the daily job.
 
     Each run is created as a UI launch creates it and executed here, in one process (the
-    in-process executor), without keeping outputs in memory. `daily_assets` narrows the day
-    runs to those assets (default: all of them). Returns the (closed) results; when a run
+    in-process executor), without keeping outputs in memory. `daily_assets` (of one dataset's
+    day run; the bench's) narrows the day runs to those assets (default: all of them). Returns the (closed) results; when a run
     fails, ends with its cause and exits.
     """
     from taxi_assets.dagster_private import WorkspaceLocation, execute_in_process
