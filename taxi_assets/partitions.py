@@ -2,8 +2,10 @@
 
 import dagster as dg
 
-# The TLC's first monthly yellow-taxi file. There is no fixed end: a month's partition exists
-# once the month is over (and a day's once the day is), whether or not it is published yet.
+# The TLC's first monthly file, yellow's; every dataset shares these partitions, and the
+# source says which of them it carries of each (green's begin in 2013-08). There is no fixed
+# end: a month's partition exists once the month is over (and a day's once the day is),
+# whether or not it is published yet.
 FIRST_MONTH = "2009-01-01"
 
 monthly_partitions = dg.MonthlyPartitionsDefinition(start_date=FIRST_MONTH)
