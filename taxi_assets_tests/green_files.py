@@ -39,7 +39,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from taxi_assets_tests.conftest import sample
-from taxi_assets_tests.tlc_feed import _moved_to, _retyped, real_rows
+from taxi_assets_tests.tlc_feed import moved_to, retyped, real_rows
 
 GREEN_COLUMNS = [
     "VendorID",
@@ -154,19 +154,19 @@ _COUNTS = ("RatecodeID", "passenger_count", "payment_type", "trip_type")
 
 def era_2019(month: str) -> pa.Table:
     """..2019-08: ids and counts int64, `ehail_fee` double (null)."""
-    return _green_layout(_moved_to(real_rows(), month), pa.float64())
+    return _green_layout(moved_to(real_rows(), month), pa.float64())
 
 
 def era_2019_09(month: str) -> pa.Table:
     """2019-09..2023-01: `ehail_fee` Null-typed; rate code, counts and trip type double."""
-    table = _green_layout(_moved_to(real_rows(), month), pa.null())
-    return _retyped(table, dict.fromkeys(_COUNTS, pa.float64()))
+    table = _green_layout(moved_to(real_rows(), month), pa.null())
+    return retyped(table, dict.fromkeys(_COUNTS, pa.float64()))
 
 
 def era_2023(month: str) -> pa.Table:
     """2023-02..2024-12: as 2019-09's with `ehail_fee` double, ids int32, large_string flag."""
-    table = _green_layout(_moved_to(real_rows(), month), pa.float64())
-    return _retyped(
+    table = _green_layout(moved_to(real_rows(), month), pa.float64())
+    return retyped(
         table,
         {
             **dict.fromkeys(_COUNTS, pa.float64()),

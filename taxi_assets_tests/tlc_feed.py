@@ -38,7 +38,7 @@ def real_rows() -> pa.Table:
     return pa_csv.read_csv(sample(REAL_ROWS))
 
 
-def _moved_to(table: pa.Table, month: str) -> pa.Table:
+def moved_to(table: pa.Table, month: str) -> pa.Table:
     shift = dt.datetime.fromisoformat(f"{month}-01") - SAMPLE_MONTH
     for name in ("tpep_pickup_datetime", "tpep_dropoff_datetime"):
         moved = pc.add(table[name].cast(pa.timestamp("us")), pa.scalar(shift, pa.duration("us")))
@@ -46,7 +46,7 @@ def _moved_to(table: pa.Table, month: str) -> pa.Table:
     return table
 
 
-def _retyped(table: pa.Table, types: dict[str, pa.DataType]) -> pa.Table:
+def retyped(table: pa.Table, types: dict[str, pa.DataType]) -> pa.Table:
     for name, type_ in types.items():
         index = table.schema.get_field_index(name)
         table = table.set_column(index, name, table[name].cast(type_))
@@ -63,7 +63,7 @@ def _with(table: pa.Table, name: str, values) -> pa.Table:
 
 def era_2011(month: str) -> pa.Table:
     """2011-01..2018-06: 19 columns, ids int64, both fees Null-typed."""
-    table = _moved_to(real_rows(), month)
+    table = moved_to(real_rows(), month)
     table = table.set_column(
         table.schema.get_field_index("congestion_surcharge"),
         "congestion_surcharge",
@@ -74,16 +74,16 @@ def era_2011(month: str) -> pa.Table:
 
 def era_2018(month: str) -> pa.Table:
     """2018-07..2023-01: passenger_count and RatecodeID double; airport_fee Null-typed."""
-    table = _retyped(
-        _moved_to(real_rows(), month), {"passenger_count": pa.float64(), "RatecodeID": pa.float64()}
+    table = retyped(
+        moved_to(real_rows(), month), {"passenger_count": pa.float64(), "RatecodeID": pa.float64()}
     )
     return _with(table, "airport_fee", pa.nulls(table.num_rows, pa.null()))
 
 
 def era_2021(month: str) -> pa.Table:
     """2020-08..2023-01 but 2020-10: as 2018-07's, with airport_fee double."""
-    table = _retyped(
-        _moved_to(real_rows(), month), {"passenger_count": pa.float64(), "RatecodeID": pa.float64()}
+    table = retyped(
+        moved_to(real_rows(), month), {"passenger_count": pa.float64(), "RatecodeID": pa.float64()}
     )
     fee = pc.if_else(pc.equal(table["PULocationID"], 132), 1.25, 0.0)
     return _with(table, "airport_fee", fee)
@@ -91,8 +91,8 @@ def era_2021(month: str) -> pa.Table:
 
 def era_2023(month: str) -> pa.Table:
     """2023-02..2024-12: `Airport_fee`, ids int32, counts int64, large_string flags."""
-    table = _retyped(
-        _moved_to(real_rows(), month),
+    table = retyped(
+        moved_to(real_rows(), month),
         {
             "VendorID": pa.int32(),
             "PULocationID": pa.int32(),
@@ -119,7 +119,7 @@ def with_unknown_column(month: str) -> pa.Table:
 
 def era_2010(month: str) -> pa.Table:
     """2010: other names, datetimes as strings, vendor and payment names, coordinates."""
-    table = _moved_to(real_rows(), month)
+    table = moved_to(real_rows(), month)
     vendor = pc.if_else(pc.equal(table["VendorID"], 1), "CMT", "VTS")
     payment = pc.if_else(pc.equal(table["payment_type"], 1), "Credit", "CASH")
 
@@ -186,7 +186,7 @@ _NAMES_2009 = {
 def era_2009(month: str) -> pa.Table:
     """2009: 2010's columns under 2009's names; rate code and flag as (mostly null) doubles."""
     table = _renamed(era_2010(month), _NAMES_2009)
-    table = _retyped(table, {"Rate_Code": pa.float64()})
+    table = retyped(table, {"Rate_Code": pa.float64()})
     flag = table.schema.get_field_index("store_and_forward")
     return table.set_column(flag, "store_and_forward", pa.nulls(table.num_rows, pa.float64()))
 
