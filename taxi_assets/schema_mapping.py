@@ -11,7 +11,8 @@ Rules: names match case-insensitively; int8..int32 → int64; large_string → s
 Null-typed column → nulls of the canonical type; an absent column → nulls; double → int64
 only when every value is whole (else the file, column, row and value are named); string
 datetimes (yellow 2009/2010) are parsed; any other type change fails, naming the column and
-both types. A column the contract does not know is carried, at the end, and reported as new.
+both types. A column the contract does not know is carried, at the end, and reported as new, when its
+name meets the sinks' rule (column_names.py).
 A file without the dataset's pickup, dropoff or cleaning rules' columns is refused: it is
 another series' (its columns are named), or it would lose every trip.
 """
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from taxi_assets.column_names import RULE, check_new_columns
 from taxi_assets.datasets import TripDataset
 from taxi_assets.schema import DATETIME_FORMAT, TripFileError, foreign_file_hint
 
@@ -131,7 +133,8 @@ def plan_mapping(
         if canonical in by_canonical:
             raise TripFileError(
                 file_name,
-                f"columns {by_canonical[canonical]!r} and {name!r} both map to {canonical!r}",
+                f"columns {by_canonical[canonical]!r} and {name!r} both map to {canonical!r}"
+                f" (column names are compared ignoring case). Rule: {RULE}. Nothing was loaded",
             )
         by_canonical[canonical] = name
     lacking = [name for name in dataset.required_columns if name.lower() not in by_canonical]
@@ -185,6 +188,7 @@ def plan_mapping(
                 )
             type_ = known
         plan.columns.append(ColumnMapping(name, type_, field_.name, field_.type, "new"))
+    check_new_columns(file_name, plan.new_columns, dataset)
     return plan
 
 

@@ -82,6 +82,11 @@ def bigquery_client(
     )
 
 
+def quoted(identifier: str) -> str:
+    """An identifier in BigQuery's backticks, its backslashes and backticks escaped."""
+    return "`" + identifier.replace("\\", "\\\\").replace("`", "\\`") + "`"
+
+
 def _table_id(table_slice: TableSlice) -> str:
     return f"{table_slice.database}.{table_slice.schema}.{table_slice.table}"
 
@@ -133,7 +138,7 @@ def _column_types(table: bigquery.Table) -> dict[str, str]:
 
 
 def _select_statement(table_slice: TableSlice, column_types: Mapping[str, str]) -> str:
-    columns = ", ".join(table_slice.columns) if table_slice.columns else "*"
+    columns = ", ".join(map(quoted, table_slice.columns)) if table_slice.columns else "*"
     query = f"SELECT {columns} FROM `{_table_id(table_slice)}`"
     if table_slice.partition_dimensions:
         query += " WHERE\n" + _where_clause(table_slice.partition_dimensions, column_types)
@@ -433,7 +438,7 @@ class BigQueryWarehousePandasTypeHandler(DbTypeHandler[pd.DataFrame]):
                 self._load_in_parts(
                     counted(trips, tally), schema, staging.reference, connection, config
                 )
-                columns = ", ".join(f"`{field.name}`" for field in schema)
+                columns = ", ".join(quoted(field.name) for field in schema)
                 connection.query(
                     f"BEGIN TRANSACTION;\n{_partition_delete(table_slice, table)};\n"
                     f"INSERT INTO `{_table_id(table_slice)}` ({columns})\n"
@@ -475,7 +480,8 @@ class BigQueryWarehousePandasTypeHandler(DbTypeHandler[pd.DataFrame]):
             # A no-op on BigQuery, where the patch added the columns; emulators record a
             # patch without applying it to the stored rows, and need the DDL too.
             columns = ", ".join(
-                f"ADD COLUMN IF NOT EXISTS `{field.name}` {field.field_type}" for field in added
+                f"ADD COLUMN IF NOT EXISTS {quoted(field.name)} {field.field_type}"
+                for field in added
             )
             connection.query(f"ALTER TABLE `{_table_id(table_slice)}` {columns}").result()
         return table

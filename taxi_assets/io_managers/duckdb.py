@@ -80,7 +80,7 @@ class DuckDBWarehousePandasTypeHandler(DuckDBPandasTypeHandler):
         obj: pd.DataFrame | TripBatches,
         connection,
     ):
-        table = f"{table_slice.schema}.{table_slice.table}"
+        table = _table(table_slice)
         if isinstance(obj, TripBatches):
             return self._insert_stream(context, table_slice, obj, connection)
         if obj.empty:
@@ -98,7 +98,7 @@ class DuckDBWarehousePandasTypeHandler(DuckDBPandasTypeHandler):
 
     @staticmethod
     def _insert_stream(context, table_slice: TableSlice, trips: TripBatches, connection) -> dict:
-        table = f"{table_slice.schema}.{table_slice.table}"
+        table = _table(table_slice)
         if not trips.schema.names:
             # No lake files for the days: their old rows are already deleted, and stay so.
             context.log.info(f"no rows to write to {table}")
@@ -159,9 +159,17 @@ def _add_new_columns(connection, table_slice: TableSlice, schema: pa.Schema) -> 
     for name in schema.names:
         if name not in held:
             connection.execute(
-                f"alter table {table_slice.schema}.{table_slice.table} "
-                f'add column "{name}" {types[name]}'
+                f"alter table {_table(table_slice)} add column {quoted(name)} {types[name]}"
             )
+
+
+def quoted(identifier: str) -> str:
+    """An identifier as DuckDB reads it back verbatim: double quotes, inner ones doubled."""
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _table(table_slice: TableSlice) -> str:
+    return f"{quoted(table_slice.schema)}.{quoted(table_slice.table)}"
 
 
 class DuckDBWarehouseIOManager(DuckDBPandasIOManager):
