@@ -105,14 +105,18 @@ def prepare_environment() -> None:
     # dagster.yaml turns telemetry off, but the webserver and the daemon still make its folders
     # (logs/, .logs_queue/) in DAGSTER_HOME, the checkout, unless this is set.
     os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+    from taxi_assets.instance_setup import set_up_instance, setup_lock
+
     home = taxi_home()
     home.mkdir(parents=True, exist_ok=True)
     os.environ["TAXI_HOME"] = str(home)
-    if configured_profile() == "local":
-        server = start_local_postgres(home, local_pg_port())
-        os.environ.setdefault("DAGSTER_PG_URL", instance_storage_url(server.url))
-    elif not os.environ.get("DAGSTER_PG_URL"):
-        sys.exit("TAXI_PROFILE=gcp needs DAGSTER_PG_URL (the PostgreSQL for Dagster's storage)")
+    with setup_lock(home):  # runs started together: one sets the instance up, the others wait
+        if configured_profile() == "local":
+            server = start_local_postgres(home, local_pg_port())
+            os.environ.setdefault("DAGSTER_PG_URL", instance_storage_url(server.url))
+        elif not os.environ.get("DAGSTER_PG_URL"):
+            sys.exit("TAXI_PROFILE=gcp needs DAGSTER_PG_URL (the PostgreSQL for Dagster's storage)")
+        set_up_instance()
 
 
 # --- run -------------------------------------------------------------------------------------

@@ -150,7 +150,9 @@ def _chain(error) -> Iterable:
 def failure_cause(step_failure) -> str:
     """The failure in one line: a `dg.Failure`'s description, else the first exception raised
     by our code or a library (not Dagster's wrapper around it)."""
-    if step_failure.user_failure_data and step_failure.user_failure_data.description:
+    if getattr(step_failure, "user_failure_data", None) and (
+        step_failure.user_failure_data.description
+    ):
         return step_failure.user_failure_data.description.splitlines()[0]
     errors = list(_chain(step_failure.error))
     ours = [e for e in errors if not (e.cls_name or "").startswith("Dagster")]
@@ -182,6 +184,15 @@ def failure_summary(result, webserver: str) -> list[str]:
         setting = setting_for(data)
         if setting:
             lines.append(f"Setting that fixes it: {setting}")
+    else:
+        # Failed outside any step (e.g. claiming a pool slot): the run's own error says why.
+        errors = [
+            e.event_specific_data
+            for e in result.all_events
+            if e.event_type_value in ("RUN_FAILURE", "ENGINE_EVENT")
+            and getattr(e.event_specific_data, "error", None) is not None
+        ]
+        lines.append(f"Cause: {failure_cause(errors[-1])}" if errors else "Cause: unknown")
     lines.append(f"Full trace: `make dev`, then {webserver}/runs/{result.run_id}")
     return lines
 

@@ -7,8 +7,8 @@ cannot tell, so a run killed by SIGKILL or the OOM killer stayed STARTED for eve
 write step's pool slot, and the next writer of that table waited at that step indefinitely.
 `LocalRunLauncher` answers the health check from the worker's process id, which every run
 records in its RUN_START event. `make run` executes runs in its own process, with no daemon
-watching, so it makes the same check itself before each job (`prepare_run`): it fails the
-dead runs and frees their slots, then, while a live run holds a pool the job writes through,
+watching, so it makes the same check itself before each job (`prepare_run`): it creates the
+job's pools if they are new (`ensure_pools`), fails the dead runs and frees their slots, then, while a live run holds a pool the job writes through,
 says which run and waits (asleep, so Ctrl-C stops it). In a run, Dagster's in-process executor
 says only that a step is blocked on a pool, and waits for the slot polling without pause and
 deaf to Ctrl-C; `in_process_executor` here is Dagster's with that wait sleeping, stopping on an
@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 
 import dagster as dg
+import sqlalchemy.exc
 
 from taxi_assets.dagster_private import (
     CheckRunHealthResult,
@@ -134,6 +135,29 @@ def busy_pools(instance: dg.DagsterInstance, pools: set[str]) -> dict[str, list[
     return busy
 
 
+def ensure_pools(instance: dg.DagsterInstance, pools: set[str]) -> None:
+    """Give each pool its row at the instance's default limit, once, before a run claims it.
+
+    Dagster creates a pool's row at the first claim of one of its steps: two runs that claim a
+    new pool at the same moment both insert it, and one fails (UniqueViolation). Here, before
+    the runs, a process that loses that race finds the row made by the other and goes on.
+    """
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        return
+    for attempt in range(5):
+        missing = sorted(pools - storage.get_concurrency_keys())
+        if not missing:
+            return
+        for pool in missing:
+            try:
+                storage.initialize_concurrency_limit_to_default(pool)
+            except sqlalchemy.exc.DBAPIError:
+                if attempt == 4:
+                    raise
+                time.sleep(0.1)  # another process is creating it: looked at again above
+
+
 def prepare_run(
     instance: dg.DagsterInstance,
     job: dg.JobDefinition | str,
@@ -155,6 +179,7 @@ def prepare_run(
         from taxi_assets.definitions import defs
 
         job = defs.resolve_job_def(job)
+    ensure_pools(instance, job_pools(job))
     if runs_are_local:
         fail_dead_runs(instance, log)
     said = None
