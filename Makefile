@@ -9,15 +9,23 @@ export UV_COMPILE_BYTECODE ?= 1
 
 .PHONY: install run dev lint test bench stop clean
 
+DATASET ?= yellow
+MONTH ?= 2021-01
+# A variable's value as one shell word, evaluated by neither make nor the shell: a MONTH
+# holding `; rm -rf ~` or `$$(shell ...)` reaches the CLI as that text, which it refuses.
+arg = '$(subst ','\'',$(value $(1)))'
+# Not into the recipes' environment either: make would expand them to put them there.
+unexport DATASET MONTH PORT
+
 install:
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 	$(UV) sync --frozen
 
 run: install  ## the whole pipeline of DATASET (yellow, green or all; default yellow) for MONTH (default 2021-01), local profile
-	$(UV) run --frozen python -m taxi_assets.cli run --dataset $(or $(DATASET),yellow) --month $(or $(MONTH),2021-01)
+	$(UV) run --frozen python -m taxi_assets.cli run --dataset $(call arg,DATASET) --month $(call arg,MONTH)
 
 dev: install  ## the Dagster UI and daemon on the same instance: PORT (default 3000, or DAGSTER_WEBSERVER_PORT)
-	$(UV) run --frozen python -m taxi_assets.cli dev $(if $(PORT),--port $(PORT))
+	$(UV) run --frozen python -m taxi_assets.cli dev $(if $(value PORT),--port $(call arg,PORT))
 
 lint: install  ## ruff: the checks and the formatting configured in pyproject.toml
 	$(UV) run --frozen ruff check .
