@@ -29,9 +29,13 @@ def build_lake_outputs(dataset: TripDataset) -> list[dg.AssetsDefinition]:
         kinds={"parquet"},
     )
 
+    # One version of a month in its monthly sinks: the object is replaced only once the
+    # month's Postgres partition is (one transaction), so a failed Postgres load leaves both
+    # at the last good version. The object's write is one atomic replace after it.
     @dg.asset(
         name=dataset.lake_month_asset,
         ins={"trips": dg.AssetIn(cleaned)},
+        deps=[dataset.postgres_asset],
         partitions_def=monthly_partitions,
         group_name=dataset.group("lake"),
         kinds={"parquet"},
