@@ -34,7 +34,13 @@ class TripFileError(ValueError):
 
 
 def _open_text(path: Path):
-    return gzip.open(path, "rt", newline="") if path.suffix == ".gz" else open(path, newline="")
+    # utf-8-sig: a byte-order mark before the header (Excel's "CSV UTF-8") is not a name's.
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")
+
+
+EMPTY = "is empty: it holds no header and no rows; nothing was loaded"
 
 
 def _check_header(path: Path, dataset: TripDataset) -> None:
@@ -44,6 +50,8 @@ def _check_header(path: Path, dataset: TripDataset) -> None:
             header = next(csv.reader(text), [])
     except (OSError, EOFError, zlib.error, csv.Error) as error:
         raise TripFileError(path, f"cannot be read: {error}") from error
+    if not header:
+        raise TripFileError(path, EMPTY)
     contract = dataset.csv_columns
     missing = [name for name in contract if name not in header]
     unexpected = [name for name in header if name not in contract]
@@ -209,6 +217,8 @@ def read_csv_batches(
 
 
 def _parquet_file(path: Path) -> pq.ParquetFile:
+    if path.stat().st_size == 0:
+        raise TripFileError(path, EMPTY)
     try:
         return pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as error:
