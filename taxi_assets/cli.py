@@ -213,7 +213,9 @@ def run(
 
 
 def print_locations(month: str, datasets: list[TripDataset], results: list, seconds: float) -> None:
-    table = console.closing_table(month, console.landed(results), seconds, datasets)
+    table = console.closing_table(
+        month, console.landed(results), seconds, datasets, console.outside_window(results)
+    )
     print("\n" + "\n".join(table))
     if configured_profile() == "local":
         server = os.environ["DAGSTER_PG_URL"].split("?")[0]

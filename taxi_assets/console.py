@@ -18,6 +18,11 @@ from collections.abc import Iterable, Mapping
 import dagster as dg
 
 from taxi_assets.datasets import TripDataset
+from taxi_assets.month_window import (
+    OUTSIDE_DATES_KEY,
+    OUTSIDE_ROWS_KEY,
+    outside_window_sentence,
+)
 
 LOGGER_NAME = "console"
 NOT_EXECUTING = re.compile(r"Dependencies for step \S+ (?:failed|were not executed): \[(.*)\]")
@@ -240,6 +245,7 @@ def closing_table(
     rows: list[tuple[str, str, int | None, int]],
     seconds: float,
     datasets: list[TripDataset],
+    outside: Mapping[str, tuple[int, str]] | None = None,
 ) -> list[str]:
     lines = [
         f"{month} materialized in {seconds:.1f} s:",
@@ -253,9 +259,32 @@ def closing_table(
     for dataset in datasets:
         month_rows = counts.get(dataset.cleaned_asset)
         day_rows = counts.get(dataset.lake_by_day_asset)
+        outside_rows, dates = (outside or {}).get(dataset.cleaned_asset, (0, ""))
+        if outside_rows:
+            lines.append(
+                f"The {dataset.title} month: "
+                + outside_window_sentence(outside_rows, dates, f"{month}-01")
+            )
+            if month_rows is not None:
+                month_rows -= outside_rows
         if month_rows is not None and day_rows is not None and month_rows != day_rows:
             lines.append(late_filed_note(dataset, month, month_rows, day_rows))
     return lines
+
+
+def outside_window(results) -> dict[str, tuple[int, str]]:
+    """Per cleaned asset, its trips picked up outside the days its month can feed, and when."""
+    found = {}
+    for result in results:
+        for event in result.get_asset_materialization_events():
+            materialization = event.event_specific_data.materialization
+            metadata = materialization.metadata
+            if OUTSIDE_ROWS_KEY in metadata:
+                found[materialization.asset_key.to_user_string()] = (
+                    metadata[OUTSIDE_ROWS_KEY].value,
+                    metadata[OUTSIDE_DATES_KEY].value,
+                )
+    return found
 
 
 def late_filed_note(dataset: TripDataset, month: str, month_rows: int, day_rows: int) -> str:

@@ -4,6 +4,7 @@ import pyarrow as pa
 
 from taxi_assets.batches import TripBatches
 from taxi_assets.datasets import TripDataset
+from taxi_assets.month_window import FeedableDays
 from taxi_assets.partitions import monthly_partitions
 from taxi_assets.schema import to_pandas
 
@@ -46,20 +47,26 @@ def build_cleaned_trips(dataset: TripDataset) -> dg.AssetsDefinition:
     def cleaned_trips(context: dg.AssetExecutionContext, raw_trips: TripBatches) -> TripBatches:
         trips = renamed(dataset, raw_trips)
         counts = {rule.count_key: 0 for rule in dataset.drop_rules} | {"dropped_rows": 0}
+        window = FeedableDays(dataset.column(dataset.pickup), context.partition_key)
 
         def cleaned(batch: pa.RecordBatch) -> pa.RecordBatch:
             kept, dropped = kept_trips(dataset, to_pandas(batch))
             for key, count in dropped.items():
                 counts[key] += count
+            window.count(kept)
             return pa.RecordBatch.from_pandas(kept, schema=batch.schema, preserve_index=False)
 
         def batches():
             counts.update(dict.fromkeys(counts, 0))
+            window.reset()
             yield from map(cleaned, trips)
             by_rule = ", ".join(
                 f"{counts[rule.count_key]:,} with {rule.what}" for rule in dataset.drop_rules
             )
             context.log.info(f"dropped {counts['dropped_rows']:,} trips ({by_rule})")
+            counts.update(window.metadata())
+            if window.outside:
+                context.log.warning(window.sentence())
 
         return TripBatches(trips.schema, batches, metadata=counts)
 
