@@ -7,7 +7,10 @@ export UV_LINK_MODE ?= copy
 # Dagster process (webserver, daemon, each run) would otherwise compile ~1,000 modules.
 export UV_COMPILE_BYTECODE ?= 1
 
-.PHONY: install run dev lint test bench stop clean
+.PHONY: install run backfill dev lint test bench stop clean
+
+# A make variable as one shell word, its text as given: neither make nor the shell expands it.
+arg = '$(subst ','\'',$(value $(1)))'
 
 install:
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -15,6 +18,9 @@ install:
 
 run: install  ## the whole pipeline of DATASET (yellow, green or all; default yellow) for MONTH (default 2021-01), local profile
 	$(UV) run --frozen python -m taxi_assets.cli run --dataset $(or $(DATASET),yellow) --month $(or $(MONTH),2021-01)
+
+backfill: install  ## every asset of DATASET (yellow, green or all; default yellow) for months FROM..TO (YYYY-MM), as one Dagster backfill per dataset; run again to resume
+	$(UV) run --frozen python -m taxi_assets.cli backfill --dataset $(if $(value DATASET),$(call arg,DATASET),yellow) --from $(call arg,FROM) --to $(call arg,TO)
 
 dev: install  ## the Dagster UI and daemon on the same instance: PORT (default 3000, or DAGSTER_WEBSERVER_PORT)
 	$(UV) run --frozen python -m taxi_assets.cli dev $(if $(PORT),--port $(PORT))
