@@ -26,6 +26,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
 from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
+from dagster._core.definitions.automation_tick_evaluation_context import build_run_requests
 from dagster._core.definitions.selector import JobSubsetSelector
 from dagster._core.events import DagsterEvent, EngineEventData
 from dagster._core.execution.api import ExecuteRunWithPlanIterable, execute_run
@@ -67,6 +68,8 @@ from dagster._utils.hosted_user_process import recon_job_from_origin
 from dagster._utils.interrupts import pop_captured_interrupt
 
 __all__ = [
+    "automation_run_requests",
+    "record_runless_materializations",
     "AssetBackfill",
     "BackfillDriver",
     "running_step_run_tags",
@@ -231,6 +234,44 @@ def running_step_time_window(context: dg.InputContext) -> dg.TimeWindow:
 def running_step_run_tags(context: dg.OutputContext) -> Mapping[str, str]:
     """The tags of the run writing an output: an IO manager's context has no public way to them."""
     return context.step_context.run_tags
+
+
+def automation_run_requests(result, asset_graph) -> list[dg.RunRequest]:
+    """What an automation sensor's tick requests for the result of
+    `dg.evaluate_automation_conditions`, as the sensor builds it (emitting a backfill when more
+    than one partition is requested, as `AutomationConditionSensorDefinition` does by default)."""
+    return list(
+        build_run_requests(result._requested_subsets, asset_graph, None, emit_backfills=True)
+    )
+
+
+def record_runless_materializations(
+    instance: dg.DagsterInstance, materializations: Sequence[dg.AssetMaterialization]
+) -> None:
+    """`report_runless_asset_event` for many at once: one insert per batch where the storage
+    supports it (PostgreSQL), for the bench's simulated years of history."""
+    from dagster._core.events import StepMaterializationData
+    from dagster._core.instance.utils import RUNLESS_JOB_NAME, RUNLESS_RUN_ID
+
+    entries = [
+        dg.EventLogEntry(
+            user_message="",
+            level=logging.INFO,
+            job_name=RUNLESS_JOB_NAME,
+            run_id=RUNLESS_RUN_ID,
+            error_info=None,
+            timestamp=time.time(),
+            step_key=None,
+            dagster_event=DagsterEvent(
+                event_type_value=dg.DagsterEventType.ASSET_MATERIALIZATION.value,
+                event_specific_data=StepMaterializationData(materialization),
+                job_name=RUNLESS_JOB_NAME,
+            ),
+        )
+        for materialization in materializations
+    ]
+    for start in range(0, len(entries), 1000):
+        instance.event_log_storage.store_event_batch(entries[start : start + 1000])
 
 
 # --- asset backfills from the terminal (backfill.py) ------------------------------------------
