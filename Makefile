@@ -7,7 +7,10 @@ export UV_LINK_MODE ?= copy
 # Dagster process (webserver, daemon, each run) would otherwise compile ~1,000 modules.
 export UV_COMPILE_BYTECODE ?= 1
 
-.PHONY: install run dev lint test bench stop clean
+.PHONY: install run backfill dev lint test bench stop clean
+
+# A make variable as one shell word, its text as given: neither make nor the shell expands it.
+arg = '$(subst ','\'',$(value $(1)))'
 
 DATASET ?= yellow
 MONTH ?= 2021-01
@@ -23,6 +26,9 @@ install:
 
 run: install  ## the whole pipeline of DATASET (yellow, green or all; default yellow) for MONTH (default 2021-01), local profile
 	$(UV) run --frozen python -m taxi_assets.cli run --dataset $(call arg,DATASET) --month $(call arg,MONTH)
+
+backfill: install  ## every asset of DATASET (yellow, green or all; default yellow) for months FROM..TO (YYYY-MM), as one Dagster backfill per dataset; run again to resume
+	$(UV) run --frozen python -m taxi_assets.cli backfill --dataset $(if $(value DATASET),$(call arg,DATASET),yellow) --from $(call arg,FROM) --to $(call arg,TO)
 
 dev: install  ## the Dagster UI and daemon on the same instance: PORT (default 3000, or DAGSTER_WEBSERVER_PORT)
 	$(UV) run --frozen python -m taxi_assets.cli dev $(if $(value PORT),--port $(call arg,PORT))

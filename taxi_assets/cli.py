@@ -1,4 +1,4 @@
-"""`python -m taxi_assets.cli {run,dev,postgres,stop}`: the Makefile's entry points.
+"""`python -m taxi_assets.cli {run,backfill,dev,postgres,stop}`: the Makefile's entry points.
 
 On the local profile it first starts the project's own PostgreSQL (data under TAXI_HOME), which
 holds both the sink tables and Dagster's run, event-log and schedule storage. Runs started here
@@ -222,6 +222,34 @@ def print_locations(month: str, datasets: list[TripDataset], results: list, seco
         print(f"PostgreSQL: {server} (psql it); the runs: `make dev`, then {webserver_url()}")
 
 
+def check_backfill_range(first: str, last: str) -> None:
+    """Exits naming FROM or TO when they are not a range of months, before anything starts."""
+    from taxi_assets.backfill import BackfillRangeError, month_range
+
+    try:
+        month_range(first, last)
+    except BackfillRangeError as error:
+        sys.exit(str(error))
+
+
+def backfill(datasets: list[TripDataset], first: str, last: str) -> None:
+    from taxi_assets.backfill import run_backfill
+    from taxi_assets.resources import configured_source
+
+    sys.exit(
+        run_backfill(
+            datasets,
+            first,
+            last,
+            taxi_source=configured_source(),
+            workspace_yaml=PROJECT_ROOT / "workspace.yaml",
+            webserver_url=webserver_url(),
+            runs_are_local=configured_profile() == "local",
+            runs_log=taxi_home() / "storage" / "backfill_runs.log",
+        )
+    )
+
+
 # --- dev -------------------------------------------------------------------------------------
 
 
@@ -260,6 +288,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="every Dagster event (LOG_LEVEL=DEBUG does the same)",
     )
+    backfill_parser = commands.add_parser(
+        "backfill", help="every asset of a range of months, as one Dagster backfill per dataset"
+    )
+    backfill_parser.add_argument("--from", dest="first", required=True, help="YYYY-MM (FROM)")
+    backfill_parser.add_argument("--to", dest="last", required=True, help="YYYY-MM (TO)")
+    backfill_parser.add_argument(
+        "--dataset", default="yellow", help="yellow (the default), green, or all"
+    )
     dev_parser = commands.add_parser("dev", help="the Dagster UI and daemon on the same instance")
     dev_parser.add_argument(
         "--port",
@@ -280,7 +316,9 @@ def main(argv: list[str] | None = None) -> None:
 
         LocalPostgres(taxi_home() / "pgdata", local_pg_port()).stop()
         return
-    datasets = chosen_datasets(args.dataset) if args.command == "run" else []
+    datasets = chosen_datasets(args.dataset) if args.command in ("run", "backfill") else []
+    if args.command == "backfill":
+        check_backfill_range(args.first, args.last)
     prepare_environment()
     if args.command == "postgres":
         print(os.environ["DAGSTER_PG_URL"])
@@ -288,6 +326,8 @@ def main(argv: list[str] | None = None) -> None:
         start = time.monotonic()
         results = run(args.month, datasets, level=log_level(args.verbose))
         print_locations(args.month, datasets, results, time.monotonic() - start)
+    elif args.command == "backfill":
+        backfill(datasets, args.first, args.last)
     elif args.command == "dev":
         dev(args.port)
 

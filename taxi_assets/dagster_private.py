@@ -1,19 +1,23 @@
 """The one module that imports Dagster's private API (`dagster._core`).
 
-Four needs have no public API in Dagster 1.13: the building blocks of the warehouse IO
+Five needs have no public API in Dagster 1.13: the building blocks of the warehouse IO
 managers (`DbIOManager` and its table types, re-exported here); a run created from the terminal
 as the UI creates one, i.e. a run of the workspace's code location, which the UI can list under
 its job and re-execute, but executed in this process rather than handed to a run launcher; a
 check evaluation for one partition of a range run, tied to that partition's materialization;
 run logs in a folder of their own (`dagster.yaml` names `RunLogs`); and, for dead runs and
 pools (run_health.py), a run launcher's worker health check and the in-process executor's
-wait for a pool slot.
+wait for a pool slot; and, for `make backfill` (backfill.py), an asset backfill of chosen
+partitions per asset, and the daemon's own backfill and run-queue iterations, run from the
+terminal when no daemon is up.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -21,6 +25,8 @@ import dagster as dg
 from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
+from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
+from dagster._core.definitions.automation_tick_evaluation_context import build_run_requests
 from dagster._core.definitions.selector import JobSubsetSelector
 from dagster._core.events import DagsterEvent, EngineEventData
 from dagster._core.execution.api import ExecuteRunWithPlanIterable, execute_run
@@ -28,6 +34,11 @@ from dagster._core.execution.context_creation_job import PlanExecutionContextMan
 from dagster._core.execution.job_execution_result import JobExecutionResult
 from dagster._core.execution.plan.execute_plan import inner_plan_execution_iterator
 from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
+from dagster._core.execution.backfill import (
+    BulkActionsFilter,
+    BulkActionStatus,
+    PartitionBackfill,
+)
 from dagster._core.executor.in_process import InProcessExecutor
 from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
 from dagster._core.remote_origin import (
@@ -45,11 +56,22 @@ from dagster._core.storage.db_io_manager import (
     static_where_clause,
 )
 from dagster._core.storage.local_compute_log_manager import LocalComputeLogManager
+from dagster._core.utils import make_new_backfill_id
+from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load import location_origins_from_yaml_paths
+from dagster._core.workspace.load_target import WorkspaceFileTarget
+from dagster._daemon.backfill import execute_backfill_jobs
+from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
+    QueuedRunCoordinatorDaemon,
+)
 from dagster._utils.hosted_user_process import recon_job_from_origin
 from dagster._utils.interrupts import pop_captured_interrupt
 
 __all__ = [
+    "automation_run_requests",
+    "record_runless_materializations",
+    "AssetBackfill",
+    "BackfillDriver",
     "running_step_run_tags",
     "running_step_time_window",
     "CheckRunHealthResult",
@@ -212,3 +234,184 @@ def running_step_time_window(context: dg.InputContext) -> dg.TimeWindow:
 def running_step_run_tags(context: dg.OutputContext) -> Mapping[str, str]:
     """The tags of the run writing an output: an IO manager's context has no public way to them."""
     return context.step_context.run_tags
+
+
+def automation_run_requests(result, asset_graph) -> list[dg.RunRequest]:
+    """What an automation sensor's tick requests for the result of
+    `dg.evaluate_automation_conditions`, as the sensor builds it (emitting a backfill when more
+    than one partition is requested, as `AutomationConditionSensorDefinition` does by default)."""
+    return list(
+        build_run_requests(result._requested_subsets, asset_graph, None, emit_backfills=True)
+    )
+
+
+def record_runless_materializations(
+    instance: dg.DagsterInstance, materializations: Sequence[dg.AssetMaterialization]
+) -> None:
+    """`report_runless_asset_event` for many at once: one insert per batch where the storage
+    supports it (PostgreSQL), for the bench's simulated years of history."""
+    from dagster._core.events import StepMaterializationData
+    from dagster._core.instance.utils import RUNLESS_JOB_NAME, RUNLESS_RUN_ID
+
+    entries = [
+        dg.EventLogEntry(
+            user_message="",
+            level=logging.INFO,
+            job_name=RUNLESS_JOB_NAME,
+            run_id=RUNLESS_RUN_ID,
+            error_info=None,
+            timestamp=time.time(),
+            step_key=None,
+            dagster_event=DagsterEvent(
+                event_type_value=dg.DagsterEventType.ASSET_MATERIALIZATION.value,
+                event_specific_data=StepMaterializationData(materialization),
+                job_name=RUNLESS_JOB_NAME,
+            ),
+        )
+        for materialization in materializations
+    ]
+    for start in range(0, len(entries), 1000):
+        instance.event_log_storage.store_event_batch(entries[start : start + 1000])
+
+
+# --- asset backfills from the terminal (backfill.py) ------------------------------------------
+
+BACKFILL_IN_PROGRESS = ("REQUESTED", "CANCELING", "FAILING")
+
+
+class AssetBackfill:
+    """An asset backfill in the instance, as the UI's *Backfills* page lists it: what it
+    targets, what is done and what failed, by asset key, in partition keys."""
+
+    def __init__(self, backfill: PartitionBackfill):
+        self._backfill = backfill
+
+    @classmethod
+    def create(
+        cls,
+        instance: dg.DagsterInstance,
+        partitions: Mapping[dg.AssetKey, tuple[dg.PartitionsDefinition, Sequence[str]]],
+        *,
+        tags: Mapping[str, str],
+        title: str,
+        description: str,
+    ) -> AssetBackfill:
+        """A REQUESTED backfill of exactly these partitions of these assets, as the UI launches
+        one for a partition selection (`PartitionBackfill.from_asset_graph_subset`)."""
+        subset = AssetGraphSubset(
+            partitions_subsets_by_asset_key={
+                key: partitions_def.subset_with_partition_keys(keys)
+                for key, (partitions_def, keys) in partitions.items()
+                if keys
+            }
+        )
+        backfill = PartitionBackfill.from_asset_graph_subset(
+            backfill_id=make_new_backfill_id(),
+            backfill_timestamp=time.time(),
+            tags=tags,
+            dynamic_partitions_store=instance,
+            asset_graph_subset=subset,
+            title=title,
+            description=description,
+            run_config=None,
+        )
+        instance.add_backfill(backfill)
+        return cls(backfill)
+
+    @classmethod
+    def get(cls, instance: dg.DagsterInstance, backfill_id: str) -> AssetBackfill:
+        backfill = instance.get_backfill(backfill_id)
+        if backfill is None:
+            raise ValueError(f"no backfill {backfill_id} in this instance")
+        return cls(backfill)
+
+    @classmethod
+    def in_progress(cls, instance: dg.DagsterInstance, tags: Mapping[str, str]) -> list:
+        """The backfills with these tags that are not finished (requested, canceling)."""
+        statuses = [BulkActionStatus[name] for name in BACKFILL_IN_PROGRESS]
+        found = instance.get_backfills(filters=BulkActionsFilter(statuses=statuses, tags=tags))
+        return [cls(backfill) for backfill in found]
+
+    @property
+    def backfill_id(self) -> str:
+        return self._backfill.backfill_id
+
+    @property
+    def status(self) -> str:
+        return self._backfill.status.value
+
+    @property
+    def tags(self) -> Mapping[str, str]:
+        return self._backfill.tags
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status not in BACKFILL_IN_PROGRESS
+
+    def _keys(self, subset_name: str, key: dg.AssetKey) -> set[str]:
+        data = self._backfill.asset_backfill_data
+        subset = getattr(data, subset_name) if data else None
+        if subset is None or key not in subset.partitions_subsets_by_asset_key:
+            return set()
+        return set(subset.get_partitions_subset(key).get_partition_keys())
+
+    def targeted(self, key: dg.AssetKey) -> set[str]:
+        return self._keys("target_subset", key)
+
+    def materialized(self, key: dg.AssetKey) -> set[str]:
+        return self._keys("materialized_subset", key)
+
+    def failed(self, key: dg.AssetKey) -> set[str]:
+        """Partitions that failed, or were not run because one they need failed."""
+        return self._keys("failed_and_downstream_subset", key)
+
+    def cancel(self, instance: dg.DagsterInstance) -> None:
+        """Ask for the backfill to stop, as the UI's Cancel does: its runs are terminated (by
+        whoever drives it) and it ends CANCELED."""
+        current = instance.get_backfill(self.backfill_id)
+        if current is not None and current.status == BulkActionStatus.REQUESTED:
+            instance.update_backfill(current.with_status(BulkActionStatus.CANCELING))
+
+
+class BackfillDriver:
+    """What `dagster-daemon` does for backfills, done from this process: the backfill daemon's
+    iteration (requests the runs whose partitions are ready) and the run queue's (launches
+    queued runs within the instance's run limits, through its run launcher, from a code server
+    of workspace.yaml this driver starts)."""
+
+    def __init__(
+        self,
+        context: WorkspaceProcessContext,
+        queue: QueuedRunCoordinatorDaemon,
+        logger: logging.Logger,
+    ):
+        self._context = context
+        self._queue = queue
+        self._logger = logger
+
+    @classmethod
+    @contextlib.contextmanager
+    def open(
+        cls, instance: dg.DagsterInstance, workspace_yaml: Path, logger: logging.Logger
+    ) -> Iterator[BackfillDriver]:
+        target = WorkspaceFileTarget(paths=[str(workspace_yaml)])
+        with (
+            WorkspaceProcessContext(instance, target) as context,
+            QueuedRunCoordinatorDaemon(interval_seconds=0) as queue,
+        ):
+            yield cls(context, queue, logger)
+
+    def iterate(self, backfill_ids: Sequence[str]) -> list[str]:
+        """One iteration over these backfills and the run queue; the errors, as messages."""
+        instance = self._context.instance
+        backfills = [instance.get_backfill(backfill_id) for backfill_id in backfill_ids]
+        errors = [
+            error.to_string()
+            for error in execute_backfill_jobs(
+                self._context, self._logger, [b for b in backfills if b is not None]
+            )
+            if error is not None
+        ]
+        for _ in self._queue.run_iteration(self._context):
+            pass
+        return errors
