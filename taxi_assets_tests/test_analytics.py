@@ -3,18 +3,32 @@ January 2021 of both datasets (green built from real rows, green_files.py) and t
 lookup, through every sink, then dbt through dagster-dbt."""
 
 import base64
+import gzip
 import shutil
 
 import dagster as dg
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 
-from taxi_assets.analytics import ANALYTICS_GROUP, WAREHOUSE_POOL
+from taxi_assets.analytics import ANALYTICS_GROUP, DBT_PROJECT_DIR, WAREHOUSE_POOL
 from taxi_assets.automation import downstream_condition
 from taxi_assets.definitions import defs
+from taxi_assets.io_managers.bigquery import BigQueryWarehouseIOManager
 from taxi_assets.io_managers.duckdb import DuckDBWarehouseIOManager
+from taxi_assets.resources import LakeResource
+from taxi_assets.zones import ZONES_JOB
+from taxi_assets_tests.conftest import sample
 from taxi_assets_tests.green_files import write_sample_source
-from taxi_assets_tests.pipeline import materialize, materialize_days, pipeline_resources, query
+from taxi_assets_tests.pipeline import (
+    failure_messages,
+    materialize,
+    materialize_days,
+    pipeline_resources,
+    query,
+)
+
+pytest_plugins = ["taxi_assets_tests.emulators.bigquery"]
 
 FIRST_DAY, LAST_DAY = "2021-01-01", "2021-01-31"
 ZONES = "taxi_zones ny_taxi/taxi_zone_lookup taxi_zones_parquet ny_taxi/taxi_zones"
@@ -290,3 +304,191 @@ def test_an_unknown_zone_id_fails_its_check_and_the_mart_is_not_published(
         )
         == mart_before
     )
+
+
+# --- the zones ---------------------------------------------------------------------------------
+
+LOOKUP = "taxi_zone_lookup.csv"
+OLDER, NEWER = "taxi+_zone_lookup.csv.gz", "taxi_zone_lookup_newer__location_lookup.csv.gz"
+
+
+def lookup_bytes(name: str) -> bytes:
+    return gzip.decompress(sample(name).read_bytes())
+
+
+def load_zones(resources, instance=None, raise_on_error=True):
+    return materialize(
+        resources, None, selection=ZONES, instance=instance, raise_on_error=raise_on_error
+    )
+
+
+@pytest.mark.parametrize("published", [OLDER, NEWER])
+def test_both_published_lookups_reach_every_sink_from_a_folder(published, tmp_path, fresh_postgres):
+    (tmp_path / "source").mkdir()
+    (tmp_path / "source" / LOOKUP).write_bytes(lookup_bytes(published))
+    resources = pipeline_resources(tmp_path, str(tmp_path / "source"), fresh_postgres)
+    assert load_zones(resources).success
+
+    # Where the two versions differ; "NA" and "N/A" are names there, not missing values.
+    expected = {
+        OLDER: (265, "Unknown", "NA", "N/A"),
+        NEWER: (265, "N/A", "Outside of NYC", "N/A"),
+    }[published]
+    sql = "select location_id, borough, zone, service_zone from ny_taxi.{} order by location_id"
+    postgres_rows = query(fresh_postgres, sql.format("taxi_zone_lookup"))
+    lake_rows = (
+        pq.read_table(tmp_path / "lake" / "misc" / "taxi_zone_lookup.parquet")
+        .to_pandas()
+        .itertuples(index=False, name=None)
+    )
+    warehouse = warehouse_rows(tmp_path / "warehouse.duckdb", sql.format("taxi_zones"))
+    assert len(postgres_rows) == 265 and postgres_rows[-1] == expected
+    assert list(lake_rows) == postgres_rows == warehouse
+
+
+def test_the_lookup_comes_from_the_tlc_feeds_misc_folder(tmp_path, feed, fresh_postgres):
+    (feed.root / "misc" / LOOKUP).write_bytes(lookup_bytes(NEWER))
+    resources = pipeline_resources(tmp_path, feed.url, fresh_postgres, source_kind="tlc")
+    result = load_zones(resources)
+    assert f"GET /misc/{LOOKUP}" in feed.requests
+    materialization = result.asset_materializations_for_node("taxi_zones")[0]
+    assert materialization.metadata["dagster/row_count"].value == 265
+
+
+def test_the_releases_misc_is_where_dataset_stands_in_its_url(tmp_path, fresh_postgres):
+    (tmp_path / "release" / "misc").mkdir(parents=True)
+    (tmp_path / "release" / "misc" / LOOKUP).write_bytes(lookup_bytes(OLDER))
+    resources = pipeline_resources(
+        tmp_path, str(tmp_path / "release" / "{dataset}"), fresh_postgres
+    )
+    assert load_zones(resources).success
+
+
+@pytest.mark.parametrize(
+    "edit, check",
+    [
+        (lambda text: text.replace("\r\n2,", "\r\n1,", 1), "zone_ids_unique"),
+        (lambda text: text.replace("\r\n265,", "\r\n266,", 1), "zone_ids_in_range"),
+        (lambda text: text.replace('"Queens"', '"Queen"', 1), "boroughs_known"),
+    ],
+    ids=["duplicated id", "id 266", "unknown borough"],
+)
+def test_a_lookup_breaking_its_contract_fails_a_blocking_check_and_reaches_no_sink(
+    edit, check, tmp_path, fresh_postgres
+):
+    (tmp_path / "source").mkdir()
+    (tmp_path / "source" / LOOKUP).write_text(edit(lookup_bytes(OLDER).decode()), newline="")
+    resources = pipeline_resources(tmp_path, str(tmp_path / "source"), fresh_postgres)
+    instance = dg.DagsterInstance.ephemeral()
+    result = load_zones(resources, instance=instance, raise_on_error=False)
+
+    failed = [
+        e.event_specific_data.asset_check_key.name
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.event_specific_data.passed
+    ]
+    assert failed == [check]
+    for sink in ZONES.split()[1:]:
+        assert instance.get_latest_materialization_event(dg.AssetKey.from_user_string(sink)) is None
+    assert query(fresh_postgres, "select to_regclass('ny_taxi.taxi_zone_lookup')")[0][0] is None
+    assert not (tmp_path / "warehouse.duckdb").exists()
+
+
+def test_a_lookup_that_is_not_one_fails_naming_the_file_and_row(tmp_path, fresh_postgres):
+    (tmp_path / "source").mkdir()
+    text = lookup_bytes(OLDER).decode().replace("\r\n7,", "\r\nseven,", 1)
+    (tmp_path / "source" / LOOKUP).write_text(text, newline="")
+    resources = pipeline_resources(tmp_path, str(tmp_path / "source"), fresh_postgres)
+    result = load_zones(resources, raise_on_error=False)
+    assert any(
+        "taxi_zone_lookup.csv: row 8: LocationID 'seven' is not a whole number" in message
+        for message in failure_messages(result)
+    )
+
+
+def test_a_republished_lookup_is_taken_again_like_a_republished_month(
+    tmp_path, feed, fresh_postgres
+):
+    (feed.root / "misc" / LOOKUP).write_bytes(lookup_bytes(OLDER))
+    resources = pipeline_resources(tmp_path, feed.url, fresh_postgres, source_kind="tlc")
+    instance = dg.DagsterInstance.ephemeral()
+    sensor = defs.get_sensor_def("taxi_zone_lookup_changed")
+
+    def tick():
+        context = dg.build_sensor_context(
+            instance=instance, resources={"taxi_source": resources["taxi_source"]}
+        )
+        return sensor(context)
+
+    assert "not been taken yet" in tick().skip_message
+    assert load_zones(resources, instance=instance).success
+    assert "unchanged" in tick().skip_message
+
+    (feed.root / "misc" / LOOKUP).write_bytes(lookup_bytes(NEWER))  # the TLC's newer version
+    request = tick()
+    assert isinstance(request, dg.RunRequest) and request.job_name in (None, ZONES_JOB)
+    assert sensor.job_name == ZONES_JOB
+
+
+# --- BigQuery: the gcp profile's models, on the emulator ----------------------------------------
+
+
+def test_the_gcp_profile_builds_the_same_models_on_the_bigquery_emulator(
+    loaded, bigquery_emulator, tmp_path, postgres
+):
+    """The same lake and zones into the emulator's warehouse, the models built there by
+    dbt-bigquery: the mart's figures equal DuckDB's. The emulator runs every model's first
+    build; it cannot parse the script dbt-bigquery's insert_overwrite sends for a table that
+    exists (docs/analytics.md), so a day's rebuild there is not tested."""
+    state, *_ = loaded
+    client = bigquery_emulator.client()
+    for dataset in ("analytics", "ny_taxi"):
+        client.query(f"DROP SCHEMA IF EXISTS {dataset} CASCADE").result()
+    resources = pipeline_resources(
+        tmp_path,
+        str(state / "source"),
+        postgres,
+        lake=LakeResource(root=str(state / "lake")),
+        warehouse_io_manager=BigQueryWarehouseIOManager(
+            project=bigquery_emulator.project,
+            dataset="ny_taxi",
+            api_endpoint=bigquery_emulator.endpoint,
+        ),
+    )
+    # The checked zones from the DuckDB run's staging, the trips from its lake.
+    shutil.copytree(state / "staging" / "taxi_zones", tmp_path / "staging" / "taxi_zones")
+    instance = dg.DagsterInstance.ephemeral()
+    assert materialize(resources, None, selection="ny_taxi/taxi_zones", instance=instance).success
+    assert materialize_days(
+        resources,
+        FIRST_DAY,
+        LAST_DAY,
+        selection="ny_taxi/yellow_trips ny_taxi/green_trips",
+        instance=instance,
+    ).success
+    result = build_models(resources, instance=instance)
+    assert result.success
+
+    # dbt-bigquery's SQL, from the adapter-dispatched macros.
+    [compiled] = (DBT_PROJECT_DIR / "target").glob(
+        f"trip_models-{result.run_id[:7]}-*/compiled/taxi_assets/models/staging/stg_green_trips.sql"
+    )
+    assert "to_hex(md5(array_to_string([" in compiled.read_text()
+
+    columns = (
+        "revenue_zone_id, revenue_month, service_type, total_monthly_trips, "
+        "revenue_monthly_total_amount, avg_monthly_trip_distance"
+    )
+    on_bigquery = {
+        row[:3]: row[3:]
+        for row in (
+            tuple(r.values())
+            for r in client.query(
+                f"select {columns} from analytics.fct_monthly_zone_revenue"
+            ).result()
+        )
+    }
+    on_duckdb = warehouse_rows(
+        state / "warehouse.duckdb", f"select {columns} from analytics.fct_monthly_zone_revenue"
+    )
+    assert on_bigquery == {row[:3]: pytest.approx(row[3:], rel=1e-9) for row in on_duckdb}
