@@ -148,6 +148,14 @@ def month_partitions(dataset: TripDataset, month: str) -> tuple[str, list[str]]:
     return key, days
 
 
+def range_tags(days: list[str]) -> dict[str, str]:
+    """A run over `days`, as a single-run backfill launches it."""
+    return {
+        "dagster/asset_partition_range_start": days[0],
+        "dagster/asset_partition_range_end": days[-1],
+    }
+
+
 def run(
     month: str,
     datasets: list[TripDataset],
@@ -155,7 +163,7 @@ def run(
     level: str = "INFO",
 ) -> list[dg.ExecutionResult]:
     """For each dataset, the month's monthly job, then its days as one single-run backfill of
-    the daily job.
+    the daily job; for all of them, the zones before and the dbt models after.
 
     Each run is created as a UI launch creates it and executed here, in one process (the
     in-process executor), without keeping outputs in memory. `daily_assets` (of one dataset's
@@ -172,16 +180,16 @@ def run(
         for dataset, key, days in planned
         for run in (
             (dataset.monthly_job, {"dagster/partition": key}, None),
-            (
-                dataset.daily_job,
-                {
-                    "dagster/asset_partition_range_start": days[0],
-                    "dagster/asset_partition_range_end": days[-1],
-                },
-                day_selection,
-            ),
+            (dataset.daily_job, range_tags(days), day_selection),
         )
     ]
+    if daily_assets is None and len(datasets) == len(DATASETS):
+        # Every dataset: the zones first, and the dbt models over the month's days last.
+        from taxi_assets.analytics import ANALYTICS_JOB
+        from taxi_assets.zones import ZONES_JOB
+
+        days = planned[0][2]
+        runs = [(ZONES_JOB, {}, None), *runs, (ANALYTICS_JOB, range_tags(days), None)]
     instance = dg.DagsterInstance.get()
     results = []
     with WorkspaceLocation.open(

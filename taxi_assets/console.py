@@ -207,6 +207,9 @@ def failure_summary(result, webserver: str) -> list[str]:
 
 def _where(metadata: Mapping) -> str:
     values = {key: value.value for key, value in metadata.items()}
+    if "chart_path" in values:  # the revenue mart: its table, and its picture
+        rest = {key: value for key, value in metadata.items() if key != "chart_path"}
+        return f"{_where(rest)}; chart {values['chart_path']}"
     if "table" in values:
         return f"PostgreSQL table {values['table']}"
     if "objects" in values and values["objects"]:

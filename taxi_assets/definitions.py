@@ -3,13 +3,18 @@
 import dagster as dg
 
 from taxi_assets import console, run_health, sensors
+from taxi_assets.analytics import analytics_definitions
+from taxi_assets.assets.warehouse import WAREHOUSE_POOL
 from taxi_assets.datasets import DATASETS
 from taxi_assets.profiles import resources_for_profile
 from taxi_assets.resources import configured_profile
 from taxi_assets.trip_dataset import trip_dataset_definitions
+from taxi_assets.zones import taxi_zones_definitions
 
 defs = dg.Definitions.merge(
     *(trip_dataset_definitions(dataset) for dataset in DATASETS.values()),
+    taxi_zones_definitions(WAREHOUSE_POOL),
+    analytics_definitions(),
     dg.Definitions(
         sensors=[sensors.automation_sensor],
         # One process per run, not per step: a run's steps are a chain over staged Parquet, and

@@ -8,17 +8,21 @@ environment, secrets through `dg.EnvVar` so they never land in run config or log
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import dagster as dg
 
 from taxi_assets.io_managers.bigquery import BigQueryWarehouseIOManager
 from taxi_assets.io_managers.duckdb import DuckDBWarehouseIOManager
+from taxi_assets.analytics import warehouse_dbt
 from taxi_assets.io_managers.lake_writers import (
     DailyDatasetIOManager,
     DailyExportIOManager,
+    LakeObjectIOManager,
     MonthlyParquetIOManager,
 )
 from taxi_assets.io_managers.postgres_partitions import PostgresPandasIOManager
+from taxi_assets.io_managers.postgres_tables import PostgresTableIOManager
 from taxi_assets.io_managers.staging import StagingParquetIOManager
 from taxi_assets.resources import LakeResource
 from taxi_assets.resources import (
@@ -47,6 +51,12 @@ def build_resources(
         "lake_by_day_io_manager": DailyDatasetIOManager(lake=lake),
         "lake_export_io_manager": DailyExportIOManager(lake=lake),
         "warehouse_io_manager": warehouse_io_manager,
+        # The zone lookup's sinks, and dbt over the warehouse (the chart beside the staging).
+        "postgres_table_io_manager": PostgresTableIOManager(postgres=postgres),
+        "lake_object_io_manager": LakeObjectIOManager(lake=lake),
+        "dbt": warehouse_dbt(
+            warehouse_io_manager, chart_dir=str(Path(staging_dir).parent / "charts")
+        ),
     }
 
 

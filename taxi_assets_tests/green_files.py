@@ -233,8 +233,11 @@ def expected_green(table: pa.Table, month: str) -> dict:
 
 def write_sample_source(folder: Path, months: list[str]) -> None:
     """A folder source for `make run` without the network: each month's green CSV.gz built
-    here, beside the real yellow sample of January 2021."""
+    here, beside the real yellow sample of January 2021 and the real zone lookup."""
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / "taxi_zone_lookup.csv").write_bytes(
+        gzip.decompress(sample("taxi+_zone_lookup.csv.gz").read_bytes())
+    )
     shutil.copyfile(
         sample("yellow_tripdata_2021-01.csv.gz"), folder / "yellow_tripdata_2021-01.csv.gz"
     )

@@ -163,11 +163,19 @@ def requested(result) -> dict[str, list[str]]:
     return out
 
 
+# The dbt models that also read green's trips and the zones, which these tests never load:
+# eager() waits for those (yellow's staging view alone follows).
+WAITING_FOR_THE_OTHER_DATASET = {"analytics/int_trips_unioned", "analytics/fct_trips"}
+
+
 def below_cleaned_trips(partitions_def) -> list[str]:
     graph = defs.resolve_asset_graph()
     below = dg.AssetSelection.assets("yellow_trips").downstream(include_self=False).resolve(graph)
     return sorted(
-        k.to_user_string() for k in below if graph.get(k).partitions_def == partitions_def
+        k.to_user_string()
+        for k in below
+        if graph.get(k).partitions_def == partitions_def
+        and k.to_user_string() not in WAITING_FOR_THE_OTHER_DATASET
     )
 
 
@@ -229,6 +237,7 @@ def test_only_the_automation_sensor_is_on_by_default():
         "yellow_source_file_changed": False,
         "new_green_month_published": False,
         "green_source_file_changed": False,
+        "taxi_zone_lookup_changed": False,
     }
     assert REPO.get_sensor_def("new_yellow_month_published").minimum_interval_seconds == 3600
     assert {s.name: s.default_status for s in REPO.schedule_defs} == {

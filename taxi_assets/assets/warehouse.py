@@ -8,6 +8,10 @@ from taxi_assets.dagster_private import check_evaluation_for_partition
 from taxi_assets.datasets import TripDataset
 from taxi_assets.partitions import daily_partitions
 
+# Every step that writes the warehouse (each dataset's table, the zones, dbt's models) takes
+# this pool's one slot: DuckDB lets one process at a time write its file.
+WAREHOUSE_POOL = "warehouse"
+
 
 def normalise_column_names(trips: TripBatches) -> TripBatches:
     """The tutorial's rule: spaces to underscores, lower case (`VendorID` → `vendorid`)."""
@@ -32,7 +36,7 @@ def build_warehouse(dataset: TripDataset) -> tuple[dg.AssetsDefinition, dg.Asset
         kinds={"bigquery", "duckdb"},
         io_manager_key="warehouse_io_manager",
         metadata={"partition_expr": pickup.lower()},
-        pool=f"warehouse_{dataset.warehouse_asset.path[-1]}",
+        pool=WAREHOUSE_POOL,
         description=f"`{dataset.warehouse_table}`: the day-partitioned lake's "
         f"{dataset.title} trips, one warehouse partition a day.",
     )

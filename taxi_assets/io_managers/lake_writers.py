@@ -545,3 +545,24 @@ class DailyExportIOManager(_DailyLayoutIOManager):
 
     def _unrecorded_paths(self, context, fs: pafs.FileSystem, day: dt.date) -> list[str]:
         return [self._path(context, day)]
+
+
+class LakeObjectIOManager(_LakeIOManager):
+    """An unpartitioned asset as one Parquet object: `{root}/{name}.parquet`, replaced whole."""
+
+    name: str = "misc/object"
+
+    def handle_output(self, context: dg.OutputContext, obj: TripBatches | pd.DataFrame) -> None:
+        path = f"{self._name(context)}.parquet"
+        self.lake.check_reachable()
+        size, rows = _write_object(self.lake.filesystem(), path, TripBatches.of(obj))
+        context.add_output_metadata(
+            {
+                "uri": dg.MetadataValue.path(self.lake.uri(path)),
+                "bytes": size,
+                "dagster/row_count": rows,
+            }
+        )
+
+    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+        return _to_pandas([_read_parquet(self.lake.filesystem(), f"{self._name(context)}.parquet")])
