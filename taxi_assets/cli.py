@@ -159,6 +159,7 @@ def run(
     fails, ends with its cause and exits.
     """
     from taxi_assets.dagster_private import WorkspaceLocation, execute_in_process
+    from taxi_assets.resources import configured_source, source_run_config
     from taxi_assets.run_health import prepare_run
 
     planned = [(dataset, *month_partitions(dataset, month)) for dataset in datasets]
@@ -192,7 +193,8 @@ def run(
                 job,
                 tags=tags,
                 asset_selection=selection,
-                run_config=console.run_config(level),
+                # The source goes with the run: a re-execution from the UI reads the same files.
+                run_config=console.run_config(level) | source_run_config(configured_source()),
             )
             print(console.run_line(dagster_run), flush=True)
             with execute_in_process(dagster_run, instance) as result:

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from taxi_assets.local_postgres import free_port
-from taxi_assets_tests.conftest import HttpSource
+from taxi_assets_tests.conftest import HttpSource, sample
 from taxi_assets_tests.dagster_processes import (
     DAGSTER_YAML,
     REPO_ROOT,
@@ -55,6 +55,10 @@ RUN = """
 query Run($id: ID!) {
   runOrError(runId: $id) { __typename ... on Run { runId status parentRunId } }
 }
+"""
+
+RUN_CONFIG = """
+query RunConfig($id: ID!) { runOrError(runId: $id) { __typename ... on Run { runConfig } } }
 """
 
 STEP_FAILURES = """
@@ -325,6 +329,31 @@ def test_verbose_shows_every_event(project):
 
     assert verbose.returncode == 0
     assert "STEP_START" in verbose.stdout and "ASSET_MATERIALIZATION" in verbose.stdout
+
+
+def test_a_shell_run_reexecutes_from_its_own_source_not_the_uis(project, tmp_path):
+    """`make dev` was started with the HTTP source; this run reads a folder (the README's
+    offline source). Re-executed from the UI while the HTTP source lacks the month, it reads the
+    folder again, and says so on its page (its run config)."""
+    folder = tmp_path / "offline"
+    folder.mkdir()
+    shutil.copyfile(sample(SAMPLE), folder / SAMPLE)
+    shell = project.cli("run", "--month", MONTH, TAXI_SOURCE_URL=str(folder))
+    assert shell.returncode == 0, shell.stdout + shell.stderr
+    monthly_run, _ = RUN_ID.findall(shell.stdout)
+    project.source.clear()
+    try:
+        again = project.reexecute(monthly_run, "ALL_STEPS")
+
+        assert project.wait_for(again)["status"] == "SUCCESS"
+        assert project.source.requests == []
+        for run_id in (monthly_run, again):
+            config = project.graphql(RUN_CONFIG, {"id": run_id})["runOrError"]["runConfig"]
+            assert config["resources"]["taxi_source"] == {
+                "config": {"kind": "datatalks", "base_url": str(folder)}
+            }
+    finally:
+        project.source.publish(MONTH, SAMPLE)
 
 
 @contextlib.contextmanager
