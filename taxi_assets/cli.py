@@ -50,6 +50,14 @@ def webserver_url() -> str:
     return f"http://{webserver_host()}:{webserver_port()}"
 
 
+def ui_url() -> str:
+    """The address of this instance's running UI, else where `make dev` would serve it."""
+    from taxi_assets.dev_server import running_ui
+
+    running = running_ui(taxi_home())
+    return running[1] if running else webserver_url()
+
+
 # --- the instance and the local PostgreSQL ---------------------------------------------------
 
 
@@ -203,9 +211,7 @@ def run(
             # many months in one process stays at one month's peak.
             pa.default_memory_pool().release_unused()
             if not result.success:
-                print(
-                    "\n" + "\n".join(console.failure_summary(result, webserver_url())), flush=True
-                )
+                print("\n" + "\n".join(console.failure_summary(result, ui_url())), flush=True)
                 sys.exit(1)
     return results
 
@@ -215,29 +221,28 @@ def print_locations(month: str, datasets: list[TripDataset], results: list, seco
     print("\n" + "\n".join(table))
     if configured_profile() == "local":
         server = os.environ["DAGSTER_PG_URL"].split("?")[0]
-        print(f"PostgreSQL: {server} (psql it); the runs: `make dev`, then {webserver_url()}")
+        print(f"PostgreSQL: {server} (psql it); the runs: `make dev`, then {ui_url()}")
 
 
 # --- dev -------------------------------------------------------------------------------------
 
 
-def dev(port: int | None) -> None:
-    """`dagster dev` (webserver and daemon) on this instance; exits naming the setting when the
-    port is taken."""
+def dev(port: int | None, verbose: bool) -> None:
+    """`dagster dev` (webserver and daemon) on this instance, unless one already serves it;
+    exits naming the setting when the port is taken."""
+    from taxi_assets import dev_server
+
     host = webserver_host()
     if port is not None:
         os.environ["DAGSTER_WEBSERVER_PORT"] = str(port)
     port = webserver_port()
+    running = dev_server.already_running(taxi_home())
+    if running:
+        print(running)
+        return
     if port_in_use(host, port):
-        sys.exit(
-            f"{host}:{port} is in use by another program: choose another port for the UI "
-            f"with `make dev PORT={port + 1}` (or DAGSTER_WEBSERVER_PORT={port + 1})."
-        )
-    print(f"The Dagster UI: {webserver_url()}", flush=True)
-    os.chdir(PROJECT_ROOT)
-    os.execvp(
-        "dagster", ["dagster", "dev", "-w", "workspace.yaml", "--host", host, "--port", str(port)]
-    )
+        sys.exit(dev_server.port_taken(host, port))
+    sys.exit(dev_server.serve(taxi_home(), host, port, verbose, PROJECT_ROOT / "workspace.yaml"))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -263,6 +268,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help=f"the UI's port (default DAGSTER_WEBSERVER_PORT or {WEBSERVER_PORT})",
     )
+    dev_parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="the webserver's and daemon's own logs (LOG_LEVEL=DEBUG does the same)",
+    )
     commands.add_parser("postgres", help="start the local PostgreSQL and print its URL")
     commands.add_parser("stop", help="stop the local PostgreSQL")
     return parser.parse_args(argv)
@@ -285,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
         results = run(args.month, datasets, level=log_level(args.verbose))
         print_locations(args.month, datasets, results, time.monotonic() - start)
     elif args.command == "dev":
-        dev(args.port)
+        dev(args.port, log_level(args.verbose) == "DEBUG")
 
 
 if __name__ == "__main__":

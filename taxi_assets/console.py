@@ -118,6 +118,17 @@ class StepLines(logging.Filter):
         return ": " + "; ".join(parts) if parts else ""
 
 
+def human_duration(seconds: float) -> str:
+    """4.2 s, 3 min 12 s, 1 h 04 min."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
 def run_line(run: dg.DagsterRun) -> str:
     return f"{run.job_name} {_partitions(run.tags)}: run {run.run_id}"
 

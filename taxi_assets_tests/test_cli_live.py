@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from taxi_assets import dev_server
 from taxi_assets.local_postgres import free_port
 from taxi_assets_tests.conftest import HttpSource, sample
 from taxi_assets_tests.dagster_processes import (
@@ -380,7 +381,61 @@ def test_ports_name_the_setting_that_moves_them(project, tmp_path):
         busy_ui = project.cli("dev", "--port", str(taken))
     assert busy_pg.returncode != 0 and "set TAXI_PG_PORT to a free port" in busy_pg.stderr
     assert "Address already in use" not in busy_pg.stderr
-    assert busy_ui.returncode != 0 and f"`make dev PORT={taken + 1}`" in busy_ui.stderr
+    assert busy_ui.returncode == 0 and "already running" in busy_ui.stdout
+
+
+def test_a_second_make_dev_points_at_the_first_and_starts_nothing(project):
+    ui = project.graphql.url.removesuffix("/graphql")
+
+    again = project.cli("dev", "--port", str(free_port()))
+
+    assert again.returncode == 0, again.stderr
+    assert f"The Dagster UI of this instance is already running: {ui} (" in again.stdout
+    assert project.dev.alive
+
+
+def test_a_taken_port_names_what_holds_it(project):
+    ui = project.graphql.url.removesuffix("/graphql")
+    ui_port = int(ui.rpartition(":")[2])
+    taken = free_port()
+    with listening(taken):
+        program = dev_server.port_taken("127.0.0.1", taken)
+    assert program.startswith(f"127.0.0.1:{taken} is in use by another program: ")
+    assert f"`make dev PORT={taken + 1}`" in program
+    assert dev_server.port_taken("127.0.0.1", ui_port).startswith(
+        f"127.0.0.1:{ui_port} is in use by a Dagster UI of another instance"
+    )
+
+
+def test_make_devs_terminal_says_how_each_run_ended_and_nothing_else(project):
+    """Every run of the module so far started from the shell or the UI: the `make dev` terminal
+    has a line for each end, with the failures' causes and pages, and no ticks or run events."""
+    ui = project.graphql.url.removesuffix("/graphql")
+    runs = {
+        run_id: status
+        for job in ("monthly_yellow_trips", "daily_yellow_trips")
+        for run_id, status in project.job_runs(job).items()
+    }
+
+    def all_said():
+        text = project.dev.log_path.read_text()
+        return text if all(f": run {run_id} " in text for run_id in runs) else None
+
+    terminal = wait_until(all_said, "make dev's lines", [project.dev], timeout=60)
+
+    for run_id, status in runs.items():
+        [line] = [
+            line
+            for line in terminal.splitlines()
+            if f": run {run_id} " in line and not line.endswith(" started")
+        ]
+        if status == "FAILURE":
+            assert "FAILED" in line and f"({ui}/runs/{run_id})" in line, line
+            assert "not published" in line, line
+        else:
+            assert " succeeded in " in line, line
+    for noise in ("Tick produced", "DEBUG", "STEP_START", "Stack Trace", "Traceback"):
+        assert noise not in terminal, terminal
 
 
 def test_the_checkout_stays_clean(project):
