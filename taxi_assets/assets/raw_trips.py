@@ -29,7 +29,7 @@ def build_raw_trips(dataset: TripDataset) -> dg.AssetsDefinition:
         name=dataset.raw_asset,
         partitions_def=monthly_partitions,
         group_name=dataset.group("ingest"),
-        kinds={"csv", "parquet", "pandas"},
+        kinds={"csv", "parquet"},  # read from CSV.gz or Parquet, staged as Parquet
         description=f"Every trip in the month's TLC {dataset.title} file, mapped to the "
         "canonical columns. Its data version is the source file's version (ETag, or "
         "Last-Modified and size): a re-uploaded file makes a new version of the month.",
