@@ -9,6 +9,7 @@ terminal: `make dev` lists them under their job and re-executes them.
 from __future__ import annotations
 
 import argparse
+import http.client
 import os
 import socket
 import sys
@@ -152,6 +153,24 @@ def month_partitions(dataset: TripDataset, month: str) -> tuple[str, list[str]]:
     return key, days
 
 
+def check_published(dataset: TripDataset, month: str) -> None:
+    """Exit, before any run is created, when the source answers that it lacks the month's file:
+    a month not published is no failed run in the UI, and no sink was touched. A source that
+    does not answer is left to the run, whose download retries and says why."""
+    from taxi_assets.resources import configured_source
+    from taxi_assets.source import SourceNotPublished
+
+    try:
+        configured_source().remote(dataset, month)
+    except SourceNotPublished as error:
+        sys.exit(
+            f"--month {month}: {error}\nNothing was run; every sink is as it was.\n"
+            f"Setting that fixes it: {console.SETTING_FOR_ERROR['URLError']}"
+        )
+    except (OSError, ValueError, http.client.HTTPException):
+        pass
+
+
 def run(
     month: str,
     datasets: list[TripDataset],
@@ -171,6 +190,8 @@ def run(
     from taxi_assets.run_health import prepare_run
 
     planned = [(dataset, *month_partitions(dataset, month)) for dataset in datasets]
+    for dataset in datasets:
+        check_published(dataset, month)
     day_selection = [dg.AssetKey.from_user_string(a) for a in daily_assets or []] or None
     runs = [
         run
@@ -216,12 +237,31 @@ def run(
     return results
 
 
+def announce(month: str, datasets: list[TripDataset]) -> None:
+    """The first line, at once: what is about to happen (the rest takes seconds to start)."""
+    where = (
+        os.environ.get("TAXI_SOURCE_URL")
+        or f"TAXI_SOURCE={os.environ.get('TAXI_SOURCE') or 'datatalks'}"
+    )
+    names = " and ".join(dataset.name for dataset in datasets)
+    print(
+        f"Loading {names} {month} from {where} into the {configured_profile()} profile's sinks: "
+        "each month's run, then its days' run.",
+        flush=True,
+    )
+
+
 def print_locations(month: str, datasets: list[TripDataset], results: list, seconds: float) -> None:
     table = console.closing_table(month, console.landed(results), seconds, datasets)
     print("\n" + "\n".join(table))
     if configured_profile() == "local":
         server = os.environ["DAGSTER_PG_URL"].split("?")[0]
         print(f"PostgreSQL: {server} (psql it); the runs: `make dev`, then {ui_url()}")
+    for dataset in datasets:
+        print(
+            f"The {dataset.title} month in the UI: {ui_url()}/assets/{dataset.cleaned_asset}"
+            f"?view=partitions&partition={month}-01"
+        )
 
 
 # --- dev -------------------------------------------------------------------------------------
@@ -243,6 +283,23 @@ def dev(port: int | None, verbose: bool) -> None:
     if port_in_use(host, port):
         sys.exit(dev_server.port_taken(host, port))
     sys.exit(dev_server.serve(taxi_home(), host, port, verbose, PROJECT_ROOT / "workspace.yaml"))
+
+
+def stop() -> None:
+    """Stop the project's PostgreSQL, saying what was stopped (or that nothing ran)."""
+    from taxi_assets.dev_server import running_ui
+    from taxi_assets.local_postgres import LocalPostgres
+
+    server = LocalPostgres(taxi_home() / "pgdata", local_pg_port())
+    port = server.running_port()
+    if port is None:
+        print(f"Nothing to stop: the project's PostgreSQL ({server.data_dir}) is not running.")
+    else:
+        server.stop()
+        print(f"Stopped the project's PostgreSQL on port {port} ({server.data_dir}).")
+    ui = running_ui(taxi_home())
+    if ui is not None:
+        print(f"`make dev` (process {ui[0]}, {ui[1]}) still runs: Ctrl-C it in its terminal.")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -283,11 +340,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     quiet_framework_warnings()
     if args.command == "stop":
-        from taxi_assets.local_postgres import LocalPostgres
-
-        LocalPostgres(taxi_home() / "pgdata", local_pg_port()).stop()
+        stop()
         return
     datasets = chosen_datasets(args.dataset) if args.command == "run" else []
+    if args.command == "run":
+        announce(args.month, datasets)
     prepare_environment()
     if args.command == "postgres":
         print(os.environ["DAGSTER_PG_URL"])

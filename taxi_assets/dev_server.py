@@ -24,7 +24,7 @@ import urllib.request
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from taxi_assets import console
+from taxi_assets import console, human
 
 RECORD_NAME = "dev.json"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -156,7 +156,7 @@ def run_lines(instance, url: str, stop: threading.Event) -> None:
             elif status in done:
                 took = ""
                 if record.start_time and record.end_time:
-                    took = f" in {console.human_duration(record.end_time - record.start_time)}"
+                    took = f" in {human.duration(record.end_time - record.start_time)}"
                 line = f"{_clock()} {console.run_line(run)} {done[status]}{took}"
                 if status == dg.DagsterRunStatus.FAILURE:
                     line += f": {run_failure(instance, run.run_id)} ({url}/runs/{run.run_id})"

@@ -222,29 +222,25 @@ def assert_fits_a_screen(output: str) -> None:
     assert "Warning" not in output and "Traceback" not in output, output
 
 
-def test_an_unpublished_month_fails_in_one_line_and_reexecutes_from_failure(project):
-    failed = project.cli("run", "--month", MONTH)
+def test_an_unpublished_month_is_refused_before_any_run_is_created(project):
+    """The source answers that it lacks the month: no run shows as failed in the UI, and the
+    console says nothing was touched."""
+    refused = project.cli("run", "--month", MONTH)
 
-    assert failed.returncode == 1
-    output = failed.stdout + failed.stderr
+    assert refused.returncode == 1
+    output = refused.stdout + refused.stderr
     assert_fits_a_screen(output)
-    last = output.strip().splitlines()[-3:]
-    assert last[0].startswith("Cause (raw_yellow_trips): 2021-01 is not published"), output
-    assert last[1] == "Setting that fixes it: TAXI_SOURCE_URL", output
-    [run_id] = RUN_ID.findall(output)
-    assert project.job_runs("monthly_yellow_trips") == {run_id: "FAILURE"}
-    [failure] = project.step_failures(run_id)
-    assert failure["stepKey"] == "raw_yellow_trips"
-    assert "not published (HTTP 404)" in failure["failureMetadata"]["description"]
-    assert {"month", "setting"} <= {
-        m["label"] for m in failure["failureMetadata"]["metadataEntries"]
-    }
+    lines = output.strip().splitlines()
+    assert lines[0].startswith(f"Loading yellow {MONTH} from {project.source.url} "), output
+    assert lines[-3:] == [
+        f"--month {MONTH}: {project.source.url}/yellow_tripdata_{MONTH}.csv.gz: "
+        "not published (HTTP 404)",
+        "Nothing was run; every sink is as it was.",
+        "Setting that fixes it: TAXI_SOURCE_URL (where the monthly files come from)",
+    ], output
+    assert project.job_runs("monthly_yellow_trips") == {}
 
     project.source.publish(MONTH, SAMPLE)
-    retry = project.reexecute(run_id, "FROM_FAILURE")
-
-    assert project.wait_for(retry) == {"runId": retry, "status": "SUCCESS", "parentRunId": run_id}
-    assert project.job_runs("monthly_yellow_trips") == {run_id: "FAILURE", retry: "SUCCESS"}
 
 
 def test_a_good_run_prints_a_screen_and_each_of_its_runs_reexecutes(project):
@@ -323,6 +319,16 @@ def test_a_backfill_over_unpublished_months_says_so_on_each_run(project):
             f"{month} is not published by the source: {project.env['TAXI_SOURCE_URL']}/"
             f"yellow_tripdata_{month}.csv.gz: not published (HTTP 404)"
         )
+        assert {"month", "setting"} <= {
+            m["label"] for m in failure["failureMetadata"]["metadataEntries"]
+        }
+
+    # Once the month is out, the failed run re-executes from its failure.
+    project.source.publish("2021-03", SAMPLE)
+    failed = next(r["runId"] for r in runs if "2021-03-01" in str(r["tags"]))
+    retry = project.reexecute(failed, "FROM_FAILURE")
+
+    assert project.wait_for(retry) == {"runId": retry, "status": "SUCCESS", "parentRunId": failed}
 
 
 def test_verbose_shows_every_event(project):
@@ -413,7 +419,7 @@ def test_make_devs_terminal_says_how_each_run_ended_and_nothing_else(project):
     ui = project.graphql.url.removesuffix("/graphql")
     runs = {
         run_id: status
-        for job in ("monthly_yellow_trips", "daily_yellow_trips")
+        for job in ("monthly_yellow_trips", "daily_yellow_trips", "__ASSET_JOB")
         for run_id, status in project.job_runs(job).items()
     }
 
@@ -447,3 +453,17 @@ def test_the_checkout_stays_clean(project):
     top = sorted(p.name for p in project.taxi_home.iterdir())
     assert not [name for name in top if re.fullmatch(r"[0-9a-f-]{36}", name)], top
     assert any((project.taxi_home / "storage").glob("*/compute_logs"))
+
+
+def test_make_stop_says_what_it_stopped(project, tmp_path):
+    nothing = cli(project_env(tmp_path, project.source.url, free_port()), "stop")
+    assert nothing.returncode == 0
+    assert nothing.stdout.startswith("Nothing to stop: the project's PostgreSQL ("), nothing.stdout
+
+    stopped = project.cli("stop")
+
+    assert stopped.returncode == 0, stopped.stderr
+    assert stopped.stdout.startswith(
+        f"Stopped the project's PostgreSQL on port {project.pg_port} ("
+    ), stopped.stdout
+    assert "`make dev` (process " in stopped.stdout

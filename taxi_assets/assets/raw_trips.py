@@ -57,7 +57,11 @@ def build_raw_trips(dataset: TripDataset) -> dg.AssetsDefinition:
             ) from error
         plan, trips = taxi_source.trips(dataset, landed.path, known_types=new_column_types(context))
         report = plan.report()
-        context.log.info(f"{landed.path.name}: mapped to the canonical columns: {report}")
+        changes = ", ".join(f"{len(names)} {change}" for change, names in report.items() if names)
+        context.log.info(
+            f"{landed.path.name}: mapped to the canonical columns "
+            f"({changes or 'as they were'}; the run's schema_mapping metadata has each)"
+        )
         return dg.Output(
             trips,
             data_version=dg.DataVersion(landed.version),
