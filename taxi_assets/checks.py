@@ -36,9 +36,19 @@ def build_quality_checks(dataset: TripDataset) -> dg.AssetChecksDefinition:
     vendor, pickup, dropoff = dataset.column("VendorID"), dataset.pickup, dataset.dropoff
     known_vendors = sorted(dataset.known_vendor_ids)
 
-    def spec(name: str, **kwargs) -> dg.AssetCheckSpec:
+    def spec(name: str, description: str, why: str = "", blocking: bool = False):
+        # The UI shows the description alone: it says what blocking means, or why it warns.
+        consequence = (
+            "Blocking: a failure stops the month's sinks from being written."
+            if blocking
+            else f"Warns only: {why}"
+        )
         return dg.AssetCheckSpec(
-            name, asset=dataset.cleaned_asset, partitions_def=monthly_partitions, **kwargs
+            name,
+            asset=dataset.cleaned_asset,
+            partitions_def=monthly_partitions,
+            blocking=blocking,
+            description=f"{description} {consequence}",
         )
 
     specs = [
@@ -56,7 +66,12 @@ def build_quality_checks(dataset: TripDataset) -> dg.AssetChecksDefinition:
             description="The month keeps at least half the rows its sinks last materialized "
             f"(run tag {ALLOW_SHRINK_TAG}=true to replace it anyway).",
         ),
-        spec("dropoff_not_before_pickup"),
+        spec(
+            "dropoff_not_before_pickup",
+            description="No trip is dropped off before it is picked up.",
+            why="real TLC files break it every month (clock errors), and the trips are still "
+            "worth loading.",
+        ),
         *(
             [
                 spec(
@@ -64,6 +79,8 @@ def build_quality_checks(dataset: TripDataset) -> dg.AssetChecksDefinition:
                     blocking=dataset.vendor_check_blocks,
                     description=f"{vendor} is one of {known_vendors}; rows without one are "
                     "counted apart and pass.",
+                    why="this dataset's files carry other vendor codes now and then, and their "
+                    "trips are still worth loading.",
                 )
             ]
             if known_vendors
@@ -73,11 +90,13 @@ def build_quality_checks(dataset: TripDataset) -> dg.AssetChecksDefinition:
             "pickups_near_file_month",
             description="Pickups fall in the file's month or the month before "
             "(late-filed trips); others land in no daily partition.",
+            why="such trips stay in Postgres and the monthly file; only the days miss them.",
         ),
         spec(
             "only_known_columns",
             description="The month has no column beyond the canonical ones; a new one is "
             "carried to every sink, and named here.",
+            why="a new column loses nothing; it is news for the tables' readers.",
         ),
     ]
     known_columns = {dataset.column(name) for name in dataset.canonical_columns}

@@ -9,6 +9,7 @@ terminal: `make dev` lists them under their job and re-executes them.
 from __future__ import annotations
 
 import argparse
+import http.client
 import os
 import socket
 import sys
@@ -48,6 +49,14 @@ def webserver_host() -> str:
 
 def webserver_url() -> str:
     return f"http://{webserver_host()}:{webserver_port()}"
+
+
+def ui_url() -> str:
+    """The address of this instance's running UI, else where `make dev` would serve it."""
+    from taxi_assets.dev_server import running_ui
+
+    running = running_ui(taxi_home())
+    return running[1] if running else webserver_url()
 
 
 # --- the instance and the local PostgreSQL ---------------------------------------------------
@@ -156,6 +165,24 @@ def range_tags(days: list[str]) -> dict[str, str]:
     }
 
 
+def check_published(dataset: TripDataset, month: str) -> None:
+    """Exit, before any run is created, when the source answers that it lacks the month's file:
+    a month not published is no failed run in the UI, and no sink was touched. A source that
+    does not answer is left to the run, whose download retries and says why."""
+    from taxi_assets.resources import configured_source
+    from taxi_assets.source import SourceNotPublished
+
+    try:
+        configured_source().remote(dataset, month)
+    except SourceNotPublished as error:
+        sys.exit(
+            f"--month {month}: {error}\nNothing was run; every sink is as it was.\n"
+            f"Setting that fixes it: {console.SETTING_FOR_ERROR['URLError']}"
+        )
+    except (OSError, ValueError, http.client.HTTPException):
+        pass
+
+
 def run(
     month: str,
     datasets: list[TripDataset],
@@ -171,9 +198,12 @@ def run(
     fails, ends with its cause and exits.
     """
     from taxi_assets.dagster_private import WorkspaceLocation, execute_in_process
+    from taxi_assets.resources import configured_source, source_run_config
     from taxi_assets.run_health import prepare_run
 
     planned = [(dataset, *month_partitions(dataset, month)) for dataset in datasets]
+    for dataset in datasets:
+        check_published(dataset, month)
     day_selection = [dg.AssetKey.from_user_string(a) for a in daily_assets or []] or None
     runs = [
         run
@@ -204,7 +234,8 @@ def run(
                 job,
                 tags=tags,
                 asset_selection=selection,
-                run_config=console.run_config(level),
+                # The source goes with the run: a re-execution from the UI reads the same files.
+                run_config=console.run_config(level) | source_run_config(configured_source()),
             )
             print(console.run_line(dagster_run), flush=True)
             with execute_in_process(dagster_run, instance) as result:
@@ -213,11 +244,23 @@ def run(
             # many months in one process stays at one month's peak.
             pa.default_memory_pool().release_unused()
             if not result.success:
-                print(
-                    "\n" + "\n".join(console.failure_summary(result, webserver_url())), flush=True
-                )
+                print("\n" + "\n".join(console.failure_summary(result, ui_url())), flush=True)
                 sys.exit(1)
     return results
+
+
+def announce(month: str, datasets: list[TripDataset]) -> None:
+    """The first line, at once: what is about to happen (the rest takes seconds to start)."""
+    where = (
+        os.environ.get("TAXI_SOURCE_URL")
+        or f"TAXI_SOURCE={os.environ.get('TAXI_SOURCE') or 'datatalks'}"
+    )
+    names = " and ".join(dataset.name for dataset in datasets)
+    print(
+        f"Loading {names} {month} from {where} into the {configured_profile()} profile's sinks: "
+        "each month's run, then its days' run.",
+        flush=True,
+    )
 
 
 def print_locations(month: str, datasets: list[TripDataset], results: list, seconds: float) -> None:
@@ -227,7 +270,12 @@ def print_locations(month: str, datasets: list[TripDataset], results: list, seco
     print("\n" + "\n".join(table))
     if configured_profile() == "local":
         server = os.environ["DAGSTER_PG_URL"].split("?")[0]
-        print(f"PostgreSQL: {server} (psql it); the runs: `make dev`, then {webserver_url()}")
+        print(f"PostgreSQL: {server} (psql it); the runs: `make dev`, then {ui_url()}")
+    for dataset in datasets:
+        print(
+            f"The {dataset.title} month in the UI: {ui_url()}/assets/{dataset.cleaned_asset}"
+            f"?view=partitions&partition={month}-01"
+        )
 
 
 def check_backfill_range(first: str, last: str) -> None:
@@ -251,7 +299,7 @@ def backfill(datasets: list[TripDataset], first: str, last: str) -> None:
             last,
             taxi_source=configured_source(),
             workspace_yaml=PROJECT_ROOT / "workspace.yaml",
-            webserver_url=webserver_url(),
+            webserver_url=ui_url(),
             runs_are_local=configured_profile() == "local",
             runs_log=taxi_home() / "storage" / "backfill_runs.log",
         )
@@ -261,23 +309,39 @@ def backfill(datasets: list[TripDataset], first: str, last: str) -> None:
 # --- dev -------------------------------------------------------------------------------------
 
 
-def dev(port: int | None) -> None:
-    """`dagster dev` (webserver and daemon) on this instance; exits naming the setting when the
-    port is taken."""
+def dev(port: int | None, verbose: bool) -> None:
+    """`dagster dev` (webserver and daemon) on this instance, unless one already serves it;
+    exits naming the setting when the port is taken."""
+    from taxi_assets import dev_server
+
     host = webserver_host()
     if port is not None:
         os.environ["DAGSTER_WEBSERVER_PORT"] = str(port)
     port = webserver_port()
+    running = dev_server.already_running(taxi_home())
+    if running:
+        print(running)
+        return
     if port_in_use(host, port):
-        sys.exit(
-            f"{host}:{port} is in use by another program: choose another port for the UI "
-            f"with `make dev PORT={port + 1}` (or DAGSTER_WEBSERVER_PORT={port + 1})."
-        )
-    print(f"The Dagster UI: {webserver_url()}", flush=True)
-    os.chdir(PROJECT_ROOT)
-    os.execvp(
-        "dagster", ["dagster", "dev", "-w", "workspace.yaml", "--host", host, "--port", str(port)]
-    )
+        sys.exit(dev_server.port_taken(host, port))
+    sys.exit(dev_server.serve(taxi_home(), host, port, verbose, PROJECT_ROOT / "workspace.yaml"))
+
+
+def stop() -> None:
+    """Stop the project's PostgreSQL, saying what was stopped (or that nothing ran)."""
+    from taxi_assets.dev_server import running_ui
+    from taxi_assets.local_postgres import LocalPostgres
+
+    server = LocalPostgres(taxi_home() / "pgdata", local_pg_port())
+    port = server.running_port()
+    if port is None:
+        print(f"Nothing to stop: the project's PostgreSQL ({server.data_dir}) is not running.")
+    else:
+        server.stop()
+        print(f"Stopped the project's PostgreSQL on port {port} ({server.data_dir}).")
+    ui = running_ui(taxi_home())
+    if ui is not None:
+        print(f"`make dev` (process {ui[0]}, {ui[1]}) still runs: Ctrl-C it in its terminal.")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -311,6 +375,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help=f"the UI's port (default DAGSTER_WEBSERVER_PORT or {WEBSERVER_PORT})",
     )
+    dev_parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="the webserver's and daemon's own logs (LOG_LEVEL=DEBUG does the same)",
+    )
     commands.add_parser("postgres", help="start the local PostgreSQL and print its URL")
     commands.add_parser("stop", help="stop the local PostgreSQL")
     return parser.parse_args(argv)
@@ -320,13 +390,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     quiet_framework_warnings()
     if args.command == "stop":
-        from taxi_assets.local_postgres import LocalPostgres
-
-        LocalPostgres(taxi_home() / "pgdata", local_pg_port()).stop()
+        stop()
         return
     datasets = chosen_datasets(args.dataset) if args.command in ("run", "backfill") else []
     if args.command == "backfill":
         check_backfill_range(args.first, args.last)
+    if args.command == "run":
+        announce(args.month, datasets)
     prepare_environment()
     if args.command == "postgres":
         print(os.environ["DAGSTER_PG_URL"])
@@ -337,7 +407,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "backfill":
         backfill(datasets, args.first, args.last)
     elif args.command == "dev":
-        dev(args.port)
+        dev(args.port, log_level(args.verbose) == "DEBUG")
 
 
 if __name__ == "__main__":

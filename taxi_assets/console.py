@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 
 import dagster as dg
 
+from taxi_assets import human
 from taxi_assets.datasets import TripDataset
 from taxi_assets.month_window import (
     OUTSIDE_DATES_KEY,
@@ -98,7 +99,7 @@ class StepLines(logging.Filter):
         elif kind == "ASSET_CHECK_EVALUATION":
             self.checks[step].append(data)
         elif kind == "STEP_SUCCESS":
-            return f"done in {data.duration_ms / 1000:.1f} s{self._figures(step)}"
+            return f"done in {human.duration(data.duration_ms / 1000)}{self._figures(step)}"
         elif kind == "STEP_FAILURE":
             return f"FAILED: {failure_cause(data)}"
         return None
@@ -124,12 +125,16 @@ class StepLines(logging.Filter):
 
 
 def run_line(run: dg.DagsterRun) -> str:
-    return f"{run.job_name} {_partitions(run.tags)}: run {run.run_id}"
+    return f"{run.job_name} {_partitions(run.job_name, run.tags)}: run {run.run_id}"
 
 
-def _partitions(tags: Mapping[str, str]) -> str:
+def _partitions(job_name: str, tags: Mapping[str, str]) -> str:
+    from taxi_assets.datasets import DATASETS
+
     if "dagster/partition" in tags:
-        return tags["dagster/partition"]
+        key = tags["dagster/partition"]
+        monthly = {dataset.monthly_job for dataset in DATASETS.values()}
+        return key[:7] if job_name in monthly else key  # a month as YYYY-MM
     first = tags.get("dagster/asset_partition_range_start")
     return (
         f"{first}...{tags.get('dagster/asset_partition_range_end')}" if first else "unpartitioned"
@@ -251,7 +256,7 @@ def closing_table(
     outside: Mapping[str, tuple[int, str]] | None = None,
 ) -> list[str]:
     lines = [
-        f"{month} materialized in {seconds:.1f} s:",
+        f"{month} materialized in {human.duration(seconds)}:",
         f"  {'asset':27} {'rows':>9} {'days':>4}  where",
     ]
     for asset, where, count, days in rows:

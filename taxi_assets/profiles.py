@@ -26,6 +26,7 @@ from taxi_assets.io_managers.postgres_tables import PostgresTableIOManager
 from taxi_assets.io_managers.staging import StagingParquetIOManager
 from taxi_assets.resources import LakeResource
 from taxi_assets.resources import (
+    SOURCE_RESOURCE_KEY,
     PostgresResource,
     TaxiSourceResource,
     configured_source,
@@ -44,7 +45,7 @@ def build_resources(
 ) -> dict:
     """Every resource key the assets name, from the settings a profile (or a test) chooses."""
     return {
-        "taxi_source": taxi_source,
+        SOURCE_RESOURCE_KEY: taxi_source,
         "io_manager": StagingParquetIOManager(base_dir=staging_dir),
         "postgres_io_manager": PostgresPandasIOManager(postgres=postgres),
         "lake_monthly_io_manager": MonthlyParquetIOManager(lake=lake),

@@ -24,6 +24,7 @@ from taxi_assets.schema_mapping import MappingPlan, map_batches, plan_mapping
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_PG_PORT = 55432
+SOURCE_RESOURCE_KEY = "taxi_source"
 
 
 def configured_profile() -> str:
@@ -97,7 +98,7 @@ class TaxiSourceResource(dg.ConfigurableResource):
 
     kind: str = "datatalks"
     base_url: str = ""
-    landing_dir: str
+    landing_dir: str = Field(default="", description="Where files land; default TAXI_HOME/landing.")
     retries: int = 3
     backoff_seconds: float = 1.0
     timeout_seconds: float = 60.0
@@ -182,7 +183,7 @@ class TaxiSourceResource(dg.ConfigurableResource):
         return source.download(
             self.url(dataset),
             self.file_name(dataset, month),
-            Path(self.landing_dir),
+            Path(self.landing_dir or taxi_home() / "landing"),
             retries=self.retries,
             backoff_seconds=self.backoff_seconds,
             timeout=self.timeout_seconds,
@@ -218,6 +219,18 @@ def configured_source() -> TaxiSourceResource:
         base_url=os.environ.get("TAXI_SOURCE_URL") or "",
         landing_dir=str(taxi_home() / "landing"),
     )
+
+
+def source_run_config(source: TaxiSourceResource) -> dict:
+    """The run config that records where a run's files come from (`kind` and `base_url` of the
+    `taxi_source` resource), so its re-executions and retries read the same files whatever
+    environment launches them. A plain folder is recorded as an absolute path."""
+    base_url = source.base_url
+    if base_url and "://" not in base_url:
+        base_url = str(Path(base_url).expanduser().resolve())
+    return {
+        "resources": {SOURCE_RESOURCE_KEY: {"config": {"kind": source.kind, "base_url": base_url}}}
+    }
 
 
 class PostgresResource(dg.ConfigurableResource):

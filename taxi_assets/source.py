@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from taxi_assets import human
 from taxi_assets.atomic_files import check_free_space
 
 CHUNK_BYTES = 1 << 20
@@ -87,13 +88,39 @@ def _local_file(url: str) -> Path | None:
     return Path(urllib.request.url2pathname(parsed.path)) if parsed.scheme == "file" else None
 
 
+# How to make a dataset's files when a folder has none (the README's offline source).
+MAKE_FILES = {
+    "green_tripdata": "make green files from the real yellow rows with `uv run --frozen python "
+    "-m taxi_assets_tests.green_files FOLDER YYYY-MM…` (docs/sources.md)",
+}
+
+
 def _not_published_locally(path: Path, file_name: str) -> SourceNotPublished:
     stem = file_name.partition(".")[0]
     others = sorted(p.name for p in path.parent.glob(f"{stem}*") if p.name != file_name)
     found = f"; the folder has {others}, in a name or format not read" if others else ""
+    if not others:
+        found = "; " + _what_the_folder_holds(path.parent, file_name)
     return SourceNotPublished(
         f"{path.parent}: {file_name} is not published there ({_what_is_read(file_name)}){found}"
     )
+
+
+def _what_the_folder_holds(folder: Path, file_name: str) -> str:
+    """The months the folder has of the file's dataset, or what else it has and how to make
+    the dataset's files."""
+    prefix = re.sub(r"_\d{4}-\d{2}.*", "", file_name)
+    suffix = file_name.partition(".")[2]
+    months = sorted(
+        p.name[len(prefix) + 1 : len(prefix) + 8] for p in folder.glob(f"{prefix}_????-??.{suffix}")
+    )
+    if months:
+        listed = ", ".join(months) if len(months) <= 6 else f"{months[0]} to {months[-1]}"
+        return f"the folder holds {prefix} files of {len(months)} month(s): {listed}"
+    others = sorted({re.sub(r"_\d{4}-\d{2}.*", "", p.name) for p in folder.glob("*_????-??.*")})
+    held = f"only {', '.join(others)} files" if others else "no monthly trip files"
+    how = f"; {MAKE_FILES[prefix]}" if prefix in MAKE_FILES else ""
+    return f"the folder holds {held}{how}"
 
 
 class _KeepHead(urllib.request.HTTPRedirectHandler):
@@ -187,7 +214,7 @@ def _stream(url: str, part: Path, timeout: float, log: Callable[[str], None]) ->
                 received += len(chunk)
                 if expected and received / expected >= next_report:
                     log(
-                        f"{part.name[:-5]}: {received:,} of {expected:,} bytes "
+                        f"{part.name[:-5]}: {human.size(received)} of {human.size(expected)} "
                         f"({received / expected:.0%})"
                     )
                     next_report += 0.25
@@ -321,7 +348,7 @@ def _download(
     if target.exists() and recorded.exists() and recorded.read_text() == remote.version:
         log(
             f"{file_name}: reusing the complete download at {target} "
-            f"({target.stat().st_size:,} bytes, {remote.version})"
+            f"({human.size(target.stat().st_size)}, unchanged at the source)"
         )
         return LandedFile(target, remote.version)
 
@@ -337,5 +364,5 @@ def _download(
     recorded.unlink(missing_ok=True)
     os.replace(part, target)
     recorded.write_text(remote.version)
-    log(f"{file_name}: downloaded {size:,} bytes from {url} ({remote.version})")
+    log(f"{file_name}: downloaded {human.size(size)} from {url}")
     return LandedFile(target, remote.version)

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import pytest
 
+from taxi_assets import dev_server
 from taxi_assets.local_postgres import free_port
-from taxi_assets_tests.conftest import HttpSource
+from taxi_assets_tests.conftest import HttpSource, sample
 from taxi_assets_tests.dagster_processes import (
     DAGSTER_YAML,
     REPO_ROOT,
@@ -55,6 +56,10 @@ RUN = """
 query Run($id: ID!) {
   runOrError(runId: $id) { __typename ... on Run { runId status parentRunId } }
 }
+"""
+
+RUN_CONFIG = """
+query RunConfig($id: ID!) { runOrError(runId: $id) { __typename ... on Run { runConfig } } }
 """
 
 STEP_FAILURES = """
@@ -217,29 +222,25 @@ def assert_fits_a_screen(output: str) -> None:
     assert "Warning" not in output and "Traceback" not in output, output
 
 
-def test_an_unpublished_month_fails_in_one_line_and_reexecutes_from_failure(project):
-    failed = project.cli("run", "--month", MONTH)
+def test_an_unpublished_month_is_refused_before_any_run_is_created(project):
+    """The source answers that it lacks the month: no run shows as failed in the UI, and the
+    console says nothing was touched."""
+    refused = project.cli("run", "--month", MONTH)
 
-    assert failed.returncode == 1
-    output = failed.stdout + failed.stderr
+    assert refused.returncode == 1
+    output = refused.stdout + refused.stderr
     assert_fits_a_screen(output)
-    last = output.strip().splitlines()[-3:]
-    assert last[0].startswith("Cause (raw_yellow_trips): 2021-01 is not published"), output
-    assert last[1] == "Setting that fixes it: TAXI_SOURCE_URL", output
-    [run_id] = RUN_ID.findall(output)
-    assert project.job_runs("monthly_yellow_trips") == {run_id: "FAILURE"}
-    [failure] = project.step_failures(run_id)
-    assert failure["stepKey"] == "raw_yellow_trips"
-    assert "not published (HTTP 404)" in failure["failureMetadata"]["description"]
-    assert {"month", "setting"} <= {
-        m["label"] for m in failure["failureMetadata"]["metadataEntries"]
-    }
+    lines = output.strip().splitlines()
+    assert lines[0].startswith(f"Loading yellow {MONTH} from {project.source.url} "), output
+    assert lines[-3:] == [
+        f"--month {MONTH}: {project.source.url}/yellow_tripdata_{MONTH}.csv.gz: "
+        "not published (HTTP 404)",
+        "Nothing was run; every sink is as it was.",
+        "Setting that fixes it: TAXI_SOURCE_URL (where the monthly files come from)",
+    ], output
+    assert project.job_runs("monthly_yellow_trips") == {}
 
     project.source.publish(MONTH, SAMPLE)
-    retry = project.reexecute(run_id, "FROM_FAILURE")
-
-    assert project.wait_for(retry) == {"runId": retry, "status": "SUCCESS", "parentRunId": run_id}
-    assert project.job_runs("monthly_yellow_trips") == {run_id: "FAILURE", retry: "SUCCESS"}
 
 
 def test_a_good_run_prints_a_screen_and_each_of_its_runs_reexecutes(project):
@@ -318,6 +319,16 @@ def test_a_backfill_over_unpublished_months_says_so_on_each_run(project):
             f"{month} is not published by the source: {project.env['TAXI_SOURCE_URL']}/"
             f"yellow_tripdata_{month}.csv.gz: not published (HTTP 404)"
         )
+        assert {"month", "setting"} <= {
+            m["label"] for m in failure["failureMetadata"]["metadataEntries"]
+        }
+
+    # Once the month is out, the failed run re-executes from its failure.
+    project.source.publish("2021-03", SAMPLE)
+    failed = next(r["runId"] for r in runs if "2021-03-01" in str(r["tags"]))
+    retry = project.reexecute(failed, "FROM_FAILURE")
+
+    assert project.wait_for(retry) == {"runId": retry, "status": "SUCCESS", "parentRunId": failed}
 
 
 def test_verbose_shows_every_event(project):
@@ -325,6 +336,31 @@ def test_verbose_shows_every_event(project):
 
     assert verbose.returncode == 0
     assert "STEP_START" in verbose.stdout and "ASSET_MATERIALIZATION" in verbose.stdout
+
+
+def test_a_shell_run_reexecutes_from_its_own_source_not_the_uis(project, tmp_path):
+    """`make dev` was started with the HTTP source; this run reads a folder (the README's
+    offline source). Re-executed from the UI while the HTTP source lacks the month, it reads the
+    folder again, and says so on its page (its run config)."""
+    folder = tmp_path / "offline"
+    folder.mkdir()
+    shutil.copyfile(sample(SAMPLE), folder / SAMPLE)
+    shell = project.cli("run", "--month", MONTH, TAXI_SOURCE_URL=str(folder))
+    assert shell.returncode == 0, shell.stdout + shell.stderr
+    monthly_run, _ = RUN_ID.findall(shell.stdout)
+    project.source.clear()
+    try:
+        again = project.reexecute(monthly_run, "ALL_STEPS")
+
+        assert project.wait_for(again)["status"] == "SUCCESS"
+        assert project.source.requests == []
+        for run_id in (monthly_run, again):
+            config = project.graphql(RUN_CONFIG, {"id": run_id})["runOrError"]["runConfig"]
+            assert config["resources"]["taxi_source"] == {
+                "config": {"kind": "datatalks", "base_url": str(folder)}
+            }
+    finally:
+        project.source.publish(MONTH, SAMPLE)
 
 
 @contextlib.contextmanager
@@ -351,7 +387,61 @@ def test_ports_name_the_setting_that_moves_them(project, tmp_path):
         busy_ui = project.cli("dev", "--port", str(taken))
     assert busy_pg.returncode != 0 and "set TAXI_PG_PORT to a free port" in busy_pg.stderr
     assert "Address already in use" not in busy_pg.stderr
-    assert busy_ui.returncode != 0 and f"`make dev PORT={taken + 1}`" in busy_ui.stderr
+    assert busy_ui.returncode == 0 and "already running" in busy_ui.stdout
+
+
+def test_a_second_make_dev_points_at_the_first_and_starts_nothing(project):
+    ui = project.graphql.url.removesuffix("/graphql")
+
+    again = project.cli("dev", "--port", str(free_port()))
+
+    assert again.returncode == 0, again.stderr
+    assert f"The Dagster UI of this instance is already running: {ui} (" in again.stdout
+    assert project.dev.alive
+
+
+def test_a_taken_port_names_what_holds_it(project):
+    ui = project.graphql.url.removesuffix("/graphql")
+    ui_port = int(ui.rpartition(":")[2])
+    taken = free_port()
+    with listening(taken):
+        program = dev_server.port_taken("127.0.0.1", taken)
+    assert program.startswith(f"127.0.0.1:{taken} is in use by another program: ")
+    assert f"`make dev PORT={taken + 1}`" in program
+    assert dev_server.port_taken("127.0.0.1", ui_port).startswith(
+        f"127.0.0.1:{ui_port} is in use by a Dagster UI of another instance"
+    )
+
+
+def test_make_devs_terminal_says_how_each_run_ended_and_nothing_else(project):
+    """Every run of the module so far started from the shell or the UI: the `make dev` terminal
+    has a line for each end, with the failures' causes and pages, and no ticks or run events."""
+    ui = project.graphql.url.removesuffix("/graphql")
+    runs = {
+        run_id: status
+        for job in ("monthly_yellow_trips", "daily_yellow_trips", "__ASSET_JOB")
+        for run_id, status in project.job_runs(job).items()
+    }
+
+    def all_said():
+        text = project.dev.log_path.read_text()
+        return text if all(f": run {run_id} " in text for run_id in runs) else None
+
+    terminal = wait_until(all_said, "make dev's lines", [project.dev], timeout=60)
+
+    for run_id, status in runs.items():
+        [line] = [
+            line
+            for line in terminal.splitlines()
+            if f": run {run_id} " in line and not line.endswith(" started")
+        ]
+        if status == "FAILURE":
+            assert "FAILED" in line and f"({ui}/runs/{run_id})" in line, line
+            assert "not published" in line, line
+        else:
+            assert " succeeded in " in line, line
+    for noise in ("Tick produced", "DEBUG", "STEP_START", "Stack Trace", "Traceback"):
+        assert noise not in terminal, terminal
 
 
 def test_the_checkout_stays_clean(project):
@@ -363,3 +453,17 @@ def test_the_checkout_stays_clean(project):
     top = sorted(p.name for p in project.taxi_home.iterdir())
     assert not [name for name in top if re.fullmatch(r"[0-9a-f-]{36}", name)], top
     assert any((project.taxi_home / "storage").glob("*/compute_logs"))
+
+
+def test_make_stop_says_what_it_stopped(project, tmp_path):
+    nothing = cli(project_env(tmp_path, project.source.url, free_port()), "stop")
+    assert nothing.returncode == 0
+    assert nothing.stdout.startswith("Nothing to stop: the project's PostgreSQL ("), nothing.stdout
+
+    stopped = project.cli("stop")
+
+    assert stopped.returncode == 0, stopped.stderr
+    assert stopped.stdout.startswith(
+        f"Stopped the project's PostgreSQL on port {project.pg_port} ("
+    ), stopped.stdout
+    assert "`make dev` (process " in stopped.stdout

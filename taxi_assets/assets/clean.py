@@ -38,7 +38,7 @@ def build_cleaned_trips(dataset: TripDataset) -> dg.AssetsDefinition:
         ins={"raw_trips": dg.AssetIn(dataset.raw_asset)},
         partitions_def=monthly_partitions,
         group_name=dataset.group("ingest"),
-        kinds={"pandas"},
+        kinds={"parquet"},  # Arrow batches, staged as Parquet
         description=f"The month's {dataset.title} trips"
         + (f", without those with {rules}" if rules else "")
         + (", columns in snake_case" if dataset.renamed else "")

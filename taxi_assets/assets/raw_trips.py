@@ -29,7 +29,7 @@ def build_raw_trips(dataset: TripDataset) -> dg.AssetsDefinition:
         name=dataset.raw_asset,
         partitions_def=monthly_partitions,
         group_name=dataset.group("ingest"),
-        kinds={"csv", "parquet", "pandas"},
+        kinds={"csv", "parquet"},  # read from CSV.gz or Parquet, staged as Parquet
         description=f"Every trip in the month's TLC {dataset.title} file, mapped to the "
         "canonical columns. Its data version is the source file's version (ETag, or "
         "Last-Modified and size): a re-uploaded file makes a new version of the month.",
@@ -57,7 +57,11 @@ def build_raw_trips(dataset: TripDataset) -> dg.AssetsDefinition:
             ) from error
         plan, trips = taxi_source.trips(dataset, landed.path, known_types=new_column_types(context))
         report = plan.report()
-        context.log.info(f"{landed.path.name}: mapped to the canonical columns: {report}")
+        changes = ", ".join(f"{len(names)} {change}" for change, names in report.items() if names)
+        context.log.info(
+            f"{landed.path.name}: mapped to the canonical columns "
+            f"({changes or 'as they were'}; the run's schema_mapping metadata has each)"
+        )
         return dg.Output(
             trips,
             data_version=dg.DataVersion(landed.version),

@@ -48,7 +48,9 @@ def build_warehouse(dataset: TripDataset) -> tuple[dg.AssetsDefinition, dg.Asset
         name="warehouse_matches_lake",
         additional_ins={"lake_trips": dg.AssetIn(by_day, metadata={"columns": [pickup]})},
         partitions_def=daily_partitions,
-        description="The warehouse holds exactly as many rows for each day as the lake does.",
+        description="The warehouse holds exactly as many rows for each day as the lake does. "
+        "Warns only: nothing is built from the warehouse table, so there is nothing to stop; "
+        "a failed day says which sink to load again.",
     )
     def warehouse_matches_lake(
         context: dg.AssetCheckExecutionContext, warehouse_trips: RowsPerDay, lake_trips: TripBatches
