@@ -51,6 +51,8 @@ def set_up_instance() -> None:
     try:
         with dg.DagsterInstance.get() as instance:
             ensure_pools(instance, pools)
+    except sqlalchemy.exc.ArgumentError:
+        sys.exit("DAGSTER_PG_URL is not a PostgreSQL URL (postgresql://user:password@host:port/db)")
     except (sqlalchemy.exc.OperationalError, DagsterPostgresException) as error:
         cause = error.__cause__ if isinstance(error, DagsterPostgresException) else error
         url = sqlalchemy.engine.make_url(os.environ.get("DAGSTER_PG_URL", ""))
