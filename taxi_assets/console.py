@@ -36,6 +36,27 @@ SETTING_FOR_ERROR = {
     "URLError": "TAXI_SOURCE_URL (where the monthly files come from)",
     "OperationalError": "TAXI_PG_PORT (locally) or TAXI_PG_HOST/TAXI_PG_PORT (gcp)",
 }
+# A database error's message says which Postgres setting is wrong, whatever its driver's class.
+POSTGRES_HINTS = [
+    (
+        re.compile(
+            r"password authentication failed|authentication failed|no pg_hba\.conf entry"
+            r"|no password supplied|role \S+ does not exist",
+            re.IGNORECASE,
+        ),
+        "TAXI_PG_PASSWORD (and TAXI_PG_USER, whose password it is)",
+    ),
+    (re.compile(r"database \S+ does not exist", re.IGNORECASE), "TAXI_PG_DB"),
+    (
+        re.compile(
+            r"connection refused|could not translate host name|Name or service not known"
+            r"|timeout expired|No route to host",
+            re.IGNORECASE,
+        ),
+        "TAXI_PG_HOST and TAXI_PG_PORT (locally TAXI_PG_PORT alone)",
+    ),
+]
+_DATABASE_ERRORS = ("OperationalError", "ProgrammingError", "InterfaceError", "DatabaseError")
 
 
 def run_config(log_level: str) -> dict:
@@ -178,7 +199,13 @@ def setting_for(step_failure) -> str | None:
         setting = step_failure.user_failure_data.metadata.get("setting")
         if setting is not None:
             return str(setting.value)
-    for error in _chain(step_failure.error):
+    errors = list(_chain(step_failure.error))
+    for error in errors:
+        if (error.cls_name or "").endswith(_DATABASE_ERRORS):
+            for pattern, setting in POSTGRES_HINTS:
+                if pattern.search(error.message):
+                    return setting
+    for error in errors:
         if error.cls_name in SETTING_FOR_ERROR:
             return SETTING_FOR_ERROR[error.cls_name]
     return None

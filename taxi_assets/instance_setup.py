@@ -10,11 +10,18 @@ killed midway leaves nothing the next one cannot finish.
 from __future__ import annotations
 
 import fcntl
+import logging
+import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
+import sqlalchemy
+import sqlalchemy.engine
+import sqlalchemy.exc
+from dagster_postgres.utils import DagsterPostgresException
 
 from taxi_assets.run_health import ensure_pools, job_pools
 
@@ -34,9 +41,30 @@ def setup_lock(home: Path) -> Iterator[None]:
 
 
 def set_up_instance() -> None:
-    """Dagster's tables (created when the instance is first opened) and every job's pools."""
+    """Dagster's tables (created when the instance is first opened) and every job's pools;
+    exits in one line naming DAGSTER_PG_URL when its database cannot be reached."""
     from taxi_assets.definitions import defs
 
     pools = {pool for job in defs.resolve_all_job_defs() for pool in job_pools(job)}
-    with dg.DagsterInstance.get() as instance:
-        ensure_pools(instance, pools)
+    root = logging.getLogger()
+    root.addFilter(_no_connection_retries)
+    try:
+        with dg.DagsterInstance.get() as instance:
+            ensure_pools(instance, pools)
+    except sqlalchemy.exc.ArgumentError:
+        sys.exit("DAGSTER_PG_URL is not a PostgreSQL URL (postgresql://user:password@host:port/db)")
+    except (sqlalchemy.exc.OperationalError, DagsterPostgresException) as error:
+        cause = error.__cause__ if isinstance(error, DagsterPostgresException) else error
+        url = sqlalchemy.engine.make_url(os.environ.get("DAGSTER_PG_URL", ""))
+        reason = str(getattr(cause, "orig", None) or cause).strip().splitlines()[0]
+        sys.exit(
+            f"DAGSTER_PG_URL ({url.render_as_string(hide_password=True)}), the database of "
+            f"Dagster's runs and events, cannot be used: {reason}"
+        )
+    finally:
+        root.removeFilter(_no_connection_retries)
+
+
+def _no_connection_retries(record: logging.LogRecord) -> bool:
+    # dagster-postgres warns, with the whole error, at each of its retries.
+    return not record.getMessage().startswith("Retrying failed database connection")

@@ -250,6 +250,9 @@ class PostgresResource(dg.ConfigurableResource):
         return f"postgresql://{auth}@{self.host}:{self.port}/{quote(self.database, safe='')}"
 
 
+REACH_SECONDS = 10
+
+
 class LakeResource(dg.ConfigurableResource):
     """Where the lake lives: `root` is a local folder, `gs://bucket` or `gs://bucket/prefix`.
 
@@ -272,7 +275,7 @@ class LakeResource(dg.ConfigurableResource):
     def is_gcs(self) -> bool:
         return self.root.startswith("gs://")
 
-    def _base(self) -> tuple[pafs.FileSystem, str]:
+    def _base(self, retry_seconds: int | None = None) -> tuple[pafs.FileSystem, str]:
         if not self.is_gcs:
             folder = self.root.removeprefix("file://")
             return pafs.LocalFileSystem(), Path(folder).expanduser().resolve().as_posix()
@@ -285,8 +288,9 @@ class LakeResource(dg.ConfigurableResource):
         if self.endpoint:
             scheme, _, host = self.endpoint.rstrip("/").rpartition("://")
             options.update(anonymous=True, scheme=scheme or "https", endpoint_override=host)
-        if self.retry_time_limit_seconds is not None:
-            options["retry_time_limit"] = dt.timedelta(seconds=self.retry_time_limit_seconds)
+        retry_seconds = retry_seconds or self.retry_time_limit_seconds
+        if retry_seconds is not None:
+            options["retry_time_limit"] = dt.timedelta(seconds=retry_seconds)
         return pafs.GcsFileSystem(**options), bucket_and_prefix
 
     def filesystem(self) -> pafs.FileSystem:
@@ -295,8 +299,12 @@ class LakeResource(dg.ConfigurableResource):
         return pafs.SubTreeFileSystem(base_path, base_fs)
 
     def check_reachable(self) -> None:
-        """Fail before any data moves when the lake cannot be reached, naming what sets it."""
-        base_fs, base_path = self._base()
+        """Fail before any data moves when the lake cannot be reached, naming what sets it.
+
+        Within REACH_SECONDS of retries: an endpoint that answers nothing in that time is
+        down or wrong, and the run says so rather than wait out the writes' longer limit.
+        """
+        base_fs, base_path = self._base(retry_seconds=REACH_SECONDS)
         try:
             base_fs.get_file_info(base_path)
         except OSError as error:

@@ -104,7 +104,7 @@ def is_safe(name: str, taken: set[str]) -> bool:
 CONTRACT = pa.schema(YELLOW.canonical_columns.items())
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400, deadline=None, database=None)
 @given(extra_columns())
 def test_a_file_is_planned_only_when_every_new_name_fits_every_sink(names):
     schema = pa.schema([*CONTRACT, *(pa.field(name, pa.float64()) for name in names)])
@@ -142,7 +142,7 @@ quotable = st.text(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, database=None)
 @given(quotable.filter(lambda n: n.lower() != "kept"))
 def test_duckdb_quoting_keeps_any_name_as_data(name):
     with duckdb.connect() as connection:
@@ -159,7 +159,10 @@ def test_duckdb_quoting_keeps_any_name_as_data(name):
 
 
 @settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=40,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(name=quotable.filter(lambda n: len(n.encode()) <= 63 and n != "k"))
 def test_postgres_quoting_keeps_any_name_as_data(fresh_postgres, name):

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import psycopg
 import pyarrow.parquet as pq
 import pytest
 
+from taxi_assets import console
 from taxi_assets.datasets import DATASETS
 from taxi_assets.local_postgres import free_port
 from taxi_assets_tests.dagster_processes import REPO_ROOT
@@ -77,3 +79,29 @@ def test_two_runs_started_together_on_a_fresh_instance_both_succeed(
             assert in_postgres == in_lake > 0
     finally:
         cli(env, "stop")
+
+
+def test_a_run_that_fails_outside_any_step_ends_its_console_with_the_runs_error():
+    # As a run that lost the race for a pool's row failed: no step failed, the run did.
+    error = SimpleNamespace(
+        cls_name="UniqueViolation",
+        message="psycopg2.errors.UniqueViolation: duplicate key value violates unique constraint "
+        '"concurrency_limits_concurrency_key_key"\n',
+        cause=None,
+        context=None,
+    )
+    result = SimpleNamespace(
+        run_id="f00",
+        all_events=[
+            SimpleNamespace(
+                event_type_value="RUN_FAILURE", event_specific_data=SimpleNamespace(error=error)
+            )
+        ],
+    )
+
+    lines = console.failure_summary(result, "http://127.0.0.1:3000")
+
+    assert lines[1] == (
+        "Cause: UniqueViolation: duplicate key value violates unique constraint "
+        '"concurrency_limits_concurrency_key_key"'
+    )

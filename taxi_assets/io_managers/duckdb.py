@@ -16,11 +16,15 @@ TIMESTAMP column (naive pandas datetime64 becomes TIMESTAMP).
 
 from __future__ import annotations
 
+import contextlib
+import re
+import time
 from collections.abc import Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import dagster as dg
+import duckdb
 import pandas as pd
 import pyarrow as pa
 
@@ -39,11 +43,54 @@ from taxi_assets.io_managers.partition_window import (
 from taxi_assets.schema import to_pandas
 
 
+# How long a run waits for another process to let go of the DuckDB file before it fails
+# naming that process (Dagster's own client retries for about 100 s, saying nothing).
+LOCK_WAIT_SECONDS = 10.0
+_HOLDER = re.compile(r"Conflicting lock is held in (.*?)(?:\. See also|$)")
+
+
+class WarehouseLocked(RuntimeError):
+    """Another process holds the DuckDB file."""
+
+
+def connect_waiting_for_lock(database: str, config: dict, log=None):
+    """A read-write connection to the DuckDB file; while another process holds it, wait up to
+    LOCK_WAIT_SECONDS (saying so once), then fail naming the file and the holder."""
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    said = False
+    while True:
+        try:
+            return duckdb.connect(database=database, read_only=False, config=config)
+        except duckdb.IOException as error:
+            found = _HOLDER.search(str(error))
+            if found is None:
+                raise
+            holder = found.group(1)
+            if time.monotonic() >= deadline:
+                raise WarehouseLocked(
+                    f"the DuckDB warehouse {database} is locked by another process: {holder}. "
+                    "Nothing was written; stop that process (a notebook or a DuckDB shell on "
+                    "the file, or another `make dev`), or move the warehouse with TAXI_HOME"
+                ) from None
+            if not said and log is not None:
+                log(
+                    f"the DuckDB warehouse {database} is locked by {holder}; waiting up to "
+                    f"{LOCK_WAIT_SECONDS:.0f} s for it"
+                )
+                said = True
+            time.sleep(0.5)
+
+
 class DuckDBWarehouseClient(DuckDbClient):
     @staticmethod
     @contextmanager
     def connect(context, table_slice):
-        with DuckDbClient.connect(context, table_slice) as conn:
+        config = {"custom_user_agent": "dagster", **context.resource_config["connection_config"]}
+        log = getattr(context, "log", None)
+        conn = connect_waiting_for_lock(
+            context.resource_config["database"], config, log.info if log else None
+        )
+        with contextlib.closing(conn):
             # DbIOManager deletes the partition and writes it on this one connection; commit
             # both or neither.
             conn.begin()
@@ -51,9 +98,6 @@ class DuckDBWarehouseClient(DuckDbClient):
                 yield conn
             except BaseException:
                 conn.rollback()
-                # The parent only closes on success; a connection left open in this process
-                # would block other connections to the file that use another configuration.
-                conn.close()
                 raise
             conn.commit()
 
