@@ -90,8 +90,9 @@ def days_of(month_key: str) -> list[str]:
 def file_months(day: str) -> list[str]:
     """The month keys whose files a day reads: its own, and the next on a month's last day."""
     month = f"{day[:7]}-01"
-    if days_of(month)[-1] == day:
-        return [month, f"{_next_month(day[:7])}-01"]
+    next_day = dt.date.fromisoformat(day) + dt.timedelta(days=1)
+    if next_day.month != int(day[5:7]):
+        return [month, f"{next_day:%Y-%m}-01"]
     return [month]
 
 
@@ -310,8 +311,12 @@ def progress_line(tracked: Sequence[Tracked], seconds: float) -> str:
     days_done = sum(len(t.plan.built) + len(t.days_done()) for t in tracked)
     rows = sum(t.rows for t in tracked)
     rate = rows / seconds if seconds > 0 else 0.0
-    left = to_run - done - sum(len(t.months_failed()) for t in tracked)
-    eta = _duration(seconds / done * left) if done and left > 0 else ("-" if left else "0m00s")
+    # The pace so far, a month's days counted as a month of work.
+    total = to_run + sum(len(t.plan.to_build) for t in tracked) / 30
+    finished = done + sum(len(t.days_done()) for t in tracked) / 30
+    failed_work = sum(len(t.months_failed()) + len(t.days_failed()) / 30 for t in tracked)
+    left = total - finished - failed_work
+    eta = _duration(seconds / finished * left) if finished and left > 0 else "-"
     return (
         f"months {done + skipped}/{months}"
         + (f" ({skipped} up to date)" if skipped else "")
