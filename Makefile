@@ -7,7 +7,7 @@ export UV_LINK_MODE ?= copy
 # Dagster process (webserver, daemon, each run) would otherwise compile ~1,000 modules.
 export UV_COMPILE_BYTECODE ?= 1
 
-.PHONY: install run backfill dev lint test bench stop clean
+.PHONY: install run backfill dev lint test bench bench-history stop clean
 
 # A make variable as one shell word, its text as given: neither make nor the shell expands it.
 arg = '$(subst ','\'',$(value $(1)))'
@@ -43,6 +43,9 @@ test: install lint
 
 bench: install  ## a generated full-size month: ours vs the tutorial's script vs psql/pyarrow limits
 	$(UV) run --frozen python -m bench.run $(BENCH_ARGS)
+
+bench-history: install  ## a generated year (2020's monthly sizes times HISTORY_SCALE, default 1) through `make backfill`, every sink, and the whole history projected
+	$(UV) run --frozen python -m bench.history --scale $(if $(value HISTORY_SCALE),$(call arg,HISTORY_SCALE),1)
 
 stop:  ## stop the local PostgreSQL
 	$(UV) run --frozen python -m taxi_assets.cli stop

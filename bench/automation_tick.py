@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 
 import dagster as dg
 
+from taxi_assets.backfill import dataset_assets
 from taxi_assets.dagster_private import record_runless_materializations
 from taxi_assets.datasets import DATASETS, TripDataset
 from taxi_assets.definitions import defs
@@ -43,14 +44,6 @@ def days_between(first_month: str, end_month: str) -> list[str]:
     return daily_partitions.get_partition_keys_in_time_window(window)
 
 
-def dataset_keys(dataset: TripDataset) -> tuple[list[dg.AssetKey], list[dg.AssetKey]]:
-    graph = defs.resolve_asset_graph()
-    keys = dg.AssetSelection.assets(dataset.raw_asset).downstream().resolve(graph)
-    monthly = sorted(k for k in keys if graph.get(k).partitions_def == monthly_partitions)
-    daily = sorted(k for k in keys if graph.get(k).partitions_def == daily_partitions)
-    return monthly, daily
-
-
 def report(instance: dg.DagsterInstance, keys: Iterable[dg.AssetKey], partitions: Sequence[str]):
     record_runless_materializations(
         instance,
@@ -65,7 +58,7 @@ def record_history(
     days, but for the last one's final day, which waits for the next file); returns the months."""
     history = month_keys(first, months + 1)
     for dataset in datasets:
-        monthly, daily = dataset_keys(dataset)
+        monthly, daily = dataset_assets(defs.resolve_asset_graph(), dataset)
         report(instance, monthly, history[:-1])
         report(instance, daily, days_between(history[0], history[-1])[:-1])
     return history[:-1]

@@ -90,8 +90,9 @@ def days_of(month_key: str) -> list[str]:
 def file_months(day: str) -> list[str]:
     """The month keys whose files a day reads: its own, and the next on a month's last day."""
     month = f"{day[:7]}-01"
-    if days_of(month)[-1] == day:
-        return [month, f"{_next_month(day[:7])}-01"]
+    next_day = dt.date.fromisoformat(day) + dt.timedelta(days=1)
+    if next_day.month != int(day[5:7]):
+        return [month, f"{next_day:%Y-%m}-01"]
     return [month]
 
 
@@ -310,8 +311,12 @@ def progress_line(tracked: Sequence[Tracked], seconds: float) -> str:
     days_done = sum(len(t.plan.built) + len(t.days_done()) for t in tracked)
     rows = sum(t.rows for t in tracked)
     rate = rows / seconds if seconds > 0 else 0.0
-    left = to_run - done - sum(len(t.months_failed()) for t in tracked)
-    eta = _duration(seconds / done * left) if done and left > 0 else ("-" if left else "0m00s")
+    # The pace so far, a month's days counted as a month of work.
+    total = to_run + sum(len(t.plan.to_build) for t in tracked) / 30
+    finished = done + sum(len(t.days_done()) for t in tracked) / 30
+    failed_work = sum(len(t.months_failed()) + len(t.days_failed()) / 30 for t in tracked)
+    left = total - finished - failed_work
+    eta = _duration(seconds / finished * left) if finished and left > 0 else "-"
     return (
         f"months {done + skipped}/{months}"
         + (f" ({skipped} up to date)" if skipped else "")
@@ -401,6 +406,30 @@ def children_write_to(path) -> Iterator[None]:
             os.close(fd)
 
 
+def fail_orphaned_launches(
+    instance: dg.DagsterInstance, backfill_ids: Sequence[str], since: float, log
+) -> None:
+    """Fail the backfills' runs left STARTING by a terminal that was killed mid-launch.
+
+    Such a run's worker never started, so no process id says it is dead; the daemon's run
+    monitoring fails it after its start timeout. A run this process launched is STARTING for a
+    few seconds only, so those launched before it began (`since`) are the orphans.
+    """
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(
+            statuses=[dg.DagsterRunStatus.STARTING], tags={BACKFILL_ID_TAG: list(backfill_ids)}
+        )
+    )
+    for record in records:
+        if record.update_timestamp.timestamp() < since:
+            message = (
+                f"run {record.dagster_run.run_id} was left starting by a backfill driver that "
+                "is gone"
+            )
+            instance.report_run_failed(record.dagster_run, f"{message}: marked failed")
+            log(f"{message}: marked it failed")
+
+
 class Interrupted(Exception):
     """Ctrl-C: the backfills were canceled (or left canceling, on a second Ctrl-C)."""
 
@@ -473,11 +502,11 @@ def failed_runs(instance: dg.DagsterInstance, backfill_id: str) -> list[tuple[st
     failures = []
     for run in runs:
         events = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
-        cause = (
-            console.failure_cause(events[0].dagster_event.event_specific_data)
-            if events
-            else "the run failed before a step did (see its event log)"
-        )
+        if events:
+            cause = console.failure_cause(events[0].dagster_event.event_specific_data)
+        else:  # failed as a whole: a dead worker, a launch that never finished
+            run_failures = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+            cause = run_failures[-1].message if run_failures else "see the run's event log"
         partitions = run.tags.get("dagster/partition") or (
             f"{run.tags.get('dagster/asset_partition_range_start')}.."
             f"{run.tags.get('dagster/asset_partition_range_end')}"
@@ -601,6 +630,7 @@ def run_backfill(
     from taxi_assets.definitions import defs
     from taxi_assets.run_health import fail_dead_runs
 
+    started_at = time.time()
     instance = dg.DagsterInstance.get()
     asset_graph = defs.resolve_asset_graph()
     printer = ProgressPrinter()
@@ -649,6 +679,11 @@ def run_backfill(
             t.count_rows(instance)
         printer.show(progress_line(tracked, time.monotonic() - start))
 
+    def every_tick() -> None:
+        fail_dead_runs(instance, say)
+        ids = [t.backfill.backfill_id for t in tracked if t.backfill is not None]
+        fail_orphaned_launches(instance, ids, started_at, say)
+
     code = 0
     try:
         drive(
@@ -658,7 +693,7 @@ def run_backfill(
             tick,
             say,
             runs_log,
-            every_tick=(lambda: fail_dead_runs(instance, say)) if runs_are_local else lambda: None,
+            every_tick=every_tick if runs_are_local else lambda: None,
         )
     except Interrupted as stopped:
         code = 130

@@ -290,10 +290,10 @@ def check_backfill_range(first: str, last: str) -> None:
 
 def backfill(datasets: list[TripDataset], first: str, last: str) -> None:
     from taxi_assets.backfill import run_backfill
-    from taxi_assets.resources import configured_source
+    from taxi_assets.resources import MonthNotCarried, configured_source
 
-    sys.exit(
-        run_backfill(
+    try:
+        code = run_backfill(
             datasets,
             first,
             last,
@@ -303,7 +303,11 @@ def backfill(datasets: list[TripDataset], first: str, last: str) -> None:
             runs_are_local=configured_profile() == "local",
             runs_log=taxi_home() / "storage" / "backfill_runs.log",
         )
-    )
+    except MonthNotCarried as error:
+        sys.exit(f"TAXI_SOURCE: {error}")
+    except OSError as error:  # the plan HEADs the source: unreachable or throttled
+        sys.exit(f"The source did not answer (TAXI_SOURCE_URL): {error}")
+    sys.exit(code)
 
 
 # --- dev -------------------------------------------------------------------------------------

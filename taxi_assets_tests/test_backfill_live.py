@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -296,6 +297,49 @@ def test_ctrl_c_leaves_a_canceled_backfill_and_the_same_command_resumes(project,
 
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert_sinks_hold(project, months("2021-07", "2021-09"), days_of("2021-07-01", "2021-09-29"))
+
+
+def test_a_killed_terminal_leaves_a_backfill_the_same_command_carries_on(project, tmp_path):
+    publish(project, *months("2022-01", "2022-02"))
+    before = set(project.backfills())
+    killed = start_process(
+        "backfill",
+        [
+            sys.executable,
+            "-m",
+            "taxi_assets.cli",
+            "backfill",
+            "--from",
+            "2022-01",
+            "--to",
+            "2022-02",
+        ],
+        project.env,
+        tmp_path,
+    )
+    wait_until(
+        lambda: "STARTED" in project.runs().values() or not killed.alive,
+        "a run of the backfill",
+        [killed],
+        timeout=TIMEOUT,
+    )
+    # The terminal, its code server and its runs, gone at once (a closed laptop, the OOM killer).
+    os.killpg(killed.popen.pid, signal.SIGKILL)
+    killed.popen.wait(TIMEOUT)
+    [left] = set(project.backfills()) - before
+    assert project.backfills()[left] == "REQUESTED"
+
+    carried_on = project.backfill("2022-01", "2022-02")
+
+    assert f"carrying on with backfill {left}" in carried_on.stdout
+    assert project.backfills()[left] in ("COMPLETED_SUCCESS", "COMPLETED_FAILED")
+    assert not [s for s in project.runs().values() if s in ACTIVE]
+    if carried_on.returncode != 0:  # the killed runs' months failed: the next run retries them
+        assert "Run the same command again" in carried_on.stdout
+        assert re.search(r"failed \(run [0-9a-f-]{36}\): run [0-9a-f-]{36}", carried_on.stdout)
+        again = project.backfill("2022-01", "2022-02")
+        assert again.returncode == 0, again.stdout + again.stderr
+    assert_sinks_hold(project, months("2022-01", "2022-02"), days_of("2022-01-01", "2022-02-27"))
 
 
 def test_with_make_devs_daemon_the_daemon_drives_it(project, tmp_path):

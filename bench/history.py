@@ -1,0 +1,178 @@
+"""A year through `make backfill`, every sink, and what the whole history would take.
+
+    python -m bench.history [--scale 1.0] [--year 2020]      (make bench-history)
+
+Generates the year's twelve yellow months at their real sizes (2020's: 24,648,499 rows) times
+--scale, from the real rows (bench/generate_month.py), serves them as a folder (TAXI_SOURCE_URL),
+and runs `python -m taxi_assets.cli backfill --from YEAR-01 --to YEAR-12` in a fresh project
+(its own TAXI_HOME and PostgreSQL, no daemon: the CLI drives the backfill). It samples the
+process tree twice a second and reports: wall time, rows and rows/s, the peak RSS of each run
+process and of the whole tree, the runs created, the disk of each sink, and a projection of
+the whole yellow+green history (≈ 1.9 B trips) at the measured rate and disk per row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from bench.generate_month import generate
+from taxi_assets.local_postgres import free_port
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH_DIR = REPO / ".bench" / "history"
+# Yellow rows per month of 2020 in the TLC files (the issue's measured year).
+MONTH_ROWS_2020 = [
+    6_405_008, 6_299_354, 3_007_292, 237_993, 348_371, 549_760,
+    800_412, 1_007_284, 1_341_012, 1_681_131, 1_508_985, 1_461_897,
+]  # fmt: skip
+WHOLE_HISTORY_ROWS = 1_900_000_000  # yellow since 2009 and green since 2013, about
+SAMPLE_SECONDS = 0.5
+
+
+def source_folder(year: int, scale: float) -> tuple[Path, int]:
+    folder = BENCH_DIR / f"source-{year}-x{scale:g}"
+    folder.mkdir(parents=True, exist_ok=True)
+    total = 0
+    for number, real_rows in enumerate(MONTH_ROWS_2020, start=1):
+        rows = max(1000, round(real_rows * scale))
+        total += rows
+        path = folder / f"yellow_tripdata_{year}-{number:02d}.csv.gz"
+        if not path.exists():
+            generate(f"{year}-{number:02d}", rows, path.with_suffix(".tmp"), seed=number)
+            path.with_suffix(".tmp").rename(path)
+    return folder, total
+
+
+def project_env(home: Path, source: Path) -> dict[str, str]:
+    dagster_home = home / "dagster_home"
+    dagster_home.mkdir(parents=True)
+    shutil.copyfile(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TAXI_", "DAGSTER_"))}
+    return env | {
+        "DAGSTER_HOME": str(dagster_home),
+        "TAXI_HOME": str(home / "taxi_home"),
+        "TAXI_PG_PORT": str(free_port()),
+        "TAXI_SOURCE_URL": source.resolve().as_uri(),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def du(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
+
+
+def run_or_name(proc: psutil.Process) -> str:
+    """ "run" for a run worker: the code server starts each as a multiprocessing spawn child
+    (`dagster api execute_run` when launched otherwise)."""
+    command = " ".join(proc.cmdline())
+    parent = proc.parent()
+    from_code_server = "spawn_main" in command and parent and "grpc" in " ".join(parent.cmdline())
+    return "run" if from_code_server or "execute_run" in command else proc.name()
+
+
+def follow(command: list[str], env: dict[str, str], log: Path) -> dict:
+    """Run the backfill, sampling its process tree's memory."""
+    peaks: dict[int, tuple[str, int]] = {}
+    tree_peak = 0
+    started = time.monotonic()
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        root = psutil.Process(process.pid)
+        while process.poll() is None:
+            total = 0
+            for proc in [root, *root.children(recursive=True)]:
+                try:
+                    rss = proc.memory_info().rss
+                    kind = run_or_name(proc)
+                except psutil.Error:
+                    continue
+                total += rss
+                if rss > peaks.get(proc.pid, ("", 0))[1]:
+                    peaks[proc.pid] = (kind, rss)
+            tree_peak = max(tree_peak, total)
+            time.sleep(SAMPLE_SECONDS)
+    runs = [rss for kind, rss in peaks.values() if kind == "run"]
+    return {
+        "exit_code": process.returncode,
+        "wall_s": round(time.monotonic() - started, 1),
+        "run_processes": len(runs),
+        "peak_rss_run_mb": round(max(runs, default=0) / 2**20),
+        "peak_rss_tree_mb": round(tree_peak / 2**20),
+    }
+
+
+def closing_figures(log: Path) -> dict:
+    """Rows and runs from the closing table's yellow line."""
+    text = log.read_text()
+    line = re.search(r"^  yellow +(\d+) +(\d+) +(\d+) +(\d+) +(\d+) +(\d+).*$", text, re.M)
+    if line is None:
+        return {}
+    fields = line.group(0).split()
+    return {"rows": int(fields[9].replace(",", "")), "runs": int(fields[11])}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="bench.history")
+    parser.add_argument("--year", type=int, default=2020)
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="fraction of the real monthly sizes (1.0: full)"
+    )
+    args = parser.parse_args(argv)
+    source, generated_rows = source_folder(args.year, args.scale)
+    home = BENCH_DIR / f"run-{time.strftime('%Y%m%d-%H%M%S')}"
+    env = project_env(home, source)
+    cli = [sys.executable, "-m", "taxi_assets.cli"]
+    subprocess.run([*cli, "postgres"], env=env, cwd=REPO, check=True, capture_output=True)
+    try:
+        load = os.getloadavg()
+        figures = follow(
+            [*cli, "backfill", "--from", f"{args.year}-01", "--to", f"{args.year}-12"],
+            env,
+            home / "backfill.log",
+        )
+        figures |= closing_figures(home / "backfill.log")
+    finally:
+        subprocess.run([*cli, "stop"], env=env, cwd=REPO, capture_output=True)
+    taxi_home = Path(env["TAXI_HOME"])
+    disk = {
+        "postgres": du(taxi_home / "pgdata"),
+        "lake": du(taxi_home / "lake"),
+        "duckdb": du(taxi_home / "warehouse.duckdb"),
+        "staging": du(taxi_home / "staging"),
+    }
+    rows = figures.get("rows") or generated_rows
+    rate = rows / figures["wall_s"] if figures["wall_s"] else 0.0
+    report = {
+        "year": args.year,
+        "scale": args.scale,
+        "generated_rows": generated_rows,
+        **figures,
+        "rows_per_s": round(rate),
+        "load_avg_at_start": [round(x, 2) for x in load],
+        "disk_bytes": disk,
+        "disk_bytes_per_row": {k: round(v / rows, 1) for k, v in disk.items()},
+        "projection_whole_history": {
+            "rows": WHOLE_HISTORY_ROWS,
+            "hours": round(WHOLE_HISTORY_ROWS / rate / 3600, 1) if rate else None,
+            "disk_gb": {k: round(v / rows * WHOLE_HISTORY_ROWS / 1e9, 1) for k, v in disk.items()},
+        },
+        "log": str(home / "backfill.log"),
+    }
+    print(json.dumps(report, indent=2))
+    (BENCH_DIR / "report.json").write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
