@@ -176,23 +176,37 @@ def _output(model: str) -> str:
     return dg.AssetKey([ANALYTICS_GROUP, model]).to_python_identifier()
 
 
+def where_built(relation: str, dbt: WarehouseDbtResource) -> dict:
+    """Where a model is, as the warehouse IO manager says it of its tables (for the console's
+    closing table and the UI): a DuckDB table by its file's path, a BigQuery one in full."""
+    _catalog, schema, table = (part.strip('"`') for part in relation.split("."))
+    if dbt.target == "gcp":
+        return {"dagster/storage_kind": "bigquery", "dagster/table_name": relation.replace("`", "")}
+    return {
+        "dagster/storage_kind": "duckdb",
+        "dagster/table_name": f"{dbt.warehouse_vars['duckdb_path']}.{schema}.{table}",
+    }
+
+
 def with_row_counts(
     build: DbtBuild, dbt: WarehouseDbtResource, days: dg.TimeWindow | None = None
 ) -> Iterator:
-    """The build's events, each table model's output with its rows (in the run's days, for a
-    partitioned table), as the console's closing table and the UI show them."""
-    outputs = {_output(model): model for model in TABLES | DAILY_TABLES}
+    """The build's events, each model's output saying where it is, and a table's how many rows
+    it holds (in the run's days, for a partitioned one); then the build's failure, if any."""
+    outputs = {_output(model): model for model in build.relations}
     for event in build.events:
         model = outputs.get(getattr(event, "output_name", None))
-        if model in TABLES:
-            (count,) = dbt.query(f"select count(*) from {build.relations[model]}")[0]
-            event = event.with_metadata({**event.metadata, "dagster/row_count": count})
-        elif model in DAILY_TABLES and days is not None:
-            (count,) = dbt.query(
-                f"select count(*) from {build.relations[model]} where pickup_date >= "
-                f"date '{days.start:%Y-%m-%d}' and pickup_date < date '{days.end:%Y-%m-%d}'"
-            )[0]
-            event = event.with_metadata({**event.metadata, "rows_in_run": count})
+        if model is not None:
+            relation = build.relations[model]
+            figures = where_built(relation, dbt)
+            if model in TABLES:
+                (figures["dagster/row_count"],) = dbt.query(f"select count(*) from {relation}")[0]
+            elif model in DAILY_TABLES and days is not None:
+                (figures["rows_in_run"],) = dbt.query(
+                    f"select count(*) from {relation} where pickup_date >= "
+                    f"date '{days.start:%Y-%m-%d}' and pickup_date < date '{days.end:%Y-%m-%d}'"
+                )[0]
+            event = event.with_metadata({**event.metadata, **figures})
         yield event
     if build.error is not None:
         raise build.error

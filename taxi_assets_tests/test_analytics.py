@@ -4,12 +4,14 @@ lookup, through every sink, then dbt through dagster-dbt."""
 
 import base64
 import gzip
+import os
 import shutil
 
 import dagster as dg
 import duckdb
 import pyarrow.parquet as pq
 import pytest
+from playwright.sync_api import expect
 
 from taxi_assets.analytics import ANALYTICS_GROUP, DBT_PROJECT_DIR, WAREHOUSE_POOL
 from taxi_assets.automation import downstream_condition
@@ -19,6 +21,7 @@ from taxi_assets.io_managers.duckdb import DuckDBWarehouseIOManager
 from taxi_assets.resources import LakeResource
 from taxi_assets.zones import ZONES_JOB
 from taxi_assets_tests.conftest import sample
+from taxi_assets_tests.dagster_processes import start_webserver
 from taxi_assets_tests.green_files import write_sample_source
 from taxi_assets_tests.pipeline import (
     failure_messages,
@@ -27,6 +30,7 @@ from taxi_assets_tests.pipeline import (
     pipeline_resources,
     query,
 )
+from taxi_assets_tests.test_automation_live import page, screenshot  # noqa: F401 - a fixture
 
 pytest_plugins = ["taxi_assets_tests.emulators.bigquery"]
 
@@ -82,7 +86,9 @@ def loaded(tmp_path_factory, postgres):
     write_sample_source(state / "source", ["2021-01"])
     query(postgres, "DROP SCHEMA IF EXISTS ny_taxi CASCADE")
     resources = pipeline_resources(state, str(state / "source"), postgres)
-    instance = dg.DagsterInstance.ephemeral()
+    # On disk, for the webserver of the UI test to read.
+    (state / "dagster_home").mkdir()
+    instance = dg.DagsterInstance.local_temp(str(state / "dagster_home"))
     assert materialize(resources, None, selection=ZONES, instance=instance).success
     for dataset in ("yellow", "green"):
         assert materialize(resources, selection=MONTHLY[dataset], instance=instance).success
@@ -91,7 +97,8 @@ def loaded(tmp_path_factory, postgres):
         ).success
     result = build_models(resources, instance=instance)
     assert result.success
-    return state, resources, instance, result
+    yield state, resources, instance, result
+    instance.dispose()
 
 
 def test_the_models_are_assets_downstream_of_each_datasets_warehouse_table():
@@ -210,6 +217,30 @@ def test_the_mart_carries_its_chart_and_its_row_count(loaded):
         state / "warehouse.duckdb", "select count(*) from analytics.fct_monthly_zone_revenue"
     )[0]
     assert metadata["dagster/row_count"].value == rows
+
+
+def test_the_ui_shows_the_chart_on_the_mart(loaded, page, tmp_path):
+    """The Dagster UI renders a markdown metadata value's inline image: the chart opens from
+    the mart's metadata ("Show Markdown"), drawn."""
+    state, *_ = loaded
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(state / "dagster_home"),
+        "TAXI_HOME": str(state),
+        "DAGSTER_DISABLE_TELEMETRY": "1",
+    }
+    webserver = start_webserver(env, tmp_path)
+    try:
+        page.goto(f"{webserver.url}/assets/analytics/fct_monthly_zone_revenue")
+        page.get_by_text("chart_path").wait_for()
+        page.get_by_text("[Show Markdown]").first.click()
+        chart = page.get_by_role("img", name="revenue and trips per month")
+        expect(chart).to_be_visible()
+        width, height = chart.evaluate("image => [image.naturalWidth, image.naturalHeight]")
+        assert width > 400 and height > 300  # decoded, not a broken-image icon
+        screenshot(page, tmp_path, "revenue-chart")
+    finally:
+        webserver.process.stop()
 
 
 def test_reloading_one_day_changes_only_that_days_rows_in_fct_trips(loaded, tmp_path):
