@@ -219,7 +219,7 @@ def test_the_mart_carries_its_chart_and_its_row_count(loaded):
     assert metadata["dagster/row_count"].value == rows
 
 
-def test_the_ui_shows_the_chart_on_the_mart(loaded, page, tmp_path):
+def test_the_ui_shows_the_chart_on_the_mart(loaded, page, tmp_path):  # noqa: F811 - the fixture
     """The Dagster UI renders a markdown metadata value's inline image: the chart opens from
     the mart's metadata ("Show Markdown"), drawn."""
     state, *_ = loaded
