@@ -6,6 +6,10 @@ import base64
 import gzip
 import os
 import shutil
+import subprocess
+import sys
+import threading
+import time
 
 import dagster as dg
 import duckdb
@@ -310,6 +314,8 @@ def test_an_unknown_zone_id_fails_its_check_and_the_mart_is_not_published(
         warehouse_io_manager=DuckDBWarehouseIOManager(database=str(tmp_path / "warehouse.duckdb")),
     )
     instance = dg.DagsterInstance.ephemeral()
+    # The first evaluation records where things stand (test_automation.py).
+    cursor = dg.evaluate_automation_conditions(defs, instance).cursor
     result = build_models(
         resources, "2021-01-02", "2021-01-02", instance=instance, raise_on_error=False
     )
@@ -328,6 +334,9 @@ def test_an_unknown_zone_id_fails_its_check_and_the_mart_is_not_published(
         is False
     )
     assert instance.get_latest_materialization_event(MART) is None
+    # Nor does the automation publish it: fct_trips' failed blocking check holds it back.
+    automation = dg.evaluate_automation_conditions(defs, instance, cursor=cursor)
+    assert automation.get_num_requested(MART) == 0
     assert (
         warehouse_rows(
             tmp_path / "warehouse.duckdb",
@@ -523,3 +532,42 @@ def test_the_gcp_profile_builds_the_same_models_on_the_bigquery_emulator(
         state / "warehouse.duckdb", f"select {columns} from analytics.fct_monthly_zone_revenue"
     )
     assert on_bigquery == {row[:3]: pytest.approx(row[3:], rel=1e-9) for row in on_duckdb}
+
+
+def test_dbt_waits_for_a_process_writing_the_duckdb_file(loaded, tmp_path, postgres):
+    """DuckDB lets one process at a time write its file: a build that finds another writer
+    (here a plain DuckDB connection in another process) waits for it rather than fail."""
+    state, *_ = loaded
+    shutil.copyfile(state / "warehouse.duckdb", tmp_path / "warehouse.duckdb")
+    resources = pipeline_resources(
+        tmp_path,
+        str(state / "source"),
+        postgres,
+        warehouse_io_manager=DuckDBWarehouseIOManager(database=str(tmp_path / "warehouse.duckdb")),
+    )
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('held', flush=True); "
+            "sys.stdin.read()",
+            str(tmp_path / "warehouse.duckdb"),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        results = []
+        build = threading.Thread(
+            target=lambda: results.append(build_models(resources, "2021-01-02", "2021-01-02"))
+        )
+        build.start()
+        # dbt meets the lock on its first connection; the writer then lets go.
+        time.sleep(5)
+        assert build.is_alive()
+    finally:
+        holder.communicate("", timeout=60)
+    build.join(timeout=600)
+    assert results and results[0].success
