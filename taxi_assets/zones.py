@@ -42,13 +42,13 @@ ZONES_JOB = "taxi_zones_job"
 
 
 def lookup_base_url(taxi_source: TaxiSourceResource) -> str:
-    """Where the source keeps the lookup: `{dataset}` is `misc` (the release's and a folder per
-    dataset's layout); a feed keeps it in `misc/` beside `trip-data/`; a folder holding every
-    dataset's files holds it too."""
+    """Where the source keeps the lookup: where `{dataset}` is `misc` (the release's layout, a
+    folder per dataset); in the TLC feed's `misc/` beside `trip-data/`; else beside the trip
+    files (a folder or mirror holding every dataset's files)."""
     base = taxi_source.base_url or SOURCE_KINDS[taxi_source.kind].base_url
     if "{dataset}" in base:
         return base.replace("{dataset}", "misc")
-    if base.startswith(("http://", "https://")):
+    if taxi_source.kind == "tlc" and base.startswith(("http://", "https://")):
         return urljoin(base.rstrip("/") + "/", "../misc")
     return base
 
