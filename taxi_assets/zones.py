@@ -16,6 +16,7 @@ import dagster as dg
 import pandas as pd
 
 from taxi_assets import automation, source
+from taxi_assets.assets.warehouse import WAREHOUSE_POOL
 from taxi_assets.io_managers.lake_writers import NAME_METADATA_KEY
 from taxi_assets.resources import SOURCE_KINDS, TaxiSourceResource
 
@@ -164,7 +165,7 @@ def _sink(key: dg.AssetKey, io_manager_key: str, kinds: set[str], where: str, **
     return zones_sink
 
 
-def taxi_zones_definitions(warehouse_pool: str) -> dg.Definitions:
+def taxi_zones_definitions() -> dg.Definitions:
     assets = automation.with_downstream_automation(
         [
             taxi_zones,
@@ -181,7 +182,7 @@ def taxi_zones_definitions(warehouse_pool: str) -> dg.Definitions:
                 "warehouse_io_manager",
                 {"bigquery", "duckdb"},
                 "in the warehouse, where dbt's dim_zones reads them",
-                pool=warehouse_pool,
+                pool=WAREHOUSE_POOL,
             ),
         ],
         cleaned=ZONES_ASSET,
