@@ -141,7 +141,9 @@ class WarehouseDbtResource(DbtCliResource):
             context.log.info(_dbt_summary(printed.getvalue()))
         else:
             context.log.error(_dbt_problems(printed.getvalue()))
-        nodes = invocation.get_artifact("manifest.json")["nodes"].values()
+        manifest = artifacts / "manifest.json"
+        # No manifest: dbt failed before it parsed the project, and built nothing.
+        nodes = json.loads(manifest.read_text())["nodes"].values() if manifest.exists() else []
         if error is None:  # ~2 MB a build, of no use once it succeeded
             shutil.rmtree(artifacts, ignore_errors=True)
         return DbtBuild(
