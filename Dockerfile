@@ -50,10 +50,9 @@ COPY README.md ./
 COPY taxi_assets ./taxi_assets
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev
-# The dbt project's manifest, parsed here so no container parses it (analytics.py); runs write
-# their dbt artifacts beside it, as the unprivileged user.
-RUN python -c "from taxi_assets.analytics import prepared_manifest; prepared_manifest()" \
- && chown -R 10001:10001 taxi_assets/dbt/target
+# The dbt project's manifest, parsed here so no container parses it (analytics.py). Runs keep
+# their dbt artifacts under TAXI_HOME.
+RUN python -c "from taxi_assets.analytics import prepared_manifest; prepared_manifest()"
 COPY dagster.yaml ./
 COPY deploy ./deploy
 # DAGSTER_HOME holds the stack's instance: the project's dagster.yaml with the Docker run launcher,

@@ -14,9 +14,11 @@ such as a warehouse check, waits: dagster-duckdb and dbt-duckdb retry the connec
 import contextlib
 import fcntl
 import io
-import os
 import json
+import os
+import shutil
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +69,15 @@ def prepared_manifest(project: DbtProject = dbt_project) -> Path:
         with open(project.manifest_path.parent / ".prepare.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if stale():  # unless the process that held the lock prepared it
-                project.preparer.prepare(project)
+                # dbt's lines would land amid a run's console or the webserver's log.
+                printed = io.StringIO()
+                try:
+                    with contextlib.redirect_stdout(printed):
+                        project.preparer.prepare(project)
+                except Exception as error:
+                    raise RuntimeError(
+                        f"dbt parse of {project.project_dir} failed:\n{printed.getvalue()}"
+                    ) from error
     return project.manifest_path
 
 
@@ -99,10 +109,11 @@ class DbtBuild:
 class WarehouseDbtResource(DbtCliResource):
     """dbt over the profile's warehouse. `warehouse_vars` tell profiles.yml where it is (the
     same DuckDB file or BigQuery project as the warehouse IO manager's); `target` is the
-    taxi_assets profile (`local`, `gcp`); `chart_dir` keeps the revenue chart's file."""
+    taxi_assets profile (`local`, `gcp`); `state_dir` keeps the revenue chart's file and a
+    failed build's dbt artifacts (a successful build's are removed)."""
 
     warehouse_vars: dict[str, str] = Field(default_factory=dict)
-    chart_dir: str = ""
+    state_dir: str = ""
 
     def build(self, context: dg.AssetExecutionContext, days: dg.TimeWindow | None = None):
         """`dbt build` of the context's models and tests, for `days` if given. Its events are
@@ -114,7 +125,11 @@ class WarehouseDbtResource(DbtCliResource):
         # `buildable`: a model's tests run with it once their other parents are built too
         # (the relationships tests with fct_trips, not before it with dim_zones).
         args = ["build", "--vars", json.dumps(dbt_vars), "--indirect-selection", "buildable"]
-        invocation = self.cli(args, context=context, raise_on_error=False)
+        op, run = context.op_execution_context.op.name, context.run.run_id[:8]
+        artifacts = Path(self.state_dir or DBT_PROJECT_DIR / "target", "dbt") / (
+            f"{op}-{run}-{uuid.uuid4().hex[:7]}"
+        )
+        invocation = self.cli(args, context=context, raise_on_error=False, target_path=artifacts)
         # dagster-dbt prints dbt's every line; the console keeps one line per step, so they
         # go to the step's debug log, and the summary (or the failure's lines) to its info.
         printed = io.StringIO()
@@ -126,7 +141,11 @@ class WarehouseDbtResource(DbtCliResource):
             context.log.info(_dbt_summary(printed.getvalue()))
         else:
             context.log.error(_dbt_problems(printed.getvalue()))
-        nodes = invocation.get_artifact("manifest.json")["nodes"].values()
+        manifest = artifacts / "manifest.json"
+        # No manifest: dbt failed before it parsed the project, and built nothing.
+        nodes = json.loads(manifest.read_text())["nodes"].values() if manifest.exists() else []
+        if error is None:  # ~2 MB a build, of no use once it succeeded
+            shutil.rmtree(artifacts, ignore_errors=True)
         return DbtBuild(
             events,
             {n["name"]: n["relation_name"] for n in nodes if n["resource_type"] == "model"},
@@ -176,23 +195,37 @@ def _output(model: str) -> str:
     return dg.AssetKey([ANALYTICS_GROUP, model]).to_python_identifier()
 
 
+def where_built(relation: str, dbt: WarehouseDbtResource) -> dict:
+    """Where a model is, as the warehouse IO manager says it of its tables (for the console's
+    closing table and the UI): a DuckDB table by its file's path, a BigQuery one in full."""
+    _catalog, schema, table = (part.strip('"`') for part in relation.split("."))
+    if dbt.target == "gcp":
+        return {"dagster/storage_kind": "bigquery", "dagster/table_name": relation.replace("`", "")}
+    return {
+        "dagster/storage_kind": "duckdb",
+        "dagster/table_name": f"{dbt.warehouse_vars['duckdb_path']}.{schema}.{table}",
+    }
+
+
 def with_row_counts(
     build: DbtBuild, dbt: WarehouseDbtResource, days: dg.TimeWindow | None = None
 ) -> Iterator:
-    """The build's events, each table model's output with its rows (in the run's days, for a
-    partitioned table), as the console's closing table and the UI show them."""
-    outputs = {_output(model): model for model in TABLES | DAILY_TABLES}
+    """The build's events, each model's output saying where it is, and a table's how many rows
+    it holds (in the run's days, for a partitioned one); then the build's failure, if any."""
+    outputs = {_output(model): model for model in build.relations}
     for event in build.events:
         model = outputs.get(getattr(event, "output_name", None))
-        if model in TABLES:
-            (count,) = dbt.query(f"select count(*) from {build.relations[model]}")[0]
-            event = event.with_metadata({**event.metadata, "dagster/row_count": count})
-        elif model in DAILY_TABLES and days is not None:
-            (count,) = dbt.query(
-                f"select count(*) from {build.relations[model]} where pickup_date >= "
-                f"date '{days.start:%Y-%m-%d}' and pickup_date < date '{days.end:%Y-%m-%d}'"
-            )[0]
-            event = event.with_metadata({**event.metadata, "rows_in_run": count})
+        if model is not None:
+            relation = build.relations[model]
+            figures = where_built(relation, dbt)
+            if model in TABLES:
+                (figures["dagster/row_count"],) = dbt.query(f"select count(*) from {relation}")[0]
+            elif model in DAILY_TABLES and days is not None:
+                (figures["rows_in_run"],) = dbt.query(
+                    f"select count(*) from {relation} where pickup_date >= "
+                    f"date '{days.start:%Y-%m-%d}' and pickup_date < date '{days.end:%Y-%m-%d}'"
+                )[0]
+            event = event.with_metadata({**event.metadata, **figures})
         yield event
     if build.error is not None:
         raise build.error
@@ -208,8 +241,8 @@ def with_chart(build: DbtBuild, dbt: WarehouseDbtResource) -> Iterator:
                 dbt.query(revenue_chart.CHART_SQL.format(relation=relation))
             )
             chart = {"chart": dg.MetadataValue.md(revenue_chart.chart_markdown(png))}
-            if dbt.chart_dir:
-                path = revenue_chart.save_chart(png, Path(dbt.chart_dir) / CHART_FILE)
+            if dbt.state_dir:
+                path = revenue_chart.save_chart(png, Path(dbt.state_dir) / CHART_FILE)
                 chart["chart_path"] = dg.MetadataValue.path(str(path))
             event = event.with_metadata({**event.metadata, **chart})
         yield event
@@ -265,7 +298,7 @@ def _setting(value) -> str:
 
 
 def warehouse_dbt(
-    warehouse_io_manager: dg.ConfigurableIOManager, chart_dir: str
+    warehouse_io_manager: dg.ConfigurableIOManager, state_dir: str
 ) -> WarehouseDbtResource:
     """dbt over the warehouse `warehouse_io_manager` writes: its DuckDB file, or its BigQuery
     project (the models in the dataset TAXI_BQ_ANALYTICS_DATASET, default `analytics`)."""
@@ -293,5 +326,5 @@ def warehouse_dbt(
         project_dir=dbt_project,
         target=target,
         warehouse_vars=warehouse_vars,
-        chart_dir=chart_dir,
+        state_dir=state_dir,
     )

@@ -282,13 +282,14 @@ def closing_table(
     datasets: list[TripDataset],
     outside: Mapping[str, tuple[int, str]] | None = None,
 ) -> list[str]:
+    width = max([27, *(len(asset) for asset, *_ in rows)])
     lines = [
         f"{month} materialized in {human.duration(seconds)}:",
-        f"  {'asset':27} {'rows':>9} {'days':>4}  where",
+        f"  {'asset':{width}} {'rows':>9} {'days':>4}  where",
     ]
     for asset, where, count, days in rows:
         lines.append(
-            f"  {asset:27} {'' if count is None else f'{count:,}':>9} {days or '':>4}  {where}"
+            f"  {asset:{width}} {'' if count is None else f'{count:,}':>9} {days or '':>4}  {where}"
         )
     counts = {asset: count for asset, _, count, _ in rows}
     for dataset in datasets:

@@ -4,7 +4,6 @@ import dagster as dg
 
 from taxi_assets import console, run_health, sensors
 from taxi_assets.analytics import analytics_definitions
-from taxi_assets.assets.warehouse import WAREHOUSE_POOL
 from taxi_assets.datasets import DATASETS
 from taxi_assets.profiles import resources_for_profile
 from taxi_assets.resources import configured_profile
@@ -13,7 +12,7 @@ from taxi_assets.zones import taxi_zones_definitions
 
 defs = dg.Definitions.merge(
     *(trip_dataset_definitions(dataset) for dataset in DATASETS.values()),
-    taxi_zones_definitions(WAREHOUSE_POOL),
+    taxi_zones_definitions(),
     analytics_definitions(),
     dg.Definitions(
         sensors=[sensors.automation_sensor],

@@ -52,12 +52,11 @@ def build_resources(
         "lake_by_day_io_manager": DailyDatasetIOManager(lake=lake),
         "lake_export_io_manager": DailyExportIOManager(lake=lake),
         "warehouse_io_manager": warehouse_io_manager,
-        # The zone lookup's sinks, and dbt over the warehouse (the chart beside the staging).
+        # The zone lookup's sinks, and dbt over the warehouse (its chart and a failed build's
+        # artifacts in `analytics` beside the staging folder).
         "postgres_table_io_manager": PostgresTableIOManager(postgres=postgres),
         "lake_object_io_manager": LakeObjectIOManager(lake=lake),
-        "dbt": warehouse_dbt(
-            warehouse_io_manager, chart_dir=str(Path(staging_dir).parent / "charts")
-        ),
+        "dbt": warehouse_dbt(warehouse_io_manager, str(Path(staging_dir).parent / "analytics")),
     }
 
 

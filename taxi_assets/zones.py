@@ -16,6 +16,7 @@ import dagster as dg
 import pandas as pd
 
 from taxi_assets import automation, source
+from taxi_assets.assets.warehouse import WAREHOUSE_POOL
 from taxi_assets.io_managers.lake_writers import NAME_METADATA_KEY
 from taxi_assets.resources import SOURCE_KINDS, TaxiSourceResource
 
@@ -42,13 +43,13 @@ ZONES_JOB = "taxi_zones_job"
 
 
 def lookup_base_url(taxi_source: TaxiSourceResource) -> str:
-    """Where the source keeps the lookup: `{dataset}` is `misc` (the release's and a folder per
-    dataset's layout); a feed keeps it in `misc/` beside `trip-data/`; a folder holding every
-    dataset's files holds it too."""
+    """Where the source keeps the lookup: where `{dataset}` is `misc` (the release's layout, a
+    folder per dataset); in the TLC feed's `misc/` beside `trip-data/`; else beside the trip
+    files (a folder or mirror holding every dataset's files)."""
     base = taxi_source.base_url or SOURCE_KINDS[taxi_source.kind].base_url
     if "{dataset}" in base:
         return base.replace("{dataset}", "misc")
-    if base.startswith(("http://", "https://")):
+    if taxi_source.kind == "tlc" and base.startswith(("http://", "https://")):
         return urljoin(base.rstrip("/") + "/", "../misc")
     return base
 
@@ -164,7 +165,7 @@ def _sink(key: dg.AssetKey, io_manager_key: str, kinds: set[str], where: str, **
     return zones_sink
 
 
-def taxi_zones_definitions(warehouse_pool: str) -> dg.Definitions:
+def taxi_zones_definitions() -> dg.Definitions:
     assets = automation.with_downstream_automation(
         [
             taxi_zones,
@@ -181,7 +182,7 @@ def taxi_zones_definitions(warehouse_pool: str) -> dg.Definitions:
                 "warehouse_io_manager",
                 {"bigquery", "duckdb"},
                 "in the warehouse, where dbt's dim_zones reads them",
-                pool=warehouse_pool,
+                pool=WAREHOUSE_POOL,
             ),
         ],
         cleaned=ZONES_ASSET,

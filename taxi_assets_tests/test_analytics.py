@@ -4,14 +4,21 @@ lookup, through every sink, then dbt through dagster-dbt."""
 
 import base64
 import gzip
+import json
+import os
 import shutil
+import subprocess
+import sys
+import threading
+import time
 
 import dagster as dg
 import duckdb
 import pyarrow.parquet as pq
 import pytest
+from playwright.sync_api import expect
 
-from taxi_assets.analytics import ANALYTICS_GROUP, DBT_PROJECT_DIR, WAREHOUSE_POOL
+from taxi_assets.analytics import ANALYTICS_GROUP, WAREHOUSE_POOL, prepared_manifest
 from taxi_assets.automation import downstream_condition
 from taxi_assets.definitions import defs
 from taxi_assets.io_managers.bigquery import BigQueryWarehouseIOManager
@@ -19,6 +26,7 @@ from taxi_assets.io_managers.duckdb import DuckDBWarehouseIOManager
 from taxi_assets.resources import LakeResource
 from taxi_assets.zones import ZONES_JOB
 from taxi_assets_tests.conftest import sample
+from taxi_assets_tests.dagster_processes import start_webserver
 from taxi_assets_tests.green_files import write_sample_source
 from taxi_assets_tests.pipeline import (
     failure_messages,
@@ -27,6 +35,7 @@ from taxi_assets_tests.pipeline import (
     pipeline_resources,
     query,
 )
+from taxi_assets_tests.test_automation_live import page, screenshot  # noqa: F401 - a fixture
 
 pytest_plugins = ["taxi_assets_tests.emulators.bigquery"]
 
@@ -82,7 +91,9 @@ def loaded(tmp_path_factory, postgres):
     write_sample_source(state / "source", ["2021-01"])
     query(postgres, "DROP SCHEMA IF EXISTS ny_taxi CASCADE")
     resources = pipeline_resources(state, str(state / "source"), postgres)
-    instance = dg.DagsterInstance.ephemeral()
+    # On disk, for the webserver of the UI test to read.
+    (state / "dagster_home").mkdir()
+    instance = dg.DagsterInstance.local_temp(str(state / "dagster_home"))
     assert materialize(resources, None, selection=ZONES, instance=instance).success
     for dataset in ("yellow", "green"):
         assert materialize(resources, selection=MONTHLY[dataset], instance=instance).success
@@ -91,7 +102,8 @@ def loaded(tmp_path_factory, postgres):
         ).success
     result = build_models(resources, instance=instance)
     assert result.success
-    return state, resources, instance, result
+    yield state, resources, instance, result
+    instance.dispose()
 
 
 def test_the_models_are_assets_downstream_of_each_datasets_warehouse_table():
@@ -153,14 +165,28 @@ def test_every_warehouse_writer_shares_one_pool_so_dbt_never_meets_a_load_in_the
     assert pools and all(found == {WAREHOUSE_POOL} for found in pools.values()), pools
 
 
-def test_mart_rows_equal_an_independent_computation_from_the_lakes_day_files(loaded):
-    state, *_ = loaded
-    lake = state / "lake"
+# The course's names: `revenue_monthly_fare` for fare_amount, the others in full.
+MART_COLUMNS = ", ".join(
+    [
+        "revenue_zone_id",
+        "revenue_zone",
+        "revenue_month",
+        "service_type",
+        *(f"revenue_monthly_{'fare' if a == 'fare_amount' else a}" for a in AMOUNTS),
+        "total_monthly_trips",
+        "avg_monthly_passenger_count",
+        "avg_monthly_trip_distance",
+    ]
+)
+
+
+def computed_from_the_lake(state) -> dict:
+    """The mart's rows by (zone id, zone, month, service type), computed by DuckDB directly
+    from the lake's day files and the real lookup: nothing of dbt's."""
+    lake, lookup = state / "lake", state / "source" / "taxi_zone_lookup.csv"
     sums = ", ".join(f"sum({amount})" for amount in AMOUNTS)
-    # The lake's day files and the real lookup, read by DuckDB directly: nothing of dbt's.
-    lookup = state / "source" / "taxi_zone_lookup.csv"
     with duckdb.connect() as connection:
-        expected = connection.execute(
+        rows = connection.execute(
             f"""
             with trips as (
                 select 'yellow' as service_type, PULocationID as zone_id,
@@ -176,25 +202,21 @@ def test_mart_rows_equal_an_independent_computation_from_the_lakes_day_files(loa
             select zone_id, zones.Zone, date_trunc('month', pickup)::date, service_type,
                    {sums}, count(*), avg(passenger_count), avg(trip_distance)
             from trips left join zones on cast(zones.LocationID as bigint) = zone_id
-            group by all order by all
+            group by all
             """
         ).fetchall()
-    # The course's names: `revenue_monthly_fare` for fare_amount, the others in full.
-    mart_sums = ", ".join(f"revenue_monthly_{'fare' if a == 'fare_amount' else a}" for a in AMOUNTS)
-    actual = warehouse_rows(
-        state / "warehouse.duckdb",
-        f"""
-        select revenue_zone_id, revenue_zone, revenue_month, service_type, {mart_sums},
-               total_monthly_trips, avg_monthly_passenger_count, avg_monthly_trip_distance
-        from analytics.fct_monthly_zone_revenue order by all
-        """,
+    assert {row[3] for row in rows} == {"yellow", "green"} and len(rows) > 300
+    # Sums in another order differ in the last bits.
+    return {row[:4]: pytest.approx(row[4:], rel=1e-9) for row in rows}
+
+
+def test_mart_rows_equal_an_independent_computation_from_the_lakes_day_files(loaded):
+    state, *_ = loaded
+    mart = warehouse_rows(
+        state / "warehouse.duckdb", f"select {MART_COLUMNS} from analytics.fct_monthly_zone_revenue"
     )
-    assert {row[3] for row in expected} == {"yellow", "green"} and len(expected) > 300
-    # Per zone, month and service type: the same rows, the same figures (sums in another order
-    # differ in the last bits).
-    assert {row[:4]: row[4:] for row in actual} == {
-        row[:4]: pytest.approx(row[4:], rel=1e-9) for row in expected
-    }
+    # Per zone, month and service type: the same rows, the same figures.
+    assert {row[:4]: row[4:] for row in mart} == computed_from_the_lake(state)
 
 
 def test_the_mart_carries_its_chart_and_its_row_count(loaded):
@@ -210,6 +232,30 @@ def test_the_mart_carries_its_chart_and_its_row_count(loaded):
         state / "warehouse.duckdb", "select count(*) from analytics.fct_monthly_zone_revenue"
     )[0]
     assert metadata["dagster/row_count"].value == rows
+
+
+def test_the_ui_shows_the_chart_on_the_mart(loaded, page, tmp_path):  # noqa: F811 - the fixture
+    """The Dagster UI renders a markdown metadata value's inline image: the chart opens from
+    the mart's metadata ("Show Markdown"), drawn."""
+    state, *_ = loaded
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(state / "dagster_home"),
+        "TAXI_HOME": str(state),
+        "DAGSTER_DISABLE_TELEMETRY": "1",
+    }
+    webserver = start_webserver(env, tmp_path)
+    try:
+        page.goto(f"{webserver.url}/assets/analytics/fct_monthly_zone_revenue")
+        page.get_by_text("chart_path").wait_for()
+        page.get_by_text("[Show Markdown]").first.click()
+        chart = page.get_by_role("img", name="revenue and trips per month")
+        expect(chart).to_be_visible()
+        width, height = chart.evaluate("image => [image.naturalWidth, image.naturalHeight]")
+        assert width > 400 and height > 300  # decoded, not a broken-image icon
+        screenshot(page, tmp_path, "revenue-chart")
+    finally:
+        webserver.process.stop()
 
 
 def test_reloading_one_day_changes_only_that_days_rows_in_fct_trips(loaded, tmp_path):
@@ -279,6 +325,8 @@ def test_an_unknown_zone_id_fails_its_check_and_the_mart_is_not_published(
         warehouse_io_manager=DuckDBWarehouseIOManager(database=str(tmp_path / "warehouse.duckdb")),
     )
     instance = dg.DagsterInstance.ephemeral()
+    # The first evaluation records where things stand (test_automation.py).
+    cursor = dg.evaluate_automation_conditions(defs, instance).cursor
     result = build_models(
         resources, "2021-01-02", "2021-01-02", instance=instance, raise_on_error=False
     )
@@ -297,6 +345,9 @@ def test_an_unknown_zone_id_fails_its_check_and_the_mart_is_not_published(
         is False
     )
     assert instance.get_latest_materialization_event(MART) is None
+    # Nor does the automation publish it: fct_trips' failed blocking check holds it back.
+    automation = dg.evaluate_automation_conditions(defs, instance, cursor=cursor)
+    assert automation.get_num_requested(MART) == 0
     assert (
         warehouse_rows(
             tmp_path / "warehouse.duckdb",
@@ -437,7 +488,7 @@ def test_the_gcp_profile_builds_the_same_models_on_the_bigquery_emulator(
     loaded, bigquery_emulator, tmp_path, postgres
 ):
     """The same lake and zones into the emulator's warehouse, the models built there by
-    dbt-bigquery: the mart's figures equal DuckDB's. The emulator runs every model's first
+    dbt-bigquery: the mart equals the independent computation, as DuckDB's does. The emulator runs every model's first
     build; it cannot parse the script dbt-bigquery's insert_overwrite sends for a table that
     exists (docs/analytics.md), so a day's rebuild there is not tested."""
     state, *_ = loaded
@@ -470,25 +521,55 @@ def test_the_gcp_profile_builds_the_same_models_on_the_bigquery_emulator(
     assert result.success
 
     # dbt-bigquery's SQL, from the adapter-dispatched macros.
-    [compiled] = (DBT_PROJECT_DIR / "target").glob(
-        f"trip_models-{result.run_id[:7]}-*/compiled/taxi_assets/models/staging/stg_green_trips.sql"
-    )
+    dbt = resources["dbt"]
+    assert dbt.target == "gcp"
+    dbt.cli(
+        ["compile", "--select", "stg_green_trips", "--vars", json.dumps(dbt.warehouse_vars)],
+        manifest=prepared_manifest(),
+        target_path=tmp_path / "compiled",
+    ).wait()
+    [compiled] = (tmp_path / "compiled").glob("compiled/**/stg_green_trips.sql")
     assert "to_hex(md5(array_to_string([" in compiled.read_text()
 
-    columns = (
-        "revenue_zone_id, revenue_month, service_type, total_monthly_trips, "
-        "revenue_monthly_total_amount, avg_monthly_trip_distance"
+    mart = client.query(f"select {MART_COLUMNS} from analytics.fct_monthly_zone_revenue")
+    on_bigquery = {row[:4]: row[4:] for row in (tuple(r.values()) for r in mart.result())}
+    assert on_bigquery == computed_from_the_lake(state)
+
+
+def test_dbt_waits_for_a_process_writing_the_duckdb_file(loaded, tmp_path, postgres):
+    """DuckDB lets one process at a time write its file: a build that finds another writer
+    (here a plain DuckDB connection in another process) waits for it rather than fail."""
+    state, *_ = loaded
+    shutil.copyfile(state / "warehouse.duckdb", tmp_path / "warehouse.duckdb")
+    resources = pipeline_resources(
+        tmp_path,
+        str(state / "source"),
+        postgres,
+        warehouse_io_manager=DuckDBWarehouseIOManager(database=str(tmp_path / "warehouse.duckdb")),
     )
-    on_bigquery = {
-        row[:3]: row[3:]
-        for row in (
-            tuple(r.values())
-            for r in client.query(
-                f"select {columns} from analytics.fct_monthly_zone_revenue"
-            ).result()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('held', flush=True); "
+            "sys.stdin.read()",
+            str(tmp_path / "warehouse.duckdb"),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        results = []
+        build = threading.Thread(
+            target=lambda: results.append(build_models(resources, "2021-01-02", "2021-01-02"))
         )
-    }
-    on_duckdb = warehouse_rows(
-        state / "warehouse.duckdb", f"select {columns} from analytics.fct_monthly_zone_revenue"
-    )
-    assert on_bigquery == {row[:3]: pytest.approx(row[3:], rel=1e-9) for row in on_duckdb}
+        build.start()
+        # dbt meets the lock on its first connection; the writer then lets go.
+        time.sleep(5)
+        assert build.is_alive()
+    finally:
+        holder.communicate("", timeout=60)
+    build.join(timeout=600)
+    assert results and results[0].success

@@ -278,8 +278,15 @@ def test_a_good_run_prints_a_screen_and_each_of_its_runs_reexecutes(project):
 
 
 def test_the_reconciliation_check_reads_the_same_everywhere(project):
-    checks = project.graphql(CHECK_STATUS, {"key": {"path": ["ny_taxi", "yellow_trips"]}})
-    [check] = checks["assetNodeOrError"]["assetChecksOrError"]["checks"]
+    def settled():
+        # The re-executions above make the automation rebuild the days (and the dbt models
+        # below them): its run may still be evaluating the check.
+        checks = project.graphql(CHECK_STATUS, {"key": {"path": ["ny_taxi", "yellow_trips"]}})
+        [check] = checks["assetNodeOrError"]["assetChecksOrError"]["checks"]
+        latest = check["executionForLatestMaterialization"]
+        return check if latest and latest["status"] != "IN_PROGRESS" else None
+
+    check = wait_until(settled, "the check's latest evaluation", [project.dev], timeout=RUN_TIMEOUT)
 
     assert check["name"] == "warehouse_matches_lake"
     assert check["executionForLatestMaterialization"]["status"] == "SUCCEEDED"

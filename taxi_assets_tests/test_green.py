@@ -779,6 +779,10 @@ def test_run_dataset_all_loads_both_datasets_from_a_fresh_project(tmp_path, http
     green_data = green_csv_gz("2021-01")
     http_source.publish("2021-01", "yellow_tripdata_2021-01.csv.gz")
     http_source.publish_bytes("2021-01", green_data, dataset="green")
+    # All datasets: the zones and the dbt models too (test_analytics.py tests them).
+    (http_source.root / "taxi_zone_lookup.csv").write_bytes(
+        gzip.decompress(sample("taxi+_zone_lookup.csv.gz").read_bytes())
+    )
     pg_port = free_port()
     env = project_env(tmp_path, http_source.url, pg_port)
     try:
@@ -789,6 +793,7 @@ def test_run_dataset_all_loads_both_datasets_from_a_fresh_project(tmp_path, http
         assert "Traceback" not in output and "Warning" not in output, output
         # The closing table names both datasets' sinks.
         assert "ny_taxi.yellow_cab_data" in output and "ny_taxi.green_taxi" in output, output
+        assert re.search(r"analytics/fct_monthly_zone_revenue +\d+ .*; chart ", output), output
         green_want = expected_green(read_green_csv(green_data), "2021-01")
         yellow_want = _yellow_kept_rows()
         with psycopg.connect(f"postgresql://postgres@127.0.0.1:{pg_port}/postgres") as conn:

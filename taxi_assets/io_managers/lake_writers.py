@@ -329,6 +329,20 @@ class _LakeIOManager(dg.ConfigurableIOManager):
     def _name(self, context: dg.OutputContext | dg.InputContext) -> str:
         return self._setting(context, NAME_METADATA_KEY, self.name)
 
+    def _publish(
+        self, context: dg.OutputContext, path: str, obj: TripBatches | pd.DataFrame
+    ) -> None:
+        """`obj` as the one Parquet object at `path`; says where it is and what it holds."""
+        self.lake.check_reachable()
+        size, rows = _write_object(self.lake.filesystem(), path, TripBatches.of(obj))
+        context.add_output_metadata(
+            {
+                "uri": dg.MetadataValue.path(self.lake.uri(path)),
+                "bytes": size,
+                "dagster/row_count": rows,
+            }
+        )
+
 
 class MonthlyParquetIOManager(_LakeIOManager):
     """One Parquet object per monthly partition: `{root}/{name}/{YYYY-MM}.parquet`."""
@@ -346,16 +360,7 @@ class MonthlyParquetIOManager(_LakeIOManager):
                 f"{context.asset_key.to_user_string()}: one output must be one "
                 f"month, got {len(months)}; do not backfill it as a single run"
             )
-        path = self._path(context, months[0])
-        self.lake.check_reachable()
-        size, rows = _write_object(self.lake.filesystem(), path, TripBatches.of(obj))
-        context.add_output_metadata(
-            {
-                "uri": dg.MetadataValue.path(self.lake.uri(path)),
-                "bytes": size,
-                "dagster/row_count": rows,
-            }
-        )
+        self._publish(context, self._path(context, months[0]), obj)
 
     def load_input(self, context: dg.InputContext) -> TripBatches | pd.DataFrame:
         fs = self.lake.filesystem()
@@ -553,16 +558,7 @@ class LakeObjectIOManager(_LakeIOManager):
     name: str = "misc/object"
 
     def handle_output(self, context: dg.OutputContext, obj: TripBatches | pd.DataFrame) -> None:
-        path = f"{self._name(context)}.parquet"
-        self.lake.check_reachable()
-        size, rows = _write_object(self.lake.filesystem(), path, TripBatches.of(obj))
-        context.add_output_metadata(
-            {
-                "uri": dg.MetadataValue.path(self.lake.uri(path)),
-                "bytes": size,
-                "dagster/row_count": rows,
-            }
-        )
+        self._publish(context, f"{self._name(context)}.parquet", obj)
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         return _to_pandas([_read_parquet(self.lake.filesystem(), f"{self._name(context)}.parquet")])
