@@ -6,12 +6,18 @@ export UV_LINK_MODE ?= copy
 # Byte-compiled once at install: this environment sets PYTHONDONTWRITEBYTECODE, and every
 # Dagster process (webserver, daemon, each run) would otherwise compile ~1,000 modules.
 export UV_COMPILE_BYTECODE ?= 1
+# `install` syncs once; `uv run` re-syncing after it would compile those modules again, aloud.
+export UV_NO_SYNC ?= 1
 
-.PHONY: install run dev lint test bench stop clean
+.PHONY: help install run dev lint test bench stop clean
 
-install:
+help:  ## this list: each target, what it does and the variables it reads
+	@grep -E '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /\1\t/' | expand -t 10
+
+install:  ## the locked environment in .venv (silent unless it fails); run, dev, lint, test and bench run it first
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	$(UV) sync --frozen
+	@[ -d .venv ] || echo "Installing the locked environment into .venv (once, about 20 s)"
+	@$(UV) sync --frozen --quiet
 
 run: install  ## the whole pipeline of DATASET (yellow, green or all; default yellow) for MONTH (default 2021-01), local profile
 	$(UV) run --frozen python -m taxi_assets.cli run --dataset $(or $(DATASET),yellow) --month $(or $(MONTH),2021-01)
@@ -23,7 +29,7 @@ lint: install  ## ruff: the checks and the formatting configured in pyproject.to
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
 
-test: install lint
+test: install lint  ## lint, then the suite against real PostgreSQL and emulators: PYTEST_ARGS
 	bash scripts/ensure-chromium.sh  # Debian's chromium for the browser test; no-op once installed
 	$(UV) run --frozen pytest -q -rs $(PYTEST_ARGS)
 
@@ -33,5 +39,5 @@ bench: install  ## a generated full-size month: ours vs the tutorial's script vs
 stop:  ## stop the local PostgreSQL
 	$(UV) run --frozen python -m taxi_assets.cli stop
 
-clean: stop
+clean: stop  ## stop PostgreSQL and delete .local (every sink and run of the local profile)
 	rm -rf .local
