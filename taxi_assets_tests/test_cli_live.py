@@ -25,6 +25,7 @@ import pytest
 from taxi_assets import dev_server
 from taxi_assets.local_postgres import free_port
 from taxi_assets_tests.conftest import HttpSource, sample
+from taxi_assets_tests.docs_commands import block_of
 from taxi_assets_tests.dagster_processes import (
     DAGSTER_YAML,
     REPO_ROOT,
@@ -411,6 +412,56 @@ def test_a_taken_port_names_what_holds_it(project):
     assert dev_server.port_taken("127.0.0.1", ui_port).startswith(
         f"127.0.0.1:{ui_port} is in use by a Dagster UI of another instance"
     )
+
+
+def test_the_docs_backfill_commands_run_on_the_instance(project, tmp_path):
+    """docs/operating.md's command-line backfill, run as written from a checkout (`$PWD`) whose
+    `.local` is this project's: the months queued for `make dev`'s daemon, the days in the
+    terminal. Green's commands are yellow's with green's names and months."""
+    export, months, days, green_months, green_days = (
+        c.shell for c in block_of("docs/operating.md", "export DAGSTER_HOME=")
+    )
+    assert green_months == months.replace("yellow", "green").replace(
+        "--from 2021-01-01 --to 2021-03-01", "--from 2020-10-01 --to 2020-12-01"
+    )
+    assert green_days == days.replace("yellow", "green").replace(
+        "2021-01-01...2021-01-31", "2020-10-01...2020-12-31"
+    )
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    for name in ("workspace.yaml", "dagster.yaml"):
+        shutil.copyfile(REPO_ROOT / name, checkout / name)
+    (checkout / ".local").symlink_to(project.taxi_home)
+    # What a user's shell has: no DAGSTER_HOME, and the checkout's .local as TAXI_HOME (the
+    # default, which `$(… cli postgres)` reads before the export takes effect).
+    env = {k: v for k, v in project.env.items() if k != "DAGSTER_HOME"}
+    env["TAXI_HOME"] = str(checkout / ".local")
+
+    before = set(project.job_runs("monthly_yellow_trips"))
+
+    done = subprocess.run(
+        ["bash", "-c", "\n".join(["set -e", export, months, days])],
+        cwd=checkout,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "RUN_SUCCESS" in done.stdout + done.stderr
+
+    def months_done():
+        runs = {
+            run_id: status
+            for run_id, status in project.job_runs("monthly_yellow_trips").items()
+            if run_id not in before
+        }
+        ended = len(runs) == 3 and all(s in ("SUCCESS", "FAILURE") for s in runs.values())
+        return runs if ended else None
+
+    runs = wait_until(months_done, "the months", [project.dev], timeout=RUN_TIMEOUT)
+    assert "SUCCESS" in runs.values()  # 2021-01; the source lacks the others
 
 
 def test_make_devs_terminal_says_how_each_run_ended_and_nothing_else(project):
