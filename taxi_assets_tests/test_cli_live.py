@@ -21,11 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect, sync_playwright
 
 from taxi_assets import dev_server
 from taxi_assets.local_postgres import free_port
 from taxi_assets_tests.conftest import HttpSource, sample
 from taxi_assets_tests.docs_commands import block_of
+from taxi_assets_tests.test_automation_live import CHROMIUM, CHROMIUM_ARGS
 from taxi_assets_tests.dagster_processes import (
     DAGSTER_YAML,
     REPO_ROOT,
@@ -493,6 +495,69 @@ def test_make_devs_terminal_says_how_each_run_ended_and_nothing_else(project):
             assert " succeeded in " in line, line
     for noise in ("Tick produced", "DEBUG", "STEP_START", "Stack Trace", "Traceback"):
         assert noise not in terminal, terminal
+
+
+UX_SCREENSHOTS = REPO_ROOT / "test-output" / "ux"
+
+
+@pytest.fixture
+def browser_page():
+    """Chromium, as test_automation_live drives it (the UI's first-visit dialog skipped)."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"no {CHROMIUM}: `make test` installs it (scripts/ensure-chromium.sh)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1920, "height": 1200})
+            page.set_default_timeout(60_000)
+            expect.set_options(timeout=60_000)
+            page.add_init_script("window.localStorage.setItem('communityNux', 'true')")
+            page.add_locator_handler(
+                page.get_by_role("button", name="Skip"), lambda skip: skip.click()
+            )
+            yield page
+            shoot(page, "last-page")
+        finally:
+            browser.close()
+
+
+def shoot(page, name: str) -> None:
+    UX_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=UX_SCREENSHOTS / f"{name}.png")
+
+
+def test_the_ui_shows_a_runs_source_the_loaded_month_and_what_each_check_means(
+    project, browser_page
+):
+    """In a browser: a shell run's page shows its source; the month link `make run` prints
+    opens on the loaded month; each check says whether it blocks."""
+    page = browser_page
+    ui = project.graphql.url.removesuffix("/graphql")
+    shell_run = next(
+        run_id
+        for run_id in project.job_runs("monthly_yellow_trips")
+        if (project.graphql(RUN_CONFIG, {"id": run_id})["runOrError"]["runConfig"] or {}).get(
+            "resources"
+        )
+    )
+
+    page.goto(f"{ui}/runs/{shell_run}")
+    page.get_by_role("button", name="View tags and config").click()
+    expect(page.get_by_text("taxi_source").first).to_be_visible()
+    expect(page.get_by_text("base_url").first).to_be_visible()
+    shoot(page, "run-source")
+
+    page.goto(f"{ui}/assets/yellow_trips?view=partitions&partition={MONTH}-01")
+    expect(page.get_by_text("Materialized (1)").first).to_be_visible()
+    expect(page.get_by_text(f"{MONTH}-01").first).to_be_visible()
+    shoot(page, "loaded-month")
+
+    page.goto(f"{ui}/assets/yellow_trips?view=checks")
+    expect(page.get_by_text("Warns only:").first).to_be_visible()  # the first, a warning
+    page.get_by_text("no_shrink", exact=True).first.click()
+    expect(page.get_by_text("Blocking: a failure stops").first).to_be_visible()
+    expect(page.get_by_text("No description provided")).to_have_count(0)
+    shoot(page, "checks")
 
 
 def test_the_checkout_stays_clean(project):
