@@ -254,12 +254,13 @@ def announce(month: str, datasets: list[TripDataset]) -> None:
 def print_locations(month: str, datasets: list[TripDataset], results: list, seconds: float) -> None:
     table = console.closing_table(month, console.landed(results), seconds, datasets)
     print("\n" + "\n".join(table))
+    ui = ui_url()
     if configured_profile() == "local":
         server = os.environ["DAGSTER_PG_URL"].split("?")[0]
-        print(f"PostgreSQL: {server} (psql it); the runs: `make dev`, then {ui_url()}")
+        print(f"PostgreSQL: {server} (psql it); the runs: `make dev`, then {ui}")
     for dataset in datasets:
         print(
-            f"The {dataset.title} month in the UI: {ui_url()}/assets/{dataset.cleaned_asset}"
+            f"The {dataset.title} month in the UI: {ui}/assets/{dataset.cleaned_asset}"
             f"?view=partitions&partition={month}-01"
         )
 

@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from taxi_assets import dev_server
 from taxi_assets.local_postgres import free_port
 from taxi_assets_tests.conftest import HttpSource, sample
 from taxi_assets_tests.docs_commands import block_of
-from taxi_assets_tests.test_automation_live import CHROMIUM, CHROMIUM_ARGS
+from taxi_assets_tests.browser import ui_page
 from taxi_assets_tests.dagster_processes import (
     DAGSTER_YAML,
     REPO_ROOT,
@@ -502,23 +502,9 @@ UX_SCREENSHOTS = REPO_ROOT / "test-output" / "ux"
 
 @pytest.fixture
 def browser_page():
-    """Chromium, as test_automation_live drives it (the UI's first-visit dialog skipped)."""
-    if not CHROMIUM.exists():
-        pytest.skip(f"no {CHROMIUM}: `make test` installs it (scripts/ensure-chromium.sh)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1920, "height": 1200})
-            page.set_default_timeout(60_000)
-            expect.set_options(timeout=60_000)
-            page.add_init_script("window.localStorage.setItem('communityNux', 'true')")
-            page.add_locator_handler(
-                page.get_by_role("button", name="Skip"), lambda skip: skip.click()
-            )
-            yield page
-            shoot(page, "last-page")
-        finally:
-            browser.close()
+    with ui_page() as page:
+        yield page
+        shoot(page, "last-page")
 
 
 def shoot(page, name: str) -> None:
