@@ -6,11 +6,10 @@ export UV_LINK_MODE ?= copy
 # Byte-compiled once at install: this environment sets PYTHONDONTWRITEBYTECODE, and every
 # Dagster process (webserver, daemon, each run) would otherwise compile ~1,000 modules.
 export UV_COMPILE_BYTECODE ?= 1
+# `install` syncs once; `uv run` re-syncing after it would compile those modules again, aloud.
+export UV_NO_SYNC ?= 1
 
-.PHONY: install run backfill dev lint test bench bench-history stop clean
-
-# A make variable as one shell word, its text as given: neither make nor the shell expands it.
-arg = '$(subst ','\'',$(value $(1)))'
+.PHONY: help install run backfill dev lint test bench bench-history stop clean
 
 DATASET ?= yellow
 MONTH ?= 2021-01
@@ -20,9 +19,13 @@ arg = '$(subst ','\'',$(value $(1)))'
 # Not into the recipes' environment either: make would expand them to put them there.
 unexport DATASET MONTH PORT
 
-install:
+help:  ## this list: each target, what it does and the variables it reads
+	@grep -E '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /\1\t/' | expand -t 10
+
+install:  ## the locked environment in .venv (silent unless it fails); run, dev, lint, test and bench run it first
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	$(UV) sync --frozen
+	@[ -d .venv ] || echo "Installing the locked environment into .venv (once, about 20 s)"
+	@$(UV) sync --frozen --quiet
 
 run: install  ## the whole pipeline of DATASET (yellow, green or all; default yellow) for MONTH (default 2021-01), local profile
 	$(UV) run --frozen python -m taxi_assets.cli run --dataset $(call arg,DATASET) --month $(call arg,MONTH)
@@ -37,7 +40,7 @@ lint: install  ## ruff: the checks and the formatting configured in pyproject.to
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
 
-test: install lint
+test: install lint  ## lint, then the suite against real PostgreSQL and emulators: PYTEST_ARGS
 	bash scripts/ensure-chromium.sh  # Debian's chromium for the browser test; no-op once installed
 	$(UV) run --frozen pytest -q -rs $(PYTEST_ARGS)
 
@@ -50,5 +53,5 @@ bench-history: install  ## a generated year (2020's monthly sizes times HISTORY_
 stop:  ## stop the local PostgreSQL
 	$(UV) run --frozen python -m taxi_assets.cli stop
 
-clean: stop
+clean: stop  ## stop PostgreSQL and delete .local (every sink and run of the local profile)
 	rm -rf .local

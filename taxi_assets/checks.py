@@ -79,8 +79,8 @@ def build_quality_checks(dataset: TripDataset) -> dg.AssetChecksDefinition:
                     blocking=dataset.vendor_check_blocks,
                     description=f"{vendor} is one of {known_vendors}; rows without one are "
                     "counted apart and pass.",
-                    why="this dataset's files carry other vendor codes now and then, and their "
-                    "trips are still worth loading.",
+                    why="real files carry new vendors before the TLC's data dictionary names "
+                    "them, and their trips are still worth loading.",
                 )
             ]
             if known_vendors

@@ -268,12 +268,13 @@ def print_locations(month: str, datasets: list[TripDataset], results: list, seco
         month, console.landed(results), seconds, datasets, console.outside_window(results)
     )
     print("\n" + "\n".join(table))
+    ui = ui_url()
     if configured_profile() == "local":
         server = os.environ["DAGSTER_PG_URL"].split("?")[0]
-        print(f"PostgreSQL: {server} (psql it); the runs: `make dev`, then {ui_url()}")
+        print(f"PostgreSQL: {server} (psql it); the runs: `make dev`, then {ui}")
     for dataset in datasets:
         print(
-            f"The {dataset.title} month in the UI: {ui_url()}/assets/{dataset.cleaned_asset}"
+            f"The {dataset.title} month in the UI: {ui}/assets/{dataset.cleaned_asset}"
             f"?view=partitions&partition={month}-01"
         )
 

@@ -24,7 +24,7 @@ from urllib.parse import quote
 import dagster as dg
 import pandas as pd
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from taxi_assets.definitions import defs
 from taxi_assets.partitions import daily_partitions, monthly_partitions
@@ -37,6 +37,7 @@ from taxi_assets_tests.dagster_processes import (
     dagster_env,
     dagster_stack,
 )
+from taxi_assets_tests.browser import ui_page
 from taxi_assets_tests.conftest import sample
 from taxi_assets_tests.pipeline import POSTGRES_TABLE, query
 
@@ -322,44 +323,13 @@ def automation_runs(stack: DagsterStack) -> list[dict]:
 
 # --- the UI in a real browser ----------------------------------------------------------------
 
-CHROMIUM = Path(os.environ.get("TAXI_CHROMIUM", "/usr/bin/chromium"))
-# No network but loopback here, and nothing to download: no GPU, QUIC, sync or updates.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
 
 @pytest.fixture
 def page(tmp_path):
-    if not CHROMIUM.exists():
-        pytest.skip(
-            f"no {CHROMIUM}: `make test` installs Debian's chromium when run as root "
-            "(scripts/ensure-chromium.sh)"
-        )
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1920, "height": 1200})
-            page.set_default_timeout(60_000)
-            expect.set_options(timeout=60_000)
-            # The UI greets a new browser with a newsletter dialog over the page: say it was
-            # dismissed before (the UI's own localStorage flag), and skip it should it show.
-            page.add_init_script("window.localStorage.setItem('communityNux', 'true')")
-            page.add_locator_handler(
-                page.get_by_role("button", name="Skip"), lambda skip: skip.click()
-            )
-            yield page
-            # What the browser showed last: on a failure, the page the test gave up on.
-            screenshot(page, tmp_path, "last-page")
-        finally:
-            browser.close()
+    with ui_page() as page:
+        yield page
+        # What the browser showed last: on a failure, the page the test gave up on.
+        screenshot(page, tmp_path, "last-page")
 
 
 def screenshot(page, tmp_path: Path, name: str) -> Path:

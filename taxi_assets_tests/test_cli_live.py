@@ -21,10 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from taxi_assets import dev_server
 from taxi_assets.local_postgres import free_port
 from taxi_assets_tests.conftest import HttpSource, sample
+from taxi_assets_tests.docs_commands import block_of
+from taxi_assets_tests.browser import ui_page
 from taxi_assets_tests.dagster_processes import (
     DAGSTER_YAML,
     REPO_ROOT,
@@ -420,6 +423,56 @@ def test_a_taken_port_names_what_holds_it(project):
     )
 
 
+def test_the_docs_backfill_commands_run_on_the_instance(project, tmp_path):
+    """docs/operating.md's command-line backfill, run as written from a checkout (`$PWD`) whose
+    `.local` is this project's: the months queued for `make dev`'s daemon, the days in the
+    terminal. Green's commands are yellow's with green's names and months."""
+    export, months, days, green_months, green_days = (
+        c.shell for c in block_of("docs/operating.md", "export DAGSTER_HOME=")
+    )
+    assert green_months == months.replace("yellow", "green").replace(
+        "--from 2021-01-01 --to 2021-03-01", "--from 2020-10-01 --to 2020-12-01"
+    )
+    assert green_days == days.replace("yellow", "green").replace(
+        "2021-01-01...2021-01-31", "2020-10-01...2020-12-31"
+    )
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    for name in ("workspace.yaml", "dagster.yaml"):
+        shutil.copyfile(REPO_ROOT / name, checkout / name)
+    (checkout / ".local").symlink_to(project.taxi_home)
+    # What a user's shell has: no DAGSTER_HOME, and the checkout's .local as TAXI_HOME (the
+    # default, which `$(… cli postgres)` reads before the export takes effect).
+    env = {k: v for k, v in project.env.items() if k != "DAGSTER_HOME"}
+    env["TAXI_HOME"] = str(checkout / ".local")
+
+    before = set(project.job_runs("monthly_yellow_trips"))
+
+    done = subprocess.run(
+        ["bash", "-c", "\n".join(["set -e", export, months, days])],
+        cwd=checkout,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "RUN_SUCCESS" in done.stdout + done.stderr
+
+    def months_done():
+        runs = {
+            run_id: status
+            for run_id, status in project.job_runs("monthly_yellow_trips").items()
+            if run_id not in before
+        }
+        ended = len(runs) == 3 and all(s in ("SUCCESS", "FAILURE") for s in runs.values())
+        return runs if ended else None
+
+    runs = wait_until(months_done, "the months", [project.dev], timeout=RUN_TIMEOUT)
+    assert "SUCCESS" in runs.values()  # 2021-01; the source lacks the others
+
+
 def test_make_devs_terminal_says_how_each_run_ended_and_nothing_else(project):
     """Every run of the module so far started from the shell or the UI: the `make dev` terminal
     has a line for each end, with the failures' causes and pages, and no ticks or run events."""
@@ -449,6 +502,55 @@ def test_make_devs_terminal_says_how_each_run_ended_and_nothing_else(project):
             assert " succeeded in " in line, line
     for noise in ("Tick produced", "DEBUG", "STEP_START", "Stack Trace", "Traceback"):
         assert noise not in terminal, terminal
+
+
+UX_SCREENSHOTS = REPO_ROOT / "test-output" / "ux"
+
+
+@pytest.fixture
+def browser_page():
+    with ui_page() as page:
+        yield page
+        shoot(page, "last-page")
+
+
+def shoot(page, name: str) -> None:
+    UX_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=UX_SCREENSHOTS / f"{name}.png")
+
+
+def test_the_ui_shows_a_runs_source_the_loaded_month_and_what_each_check_means(
+    project, browser_page
+):
+    """In a browser: a shell run's page shows its source; the month link `make run` prints
+    opens on the loaded month; each check says whether it blocks."""
+    page = browser_page
+    ui = project.graphql.url.removesuffix("/graphql")
+    shell_run = next(
+        run_id
+        for run_id in project.job_runs("monthly_yellow_trips")
+        if (project.graphql(RUN_CONFIG, {"id": run_id})["runOrError"]["runConfig"] or {}).get(
+            "resources"
+        )
+    )
+
+    page.goto(f"{ui}/runs/{shell_run}")
+    page.get_by_role("button", name="View tags and config").click()
+    expect(page.get_by_text("taxi_source").first).to_be_visible()
+    expect(page.get_by_text("base_url").first).to_be_visible()
+    shoot(page, "run-source")
+
+    page.goto(f"{ui}/assets/yellow_trips?view=partitions&partition={MONTH}-01")
+    expect(page.get_by_text("Materialized (1)").first).to_be_visible()
+    expect(page.get_by_text(f"{MONTH}-01").first).to_be_visible()
+    shoot(page, "loaded-month")
+
+    page.goto(f"{ui}/assets/yellow_trips?view=checks")
+    expect(page.get_by_text("Warns only:").first).to_be_visible()  # the first, a warning
+    page.get_by_text("no_shrink", exact=True).first.click()
+    expect(page.get_by_text("Blocking: a failure stops").first).to_be_visible()
+    expect(page.get_by_text("No description provided")).to_have_count(0)
+    shoot(page, "checks")
 
 
 def test_the_checkout_stays_clean(project):
