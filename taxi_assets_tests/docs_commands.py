@@ -26,7 +26,9 @@ PAGES = [
 ]
 BLOCK = re.compile(r"^( *)```(?:bash|sh|shell)\n(.*?)^\1```", re.S | re.M)
 # What a command needs that the suite does not have, marked on it or atop its block.
-NEEDS = re.compile(r"#\s*needs (the network|a mirror of your own|the stack above running)")
+NEEDS = re.compile(
+    r"#\s*needs (the network|a mirror of your own|the stack above running|the DuckDB CLI)"
+)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,10 @@ RUN_BY = {
     "test_run_dataset_all_loads_both_datasets_from_a_fresh_project",
     "TAXI_SOURCE_URL=.local/samples make run DATASET=all": "test_green::"
     "test_run_dataset_all_loads_both_datasets_from_a_fresh_project",
+    # The same generator, one month: both datasets' files and the zone lookup.
+    "uv run --frozen python -m taxi_assets_tests.green_files .local/samples 2021-01": (
+        "test_green::test_the_readmes_offline_sample_folder_is_a_source_of_both_datasets"
+    ),
 }
 BACKFILL_BLOCK = "test_cli_live::test_the_docs_backfill_commands_run_on_the_instance"
 README_LINES = 250
