@@ -13,22 +13,27 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
+import logging
+import shutil
 import signal
 import subprocess
 import sys
 import uuid
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
 from taxi_assets.io_managers.bigquery import BigQueryWarehouseIOManager
+from taxi_assets.io_managers.month_publishes import lake_behind
 from taxi_assets.resources import LakeResource
 from taxi_assets_tests.conftest import sample
 from taxi_assets_tests.pipeline import (
     JANUARY,
+    MONTHLY,
     materialize,
     materialize_days,
     partition_state,
@@ -70,6 +75,22 @@ class Deployment:
 
     def killed_run(self, selection: str, kill: dict, days: tuple[str, str] | None = None) -> None:
         """A run of `selection` in its own process, killed at `kill`; it must die of SIGKILL."""
+        process = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "taxi_assets_tests.killed_run",
+                self.spec(selection, kill, days),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert process.returncode == -signal.SIGKILL, (
+            f"the run should have been killed at {kill}:\n{process.stderr[-3000:]}"
+        )
+
+    def spec(self, selection: str, kill: dict | None, days: tuple[str, str] | None = None) -> str:
+        """killed_run's argument: a run of `selection` here, killed at `kill` (None: never)."""
         postgres = {
             f.name: getattr(self.postgres, f.name)
             for f in dataclasses.fields(self.postgres)
@@ -88,14 +109,7 @@ class Deployment:
             spec["bigquery"] = self.bigquery
         if self.lake:
             spec["lake"] = self.lake
-        process = subprocess.run(
-            [sys.executable, "-m", "taxi_assets_tests.killed_run", json.dumps(spec)],
-            capture_output=True,
-            text=True,
-        )
-        assert process.returncode == -signal.SIGKILL, (
-            f"the run should have been killed at {kill}:\n{process.stderr[-3000:]}"
-        )
+        return json.dumps(spec)
 
 
 @pytest.fixture
@@ -242,6 +256,79 @@ def test_monthly_object_killed_before_it_is_published_keeps_the_old_object(deplo
     assert materialize(deployment.resources, selection="yellow_trips_parquet").success
     assert rows_of(lake, "nyc_taxi_data/2021-01.parquet") == 2 * old_rows
     assert leftovers(lake) == []
+
+
+def test_killed_between_the_postgres_swap_and_the_months_object_says_postgres_is_ahead(
+    deployment,
+):
+    pg, lake = deployment.postgres, deployment.lake_fs
+    uri = deployment.resources["postgres_io_manager"].postgres.uri()
+    month = "nyc_taxi_data/2021-01.parquet"
+    old, old_rows = partition_state(pg), rows_of(lake, month)
+    assert lake_behind(uri, "ny_taxi.yellow_cab_data", JANUARY) is None
+
+    # The month's run dies once Postgres committed the new January, before the lake's object.
+    deployment.killed_run(MONTHLY, dict(target=f"{LAKE}:_write_object", match="2021-01.parquet"))
+
+    assert partition_state(pg)[0] == 2 * old[0]
+    assert rows_of(lake, month) == old_rows
+    killed_run = lake_behind(uri, "ny_taxi.yellow_cab_data", JANUARY)
+    assert killed_run is not None, "nothing records that Postgres is ahead of the lake"
+
+    instance = dg.DagsterInstance.ephemeral()
+    result = materialize(deployment.resources, instance=instance)
+
+    assert result.success
+    assert partition_state(pg)[0] == 2 * old[0]
+    assert rows_of(lake, month) == 2 * old_rows
+    assert lake_behind(uri, "ny_taxi.yellow_cab_data", JANUARY) is None
+    warnings = [
+        entry.user_message
+        for entry in instance.all_logs(result.run_id)
+        if entry.level == logging.WARNING
+    ]
+    assert any(
+        f"ny_taxi.yellow_cab_data holds run {killed_run}'s version" in w for w in warnings
+    ), warnings
+    assert leftovers(lake) == []
+
+
+def test_a_lake_write_failing_after_the_postgres_swap_says_postgres_is_ahead(deployment):
+    """The month's lake folder on a real 16 MiB file system holding the old object (a tmpfs,
+    mounted in a user namespace of the run's own, as test_guards does): the write of the new
+    object fails before it starts, after the Postgres swap committed."""
+    pg, lake = deployment.postgres, deployment.lake_fs
+    uri = deployment.resources["postgres_io_manager"].postgres.uri()
+    month = "nyc_taxi_data/2021-01.parquet"
+    folder = deployment.state / "lake/nyc_taxi_data"
+    old, old_rows = partition_state(pg), rows_of(lake, month)
+    saved = deployment.state / "saved_month"
+    shutil.copytree(folder, saved)
+
+    run = subprocess.run(
+        [
+            *("unshare", "--user", "--map-root-user", "--mount", "sh", "-c"),
+            'mount -t tmpfs -o size=16m none "$1" && cp -a "$2"/. "$1" && '
+            'exec "$3" -m taxi_assets_tests.killed_run "$4"',
+            *("sh", str(folder), str(saved), sys.executable, deployment.spec(MONTHLY, None)),
+        ],
+        capture_output=True,
+        text=True,
+    )
+
+    assert run.returncode == 4, run.stderr[-3000:]
+    assert "[Errno 28]" in run.stdout.splitlines()[-1], run.stdout[-3000:]
+    assert (
+        "ny_taxi.yellow_cab_data is ahead of the lake's monthly object, which keeps its "
+        "previous version until the month's next run" in run.stderr
+    ), run.stderr[-3000:]
+    assert partition_state(pg)[0] == 2 * old[0]
+    assert rows_of(lake, month) == old_rows
+    assert lake_behind(uri, "ny_taxi.yellow_cab_data", JANUARY) is not None
+
+    assert materialize(deployment.resources).success
+    assert rows_of(lake, month) == 2 * old_rows
+    assert lake_behind(uri, "ny_taxi.yellow_cab_data", JANUARY) is None
 
 
 def test_staged_month_killed_before_its_rename_is_rewritten_cleanly(deployment):

@@ -6,6 +6,7 @@ from taxi_assets.batches import TripBatches
 from taxi_assets.datasets import TripDataset
 from taxi_assets.io_managers.lake_writers import (
     DATE_COLUMN_METADATA_KEY,
+    FOLLOWS_POSTGRES_METADATA_KEY,
     NAME_METADATA_KEY,
     PARTITION_COLUMN_METADATA_KEY,
 )
@@ -31,7 +32,8 @@ def build_lake_outputs(dataset: TripDataset) -> list[dg.AssetsDefinition]:
 
     # One version of a month in its monthly sinks: the object is replaced only once the
     # month's Postgres partition is (one transaction), so a failed Postgres load leaves both
-    # at the last good version. The object's write is one atomic replace after it.
+    # at the last good version. The object's write is one atomic replace after it; a run that
+    # dies between the two leaves a record of Postgres being ahead (month_publishes.py).
     @dg.asset(
         name=dataset.lake_month_asset,
         ins={"trips": dg.AssetIn(cleaned)},
@@ -40,7 +42,10 @@ def build_lake_outputs(dataset: TripDataset) -> list[dg.AssetsDefinition]:
         group_name=dataset.group("lake"),
         kinds={"parquet"},
         io_manager_key="lake_monthly_io_manager",
-        metadata={NAME_METADATA_KEY: dataset.lake_name},
+        metadata={
+            NAME_METADATA_KEY: dataset.lake_name,
+            FOLLOWS_POSTGRES_METADATA_KEY: dataset.postgres_table,
+        },
         pool=f"lake_{dataset.lake_month_asset}",
         description=f"The month's cleaned {dataset.title} trips as one Parquet object: "
         f"`{dataset.lake_name}/YYYY-MM.parquet`.",

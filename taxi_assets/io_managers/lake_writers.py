@@ -41,19 +41,22 @@ from taxi_assets import batches as batching
 from taxi_assets.atomic_files import check_free_space, remove_dead_partials
 from taxi_assets.batches import TripBatches, conformed, rebatched
 from taxi_assets.dagster_private import running_step_run_tags
+from taxi_assets.io_managers import month_publishes
 from taxi_assets.io_managers.lake_versions import (
     LOCAL_LAKE_SETTING,
     VersionedDays,
     is_local,
     local_path,
 )
-from taxi_assets.resources import LakeResource
+from taxi_assets.resources import LakeResource, PostgresResource
 from taxi_assets.schema import to_pandas
 from taxi_assets.shrink_guard import ShrinkRefused, shrink_allowed, shrink_refusal
 
 NAME_METADATA_KEY = "lake/name"
 DATE_COLUMN_METADATA_KEY = "lake/date_column"
 PARTITION_COLUMN_METADATA_KEY = "lake/partition_column"
+# The `schema.table` a monthly object follows: swapped first, recorded ahead until the object is.
+FOLLOWS_POSTGRES_METADATA_KEY = "lake/follows_postgres_table"
 DATASET_FILE = "part-0.parquet"
 # Uploads in pieces this large: GCS takes 1 MiB writes several times slower.
 UPLOAD_PIECE_BYTES = 16 << 20
@@ -345,9 +348,15 @@ class _LakeIOManager(dg.ConfigurableIOManager):
 
 
 class MonthlyParquetIOManager(_LakeIOManager):
-    """One Parquet object per monthly partition: `{root}/{name}/{YYYY-MM}.parquet`."""
+    """One Parquet object per monthly partition: `{root}/{name}/{YYYY-MM}.parquet`.
+
+    With `postgres`, an object whose asset names the table it follows (metadata
+    "lake/follows_postgres_table") clears, once replaced, the record that the table's swap of
+    the month left ahead of it (month_publishes.py).
+    """
 
     name: str = "nyc_taxi_data"
+    postgres: PostgresResource | None = None
 
     def _path(self, context, month: dt.date) -> str:
         return f"{self._name(context)}/{month:%Y-%m}.parquet"
@@ -360,7 +369,25 @@ class MonthlyParquetIOManager(_LakeIOManager):
                 f"{context.asset_key.to_user_string()}: one output must be one "
                 f"month, got {len(months)}; do not backfill it as a single run"
             )
-        self._publish(context, self._path(context, months[0]), obj)
+        follows = context.definition_metadata.get(FOLLOWS_POSTGRES_METADATA_KEY)
+        if follows is None or self.postgres is None:
+            self._publish(context, self._path(context, months[0]), obj)
+            return
+        month, uri = months[0].isoformat(), self.postgres.uri()
+        behind_since = month_publishes.lake_behind(uri, follows, month)
+        if behind_since not in (None, context.run_id):
+            month_publishes.warn_behind(context.log, follows, month, behind_since)
+        try:
+            self._publish(context, self._path(context, months[0]), obj)
+        except BaseException:
+            if behind_since is not None:
+                context.log.warning(
+                    f"{month}: {follows} is ahead of the lake's monthly object, which keeps "
+                    "its previous version until the month's next run"
+                )
+            raise
+        if behind_since is not None:
+            month_publishes.lake_caught_up(uri, follows, month, behind_since)
 
     def load_input(self, context: dg.InputContext) -> TripBatches | pd.DataFrame:
         fs = self.lake.filesystem()

@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 
 from taxi_assets.batches import TripBatches, prefetched
+from taxi_assets.io_managers import month_publishes
 from taxi_assets.resources import PostgresResource
 from taxi_assets.schema import to_pandas
 
@@ -84,6 +85,7 @@ class PostgresPandasIOManager(dg.ConfigurableIOManager):
 
         with adbc.connect(self.postgres.uri()) as conn:
             self._create_schema(conn, schema)
+            month_publishes.create_table(conn)
             self._check_target(conn, schema, table, column)
             # One transaction from the staging table's creation to the swap's commit: if the
             # run or the server dies at any point, the server discards it all, staging included.
@@ -98,7 +100,10 @@ class PostgresPandasIOManager(dg.ConfigurableIOManager):
                         f"{quote(staging + '_partition')} CHECK ({quote(column)} IS NOT NULL "
                         f"AND {quote(column)} = DATE '{value}')"
                     )
-                self._swap(conn, schema, table, column, staging, partition, value)
+                # Committed with the swap: the month's lake object is behind until replaced.
+                behind_since = self._swap(
+                    conn, schema, table, column, staging, partition, value, context.run_id
+                )
             except BaseException:
                 try:
                     conn.rollback()
@@ -106,6 +111,8 @@ class PostgresPandasIOManager(dg.ConfigurableIOManager):
                     pass  # the connection is gone, and its transaction with it; report the cause
                 raise
 
+        if behind_since is not None and behind_since != context.run_id:
+            month_publishes.warn_behind(context.log, f"{schema}.{table}", value, behind_since)
         context.log.info(
             f"{target}: partition {context.partition_key} replaced with {progress.sent:,} rows"
         )
@@ -183,7 +190,8 @@ class PostgresPandasIOManager(dg.ConfigurableIOManager):
         # one): _align_columns reconciles them in the swap, and refuses a changed type there.
 
     @staticmethod
-    def _swap(conn, schema, table, column, staging, partition, value) -> None:
+    def _swap(conn, schema, table, column, staging, partition, value, run_id) -> str | None:
+        """Returns the run whose swap the lake was already behind, if any."""
         target = f"{quote(schema)}.{quote(table)}"
         with conn.cursor() as cur:
             # Runs writing the same table queue here rather than interleave their swaps.
@@ -210,7 +218,9 @@ class PostgresPandasIOManager(dg.ConfigurableIOManager):
                 f"ALTER TABLE {target} ATTACH PARTITION {quote(schema)}.{quote(partition)} "
                 f"FOR VALUES IN (DATE '{value}')"
             )
+            behind_since = month_publishes.mark_lake_behind(cur, f"{schema}.{table}", value, run_id)
         conn.commit()
+        return behind_since
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         schema, table = self._table(context.asset_key)
