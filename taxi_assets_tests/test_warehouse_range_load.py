@@ -20,6 +20,7 @@ from taxi_assets.io_managers.duckdb import (
     DuckDBWarehousePandasTypeHandler,
 )
 from taxi_assets_tests.pipeline import materialize, materialize_days, pipeline_resources, query
+from taxi_assets_tests.test_warehouse_assets import check_passed
 
 # The sample's January trips are picked up on the 1st and the 2nd: the 3rd has no file.
 DAYS = ["2021-01-01", "2021-01-02", "2021-01-03"]
@@ -85,12 +86,7 @@ def test_a_range_of_days_loads_from_exactly_the_lake_files_and_no_batch_passes_t
         held = connection.execute(f"SELECT {columns} FROM ny_taxi.yellow_trips").fetchall()
     assert len(held) == lake.num_rows > 0
     assert sorted(map(repr, held)) == sorted(map(repr, zip(*lake.to_pydict().values())))
-    assert check_passed_for_every_day(result)
-
-
-def check_passed_for_every_day(result) -> bool:
-    evaluations = result.get_asset_check_evaluations()
-    return sorted(e.partition for e in evaluations) == DAYS and all(e.passed for e in evaluations)
+    assert check_passed(result)
 
 
 def test_a_file_row_outside_the_days_is_refused_before_the_table_changes(tmp_path):
