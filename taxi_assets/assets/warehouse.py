@@ -1,11 +1,14 @@
 """The tutorial's GCS → BigQuery pipeline: the lake's trips, columns normalised, in a warehouse."""
 
+import dataclasses
+
 import dagster as dg
 import pyarrow as pa
 
 from taxi_assets.batches import RowsPerDay, TripBatches, rows_per_day
 from taxi_assets.dagster_private import check_evaluation_for_partition
 from taxi_assets.datasets import TripDataset
+from taxi_assets.lake_files import LakeDayFiles
 from taxi_assets.partitions import daily_partitions
 
 # Every step that writes the warehouse (each dataset's table, the zones, dbt's models) takes
@@ -40,8 +43,11 @@ def build_warehouse(dataset: TripDataset) -> tuple[dg.AssetsDefinition, dg.Asset
         description=f"`{dataset.warehouse_table}`: the day-partitioned lake's "
         f"{dataset.title} trips, one warehouse partition a day.",
     )
-    def warehouse_trips(trips: TripBatches) -> TripBatches:
-        return normalise_column_names(trips)
+    def warehouse_trips(trips: LakeDayFiles) -> LakeDayFiles:
+        # The days' lake files, not their rows: the warehouse reads them where it can.
+        return dataclasses.replace(
+            trips, trips=normalise_column_names(trips.trips), normalised_names=True
+        )
 
     @dg.asset_check(
         asset=warehouse_trips,

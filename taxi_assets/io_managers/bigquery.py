@@ -55,6 +55,7 @@ from taxi_assets.io_managers.partition_window import (
     wall_clock,
     written_metadata,
 )
+from taxi_assets.lake_files import LakeDayFiles
 from taxi_assets.schema import to_pandas
 
 
@@ -399,10 +400,12 @@ class BigQueryWarehousePandasTypeHandler(DbTypeHandler[pd.DataFrame]):
         self,
         context: dg.OutputContext,
         table_slice: TableSlice,
-        obj: pd.DataFrame | TripBatches,
+        obj: pd.DataFrame | TripBatches | LakeDayFiles,
         connection,
     ):
         config = context.resource_config or {}
+        if isinstance(obj, LakeDayFiles):
+            obj = obj.trips  # the days' rows, streamed from the lake into load jobs
         trips = TripBatches.of(obj)
         if not trips.schema.names or (isinstance(obj, pd.DataFrame) and obj.empty):
             # An empty output means an empty partition.
@@ -514,7 +517,7 @@ class BigQueryWarehousePandasTypeHandler(DbTypeHandler[pd.DataFrame]):
 
     @property
     def supported_types(self):
-        return [pd.DataFrame, TripBatches, RowsPerDay]
+        return [pd.DataFrame, TripBatches, LakeDayFiles, RowsPerDay]
 
 
 class BigQueryWarehouseIOManager(BigQueryIOManager):

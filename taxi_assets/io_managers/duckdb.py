@@ -38,8 +38,10 @@ from taxi_assets.io_managers.partition_window import (
     WindowCheckedDbIOManager,
     counted,
     time_window_dimensions,
+    wall_clock,
     written_metadata,
 )
+from taxi_assets.lake_files import LakeDayFiles
 from taxi_assets.schema import to_pandas
 
 
@@ -125,6 +127,10 @@ class DuckDBWarehousePandasTypeHandler(DuckDBPandasTypeHandler):
         connection,
     ):
         table = _table(table_slice)
+        if isinstance(obj, LakeDayFiles):
+            if obj.local_files is None:  # a lake on GCS: its rows stream through
+                return self._insert_stream(context, table_slice, obj.trips, connection)
+            return self._insert_files(context, table_slice, obj, connection)
         if isinstance(obj, TripBatches):
             return self._insert_stream(context, table_slice, obj, connection)
         if obj.empty:
@@ -134,7 +140,9 @@ class DuckDBWarehousePandasTypeHandler(DuckDBPandasTypeHandler):
             # `obj` is found by DuckDB's replacement scan of this frame's local variables.
             connection.execute(f"create table if not exists {table} as select * from obj limit 0")
             _add_new_columns(
-                connection, table_slice, pa.Schema.from_pandas(obj, preserve_index=False)
+                connection,
+                table_slice,
+                _duckdb_types(connection, pa.Schema.from_pandas(obj, preserve_index=False)),
             )
             connection.execute(f"insert into {table} by name select * from obj").fetchall()
 
@@ -151,15 +159,50 @@ class DuckDBWarehousePandasTypeHandler(DuckDBPandasTypeHandler):
         # DuckDB pulls the stream batch by batch.
         empty = trips.schema.empty_table()  # noqa: F841
         connection.execute(f"create table if not exists {table} as select * from empty")
-        _add_new_columns(connection, table_slice, trips.schema)
+        _add_new_columns(connection, table_slice, _duckdb_types(connection, trips.schema))
         tally: dict = {}
         stream = counted(trips, tally).reader()  # noqa: F841
         connection.execute(f"insert into {table} by name select * from stream").fetchall()
         return written_metadata(context, trips, "duckdb", rows=tally["rows"])
 
+    @staticmethod
+    def _insert_files(context, table_slice: TableSlice, files: LakeDayFiles, connection) -> dict:
+        """The days' rows straight from their Parquet files by DuckDB, in the write's
+        transaction: no trip byte passes through this process."""
+        table = _table(table_slice)
+        if not files.local_files:
+            # No lake files for the days: their old rows are already deleted, and stay so.
+            context.log.info(f"no rows to write to {table}")
+            return written_metadata(context, files.trips, "duckdb", rows=0)
+        # The day is in the files' path only, and not a column: no hive partitioning.
+        source = "read_parquet($files, union_by_name = true, hive_partitioning = false)"
+        files_param = {"files": list(files.local_files)}
+        types = connection.execute(
+            f"select column_name, column_type from (describe select * from {source})", files_param
+        ).fetchall()
+        # The tutorial's names, made by SQL over the files' own names.
+        rule = "lower(replace(name, ' ', '_'))" if files.normalised_names else "name"
+        sources = [name for name, _ in types]
+        [(targets,)] = connection.execute(
+            f"select list_transform($names::varchar[], lambda name: {rule})", {"names": sources}
+        ).fetchall()
+        names = dict(zip(sources, targets, strict=True))
+        columns = ", ".join(f"{quoted(name)} as {quoted(names[name])}" for name, _ in types)
+        rows = f"select {columns} from {source}"
+        _check_files_inside_windows(connection, rows, files_param, table_slice)
+        connection.execute(f"create table if not exists {table} as {rows} limit 0", files_param)
+        _add_new_columns(connection, table_slice, {names[name]: type_ for name, type_ in types})
+        [(inserted,)] = connection.execute(
+            f"insert into {table} by name {rows}", files_param
+        ).fetchall()
+        context.log.info(
+            f"{inserted:,} rows loaded into {table} from {len(files.local_files)} files"
+        )
+        return written_metadata(context, files.trips, "duckdb", rows=inserted)
+
     @property
     def supported_types(self):
-        return [pd.DataFrame, TripBatches, RowsPerDay]
+        return [pd.DataFrame, TripBatches, LakeDayFiles, RowsPerDay]
 
     def load_input(
         self, context: dg.InputContext, table_slice: TableSlice, connection
@@ -181,8 +224,54 @@ class DuckDBWarehousePandasTypeHandler(DuckDBPandasTypeHandler):
         return to_pandas(connection.sql(select).to_arrow_table())
 
 
-def _add_new_columns(connection, table_slice: TableSlice, schema: pa.Schema) -> None:
-    """Columns the rows bring and the table lacks are added (empty for the old rows).
+def _check_files_inside_windows(
+    connection, rows: str, params: dict, table_slice: TableSlice
+) -> None:
+    """Raise, as check_rows_inside_windows does for a frame, if any of the files' rows has its
+    partition column null or outside its partition's time window (DuckDB reads that column)."""
+    for dim in time_window_dimensions(table_slice.partition_dimensions):
+        column = quoted(dim.partition_expr)
+        start, end = dim.partitions.start, dim.partitions.end  # type: ignore[union-attr]
+        outside = (
+            f"{column} is null or cast({column} as timestamp) < $lo "
+            f"or cast({column} as timestamp) >= $hi"
+        )
+        bounds = {
+            **params,
+            "lo": wall_clock(start).to_pydatetime(),
+            "hi": wall_clock(end).to_pydatetime(),
+        }
+        try:
+            [(count, total, sample)] = connection.execute(
+                f"select count(*) filter (where {outside}), count(*), "
+                f"(list({column}) filter (where {outside}))[1:3] from ({rows})",
+                bounds,
+            ).fetchall()
+        except duckdb.BinderException as error:
+            raise ValueError(
+                f"partition_expr {dim.partition_expr!r} must name a column of the output: {error}"
+            ) from error
+        if count:
+            raise ValueError(
+                f"{count} of {total} rows have {dim.partition_expr!r} outside the partition"
+                f" window [{start}, {end}) (e.g. {sample}); rerunning the partition would not"
+                " replace them. Filter the output to the partition's window."
+            )
+
+
+def _duckdb_types(connection, schema: pa.Schema) -> dict[str, str]:
+    """Each column's DuckDB type, as DuckDB reads the Arrow schema."""
+    empty = schema.empty_table()  # noqa: F841 - found by DuckDB's replacement scan
+    return dict(
+        connection.execute(
+            "select column_name, column_type from (describe select * from empty)"
+        ).fetchall()
+    )
+
+
+def _add_new_columns(connection, table_slice: TableSlice, types: dict[str, str]) -> None:
+    """Columns the rows bring (`types`: name → DuckDB type) and the table lacks are added
+    (empty for the old rows).
 
     Columns the table has and the rows lack are left NULL by the by-name insert.
     """
@@ -194,13 +283,7 @@ def _add_new_columns(connection, table_slice: TableSlice, schema: pa.Schema) -> 
             [table_slice.schema, table_slice.table],
         ).fetchall()
     }
-    empty = schema.empty_table()  # noqa: F841 - found by DuckDB's replacement scan
-    types = dict(
-        connection.execute(
-            "select column_name, column_type from (describe select * from empty)"
-        ).fetchall()
-    )
-    for name in schema.names:
+    for name in types:
         if name not in held:
             connection.execute(
                 f"alter table {_table(table_slice)} add column {quoted(name)} {types[name]}"

@@ -48,6 +48,7 @@ from taxi_assets.io_managers.lake_versions import (
     is_local,
     local_path,
 )
+from taxi_assets.lake_files import LakeDayFiles
 from taxi_assets.resources import LakeResource, PostgresResource
 from taxi_assets.schema import to_pandas
 from taxi_assets.shrink_guard import ShrinkRefused, shrink_allowed, shrink_refusal
@@ -479,6 +480,9 @@ class _DailyLayoutIOManager(_LakeIOManager):
     def _load(self, context: dg.InputContext, columns: list[str] | None = None):
         fs = self.lake.filesystem()
         paths = self._day_paths(context, fs)
+        if context.dagster_type.typing_type is LakeDayFiles:
+            local = tuple(str(local_path(fs, path)) for path in paths) if is_local(fs) else None
+            return LakeDayFiles(_streamed(fs, paths, columns), local)
         if context.dagster_type.typing_type is TripBatches:
             return _streamed(fs, paths, columns)
         return _to_pandas([_read_parquet(fs, path, columns) for path in paths])
@@ -523,7 +527,7 @@ class DailyDatasetIOManager(_DailyLayoutIOManager):
             }
         )
 
-    def load_input(self, context: dg.InputContext) -> TripBatches | pd.DataFrame:
+    def load_input(self, context: dg.InputContext) -> LakeDayFiles | TripBatches | pd.DataFrame:
         # An input may ask for some columns only (metadata "columns"), as Dagster's database
         # IO managers allow: a row count needs one column, not the month.
         return self._load(context, context.definition_metadata.get("columns"))

@@ -8,6 +8,7 @@ instead of letting the table drift from the lake.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import dagster as dg
@@ -16,6 +17,7 @@ import pyarrow as pa
 
 from taxi_assets.batches import TripBatches
 from taxi_assets.dagster_private import DbIOManager, TablePartitionDimension
+from taxi_assets.lake_files import LakeDayFiles
 from taxi_assets.schema import to_pandas
 
 
@@ -72,10 +74,15 @@ class WindowCheckedDbIOManager(DbIOManager):
     """
 
     def handle_output(self, context: dg.OutputContext, obj: object) -> None:
-        if context.has_asset_partitions and isinstance(obj, (pd.DataFrame, TripBatches)):
+        if context.has_asset_partitions and isinstance(
+            obj, (pd.DataFrame, TripBatches, LakeDayFiles)
+        ):
             dimensions = self._get_table_slice(context, context).partition_dimensions
             if isinstance(obj, pd.DataFrame):
                 check_rows_inside_windows(obj, dimensions)
+            elif isinstance(obj, LakeDayFiles):
+                # For a sink that streams the rows; one that reads the files checks them itself.
+                obj = dataclasses.replace(obj, trips=_checked_batches(obj.trips, dimensions))
             else:
                 obj = _checked_batches(obj, dimensions)
         super().handle_output(context, obj)
