@@ -244,7 +244,10 @@ def run(
             # many months in one process stays at one month's peak.
             pa.default_memory_pool().release_unused()
             if not result.success:
-                print("\n" + "\n".join(console.failure_summary(result, ui_url())), flush=True)
+                print(
+                    "\n" + "\n".join(console.failure_summary(result, ui_url(), results[:-1])),
+                    flush=True,
+                )
                 sys.exit(1)
     return results
 

@@ -327,9 +327,11 @@ def test_a_backfill_over_unpublished_months_says_so_on_each_run(project):
         assert run["status"] == "FAILURE"
         assert failure["failureMetadata"]["description"] == (
             f"{month} is not published by the source: {project.env['TAXI_SOURCE_URL']}/"
-            f"yellow_tripdata_{month}.csv.gz: not published (HTTP 404)"
+            f"yellow_tripdata_{month}.csv.gz: not published (HTTP 404)\n"
+            "Every sink is unchanged: ny_taxi/yellow_cab_data, yellow_trips_parquet, "
+            "yellow_trips_by_day, yellow_trips_daily_export, ny_taxi/yellow_trips."
         )
-        assert {"month", "setting"} <= {
+        assert {"month", "setting", "sinks_unchanged"} <= {
             m["label"] for m in failure["failureMetadata"]["metadataEntries"]
         }
 

@@ -1,10 +1,13 @@
 """How the consoles say times, sizes and a month a folder source lacks."""
 
 import shutil
+from types import SimpleNamespace
 
+import dagster as dg
 import pytest
 
-from taxi_assets import human, source
+from taxi_assets import console, human, source
+from taxi_assets.datasets import YELLOW
 from taxi_assets_tests.conftest import sample
 
 
@@ -50,3 +53,53 @@ def test_a_dataset_missing_from_a_folder_says_how_to_make_its_files(tmp_path):
 
     assert "; the folder holds only yellow_tripdata files; " in said
     assert "python -m taxi_assets_tests.green_files FOLDER YYYY-MM" in said
+
+
+def finished_run(job_name: str, materialized: list[str], failed_step: str):
+    """A failed run's events as the console reads them (built here: which step fails is the
+    point, and no real sink fails on demand in the step we choose)."""
+    events = [
+        SimpleNamespace(
+            event_type_value="ASSET_MATERIALIZATION",
+            event_specific_data=SimpleNamespace(
+                materialization=SimpleNamespace(asset_key=dg.AssetKey.from_user_string(asset))
+            ),
+        )
+        for asset in materialized
+    ]
+    failure = SimpleNamespace(
+        user_failure_data=None,
+        error=SimpleNamespace(cls_name="OSError", message="disk full", cause=None, context=None),
+    )
+    events.append(
+        SimpleNamespace(
+            event_type_value="STEP_FAILURE", step_key=failed_step, event_specific_data=failure
+        )
+    )
+    return SimpleNamespace(run_id="f00", job_name=job_name, all_events=events)
+
+
+def test_a_failed_download_says_every_sink_is_unchanged_and_names_them():
+    result = finished_run(YELLOW.monthly_job, [], YELLOW.raw_asset)
+
+    lines = console.failure_summary(result, "http://127.0.0.1:3000")
+
+    assert lines[2] == (
+        "No sink was written: every sink is unchanged (ny_taxi/yellow_cab_data, "
+        "yellow_trips_parquet, yellow_trips_by_day, yellow_trips_daily_export, "
+        "ny_taxi/yellow_trips)."
+    )
+
+
+def test_a_failed_sink_step_says_which_sinks_were_written_before_it():
+    monthly = finished_run(
+        YELLOW.monthly_job, ["raw_yellow_trips", "yellow_trips", "ny_taxi/yellow_cab_data"], ""
+    )
+    daily = finished_run(YELLOW.daily_job, ["yellow_trips_by_day"], "ny_taxi__yellow_trips")
+
+    lines = console.failure_summary(daily, "http://127.0.0.1:3000", earlier=[monthly])
+
+    assert lines[2] == (
+        "Written before the failure: ny_taxi/yellow_cab_data, yellow_trips_by_day. "
+        "Unchanged: yellow_trips_parquet, yellow_trips_daily_export, ny_taxi/yellow_trips."
+    )
