@@ -25,6 +25,7 @@ from playwright.sync_api import expect
 
 from taxi_assets import dev_server
 from taxi_assets.local_postgres import free_port
+from taxi_assets.sensors import AUTOMATION_SENSOR
 from taxi_assets_tests.conftest import HttpSource, sample
 from taxi_assets_tests.docs_commands import block_of
 from taxi_assets_tests.browser import ui_page
@@ -348,6 +349,33 @@ def test_verbose_shows_every_event(project):
 
     assert verbose.returncode == 0
     assert "STEP_START" in verbose.stdout and "ASSET_MATERIALIZATION" in verbose.stdout
+
+
+AUTOMATION_STATE = """
+query Automation($sensor: SensorSelector!) {
+  instance { autoMaterializePaused }
+  sensorOrError(sensorSelector: $sensor) {
+    __typename ... on Sensor { sensorState { status } }
+  }
+}
+"""
+
+
+def test_the_auto_materialize_header_says_what_the_automation_sensor_does(project):
+    # The job and asset headers' "Auto-materialize on/off" is the instance's autoMaterializePaused.
+    said = project.graphql(
+        AUTOMATION_STATE,
+        {
+            "sensor": {
+                "repositoryName": "__repository__",
+                "repositoryLocationName": "taxi_assets",
+                "sensorName": AUTOMATION_SENSOR,
+            }
+        },
+    )
+
+    assert said["sensorOrError"]["sensorState"]["status"] == "RUNNING", said
+    assert said["instance"]["autoMaterializePaused"] is False
 
 
 def test_a_shell_run_reexecutes_from_its_own_source_not_the_uis(project, tmp_path):
