@@ -1,6 +1,9 @@
 """How the consoles say times, sizes and a month a folder source lacks."""
 
+import os
 import shutil
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import dagster as dg
@@ -102,4 +105,41 @@ def test_a_failed_sink_step_says_which_sinks_were_written_before_it():
     assert lines[2] == (
         "Written before the failure: ny_taxi/yellow_cab_data, yellow_trips_by_day. "
         "Unchanged: yellow_trips_parquet, yellow_trips_daily_export, ny_taxi/yellow_trips."
+    )
+
+
+def test_make_runs_first_line_comes_before_the_heavy_imports(tmp_path):
+    # -X importtime writes a line to stderr as each import ends; with stdout on the same pipe,
+    # the order of the lines is the order of the events. The gcp profile without
+    # DAGSTER_PG_URL exits right after the first line, before anything starts.
+    env = {
+        **os.environ,
+        "TAXI_PROFILE": "gcp",
+        "TAXI_HOME": str(tmp_path),
+        "TAXI_SOURCE_URL": "/srv/samples",
+    }
+    env.pop("DAGSTER_PG_URL", None)
+    said = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "taxi_assets.cli", "run", "--month", "2021-02"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=300,
+    ).stdout.splitlines()
+
+    first = [n for n, line in enumerate(said) if line.startswith("Loading ")]
+    assert first, said
+    assert said[first[0]] == (
+        "Loading yellow 2021-02 from /srv/samples into the gcp profile's sinks: "
+        "each month's run, then its days' run."
+    )
+    imported = [line.rsplit("|", 1)[-1].strip() for line in said[: first[0]]]
+    assert not {"dagster", "pyarrow", "pandas"} & set(imported), imported
+    # Said once, and the package went on to load as before.
+    assert len(first) == 1
+    later = {line.rsplit("|", 1)[-1].strip() for line in said[first[0] :]}
+    assert {"dagster", "pyarrow", "taxi_assets.datasets"} <= later
+    assert (
+        said[-1] == "TAXI_PROFILE=gcp needs DAGSTER_PG_URL (the PostgreSQL for Dagster's storage)"
     )
