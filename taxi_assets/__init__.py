@@ -1,7 +1,13 @@
 import warnings
 
-import pyarrow as pa
-from dagster import BetaWarning, PreviewWarning
+from taxi_assets import first_line
+
+# `python -m taxi_assets.cli run` says what it is about to do before the imports below, which
+# take a second or more.
+first_line.announce_cli_run()
+
+import pyarrow as pa  # noqa: E402
+from dagster import BetaWarning, PreviewWarning  # noqa: E402
 
 # The system allocator hands a month's freed buffers back to the OS as soon as they go;
 # Arrow's default jemalloc pool keeps them, and a month's run then peaks ~40% higher.

@@ -19,7 +19,7 @@ import warnings
 import dagster as dg
 import pyarrow as pa
 
-from taxi_assets import console
+from taxi_assets import console, first_line
 from taxi_assets.datasets import DATASETS, TripDataset
 from taxi_assets.resources import PROJECT_ROOT, configured_profile, local_pg_port, taxi_home
 
@@ -244,23 +244,12 @@ def run(
             # many months in one process stays at one month's peak.
             pa.default_memory_pool().release_unused()
             if not result.success:
-                print("\n" + "\n".join(console.failure_summary(result, ui_url())), flush=True)
+                print(
+                    "\n" + "\n".join(console.failure_summary(result, ui_url(), results[:-1])),
+                    flush=True,
+                )
                 sys.exit(1)
     return results
-
-
-def announce(month: str, datasets: list[TripDataset]) -> None:
-    """The first line, at once: what is about to happen (the rest takes seconds to start)."""
-    where = (
-        os.environ.get("TAXI_SOURCE_URL")
-        or f"TAXI_SOURCE={os.environ.get('TAXI_SOURCE') or 'datatalks'}"
-    )
-    names = " and ".join(dataset.name for dataset in datasets)
-    print(
-        f"Loading {names} {month} from {where} into the {configured_profile()} profile's sinks: "
-        "each month's run, then its days' run.",
-        flush=True,
-    )
 
 
 def print_locations(month: str, datasets: list[TripDataset], results: list, seconds: float) -> None:
@@ -353,10 +342,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="taxi_assets")
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="materialize the whole pipeline for a month")
-    run_parser.add_argument("--month", default="2021-01", help="YYYY-MM (default 2021-01)")
+    run_parser.add_argument(
+        "--month",
+        default=first_line.DEFAULT_MONTH,
+        help=f"YYYY-MM (default {first_line.DEFAULT_MONTH})",
+    )
     run_parser.add_argument(
         "--dataset",
-        default="yellow",
+        default=first_line.DEFAULT_DATASET,
         help="yellow (the default), green, or all: each dataset's jobs in turn",
     )
     run_parser.add_argument(
@@ -400,8 +393,8 @@ def main(argv: list[str] | None = None) -> None:
     datasets = chosen_datasets(args.dataset) if args.command in ("run", "backfill") else []
     if args.command == "backfill":
         check_backfill_range(args.first, args.last)
-    if args.command == "run":
-        announce(args.month, datasets)
+    if args.command == "run" and not first_line.announced:  # else said as the package loaded
+        first_line.announce(args.month, [dataset.name for dataset in datasets])
     prepare_environment()
     if args.command == "postgres":
         print(os.environ["DAGSTER_PG_URL"])

@@ -211,8 +211,47 @@ def setting_for(step_failure) -> str | None:
     return None
 
 
-def failure_summary(result, webserver: str) -> list[str]:
-    """The closing lines of a failed run: its cause, the setting to change, where the trace is."""
+def sinks_written(results) -> list[str]:
+    """The sinks these runs wrote, in order: each asset they materialized but the staged raw
+    and cleaned trips."""
+    from taxi_assets.datasets import DATASETS
+
+    staging = {a for d in DATASETS.values() for a in (d.raw_asset, d.cleaned_asset)}
+    written = [
+        e.event_specific_data.materialization.asset_key.to_user_string()
+        for result in results
+        for e in result.all_events
+        if e.event_type_value == "ASSET_MATERIALIZATION"
+    ]
+    return [a for a in dict.fromkeys(written) if a not in staging]
+
+
+def sinks_line(result, earlier=()) -> str:
+    """Which sinks the command wrote before the failure, and which of its run's it left as
+    they were: a failed download is told apart from a failed write."""
+    from taxi_assets.datasets import DATASETS
+
+    written = sinks_written([*earlier, result])
+    job = getattr(result, "job_name", None)
+    sinks = [
+        sink
+        for dataset in DATASETS.values()
+        if job in (dataset.monthly_job, dataset.daily_job)
+        for sink in dataset.sink_assets
+    ]
+    unchanged = [sink for sink in sinks if sink not in written]
+    if not written:
+        return "No sink was written: every sink is unchanged" + (
+            f" ({', '.join(unchanged)})." if unchanged else "."
+        )
+    return f"Written before the failure: {', '.join(written)}." + (
+        f" Unchanged: {', '.join(unchanged)}." if unchanged else ""
+    )
+
+
+def failure_summary(result, webserver: str, earlier=()) -> list[str]:
+    """The closing lines of a failed run: its cause, the setting to change, which sinks were
+    written before it (`earlier`: the command's runs before this one), where the trace is."""
     failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     lines = [f"The run {result.run_id} failed."]
     if failures:
@@ -230,6 +269,7 @@ def failure_summary(result, webserver: str) -> list[str]:
             and getattr(e.event_specific_data, "error", None) is not None
         ]
         lines.append(f"Cause: {failure_cause(errors[-1])}" if errors else "Cause: unknown")
+    lines.append(sinks_line(result, earlier))
     lines.append(f"Full trace: `make dev`, then {webserver}/runs/{result.run_id}")
     return lines
 

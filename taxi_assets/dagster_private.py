@@ -9,7 +9,8 @@ run logs in a folder of their own (`dagster.yaml` names `RunLogs`); and, for dea
 pools (run_health.py), a run launcher's worker health check and the in-process executor's
 wait for a pool slot; and, for `make backfill` (backfill.py), an asset backfill of chosen
 partitions per asset, and the daemon's own backfill and run-queue iterations, run from the
-terminal when no daemon is up.
+terminal when no daemon is up; and the switch the UI's "Auto-materialize on/off" headers read,
+which only the sensorless automation daemon obeys.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ from dagster._core.utils import make_new_backfill_id
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load import location_origins_from_yaml_paths
 from dagster._core.workspace.load_target import WorkspaceFileTarget
+from dagster._daemon.asset_daemon import set_auto_materialize_paused
 from dagster._daemon.backfill import execute_backfill_jobs
 from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
     QueuedRunCoordinatorDaemon,
@@ -93,6 +95,7 @@ __all__ = [
     "execute_in_process",
     "inner_plan_execution_iterator",
     "pop_captured_interrupt",
+    "set_auto_materialize_paused",
     "static_where_clause",
 ]
 

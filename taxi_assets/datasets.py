@@ -146,6 +146,18 @@ class TripDataset:
     def warehouse_asset(self) -> dg.AssetKey:
         return dg.AssetKey(self.warehouse_table.split("."))
 
+    @property
+    def sink_assets(self) -> list[str]:
+        """Its assets that write a sink (the raw and cleaned trips are staging), as the UI
+        spells them."""
+        return [
+            self.postgres_asset.to_user_string(),
+            self.lake_month_asset,
+            self.lake_by_day_asset,
+            self.lake_export_asset,
+            self.warehouse_asset.to_user_string(),
+        ]
+
     def group(self, stage: str) -> str:
         return f"{self.name}_{stage}"
 

@@ -51,6 +51,7 @@ def set_up_instance() -> None:
     try:
         with dg.DagsterInstance.get() as instance:
             ensure_pools(instance, pools)
+            show_automation_as_it_runs(instance)
     except sqlalchemy.exc.ArgumentError:
         sys.exit("DAGSTER_PG_URL is not a PostgreSQL URL (postgresql://user:password@host:port/db)")
     except (sqlalchemy.exc.OperationalError, DagsterPostgresException) as error:
@@ -63,6 +64,18 @@ def set_up_instance() -> None:
         )
     finally:
         root.removeFilter(_no_connection_retries)
+
+
+def show_automation_as_it_runs(instance: dg.DagsterInstance) -> None:
+    """The UI's job and asset headers say "Auto-materialize off" on a new instance: they read
+    the on/off switch of Dagster's sensorless automation daemon, which nothing here uses (the
+    automation sensor runs automation, and that switch does not stop it). Set the switch to
+    what the automation sensor does unless a user stops it in the UI."""
+    from taxi_assets.dagster_private import set_auto_materialize_paused
+    from taxi_assets.sensors import automation_sensor
+
+    running = automation_sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    set_auto_materialize_paused(instance, not running)
 
 
 def _no_connection_retries(record: logging.LogRecord) -> bool:

@@ -18,6 +18,9 @@ from pydantic import Field
 from taxi_assets import source
 from taxi_assets.batches import TripBatches
 from taxi_assets.datasets import TripDataset
+
+# Where the profile is chosen; it lives with `make run`'s first line, said before heavy imports.
+from taxi_assets.first_line import configured_profile as configured_profile
 from taxi_assets.google_credentials import check_key_file
 from taxi_assets.schema import file_schema, trip_batches
 from taxi_assets.schema_mapping import MappingPlan, map_batches, plan_mapping
@@ -25,11 +28,6 @@ from taxi_assets.schema_mapping import MappingPlan, map_batches, plan_mapping
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_PG_PORT = 55432
 SOURCE_RESOURCE_KEY = "taxi_source"
-
-
-def configured_profile() -> str:
-    """TAXI_PROFILE: where everything goes, `local` (the default) or `gcp` (profiles.py)."""
-    return os.environ.get("TAXI_PROFILE") or "local"
 
 
 def local_pg_port() -> int:

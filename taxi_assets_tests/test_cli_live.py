@@ -25,6 +25,7 @@ from playwright.sync_api import expect
 
 from taxi_assets import dev_server
 from taxi_assets.local_postgres import free_port
+from taxi_assets.sensors import AUTOMATION_SENSOR
 from taxi_assets_tests.conftest import HttpSource, sample
 from taxi_assets_tests.docs_commands import block_of
 from taxi_assets_tests.browser import ui_page
@@ -327,9 +328,11 @@ def test_a_backfill_over_unpublished_months_says_so_on_each_run(project):
         assert run["status"] == "FAILURE"
         assert failure["failureMetadata"]["description"] == (
             f"{month} is not published by the source: {project.env['TAXI_SOURCE_URL']}/"
-            f"yellow_tripdata_{month}.csv.gz: not published (HTTP 404)"
+            f"yellow_tripdata_{month}.csv.gz: not published (HTTP 404)\n"
+            "Every sink is unchanged: ny_taxi/yellow_cab_data, yellow_trips_parquet, "
+            "yellow_trips_by_day, yellow_trips_daily_export, ny_taxi/yellow_trips."
         )
-        assert {"month", "setting"} <= {
+        assert {"month", "setting", "sinks_unchanged"} <= {
             m["label"] for m in failure["failureMetadata"]["metadataEntries"]
         }
 
@@ -346,6 +349,33 @@ def test_verbose_shows_every_event(project):
 
     assert verbose.returncode == 0
     assert "STEP_START" in verbose.stdout and "ASSET_MATERIALIZATION" in verbose.stdout
+
+
+AUTOMATION_STATE = """
+query Automation($sensor: SensorSelector!) {
+  instance { autoMaterializePaused }
+  sensorOrError(sensorSelector: $sensor) {
+    __typename ... on Sensor { sensorState { status } }
+  }
+}
+"""
+
+
+def test_the_auto_materialize_header_says_what_the_automation_sensor_does(project):
+    # The job and asset headers' "Auto-materialize on/off" is the instance's autoMaterializePaused.
+    said = project.graphql(
+        AUTOMATION_STATE,
+        {
+            "sensor": {
+                "repositoryName": "__repository__",
+                "repositoryLocationName": "taxi_assets",
+                "sensorName": AUTOMATION_SENSOR,
+            }
+        },
+    )
+
+    assert said["sensorOrError"]["sensorState"]["status"] == "RUNNING", said
+    assert said["instance"]["autoMaterializePaused"] is False
 
 
 def test_a_shell_run_reexecutes_from_its_own_source_not_the_uis(project, tmp_path):

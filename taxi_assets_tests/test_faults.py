@@ -32,6 +32,7 @@ import psycopg
 import pyarrow.parquet as pq
 import pytest
 
+from taxi_assets import console
 from taxi_assets.io_managers.bigquery import BigQueryWarehouseIOManager
 from taxi_assets.resources import LakeResource
 from taxi_assets.local_postgres import LocalPostgres, free_port
@@ -525,6 +526,12 @@ def test_download_that_always_breaks_is_retried_then_fails_clearly(
         message
     )
     assert http_source.requests.count(f"GET /{JANUARY_FILE}") == 4
+    # The failure says no sink changed, so the UI's red is not read as a failed write.
+    [failure] = result.get_step_failure_events()
+    said = failure.event_specific_data.user_failure_data
+    assert said.metadata["sinks_unchanged"].value == YELLOW.sink_assets
+    assert f"Every sink is unchanged: {', '.join(YELLOW.sink_assets)}." in said.description
+    assert console.sinks_line(result) == "No sink was written: every sink is unchanged."
     # Nothing a later run could take for the file (the hidden name is the download's lock).
     assert [name for name in landing_files(resources) if not name.startswith(".")] == []
     assert sink_state(pg) == good

@@ -39,23 +39,36 @@ def build_raw_trips(dataset: TripDataset) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, taxi_source: TaxiSourceResource
     ) -> dg.Output[TripBatches]:
         month = context.partition_key[:7]
+        # Nothing here writes a sink: whatever fails, the failure says every sink is unchanged,
+        # so a failed download is not read as a failed write.
+        unchanged = f"Every sink is unchanged: {', '.join(dataset.sink_assets)}."
         try:
             landed = taxi_source.fetch(dataset, month, log=context.log.info)
+            plan, trips = taxi_source.trips(
+                dataset, landed.path, known_types=new_column_types(context)
+            )
         except (SourceNotPublished, MonthNotCarried) as error:
             # A month the source does not have is an answer, not a crash: say it in one line.
             published = isinstance(error, SourceNotPublished)
             raise dg.Failure(
-                description=f"{month} is not published by the source: {error}"
-                if published
-                else str(error),
+                description=(
+                    f"{month} is not published by the source: {error}" if published else str(error)
+                )
+                + f"\n{unchanged}",
                 metadata={
                     "month": month,
                     "source_file": taxi_source.file_name(dataset, month),
                     "setting": "TAXI_SOURCE_URL" if published else "TAXI_SOURCE",
+                    "sinks_unchanged": dataset.sink_assets,
                 },
                 allow_retries=False,
             ) from error
-        plan, trips = taxi_source.trips(dataset, landed.path, known_types=new_column_types(context))
+        except Exception as error:
+            first_line = (str(error).strip().splitlines() or [""])[0]
+            raise dg.Failure(
+                description=f"{type(error).__name__}: {first_line}\n{unchanged}",
+                metadata={"month": month, "sinks_unchanged": dataset.sink_assets},
+            ) from error
         report = plan.report()
         changes = ", ".join(f"{len(names)} {change}" for change, names in report.items() if names)
         context.log.info(
