@@ -8,6 +8,8 @@ export UV_LINK_MODE ?= copy
 export UV_COMPILE_BYTECODE ?= 1
 # `install` syncs once; `uv run` re-syncing after it would compile those modules again, aloud.
 export UV_NO_SYNC ?= 1
+# A make run inside another make (the suite's) prints no "Entering directory" lines.
+MAKEFLAGS += --no-print-directory
 
 .PHONY: help install run backfill dev lint test bench bench-history stop clean
 

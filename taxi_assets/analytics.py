@@ -17,6 +17,7 @@ import io
 import json
 import os
 import shutil
+import sys
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -97,6 +98,40 @@ class TaxiDbtTranslator(DagsterDbtTranslator):
         self, dbt_resource_props: Mapping[str, Any]
     ) -> dg.AutomationCondition | None:
         return downstream_condition()
+
+    def get_asset_check_spec(self, asset_spec, manifest, unique_id, project):
+        """A dbt test's check says, as the project's own checks do, what it asserts and whether
+        it blocks (severity `error`) or only warns."""
+        spec = super().get_asset_check_spec(asset_spec, manifest, unique_id, project)
+        if spec is None:
+            return None
+        says = "Blocking" if spec.blocking else "Warns only"
+        return dg.AssetCheckSpec(
+            name=spec.name,
+            asset=spec.asset_key,
+            description=f"{says}: {spec.description or _test_asserts(manifest['nodes'][unique_id])}",
+            additional_deps=spec.additional_deps,
+            blocking=spec.blocking,
+            metadata=spec.metadata,
+        )
+
+
+def _test_asserts(test: Mapping[str, Any]) -> str:
+    """What a dbt generic test asserts, in words (its name, for a test this does not know)."""
+    name = test.get("test_metadata", {}).get("name", test["name"])
+    kwargs = test.get("test_metadata", {}).get("kwargs", {})
+    column = kwargs.get("column_name", "")
+    if name == "unique":
+        return f"no two rows share a {column}."
+    if name == "not_null":
+        return f"every row has a {column}."
+    if name == "accepted_values":
+        values = kwargs.get("values") or kwargs.get("arguments", {}).get("values")
+        return f"every {column} is one of {values}."
+    if name == "relationships":
+        field, to = kwargs.get("field"), kwargs.get("to", "")
+        return f"every {column} is a {field} of {to.removeprefix('ref(').strip(chr(39) + ')')}."
+    return f"dbt's `{name}` test of {column or test['name']}."
 
 
 @dataclass(frozen=True)
@@ -322,7 +357,10 @@ def warehouse_dbt(
         target = "gcp"
     else:
         warehouse_vars, target = {"duckdb_path": _setting(warehouse_io_manager.database)}, "local"
+    # The environment's own dbt, on PATH or not (a venv's python run without activating it).
+    beside_python = Path(sys.executable).with_name("dbt")
     return WarehouseDbtResource(
+        dbt_executable=str(beside_python) if beside_python.exists() else "dbt",
         project_dir=dbt_project,
         target=target,
         warehouse_vars=warehouse_vars,

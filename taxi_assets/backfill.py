@@ -160,8 +160,13 @@ def recorded_source_version(
 def dataset_assets(
     asset_graph, dataset: TripDataset
 ) -> tuple[list[dg.AssetKey], list[dg.AssetKey]]:
-    """The dataset's monthly and daily assets, from its raw trips down."""
-    keys = dg.AssetSelection.assets(dataset.raw_asset).downstream().resolve(asset_graph)
+    """The dataset's own monthly and daily assets, from its raw trips down. The models below
+    every dataset (analytics) are not one dataset's: automation builds them once all are in."""
+    keys = {
+        key
+        for key in dg.AssetSelection.assets(dataset.raw_asset).downstream().resolve(asset_graph)
+        if (asset_graph.get(key).group_name or "").startswith(dataset.group(""))
+    }
     by_partitions = {
         partitions_def: sorted(
             k for k in keys if asset_graph.get(k).partitions_def == partitions_def

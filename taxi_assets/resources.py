@@ -176,12 +176,16 @@ class TaxiSourceResource(dg.ConfigurableResource):
             probe=self.published_probe,
         )
 
+    @property
+    def landing_path(self) -> Path:
+        return Path(self.landing_dir or taxi_home() / "landing")
+
     def fetch(self, dataset: TripDataset, month: str, log) -> source.LandedFile:
         self.check_month(dataset, month)
         return source.download(
             self.url(dataset),
             self.file_name(dataset, month),
-            Path(self.landing_dir or taxi_home() / "landing"),
+            self.landing_path,
             retries=self.retries,
             backoff_seconds=self.backoff_seconds,
             timeout=self.timeout_seconds,

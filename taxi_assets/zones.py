@@ -108,7 +108,7 @@ CHECK_DESCRIPTIONS = {
     group_name="zones",
     kinds={"csv", "pandas"},
     check_specs=[
-        dg.AssetCheckSpec(name, asset=ZONES_ASSET, description=text, blocking=True)
+        dg.AssetCheckSpec(name, asset=ZONES_ASSET, description=f"Blocking: {text}", blocking=True)
         for name, text in CHECK_DESCRIPTIONS.items()
     ],
     description="The TLC's taxi zone lookup (`taxi_zone_lookup.csv`) from the chosen source: "
@@ -121,7 +121,7 @@ def taxi_zones(context: dg.AssetExecutionContext, taxi_source: TaxiSourceResourc
         landed = source.download(
             base,
             LOOKUP_FILE,
-            Path(taxi_source.landing_dir) / "misc",
+            taxi_source.landing_path / "misc",
             retries=taxi_source.retries,
             backoff_seconds=taxi_source.backoff_seconds,
             timeout=taxi_source.timeout_seconds,

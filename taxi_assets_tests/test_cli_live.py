@@ -507,24 +507,34 @@ def test_make_devs_terminal_says_how_each_run_ended_and_nothing_else(project):
     """Every run of the module so far started from the shell or the UI: the `make dev` terminal
     has a line for each end, with the failures' causes and pages, and no ticks or run events."""
     ui = project.graphql.url.removesuffix("/graphql")
-    runs = {
-        run_id: status
-        for job in ("monthly_yellow_trips", "daily_yellow_trips", "__ASSET_JOB")
-        for run_id, status in project.job_runs(job).items()
-    }
 
-    def all_said():
+    def ends_said():
+        """Each run's end line, once every run has ended (automation may still be running
+        the days and models the shell's months started)."""
+        runs = {
+            run_id: status
+            for job in ("monthly_yellow_trips", "daily_yellow_trips", "__ASSET_JOB")
+            for run_id, status in project.job_runs(job).items()
+        }
+        if any(status not in ("SUCCESS", "FAILURE", "CANCELED") for status in runs.values()):
+            return None
         text = project.dev.log_path.read_text()
-        return text if all(f": run {run_id} " in text for run_id in runs) else None
+        ends = {
+            run_id: [
+                line
+                for line in text.splitlines()
+                if f": run {run_id} " in line and not line.endswith(" started")
+            ]
+            for run_id in runs
+        }
+        return (runs, ends, text) if all(ends.values()) else None
 
-    terminal = wait_until(all_said, "make dev's lines", [project.dev], timeout=60)
+    runs, ends, terminal = wait_until(
+        ends_said, "make dev's lines", [project.dev], timeout=RUN_TIMEOUT
+    )
 
     for run_id, status in runs.items():
-        [line] = [
-            line
-            for line in terminal.splitlines()
-            if f": run {run_id} " in line and not line.endswith(" started")
-        ]
+        [line] = ends[run_id]
         if status == "FAILURE":
             assert "FAILED" in line and f"({ui}/runs/{run_id})" in line, line
             assert "not published" in line, line
