@@ -30,7 +30,7 @@ from taxi_assets.local_postgres import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH_DIR = REPO / ".bench" / "history"
-# Yellow rows per month of 2020 in the TLC files (the measured year).
+# Yellow rows per month of 2020 in the TLC files (the default --year).
 MONTH_ROWS_2020 = [
     6_405_008, 6_299_354, 3_007_292, 237_993, 348_371, 549_760,
     800_412, 1_007_284, 1_341_012, 1_681_131, 1_508_985, 1_461_897,

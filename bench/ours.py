@@ -45,7 +45,7 @@ def _prepare(workdir: Path, pg_url: str, csv_paths: list[Path]) -> None:
     )
 
 
-# The "ours": what the tutorial's script also does, so the two compare like for like.
+# "Ours" in the comparison: what the tutorial's script also does, so the two compare like for like.
 TUTORIAL_SCOPE = ["yellow_trips_by_day"]
 
 

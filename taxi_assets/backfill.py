@@ -33,7 +33,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +42,7 @@ import dagster as dg
 from taxi_assets import console
 from taxi_assets.dagster_private import AssetBackfill, BackfillDriver
 from taxi_assets.datasets import TripDataset
+from taxi_assets.materializations import latest_metadata_value, latest_storage_ids
 from taxi_assets.partitions import daily_partitions, monthly_partitions
 from taxi_assets.resources import TaxiSourceResource
 from taxi_assets.run_health import job_pools
@@ -140,23 +141,6 @@ class DatasetPlan:
         return "\n".join(lines)
 
 
-def latest_storage_ids(instance: dg.DagsterInstance, key: dg.AssetKey) -> Mapping[str, int]:
-    """Each partition's latest materialization, by storage id (one query for every partition)."""
-    return instance.event_log_storage.get_latest_storage_id_by_partition(
-        key, dg.DagsterEventType.ASSET_MATERIALIZATION
-    )
-
-
-def recorded_source_version(
-    instance: dg.DagsterInstance, raw: dg.AssetKey, month_key: str
-) -> str | None:
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=raw, asset_partitions=[month_key]), limit=1
-    ).records
-    version = records[0].asset_materialization.metadata.get("source_version") if records else None
-    return version.value if version else None
-
-
 def dataset_assets(
     asset_graph, dataset: TripDataset
 ) -> tuple[list[dg.AssetKey], list[dg.AssetKey]]:
@@ -228,7 +212,7 @@ def plan_dataset(
 
 def _same_file(instance, taxi_source, dataset, raw, month: str) -> bool:
     """Whether the source's file for the month is the one taken (a HEAD, no download)."""
-    taken = recorded_source_version(instance, raw, month)
+    taken = latest_metadata_value(instance, raw, "source_version", month)
     if taken is None:
         return False
     try:

@@ -13,6 +13,7 @@ import pandas as pd
 
 from taxi_assets.batches import TripBatches
 from taxi_assets.datasets import TripDataset
+from taxi_assets.materializations import latest_metadata_value
 from taxi_assets.partitions import monthly_partitions
 from taxi_assets.schema import to_pandas
 from taxi_assets.shrink_guard import ALLOW_SHRINK_TAG, shrink_allowed, shrink_refusal
@@ -174,16 +175,8 @@ def _materialized_rows(
     instance: dg.DagsterInstance, sinks: list[dg.AssetKey], partition: str
 ) -> int | None:
     """The most rows any monthly sink's last materialization of `partition` recorded."""
-    counts = []
-    for key in sinks:
-        records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
-        ).records
-        if records:
-            count = records[0].asset_materialization.metadata.get("dagster/row_count")
-            if count is not None:
-                counts.append(int(count.value))
-    return max(counts, default=None)
+    counts = (latest_metadata_value(instance, key, "dagster/row_count", partition) for key in sinks)
+    return max((int(count) for count in counts if count is not None), default=None)
 
 
 def _no_shrink(

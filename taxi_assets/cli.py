@@ -225,9 +225,12 @@ def run(
     with WorkspaceLocation.open(
         PROJECT_ROOT / "workspace.yaml", LOCATION_NAME, instance
     ) as location:
+        # The module the location has just loaded: the job's pools, for prepare_run.
+        from taxi_assets.definitions import defs
+
         for job, tags, selection in runs:
             prepare_run(
-                instance, job, runs_are_local=configured_profile() == "local"
+                instance, defs.resolve_job_def(job), runs_are_local=configured_profile() == "local"
             )  # see run_health
             dagster_run = location.create_run(
                 instance,

@@ -69,6 +69,8 @@ from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
 from dagster._utils.hosted_user_process import recon_job_from_origin
 from dagster._utils.interrupts import pop_captured_interrupt
 
+from taxi_assets.materializations import latest_materialization
+
 __all__ = [
     "automation_run_requests",
     "record_runless_materializations",
@@ -206,15 +208,12 @@ def check_evaluation_for_partition(
     """An evaluation of `check_key` for one partition, about that partition's latest
     materialization, as an `AssetCheckResult` of a single-partition run records it. Without
     that link the UI takes the result for a stale one and shows the partition unchecked."""
-    latest = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=check_key.asset_key, asset_partitions=[partition]),
-        limit=1,
-    ).records
+    latest = latest_materialization(instance, check_key.asset_key, partition)
     target = (
         AssetCheckEvaluationTargetMaterializationData(
-            run_id=latest[0].event_log_entry.run_id,
-            storage_id=latest[0].storage_id,
-            timestamp=latest[0].timestamp,
+            run_id=latest.event_log_entry.run_id,
+            storage_id=latest.storage_id,
+            timestamp=latest.timestamp,
         )
         if latest
         else None

@@ -160,13 +160,12 @@ def ensure_pools(instance: dg.DagsterInstance, pools: set[str]) -> None:
 
 def prepare_run(
     instance: dg.DagsterInstance,
-    job: dg.JobDefinition | str,
+    job: dg.JobDefinition,
     log: Callable[[str], None] | None = None,
     *,
     runs_are_local: bool = True,
 ) -> None:
-    """Before a job (or the code location's job of that name) runs in this process: no dead
-    run holds its pools, and no live one does.
+    """Before a job runs in this process: no dead run holds its pools, and no live one does.
 
     `runs_are_local`: every run of the instance ran on this machine (the local profile's own
     instance), so a pid not alive here is a dead run. An instance shared with a deployment
@@ -175,10 +174,6 @@ def prepare_run(
     log = log or _console
     if not instance.event_log_storage.supports_global_concurrency_limits:
         return
-    if isinstance(job, str):
-        from taxi_assets.definitions import defs
-
-        job = defs.resolve_job_def(job)
     ensure_pools(instance, job_pools(job))
     if runs_are_local:
         fail_dead_runs(instance, log)

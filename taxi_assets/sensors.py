@@ -15,6 +15,7 @@ import hashlib
 import dagster as dg
 
 from taxi_assets.datasets import TripDataset
+from taxi_assets.materializations import latest_metadata_value
 from taxi_assets.partitions import monthly_partitions
 from taxi_assets.resources import TaxiSourceResource
 from taxi_assets.source import SourceNotPublished
@@ -88,16 +89,10 @@ def build_publish_sensor(dataset: TripDataset, job) -> dg.SensorDefinition:
 def taken_versions(instance: dg.DagsterInstance, dataset: TripDataset) -> dict[str, str | None]:
     """Each month taken from the source, with the file version its latest run took."""
     raw = dg.AssetKey(dataset.raw_asset)
-    versions = {}
-    for key in sorted(instance.get_materialized_partitions(raw)):
-        records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=raw, asset_partitions=[key]), limit=1
-        ).records
-        recorded = (
-            records[0].asset_materialization.metadata.get("source_version") if records else None
-        )
-        versions[key] = recorded.value if recorded else None
-    return versions
+    return {
+        key: latest_metadata_value(instance, raw, "source_version", key)
+        for key in sorted(instance.get_materialized_partitions(raw))
+    }
 
 
 def build_reupload_sensor(dataset: TripDataset, job) -> dg.SensorDefinition:

@@ -18,6 +18,7 @@ import pandas as pd
 from taxi_assets import automation, source
 from taxi_assets.assets.warehouse import WAREHOUSE_POOL
 from taxi_assets.io_managers.lake_writers import NAME_METADATA_KEY
+from taxi_assets.materializations import latest_metadata_value
 from taxi_assets.resources import SOURCE_KINDS, TaxiSourceResource
 
 LOOKUP_FILE = "taxi_zone_lookup.csv"
@@ -195,14 +196,6 @@ def taxi_zones_definitions() -> dg.Definitions:
     return dg.Definitions(assets=assets, jobs=[job], sensors=[build_lookup_changed_sensor(job)])
 
 
-def taken_version(instance: dg.DagsterInstance) -> str | None:
-    record = instance.get_latest_materialization_event(ZONES_ASSET)
-    if record is None or record.asset_materialization is None:
-        return None
-    version = record.asset_materialization.metadata.get("source_version")
-    return version.value if version else None
-
-
 def build_lookup_changed_sensor(job) -> dg.SensorDefinition:
     @dg.sensor(
         name="taxi_zone_lookup_changed",
@@ -215,7 +208,7 @@ def build_lookup_changed_sensor(job) -> dg.SensorDefinition:
         "the models over them.",
     )
     def lookup_changed(context: dg.SensorEvaluationContext, taxi_source: TaxiSourceResource):
-        taken = taken_version(context.instance)
+        taken = latest_metadata_value(context.instance, ZONES_ASSET, "source_version")
         if taken is None:
             return dg.SkipReason("the zone lookup has not been taken yet: materialize taxi_zones")
         try:

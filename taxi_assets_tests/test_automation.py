@@ -1,4 +1,4 @@
-"""Issue 5, in process: the new-month sensor, the downstream automation condition and the
+"""In process: the new-month sensor, the downstream automation condition and the
 schedules, evaluated against a real Dagster instance after real runs on the loopback source.
 (test_automation_live.py runs the same definitions under the real daemon and webserver.)"""
 

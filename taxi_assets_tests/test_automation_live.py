@@ -1,4 +1,4 @@
-"""Issue 5, with the real processes: a backfill through the webserver's GraphQL API, run by the
+"""With the real processes: a backfill through the webserver's GraphQL API, run by the
 daemon under the run queue and the Postgres pool; declarative automation downstream; and the UI
 in a real browser.
 

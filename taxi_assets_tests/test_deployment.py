@@ -1,4 +1,4 @@
-"""Issue 6: the docker-compose stack, proved without a Docker engine.
+"""The docker-compose stack, proved without a Docker engine.
 
 The static half reads docker-compose.yaml with a YAML loader (variables filled from .env.example,
 as `docker compose` fills them from a `.env` copied from it) and checks it against the compose

@@ -1,4 +1,4 @@
-"""Issue 8: real faults, and every sink ends exactly in its last good state.
+"""Real faults, and every sink ends exactly in its last good state.
 
 Each case takes the sink's state (row counts and checksums per partition) before the fault and
 compares it after. The faults are real: a PostgreSQL server stopped with `pg_ctl stop -m

@@ -1,4 +1,4 @@
-"""Issue 3: the lake assets of the real pipeline, on the GCS emulator."""
+"""The lake assets of the real pipeline, on the GCS emulator."""
 
 import gzip
 

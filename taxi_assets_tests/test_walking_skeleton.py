@@ -1,4 +1,4 @@
-"""Issue 2: a month from the HTTP source, cleaned, checked and loaded into PostgreSQL."""
+"""A month from the HTTP source, cleaned, checked and loaded into PostgreSQL."""
 
 import threading
 

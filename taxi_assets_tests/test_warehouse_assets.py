@@ -1,4 +1,4 @@
-"""Issue 4: the lake's trips in the warehouse, on the BigQuery emulator and on DuckDB."""
+"""The lake's trips in the warehouse, on the BigQuery emulator and on DuckDB."""
 
 import dagster as dg
 import duckdb

@@ -1,0 +1,63 @@
+"""What sensors, checks and the backfill plan read of an asset's latest materialization: the
+newest one of the partition asked about, never another partition's, and nothing when none."""
+
+import dagster as dg
+
+from taxi_assets.materializations import (
+    latest_materialization,
+    latest_metadata_value,
+    latest_storage_ids,
+)
+
+MONTHS = dg.StaticPartitionsDefinition(["2021-01-01", "2021-02-01"])
+VERSION = "source_version"
+
+
+@dg.asset(partitions_def=MONTHS, config_schema={"version": str})
+def months(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    return dg.MaterializeResult(
+        metadata={VERSION: context.op_execution_context.op_config["version"]}
+    )
+
+
+@dg.asset
+def lookup() -> dg.MaterializeResult:
+    return dg.MaterializeResult(metadata={VERSION: "etag-1"})
+
+
+def materialize_month(instance: dg.DagsterInstance, month: str, version: str) -> None:
+    result = dg.materialize(
+        [months],
+        instance=instance,
+        partition_key=month,
+        run_config={"ops": {"months": {"config": {"version": version}}}},
+    )
+    assert result.success
+
+
+def test_the_latest_materialization_of_a_partition_is_its_newest_and_only_its_own():
+    instance = dg.DagsterInstance.ephemeral()
+    key = months.key
+    assert latest_materialization(instance, key, "2021-01-01") is None
+    assert latest_metadata_value(instance, key, VERSION, "2021-01-01") is None
+
+    materialize_month(instance, "2021-01-01", "a")
+    materialize_month(instance, "2021-01-01", "b")
+    materialize_month(instance, "2021-02-01", "c")
+
+    assert latest_metadata_value(instance, key, VERSION, "2021-01-01") == "b"
+    assert latest_metadata_value(instance, key, VERSION, "2021-02-01") == "c"
+    assert latest_metadata_value(instance, key, "no such entry", "2021-01-01") is None
+    january = latest_materialization(instance, key, "2021-01-01")
+    assert january is not None and january.partition_key == "2021-01-01"
+    assert latest_storage_ids(instance, key) == {
+        "2021-01-01": january.storage_id,
+        "2021-02-01": latest_materialization(instance, key, "2021-02-01").storage_id,
+    }
+
+
+def test_the_latest_materialization_of_an_unpartitioned_asset():
+    instance = dg.DagsterInstance.ephemeral()
+    assert latest_metadata_value(instance, lookup.key, VERSION) is None
+    assert dg.materialize([lookup], instance=instance).success
+    assert latest_metadata_value(instance, lookup.key, VERSION) == "etag-1"
