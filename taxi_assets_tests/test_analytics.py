@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import date
 
 import dagster as dg
 import duckdb
@@ -301,6 +302,38 @@ def test_reloading_one_day_changes_only_that_days_rows_in_fct_trips(loaded, tmp_
     assert {d: v for d, v in after.items() if d not in {day, other_day}} == {
         d: v for d, v in before.items() if d not in {day, other_day}
     }
+
+
+def test_a_day_whose_trips_all_went_has_no_rows_left_in_fct_trips(loaded, tmp_path, postgres):
+    state, *_ = loaded
+    day = "2021-01-02"
+    # The loaded warehouse, copied: dbt reads only the warehouse.
+    path = tmp_path / "warehouse.duckdb"
+    shutil.copyfile(state / "warehouse.duckdb", path)
+    fct_days = "select pickup_date, count(*) from analytics.fct_trips group by 1 order by 1"
+    before = dict(warehouse_rows(path, fct_days))
+    assert before[date.fromisoformat(day)] > 0
+    with duckdb.connect(str(path)) as connection:
+        # The day reloads with no trips at all (a republished month without them).
+        connection.execute(
+            "delete from ny_taxi.yellow_trips "
+            f"where cast(tpep_pickup_datetime as date) = date '{day}'"
+        )
+        connection.execute(
+            "delete from ny_taxi.green_trips "
+            f"where cast(lpep_pickup_datetime as date) = date '{day}'"
+        )
+    resources = pipeline_resources(
+        tmp_path,
+        str(state / "source"),
+        postgres,
+        warehouse_io_manager=DuckDBWarehouseIOManager(database=str(path)),
+    )
+    assert build_models(resources, day, day).success
+
+    after = dict(warehouse_rows(path, fct_days))
+    assert date.fromisoformat(day) not in after
+    assert after == {d: n for d, n in before.items() if d != date.fromisoformat(day)}
 
 
 def test_an_unknown_zone_id_fails_its_check_and_the_mart_is_not_published(

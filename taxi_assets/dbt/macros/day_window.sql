@@ -12,17 +12,33 @@
 {%- endmacro %}
 
 {#
-  How fct_trips replaces a run's days, by adapter: DuckDB deletes the days the new rows hold
-  and inserts them in one transaction; BigQuery overwrites those days' partitions.
+  How fct_trips replaces a run's days, by adapter, every day of the window, a day whose trips
+  all went too: DuckDB deletes the window's days and appends the new rows in one transaction
+  (the pre-hook runs inside the model's); BigQuery overwrites the window's day partitions,
+  named statically so that an empty day is overwritten as well. Without a window, every day
+  with rows is replaced.
 #}
 {% macro by_day_incremental_config() -%}
     {%- if target.type == 'bigquery' -%}
+        {%- set days = [] -%}
+        {%- if var('min_date') and var('max_date') -%}
+            {%- set first = modules.datetime.date.fromisoformat(var('min_date')) -%}
+            {%- set end = modules.datetime.date.fromisoformat(var('max_date')) -%}
+            {%- for offset in range((end - first).days) -%}
+                {%- do days.append("date '" ~ (first + modules.datetime.timedelta(days=offset)) ~ "'") -%}
+            {%- endfor -%}
+        {%- endif -%}
         {{ return({
             'incremental_strategy': 'insert_overwrite',
             'partition_by': {'field': 'pickup_date', 'data_type': 'date', 'granularity': 'day'},
+            'partitions': days or none,
         }) }}
     {%- else -%}
-        {{ return({'incremental_strategy': 'delete+insert', 'unique_key': 'pickup_date'}) }}
+        {{ return({
+            'incremental_strategy': 'append',
+            'pre_hook': "{% if is_incremental() %}delete from {{ this }} where "
+                ~ "{{ in_day_window('pickup_date') }}{% endif %}",
+        }) }}
     {%- endif -%}
 {%- endmacro %}
 
