@@ -1,25 +1,43 @@
-"""Local files replaced in one step, and the partial files of dead writers cleared away.
+"""Files replaced in one step, and the partial files of dead writers cleared away.
 
-A file is written under a hidden temporary name beside its target and renamed over it, so a
-reader meets the old file or the new one. The writer holds a lock on its temporary file for as
-long as it writes; the kernel drops the lock when the writer dies, however it dies. So the next
-writer of the same target can tell a dead writer's partial file (nobody holds its lock) from a
-live one's (two runs may write one staged partition at once) and deletes only the former.
+One primitive for every writer: a file is written under a hidden temporary name beside its
+target (`.{name}.{random}.tmp`; the leading dot keeps pyarrow's dataset discovery away) and
+then put at the target in one step, so a reader meets the old file or the new one.
+
+On local disk the partial file is renamed over the target. The writer holds a lock on its
+partial file for as long as it writes; the kernel drops the lock when the writer dies, however
+it dies. So the next writer of the same target can tell a dead writer's partial file (nobody
+holds its lock) from a live one's (two runs may write one staged partition at once) and deletes
+only the former. On GCS (or any pyarrow filesystem that is not local) the bytes go to a local
+spool file, are uploaded in large pieces to the hidden object, and the server then moves that
+to the target: an object is never readable half uploaded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+import pyarrow as pa
+import pyarrow.fs as pafs
+
 # Room kept free beyond the file itself: a disk filled to the last byte fails everything else.
 FREE_SPACE_MARGIN_BYTES = 64 << 20
+# Uploads in pieces this large: GCS takes 1 MiB writes several times slower.
+UPLOAD_PIECE_BYTES = 16 << 20
+
+
+def partial_name(name: str) -> str:
+    """The hidden name a new version of file `name` is written under, beside it."""
+    return f".{name}.{uuid.uuid4().hex}.tmp"
 
 
 def _partials(path: Path) -> list[Path]:
@@ -54,6 +72,27 @@ def check_free_space(folder: Path, needed_bytes: int, setting: str | None = None
         )
 
 
+class PartialFile:
+    """A local file being written aside `path`, locked; `publish()` renames it over `path`."""
+
+    def __init__(self, path: Path, size_hint: int = 0, setting: str | None = None):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_dead_partials(path)
+        check_free_space(path.parent, size_hint, setting)
+        self.path, self.partial = path, path.with_name(partial_name(path.name))
+        self.file: BinaryIO = open(self.partial, "wb")  # noqa: SIM115 - held until publish
+        fcntl.flock(self.file, fcntl.LOCK_EX)
+
+    def publish(self) -> None:
+        self.file.flush()
+        os.replace(self.partial, self.path)
+        self.file.close()
+
+    def discard(self) -> None:
+        self.file.close()
+        self.partial.unlink(missing_ok=True)
+
+
 def replace_file(
     path: Path, write: Callable[[BinaryIO], None], size_hint: int = 0, setting: str | None = None
 ) -> None:
@@ -62,18 +101,12 @@ def replace_file(
     `size_hint` (bytes about to be written) is checked against the free space first; `setting`
     names what moves the folder, for the error.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_dead_partials(path)
-    check_free_space(path.parent, size_hint, setting)
-    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    pending = PartialFile(path, size_hint, setting)
     try:
-        with open(partial, "wb") as out:
-            fcntl.flock(out, fcntl.LOCK_EX)
-            write(out)
-            out.flush()
-            os.replace(partial, path)
+        write(pending.file)
+        pending.publish()
     except OSError as error:
-        partial.unlink(missing_ok=True)
+        pending.discard()
         if error.errno == errno.ENOSPC:
             raise OSError(
                 errno.ENOSPC,
@@ -82,7 +115,7 @@ def replace_file(
             ) from error
         raise
     except BaseException:
-        partial.unlink(missing_ok=True)
+        pending.discard()
         raise
 
 
@@ -91,10 +124,70 @@ def link_file(source: Path, target: Path) -> None:
     byte is copied, and a reader of `target` sees its old file or `source`."""
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_dead_partials(target)
-    partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    partial = target.with_name(partial_name(target.name))
     os.link(source, partial)
     try:
         os.replace(partial, target)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+
+
+def is_local(fs: pafs.FileSystem) -> bool:
+    base = fs.base_fs if isinstance(fs, pafs.SubTreeFileSystem) else fs
+    return isinstance(base, pafs.LocalFileSystem)
+
+
+def local_path(fs: pafs.FileSystem, path: str) -> Path:
+    return Path(fs.base_path, path) if isinstance(fs, pafs.SubTreeFileSystem) else Path(path)
+
+
+class PendingObject:
+    """A file of a pyarrow filesystem being written as a stream (`stream`); `publish()` makes
+    it visible at `path`, whole, and `discard()` leaves the file at `path` as it was."""
+
+    def __init__(self, fs: pafs.FileSystem, path: str, setting: str | None = None):
+        self.fs, self.path = fs, path
+        self._spool = self._local = None
+        parent, _, file_name = path.rpartition("/")
+        if is_local(fs):
+            # Only local disk gets folders (creating them on GCS adds placeholder objects).
+            self._local = PartialFile(local_path(fs, path), setting=setting)
+            self._hidden = "/".join(filter(None, [parent, self._local.partial.name]))
+            self.stream = fs.open_output_stream(self._hidden)
+        else:
+            self._hidden = "/".join(filter(None, [parent, partial_name(file_name)]))
+            self._spool = tempfile.NamedTemporaryFile(prefix="taxi-lake-", suffix=".parquet")
+            self.stream = pa.OSFile(self._spool.name, "wb")
+
+    def publish(self) -> int:
+        """Put the written bytes at `path` in one step; returns their size."""
+        size = self.stream.tell()
+        self.stream.close()
+        if self._local is not None:
+            self._local.publish()
+            return size
+        with open(self._spool.name, "rb") as spool, self.fs.open_output_stream(self._hidden) as out:
+            while piece := spool.read(UPLOAD_PIECE_BYTES):
+                out.write(piece)
+        self.fs.move(self._hidden, self.path)
+        self._close_spool()
+        return size
+
+    def discard(self) -> None:
+        with contextlib.suppress(Exception):
+            self.stream.close()
+        # Best effort: with the store unreachable, a hidden object was never finalised either.
+        if self._local is not None:
+            with contextlib.suppress(OSError):
+                self._local.discard()
+            return
+        with contextlib.suppress(OSError):
+            if self.fs.get_file_info(self._hidden).type != pafs.FileType.NotFound:
+                self.fs.delete_file(self._hidden)
+        self._close_spool()
+
+    def _close_spool(self) -> None:
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None

@@ -26,26 +26,16 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from taxi_assets.atomic_files import link_file, replace_file
+from taxi_assets.atomic_files import is_local, link_file, local_path, replace_file
 
 # What moves a local lake, for errors about its disk.
 LOCAL_LAKE_SETTING = "TAXI_HOME"
 MANIFEST = "_manifest.json"
 VERSIONS = "_versions"
-
-
-def is_local(fs: pafs.FileSystem) -> bool:
-    base = fs.base_fs if isinstance(fs, pafs.SubTreeFileSystem) else fs
-    return isinstance(base, pafs.LocalFileSystem)
-
-
-def local_path(fs: pafs.FileSystem, path: str) -> Path:
-    return Path(fs.base_path, path) if isinstance(fs, pafs.SubTreeFileSystem) else Path(path)
 
 
 def write_object(fs: pafs.FileSystem, path: str, data: pa.Buffer | bytes) -> None:

@@ -24,9 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
-import tempfile
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import ClassVar
 
@@ -38,16 +35,11 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from taxi_assets import batches as batching
-from taxi_assets.atomic_files import check_free_space, remove_dead_partials
+from taxi_assets.atomic_files import PendingObject, is_local, local_path
 from taxi_assets.batches import TripBatches, conformed, rebatched
 from taxi_assets.dagster_private import running_step_run_tags
 from taxi_assets.io_managers import month_publishes
-from taxi_assets.io_managers.lake_versions import (
-    LOCAL_LAKE_SETTING,
-    VersionedDays,
-    is_local,
-    local_path,
-)
+from taxi_assets.io_managers.lake_versions import LOCAL_LAKE_SETTING, VersionedDays
 from taxi_assets.lake_files import LakeDayFiles
 from taxi_assets.resources import LakeResource, PostgresResource
 from taxi_assets.schema import to_pandas
@@ -59,8 +51,6 @@ PARTITION_COLUMN_METADATA_KEY = "lake/partition_column"
 # The `schema.table` a monthly object follows: swapped first, recorded ahead until the object is.
 FOLLOWS_POSTGRES_METADATA_KEY = "lake/follows_postgres_table"
 DATASET_FILE = "part-0.parquet"
-# Uploads in pieces this large: GCS takes 1 MiB writes several times slower.
-UPLOAD_PIECE_BYTES = 16 << 20
 
 
 def _row_group_rows() -> int:
@@ -71,29 +61,10 @@ class _PendingObject:
     """A Parquet object being written; `publish()` makes it visible at `path`, whole."""
 
     def __init__(self, fs: pafs.FileSystem, path: str, schema: pa.Schema):
-        self.fs, self.path, self.rows = fs, path, 0
-        parent, _, file_name = path.rpartition("/")
-        # The leading dot keeps pyarrow's dataset discovery away from a half-written file.
-        self._hidden = "/".join(filter(None, [parent, f".{file_name}.{uuid.uuid4().hex}.tmp"]))
-        self._spool = self._lock = None
+        self.path, self.rows = path, 0
         with _naming(path):
-            self._open(schema)
-
-    def _open(self, schema: pa.Schema) -> None:
-        fs, parent = self.fs, self.path.rpartition("/")[0]
-        if is_local(fs):
-            # Object stores need no folders (creating them on GCS adds placeholder objects).
-            fs.create_dir(parent, recursive=True)
-            # A dead writer's hidden file goes; a live one's is locked (atomic_files.py).
-            remove_dead_partials(local_path(fs, self.path))
-            check_free_space(local_path(fs, parent), 0, LOCAL_LAKE_SETTING)
-            self._out = fs.open_output_stream(self._hidden)
-            self._lock = open(local_path(fs, self._hidden), "rb")  # noqa: SIM115 - held open
-            fcntl.flock(self._lock, fcntl.LOCK_EX)
-        else:
-            self._spool = tempfile.NamedTemporaryFile(prefix="taxi-lake-", suffix=".parquet")
-            self._out = pa.OSFile(self._spool.name, "wb")
-        self._writer = pq.ParquetWriter(self._out, schema)
+            self._object = PendingObject(fs, path, LOCAL_LAKE_SETTING)
+            self._writer = pq.ParquetWriter(self._object.stream, schema)
 
     def write(self, table: pa.Table) -> None:
         with _naming(self.path):
@@ -103,42 +74,14 @@ class _PendingObject:
     def publish(self) -> int:
         """Finish the file and put it at `path` in one step; returns its size in bytes."""
         with _naming(self.path):
-            return self._publish()
-
-    def _publish(self) -> int:
-        self._writer.close()
-        size = self._out.tell()
-        self._out.close()
-        if self._spool is not None:
-            with (
-                open(self._spool.name, "rb") as spool,
-                self.fs.open_output_stream(self._hidden) as out,
-            ):
-                while piece := spool.read(UPLOAD_PIECE_BYTES):
-                    out.write(piece)
-        self.fs.move(self._hidden, self.path)
-        self._close_spool()
-        return size
+            self._writer.close()
+            return self._object.publish()
 
     def discard(self) -> None:
         """Drop what was written; the object at `path` stays as it was."""
         with contextlib.suppress(Exception):
             self._writer.close()
-        with contextlib.suppress(Exception):
-            self._out.close()
-        # Best effort: with the store unreachable, a hidden object was never finalised either.
-        with contextlib.suppress(OSError):
-            if self.fs.get_file_info(self._hidden).type != pafs.FileType.NotFound:
-                self.fs.delete_file(self._hidden)
-        self._close_spool()
-
-    def _close_spool(self) -> None:
-        if self._spool is not None:
-            self._spool.close()
-            self._spool = None
-        if self._lock is not None:
-            self._lock.close()
-            self._lock = None
+        self._object.discard()
 
 
 @contextlib.contextmanager
