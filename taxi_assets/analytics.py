@@ -15,7 +15,6 @@ import contextlib
 import fcntl
 import io
 import json
-import os
 import shutil
 import sys
 import time
@@ -29,7 +28,7 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 from pydantic import Field
 
-from taxi_assets import revenue_chart
+from taxi_assets import revenue_chart, settings
 from taxi_assets.assets.warehouse import WAREHOUSE_POOL
 from taxi_assets.automation import downstream_condition
 from taxi_assets.partitions import daily_partitions
@@ -344,7 +343,7 @@ def warehouse_dbt(
         warehouse_vars = {
             "bigquery_project": _setting(warehouse_io_manager.project),
             "trips_dataset": _setting(warehouse_io_manager.dataset),
-            "bigquery_dataset": os.environ.get("TAXI_BQ_ANALYTICS_DATASET") or "analytics",
+            "bigquery_dataset": settings.value("TAXI_BQ_ANALYTICS_DATASET"),
             "bigquery_location": _setting(warehouse_io_manager.location) or "US",
             "bigquery_api_endpoint": endpoint,
             # An emulator takes any token; a real project, Application Default Credentials.

@@ -19,12 +19,12 @@ import warnings
 import dagster as dg
 import pyarrow as pa
 
-from taxi_assets import console, first_line
+from taxi_assets import console, first_line, settings
 from taxi_assets.datasets import DATASETS, TripDataset
 from taxi_assets.resources import PROJECT_ROOT, configured_profile, local_pg_port, taxi_home
 
 LOCATION_NAME = "taxi_assets"  # the code location in workspace.yaml, which `make dev` serves
-WEBSERVER_PORT = 3000
+WEBSERVER_PORT = int(settings.BY_NAME["DAGSTER_WEBSERVER_PORT"].default)
 
 
 def quiet_framework_warnings() -> None:
@@ -36,15 +36,15 @@ def quiet_framework_warnings() -> None:
 
 
 def log_level(verbose: bool) -> str:
-    return "DEBUG" if verbose else os.environ.get("LOG_LEVEL", "INFO").upper()
+    return "DEBUG" if verbose else settings.value("LOG_LEVEL").upper()
 
 
 def webserver_port() -> int:
-    return int(os.environ.get("DAGSTER_WEBSERVER_PORT") or WEBSERVER_PORT)
+    return int(settings.value("DAGSTER_WEBSERVER_PORT"))
 
 
 def webserver_host() -> str:
-    return os.environ.get("DAGSTER_HOST", "127.0.0.1")
+    return settings.value("DAGSTER_HOST")
 
 
 def webserver_url() -> str:
@@ -110,7 +110,7 @@ def start_local_postgres(home, port: int):
 
 def prepare_environment() -> None:
     """Point Dagster at this project's instance and, locally, at the embedded PostgreSQL."""
-    os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT))
+    os.environ.setdefault("DAGSTER_HOME", settings.value("DAGSTER_HOME"))
     # dagster.yaml turns telemetry off, but the webserver and the daemon still make its folders
     # (logs/, .logs_queue/) in DAGSTER_HOME, the checkout, unless this is set.
     os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
@@ -123,7 +123,7 @@ def prepare_environment() -> None:
         if configured_profile() == "local":
             server = start_local_postgres(home, local_pg_port())
             os.environ.setdefault("DAGSTER_PG_URL", instance_storage_url(server.url))
-        elif not os.environ.get("DAGSTER_PG_URL"):
+        elif not settings.is_set("DAGSTER_PG_URL"):
             sys.exit("TAXI_PROFILE=gcp needs DAGSTER_PG_URL (the PostgreSQL for Dagster's storage)")
         set_up_instance()
 
@@ -262,7 +262,7 @@ def print_locations(month: str, datasets: list[TripDataset], results: list, seco
     print("\n" + "\n".join(table))
     ui = ui_url()
     if configured_profile() == "local":
-        server = os.environ["DAGSTER_PG_URL"].split("?")[0]
+        server = settings.value("DAGSTER_PG_URL").split("?")[0]
         print(f"PostgreSQL: {server} (psql it); the runs: `make dev`, then {ui}")
     for dataset in datasets:
         print(
@@ -400,7 +400,7 @@ def main(argv: list[str] | None = None) -> None:
         first_line.announce(args.month, [dataset.name for dataset in datasets])
     prepare_environment()
     if args.command == "postgres":
-        print(os.environ["DAGSTER_PG_URL"])
+        print(settings.value("DAGSTER_PG_URL"))
     elif args.command == "run":
         start = time.monotonic()
         results = run(args.month, datasets, level=log_level(args.verbose))

@@ -4,8 +4,9 @@ imports nothing beyond the standard library."""
 
 from __future__ import annotations
 
-import os
 import sys
+
+from taxi_assets import settings
 
 CLI_MODULE = "taxi_assets.cli"
 DEFAULT_MONTH = "2021-01"
@@ -16,16 +17,13 @@ announced = False  # whether this process has said its first line
 
 def configured_profile() -> str:
     """TAXI_PROFILE: where everything goes, `local` (the default) or `gcp` (profiles.py)."""
-    return os.environ.get("TAXI_PROFILE") or "local"
+    return settings.profile()
 
 
 def announce(month: str, names: list[str]) -> None:
     """The first line, at once: what is about to happen (the rest takes seconds to start)."""
     global announced
-    where = (
-        os.environ.get("TAXI_SOURCE_URL")
-        or f"TAXI_SOURCE={os.environ.get('TAXI_SOURCE') or 'datatalks'}"
-    )
+    where = settings.value("TAXI_SOURCE_URL") or f"TAXI_SOURCE={settings.value('TAXI_SOURCE')}"
     print(
         f"Loading {' and '.join(names)} {month} from {where} into the {configured_profile()} "
         "profile's sinks: each month's run, then its days' run.",

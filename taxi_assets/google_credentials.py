@@ -8,7 +8,8 @@ naming the setting rather than the path.
 from __future__ import annotations
 
 import json
-import os
+
+from taxi_assets import settings
 
 KEY_SETTING = "GOOGLE_APPLICATION_CREDENTIALS"
 # What google-auth needs of each kind of credentials file it accepts.
@@ -25,7 +26,7 @@ class CredentialsSettingError(ValueError):
 
 def check_key_file() -> None:
     """Raise, without the path, unless the key file (if one is set) is a usable one."""
-    path = os.environ.get(KEY_SETTING)
+    path = settings.value(KEY_SETTING)
     if not path:
         return  # the default chain: gcloud's credentials or the metadata server
     problem = None

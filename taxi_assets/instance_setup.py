@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +22,7 @@ import sqlalchemy.engine
 import sqlalchemy.exc
 from dagster_postgres.utils import DagsterPostgresException
 
+from taxi_assets import settings
 from taxi_assets.run_health import ensure_pools, job_pools
 
 LOCK_FILE = ".setup.lock"
@@ -56,7 +56,7 @@ def set_up_instance() -> None:
         sys.exit("DAGSTER_PG_URL is not a PostgreSQL URL (postgresql://user:password@host:port/db)")
     except (sqlalchemy.exc.OperationalError, DagsterPostgresException) as error:
         cause = error.__cause__ if isinstance(error, DagsterPostgresException) else error
-        url = sqlalchemy.engine.make_url(os.environ.get("DAGSTER_PG_URL", ""))
+        url = sqlalchemy.engine.make_url(settings.value("DAGSTER_PG_URL"))
         reason = str(getattr(cause, "orig", None) or cause).strip().splitlines()[0]
         sys.exit(
             f"DAGSTER_PG_URL ({url.render_as_string(hide_password=True)}), the database of "

@@ -7,11 +7,11 @@ environment, secrets through `dg.EnvVar` so they never land in run config or log
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import dagster as dg
 
+from taxi_assets import settings
 from taxi_assets.io_managers.bigquery import BigQueryWarehouseIOManager
 from taxi_assets.io_managers.duckdb import DuckDBWarehouseIOManager
 from taxi_assets.analytics import warehouse_dbt
@@ -76,7 +76,7 @@ def gcp_resources() -> dict:
     optional = {
         field: dg.EnvVar(name)
         for field, name in (("location", "TAXI_BQ_LOCATION"), ("api_endpoint", "TAXI_BQ_ENDPOINT"))
-        if os.environ.get(name)
+        if settings.is_set(name)
     }
     return build_resources(
         taxi_source=configured_source(),
@@ -89,14 +89,14 @@ def gcp_resources() -> dict:
         ),
         # The bucket name is no secret, and a gs:// root cannot be assembled from an EnvVar.
         lake=LakeResource(
-            root=f"gs://{os.environ.get('TAXI_GCS_BUCKET', 'set-TAXI_GCS_BUCKET')}",
-            endpoint=os.environ.get("TAXI_GCS_ENDPOINT") or None,
+            root=f"gs://{settings.value('TAXI_GCS_BUCKET') or 'set-TAXI_GCS_BUCKET'}",
+            endpoint=settings.value("TAXI_GCS_ENDPOINT") or None,
             # The client's default is to retry for ~15 minutes while GCS is unreachable.
             retry_time_limit_seconds=300,
         ),
         warehouse_io_manager=BigQueryWarehouseIOManager(
             project=dg.EnvVar("TAXI_BQ_PROJECT"),
-            dataset=os.environ.get("TAXI_BQ_DATASET") or "ny_taxi",
+            dataset=settings.value("TAXI_BQ_DATASET"),
             **optional,
         ),
         staging_dir=str(taxi_home() / "staging"),

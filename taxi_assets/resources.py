@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 from pydantic import Field
 
-from taxi_assets import source
+from taxi_assets import settings, source
 from taxi_assets.batches import TripBatches
 from taxi_assets.datasets import TripDataset
 
@@ -25,19 +24,19 @@ from taxi_assets.google_credentials import check_key_file
 from taxi_assets.schema import file_schema, trip_batches
 from taxi_assets.schema_mapping import MappingPlan, map_batches, plan_mapping
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-LOCAL_PG_PORT = 55432
+PROJECT_ROOT = settings.PROJECT_ROOT
+LOCAL_PG_PORT = int(settings.BY_NAME["TAXI_PG_PORT"].default)
 SOURCE_RESOURCE_KEY = "taxi_source"
 
 
 def local_pg_port() -> int:
     """The port of the project's PostgreSQL on the local profile."""
-    return int(os.environ.get("TAXI_PG_PORT") or LOCAL_PG_PORT)
+    return int(settings.value("TAXI_PG_PORT"))
 
 
 def taxi_home() -> Path:
     """Where the local profile keeps its state (git-ignored)."""
-    return Path(os.environ.get("TAXI_HOME", PROJECT_ROOT / ".local")).resolve()
+    return settings.taxi_home()
 
 
 @dataclass(frozen=True)
@@ -217,8 +216,8 @@ class TaxiSourceResource(dg.ConfigurableResource):
 def configured_source() -> TaxiSourceResource:
     """The source TAXI_SOURCE names (default datatalks), at TAXI_SOURCE_URL when set."""
     return TaxiSourceResource(
-        kind=os.environ.get("TAXI_SOURCE") or "datatalks",
-        base_url=os.environ.get("TAXI_SOURCE_URL") or "",
+        kind=settings.value("TAXI_SOURCE"),
+        base_url=settings.value("TAXI_SOURCE_URL"),
         landing_dir=str(taxi_home() / "landing"),
     )
 

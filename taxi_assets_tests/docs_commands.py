@@ -23,6 +23,7 @@ PAGES = [
     "docs/analytics.md",
     "docs/deploy-kubernetes.md",
     "docs/untrusted-input-and-races.md",
+    "docs/settings.md",
 ]
 BLOCK = re.compile(r"^( *)```(?:bash|sh|shell)\n(.*?)^\1```", re.S | re.M)
 # What a command needs that the suite does not have, marked on it or atop its block.
