@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from taxi_assets import console, first_line, settings
 from taxi_assets.datasets import DATASETS, TripDataset
-from taxi_assets.resources import PROJECT_ROOT, configured_profile, local_pg_port, taxi_home
+from taxi_assets.resources import PROJECT_ROOT, local_pg_port
 
 LOCATION_NAME = "taxi_assets"  # the code location in workspace.yaml, which `make dev` serves
 WEBSERVER_PORT = int(settings.BY_NAME["DAGSTER_WEBSERVER_PORT"].default)
@@ -55,7 +55,7 @@ def ui_url() -> str:
     """The address of this instance's running UI, else where `make dev` would serve it."""
     from taxi_assets.dev_server import running_ui
 
-    running = running_ui(taxi_home())
+    running = running_ui(settings.taxi_home())
     return running[1] if running else webserver_url()
 
 
@@ -116,11 +116,11 @@ def prepare_environment() -> None:
     os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
     from taxi_assets.instance_setup import set_up_instance, setup_lock
 
-    home = taxi_home()
+    home = settings.taxi_home()
     home.mkdir(parents=True, exist_ok=True)
     os.environ["TAXI_HOME"] = str(home)
     with setup_lock(home):  # runs started together: one sets the instance up, the others wait
-        if configured_profile() == "local":
+        if settings.profile() == "local":
             server = start_local_postgres(home, local_pg_port())
             os.environ.setdefault("DAGSTER_PG_URL", instance_storage_url(server.url))
         elif not settings.is_set("DAGSTER_PG_URL"):
@@ -230,7 +230,7 @@ def run(
 
         for job, tags, selection in runs:
             prepare_run(
-                instance, defs.resolve_job_def(job), runs_are_local=configured_profile() == "local"
+                instance, defs.resolve_job_def(job), runs_are_local=settings.profile() == "local"
             )  # see run_health
             dagster_run = location.create_run(
                 instance,
@@ -261,7 +261,7 @@ def print_locations(month: str, datasets: list[TripDataset], results: list, seco
     )
     print("\n" + "\n".join(table))
     ui = ui_url()
-    if configured_profile() == "local":
+    if settings.profile() == "local":
         server = settings.value("DAGSTER_PG_URL").split("?")[0]
         print(f"PostgreSQL: {server} (psql it); the runs: `make dev`, then {ui}")
     for dataset in datasets:
@@ -293,8 +293,8 @@ def backfill(datasets: list[TripDataset], first: str, last: str) -> None:
             taxi_source=configured_source(),
             workspace_yaml=PROJECT_ROOT / "workspace.yaml",
             webserver_url=ui_url(),
-            runs_are_local=configured_profile() == "local",
-            runs_log=taxi_home() / "storage" / "backfill_runs.log",
+            runs_are_local=settings.profile() == "local",
+            runs_log=settings.taxi_home() / "storage" / "backfill_runs.log",
         )
     except MonthNotCarried as error:
         sys.exit(f"TAXI_SOURCE: {error}")
@@ -315,13 +315,15 @@ def dev(port: int | None, verbose: bool) -> None:
     if port is not None:
         os.environ["DAGSTER_WEBSERVER_PORT"] = str(port)
     port = webserver_port()
-    running = dev_server.already_running(taxi_home())
+    running = dev_server.already_running(settings.taxi_home())
     if running:
         print(running)
         return
     if port_in_use(host, port):
         sys.exit(dev_server.port_taken(host, port))
-    sys.exit(dev_server.serve(taxi_home(), host, port, verbose, PROJECT_ROOT / "workspace.yaml"))
+    sys.exit(
+        dev_server.serve(settings.taxi_home(), host, port, verbose, PROJECT_ROOT / "workspace.yaml")
+    )
 
 
 def stop() -> None:
@@ -329,14 +331,14 @@ def stop() -> None:
     from taxi_assets.dev_server import running_ui
     from taxi_assets.local_postgres import LocalPostgres
 
-    server = LocalPostgres(taxi_home() / "pgdata", local_pg_port())
+    server = LocalPostgres(settings.taxi_home() / "pgdata", local_pg_port())
     port = server.running_port()
     if port is None:
         print(f"Nothing to stop: the project's PostgreSQL ({server.data_dir}) is not running.")
     else:
         server.stop()
         print(f"Stopped the project's PostgreSQL on port {port} ({server.data_dir}).")
-    ui = running_ui(taxi_home())
+    ui = running_ui(settings.taxi_home())
     if ui is not None:
         print(f"`make dev` (process {ui[0]}, {ui[1]}) still runs: Ctrl-C it in its terminal.")
 

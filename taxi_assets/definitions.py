@@ -2,11 +2,10 @@
 
 import dagster as dg
 
-from taxi_assets import console, run_health, sensors
+from taxi_assets import console, run_health, sensors, settings
 from taxi_assets.analytics import analytics_definitions
 from taxi_assets.datasets import DATASETS
 from taxi_assets.profiles import resources_for_profile
-from taxi_assets.resources import configured_profile
 from taxi_assets.trip_dataset import trip_dataset_definitions
 from taxi_assets.zones import taxi_zones_definitions
 
@@ -20,7 +19,7 @@ defs = dg.Definitions.merge(
         # with a process per step a 2-core machine spends most of a backfill importing pandas.
         # (Dagster's, saying which run holds the pool a step waits for.)
         executor=run_health.in_process_executor,
-        resources=resources_for_profile(configured_profile()),
+        resources=resources_for_profile(settings.profile()),
         # Chosen in the run config by `python -m taxi_assets.cli run`; other runs log as
         # Dagster does.
         loggers={console.LOGGER_NAME: console.terminal_logger},

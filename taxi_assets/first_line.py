@@ -15,17 +15,12 @@ DEFAULT_DATASET = "yellow"
 announced = False  # whether this process has said its first line
 
 
-def configured_profile() -> str:
-    """TAXI_PROFILE: where everything goes, `local` (the default) or `gcp` (profiles.py)."""
-    return settings.profile()
-
-
 def announce(month: str, names: list[str]) -> None:
     """The first line, at once: what is about to happen (the rest takes seconds to start)."""
     global announced
     where = settings.value("TAXI_SOURCE_URL") or f"TAXI_SOURCE={settings.value('TAXI_SOURCE')}"
     print(
-        f"Loading {' and '.join(names)} {month} from {where} into the {configured_profile()} "
+        f"Loading {' and '.join(names)} {month} from {where} into the {settings.profile()} "
         "profile's sinks: each month's run, then its days' run.",
         flush=True,
     )

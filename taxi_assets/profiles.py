@@ -31,7 +31,6 @@ from taxi_assets.resources import (
     TaxiSourceResource,
     configured_source,
     local_pg_port,
-    taxi_home,
 )
 
 
@@ -61,7 +60,7 @@ def build_resources(
 
 
 def local_resources() -> dict:
-    home = taxi_home()
+    home = settings.taxi_home()
     return build_resources(
         taxi_source=configured_source(),
         postgres=PostgresResource(port=local_pg_port()),
@@ -99,7 +98,7 @@ def gcp_resources() -> dict:
             dataset=settings.value("TAXI_BQ_DATASET"),
             **optional,
         ),
-        staging_dir=str(taxi_home() / "staging"),
+        staging_dir=str(settings.taxi_home() / "staging"),
     )
 
 

@@ -18,8 +18,6 @@ from taxi_assets import settings, source
 from taxi_assets.batches import TripBatches
 from taxi_assets.datasets import TripDataset
 
-# Where the profile is chosen; it lives with `make run`'s first line, said before heavy imports.
-from taxi_assets.first_line import configured_profile as configured_profile
 from taxi_assets.google_credentials import check_key_file
 from taxi_assets.schema import file_schema, trip_batches
 from taxi_assets.schema_mapping import MappingPlan, map_batches, plan_mapping
@@ -32,11 +30,6 @@ SOURCE_RESOURCE_KEY = "taxi_source"
 def local_pg_port() -> int:
     """The port of the project's PostgreSQL on the local profile."""
     return int(settings.value("TAXI_PG_PORT"))
-
-
-def taxi_home() -> Path:
-    """Where the local profile keeps its state (git-ignored)."""
-    return settings.taxi_home()
 
 
 @dataclass(frozen=True)
@@ -177,7 +170,7 @@ class TaxiSourceResource(dg.ConfigurableResource):
 
     @property
     def landing_path(self) -> Path:
-        return Path(self.landing_dir or taxi_home() / "landing")
+        return Path(self.landing_dir or settings.taxi_home() / "landing")
 
     def fetch(self, dataset: TripDataset, month: str, log) -> source.LandedFile:
         self.check_month(dataset, month)
@@ -218,7 +211,7 @@ def configured_source() -> TaxiSourceResource:
     return TaxiSourceResource(
         kind=settings.value("TAXI_SOURCE"),
         base_url=settings.value("TAXI_SOURCE_URL"),
-        landing_dir=str(taxi_home() / "landing"),
+        landing_dir=str(settings.taxi_home() / "landing"),
     )
 
 
