@@ -21,7 +21,7 @@ from taxi_assets.backfill import dataset_assets
 from taxi_assets.dagster_private import record_runless_materializations
 from taxi_assets.datasets import DATASETS, TripDataset
 from taxi_assets.definitions import defs
-from taxi_assets.partitions import daily_partitions, monthly_partitions
+from taxi_assets.defs.partitions import daily_partitions, monthly_partitions
 
 NEW_MONTHS = 3
 

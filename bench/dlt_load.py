@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from taxi_assets.datasets import YELLOW
-from taxi_assets.schema import trip_batches
+from taxi_assets.tlc.schema import trip_batches
 
 DATASET = "ny_taxi_dlt"
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import psutil
 
 from bench.generate_month import generate
-from taxi_assets.local_postgres import free_port
+from taxi_assets.storage.local_postgres import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH_DIR = REPO / ".bench" / "history"

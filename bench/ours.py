@@ -15,7 +15,7 @@ from pathlib import Path
 
 from taxi_assets import cli
 from taxi_assets.datasets import YELLOW
-from taxi_assets.resources import PROJECT_ROOT
+from taxi_assets.defs.resources import PROJECT_ROOT
 
 
 def _month(csv_path: Path) -> str:

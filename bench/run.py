@@ -418,7 +418,7 @@ def run_size(args, rows: int, names: list[str], parquet: bool = False) -> dict:
     server = pg_dir = None
     pg_url = args.pg_url
     if not pg_url:
-        from taxi_assets.local_postgres import LocalPostgres, free_port
+        from taxi_assets.storage.local_postgres import LocalPostgres, free_port
 
         pg_dir = Path(tempfile.mkdtemp(prefix="taxi-bench-pg-"))
         server = LocalPostgres(data_dir=pg_dir / "data", port=free_port()).start()

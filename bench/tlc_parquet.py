@@ -21,7 +21,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from taxi_assets.datasets import YELLOW
-from taxi_assets.schema import DATETIME_FORMAT
+from taxi_assets.tlc.schema import DATETIME_FORMAT
 
 _CBD_ZONES = pa.array(
     [4, 12, 13, 45, 87, 88, 90, 100, 103, 107, 113, 114, 125, 137, 144, 148, 158, 161, 162, 164],

@@ -43,10 +43,10 @@ from taxi_assets import console
 from taxi_assets.dagster_private import AssetBackfill, BackfillDriver
 from taxi_assets.datasets import TripDataset
 from taxi_assets.materializations import latest_metadata_value, latest_storage_ids
-from taxi_assets.partitions import daily_partitions, monthly_partitions
-from taxi_assets.resources import TaxiSourceResource
+from taxi_assets.defs.partitions import daily_partitions, monthly_partitions
+from taxi_assets.defs.resources import TaxiSourceResource
 from taxi_assets.run_health import job_pools
-from taxi_assets.source import SourceNotPublished
+from taxi_assets.tlc.source import SourceNotPublished
 
 MONTH = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
 POLL_SECONDS = 2.0

@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from taxi_assets import console, first_line, settings
 from taxi_assets.datasets import DATASETS, TripDataset
-from taxi_assets.resources import PROJECT_ROOT, local_pg_port
+from taxi_assets.defs.resources import PROJECT_ROOT, local_pg_port
 
 LOCATION_NAME = "taxi_assets"  # the code location in workspace.yaml, which `make dev` serves
 WEBSERVER_PORT = int(settings.BY_NAME["DAGSTER_WEBSERVER_PORT"].default)
@@ -83,7 +83,7 @@ def port_in_use(host: str, port: int) -> bool:
 
 def start_local_postgres(home, port: int):
     """The project's PostgreSQL on `port`; exits naming TAXI_PG_PORT when that cannot be."""
-    from taxi_assets.local_postgres import LocalPostgres
+    from taxi_assets.storage.local_postgres import LocalPostgres
 
     server = LocalPostgres(home / "pgdata", port)
     running = server.running_port()
@@ -142,9 +142,9 @@ def chosen_datasets(name: str) -> list[TripDataset]:
 
 def month_partitions(dataset: TripDataset, month: str) -> tuple[str, list[str]]:
     """The month's partition key and its days; exits naming --month when it is not one."""
-    from taxi_assets.partitions import daily_partitions, monthly_partitions
-    from taxi_assets.resources import MonthNotCarried, configured_source
-    from taxi_assets.source import SourceNotPublished
+    from taxi_assets.defs.partitions import daily_partitions, monthly_partitions
+    from taxi_assets.defs.resources import MonthNotCarried, configured_source
+    from taxi_assets.tlc.source import SourceNotPublished
 
     key = f"{month}-01"
     try:
@@ -169,8 +169,8 @@ def check_published(dataset: TripDataset, month: str) -> None:
     """Exit, before any run is created, when the source answers that it lacks the month's file:
     a month not published is no failed run in the UI, and no sink was touched. A source that
     does not answer is left to the run, whose download retries and says why."""
-    from taxi_assets.resources import configured_source
-    from taxi_assets.source import SourceNotPublished
+    from taxi_assets.defs.resources import configured_source
+    from taxi_assets.tlc.source import SourceNotPublished
 
     try:
         configured_source().remote(dataset, month)
@@ -198,7 +198,7 @@ def run(
     fails, ends with its cause and exits.
     """
     from taxi_assets.dagster_private import WorkspaceLocation, execute_in_process
-    from taxi_assets.resources import configured_source, source_run_config
+    from taxi_assets.defs.resources import configured_source, source_run_config
     from taxi_assets.run_health import prepare_run
 
     planned = [(dataset, *month_partitions(dataset, month)) for dataset in datasets]
@@ -215,8 +215,8 @@ def run(
     ]
     if daily_assets is None and len(datasets) == len(DATASETS):
         # Every dataset: the zones first, and the dbt models over the month's days last.
-        from taxi_assets.analytics import ANALYTICS_JOB
-        from taxi_assets.zones import ZONES_JOB
+        from taxi_assets.defs.analytics.dbt import ANALYTICS_JOB
+        from taxi_assets.defs.zones import ZONES_JOB
 
         days = planned[0][2]
         runs = [(ZONES_JOB, {}, None), *runs, (ANALYTICS_JOB, range_tags(days), None)]
@@ -283,7 +283,7 @@ def check_backfill_range(first: str, last: str) -> None:
 
 def backfill(datasets: list[TripDataset], first: str, last: str) -> None:
     from taxi_assets.backfill import run_backfill
-    from taxi_assets.resources import MonthNotCarried, configured_source
+    from taxi_assets.defs.resources import MonthNotCarried, configured_source
 
     try:
         code = run_backfill(
@@ -329,7 +329,7 @@ def dev(port: int | None, verbose: bool) -> None:
 def stop() -> None:
     """Stop the project's PostgreSQL, saying what was stopped (or that nothing ran)."""
     from taxi_assets.dev_server import running_ui
-    from taxi_assets.local_postgres import LocalPostgres
+    from taxi_assets.storage.local_postgres import LocalPostgres
 
     server = LocalPostgres(settings.taxi_home() / "pgdata", local_pg_port())
     port = server.running_port()

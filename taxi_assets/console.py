@@ -19,7 +19,7 @@ import dagster as dg
 
 from taxi_assets import human
 from taxi_assets.datasets import TripDataset
-from taxi_assets.month_window import (
+from taxi_assets.tlc.month_window import (
     OUTSIDE_DATES_KEY,
     OUTSIDE_ROWS_KEY,
     outside_window_sentence,
@@ -190,7 +190,7 @@ def failure_cause(step_failure) -> str:
     cause = (ours or errors or [None])[0]
     if cause is None:
         return "unknown error"
-    # "taxi_assets.source.DownloadFailed: ..." reads as "DownloadFailed: ..."
+    # "taxi_assets.tlc.source.DownloadFailed: ..." reads as "DownloadFailed: ..."
     return re.sub(r"^(?:\w+\.)+(\w+: )", r"\1", cause.message.strip().splitlines()[0])
 
 

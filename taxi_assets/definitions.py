@@ -2,12 +2,13 @@
 
 import dagster as dg
 
-from taxi_assets import console, run_health, sensors, settings
-from taxi_assets.analytics import analytics_definitions
+from taxi_assets import console, run_health, settings
+from taxi_assets.defs import sensors
+from taxi_assets.defs.analytics.dbt import analytics_definitions
 from taxi_assets.datasets import DATASETS
-from taxi_assets.profiles import resources_for_profile
-from taxi_assets.trip_dataset import trip_dataset_definitions
-from taxi_assets.zones import taxi_zones_definitions
+from taxi_assets.defs.profiles import resources_for_profile
+from taxi_assets.defs.trips import trip_dataset_definitions
+from taxi_assets.defs.zones import taxi_zones_definitions
 
 defs = dg.Definitions.merge(
     *(trip_dataset_definitions(dataset) for dataset in DATASETS.values()),

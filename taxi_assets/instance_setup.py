@@ -72,7 +72,7 @@ def show_automation_as_it_runs(instance: dg.DagsterInstance) -> None:
     automation sensor runs automation, and that switch does not stop it). Set the switch to
     what the automation sensor does unless a user stops it in the UI."""
     from taxi_assets.dagster_private import set_auto_materialize_paused
-    from taxi_assets.sensors import automation_sensor
+    from taxi_assets.defs.sensors import automation_sensor
 
     running = automation_sensor.default_status == dg.DefaultSensorStatus.RUNNING
     set_auto_materialize_paused(instance, not running)

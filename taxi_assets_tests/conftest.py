@@ -13,8 +13,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from taxi_assets.local_postgres import LocalPostgres, free_port
-from taxi_assets.resources import PostgresResource
+from taxi_assets.storage.local_postgres import LocalPostgres, free_port
+from taxi_assets.defs.resources import PostgresResource
 
 pytest_plugins = ["taxi_assets_tests.emulators.gcs"]
 

@@ -34,8 +34,8 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from taxi_assets.local_postgres import free_port
-from taxi_assets.resources import PostgresResource
+from taxi_assets.storage.local_postgres import free_port
+from taxi_assets.defs.resources import PostgresResource
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WORKSPACE = REPO_ROOT / "workspace.yaml"

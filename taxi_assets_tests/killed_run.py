@@ -69,12 +69,12 @@ def main(spec: dict) -> None:
     postgres = PostgresUnderTest(**spec["postgres"])
     warehouse = None
     if "bigquery" in spec:
-        from taxi_assets.io_managers.bigquery import BigQueryWarehouseIOManager
+        from taxi_assets.defs.io_managers.bigquery import BigQueryWarehouseIOManager
 
         warehouse = BigQueryWarehouseIOManager(**spec["bigquery"])
     lake = None
     if "lake" in spec:
-        from taxi_assets.resources import LakeResource
+        from taxi_assets.defs.resources import LakeResource
 
         lake = LakeResource(**spec["lake"])
     resources = pipeline_resources(

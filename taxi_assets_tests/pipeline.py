@@ -8,10 +8,10 @@ import dagster as dg
 import psycopg
 
 from taxi_assets.definitions import defs
-from taxi_assets.io_managers.duckdb import DuckDBWarehouseIOManager
-from taxi_assets.resources import LakeResource
-from taxi_assets.profiles import build_resources
-from taxi_assets.resources import TaxiSourceResource
+from taxi_assets.defs.io_managers.duckdb import DuckDBWarehouseIOManager
+from taxi_assets.defs.resources import LakeResource
+from taxi_assets.defs.profiles import build_resources
+from taxi_assets.defs.resources import TaxiSourceResource
 
 JANUARY = "2021-01-01"
 POSTGRES_TABLE = "ny_taxi.yellow_cab_data"

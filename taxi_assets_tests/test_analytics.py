@@ -19,13 +19,13 @@ import pyarrow.parquet as pq
 import pytest
 from playwright.sync_api import expect
 
-from taxi_assets.analytics import ANALYTICS_GROUP, WAREHOUSE_POOL, prepared_manifest
-from taxi_assets.automation import downstream_condition
+from taxi_assets.defs.analytics.dbt import ANALYTICS_GROUP, WAREHOUSE_POOL, prepared_manifest
+from taxi_assets.defs.automation import downstream_condition
 from taxi_assets.definitions import defs
-from taxi_assets.io_managers.bigquery import BigQueryWarehouseIOManager
-from taxi_assets.io_managers.duckdb import DuckDBWarehouseIOManager
-from taxi_assets.resources import LakeResource
-from taxi_assets.zones import ZONES_JOB
+from taxi_assets.defs.io_managers.bigquery import BigQueryWarehouseIOManager
+from taxi_assets.defs.io_managers.duckdb import DuckDBWarehouseIOManager
+from taxi_assets.defs.resources import LakeResource
+from taxi_assets.defs.zones import ZONES_JOB
 from taxi_assets_tests.conftest import sample
 from taxi_assets_tests.dagster_processes import start_webserver
 from taxi_assets_tests.green_files import write_sample_source

@@ -11,12 +11,12 @@ import threading
 import dagster as dg
 import pytest
 
-from taxi_assets.assets import clean
+from taxi_assets.defs.assets import clean
 from taxi_assets.definitions import defs
-from taxi_assets.partitions import daily_partitions, monthly_partitions
-from taxi_assets.resources import TaxiSourceResource
-from taxi_assets.sensors import AUTOMATION_SENSOR
-from taxi_assets.source import SourceNotPublished, remote_file
+from taxi_assets.defs.partitions import daily_partitions, monthly_partitions
+from taxi_assets.defs.resources import TaxiSourceResource
+from taxi_assets.defs.sensors import AUTOMATION_SENSOR
+from taxi_assets.tlc.source import SourceNotPublished, remote_file
 from taxi_assets_tests.pipeline import materialize, pipeline_resources
 
 SAMPLE = "yellow_tripdata_2021-01.csv.gz"

@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from taxi_assets.local_postgres import free_port
+from taxi_assets.storage.local_postgres import free_port
 from taxi_assets_tests.dagster_processes import (
     REPO_ROOT,
     GraphQLClient,

@@ -24,8 +24,8 @@ import pytest
 from playwright.sync_api import expect
 
 from taxi_assets import dev_server
-from taxi_assets.local_postgres import free_port
-from taxi_assets.sensors import AUTOMATION_SENSOR
+from taxi_assets.storage.local_postgres import free_port
+from taxi_assets.defs.sensors import AUTOMATION_SENSOR
 from taxi_assets_tests.conftest import HttpSource, sample
 from taxi_assets_tests.docs_commands import block_of
 from taxi_assets_tests.browser import ui_page

@@ -9,7 +9,8 @@ from types import SimpleNamespace
 import dagster as dg
 import pytest
 
-from taxi_assets import console, human, source
+from taxi_assets import console, human
+from taxi_assets.tlc import source
 from taxi_assets.datasets import YELLOW
 from taxi_assets_tests.conftest import sample
 

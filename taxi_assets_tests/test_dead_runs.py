@@ -66,7 +66,7 @@ WRITER = """
 import dagster as dg
 from taxi_assets.cli import LOCATION_NAME
 from taxi_assets.dagster_private import WorkspaceLocation, execute_in_process
-from taxi_assets.resources import PROJECT_ROOT
+from taxi_assets.defs.resources import PROJECT_ROOT
 with dg.DagsterInstance.get() as instance, WorkspaceLocation.open(
         PROJECT_ROOT / "workspace.yaml", LOCATION_NAME, instance) as location:
     run = location.create_run(instance, "monthly_yellow_trips",

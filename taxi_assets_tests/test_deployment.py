@@ -41,7 +41,7 @@ import pytest
 import yaml
 from psycopg import sql
 
-from taxi_assets.local_postgres import free_port
+from taxi_assets.storage.local_postgres import free_port
 from taxi_assets_tests.conftest import PostgresUnderTest
 from taxi_assets_tests.dagster_processes import (
     DagsterProcess,

@@ -15,10 +15,10 @@ from types import SimpleNamespace
 import pytest
 
 from taxi_assets import console
-from taxi_assets.io_managers.bigquery import BigQueryWarehouseClient, bigquery_client
-from taxi_assets.io_managers.duckdb import WarehouseLocked, connect_waiting_for_lock
-from taxi_assets.local_postgres import free_port
-from taxi_assets.resources import LakeResource
+from taxi_assets.defs.io_managers.bigquery import BigQueryWarehouseClient, bigquery_client
+from taxi_assets.defs.io_managers.duckdb import WarehouseLocked, connect_waiting_for_lock
+from taxi_assets.storage.local_postgres import free_port
+from taxi_assets.defs.resources import LakeResource
 from taxi_assets_tests.test_cli_live import cli, project_env
 
 FAST = 60.0  # seconds; the faults below used to take from 100 s to 7 minutes

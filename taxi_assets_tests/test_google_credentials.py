@@ -5,8 +5,8 @@ import json
 import pytest
 
 from taxi_assets.google_credentials import CredentialsSettingError, check_key_file
-from taxi_assets.io_managers.bigquery import bigquery_client
-from taxi_assets.resources import LakeResource
+from taxi_assets.defs.io_managers.bigquery import bigquery_client
+from taxi_assets.defs.resources import LakeResource
 
 SERVICE_ACCOUNT = {
     "type": "service_account",

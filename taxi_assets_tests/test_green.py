@@ -25,10 +25,10 @@ import pytest
 from taxi_assets import cli
 from taxi_assets.datasets import DATASETS, GREEN
 from taxi_assets.definitions import defs
-from taxi_assets.io_managers.bigquery import BigQueryWarehouseIOManager
-from taxi_assets.local_postgres import free_port
-from taxi_assets.resources import LakeResource
-from taxi_assets.schema import read_trips
+from taxi_assets.defs.io_managers.bigquery import BigQueryWarehouseIOManager
+from taxi_assets.storage.local_postgres import free_port
+from taxi_assets.defs.resources import LakeResource
+from taxi_assets.tlc.schema import read_trips
 from taxi_assets_tests.conftest import sample
 from taxi_assets_tests.green_files import (
     GREEN_COLUMNS,

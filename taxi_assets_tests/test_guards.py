@@ -279,9 +279,9 @@ def test_an_unreachable_lake_or_warehouse_fails_before_writing_naming_the_settin
     tmp_path, http_source, postgres
 ):
     """A GCS and a BigQuery endpoint where nothing listens (a port just closed)."""
-    from taxi_assets.io_managers.bigquery import BigQueryWarehouseIOManager
-    from taxi_assets.resources import LakeResource
-    from taxi_assets.local_postgres import free_port
+    from taxi_assets.defs.io_managers.bigquery import BigQueryWarehouseIOManager
+    from taxi_assets.defs.resources import LakeResource
+    from taxi_assets.storage.local_postgres import free_port
 
     query(postgres, "DROP SCHEMA IF EXISTS ny_taxi CASCADE")
     http_source.publish("2021-01", JANUARY_FILE)

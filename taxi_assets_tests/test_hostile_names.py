@@ -21,11 +21,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from taxi_assets.datasets import GREEN, YELLOW
-from taxi_assets.io_managers.duckdb import quoted as duckdb_quoted
-from taxi_assets.io_managers.postgres_partitions import quote as postgres_quoted
-from taxi_assets.resources import LakeResource
-from taxi_assets.schema import TripFileError
-from taxi_assets.schema_mapping import plan_mapping
+from taxi_assets.defs.io_managers.duckdb import quoted as duckdb_quoted
+from taxi_assets.defs.io_managers.postgres_partitions import quote as postgres_quoted
+from taxi_assets.defs.resources import LakeResource
+from taxi_assets.tlc.schema import TripFileError
+from taxi_assets.tlc.schema_mapping import plan_mapping
 from taxi_assets_tests.pipeline import (
     POSTGRES_TABLE,
     materialize,

@@ -27,9 +27,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from taxi_assets.io_managers.bigquery import BigQueryWarehouseIOManager
-from taxi_assets.io_managers.month_publishes import lake_behind
-from taxi_assets.resources import LakeResource
+from taxi_assets.defs.io_managers.bigquery import BigQueryWarehouseIOManager
+from taxi_assets.defs.io_managers.month_publishes import lake_behind
+from taxi_assets.defs.resources import LakeResource
 from taxi_assets_tests.conftest import sample
 from taxi_assets_tests.pipeline import (
     JANUARY,
@@ -48,8 +48,8 @@ JANUARY_FILE = "yellow_tripdata_2021-01.csv.gz"
 # The sample's trips are picked up on 2021-01-01 and 02 (and 16 on 2020-12-31); the 3rd has none.
 WEEK = ("2021-01-01", "2021-01-03")
 WEEK_DAYS = ["2021-01-01", "2021-01-02", "2021-01-03"]
-LAKE = "taxi_assets.io_managers.lake_writers"
-LAKE_VERSIONS = "taxi_assets.io_managers.lake_versions"
+LAKE = "taxi_assets.defs.io_managers.lake_writers"
+LAKE_VERSIONS = "taxi_assets.storage.lake_versions"
 
 
 def doubled_january() -> bytes:
@@ -355,13 +355,13 @@ def test_staged_month_killed_before_its_rename_is_rewritten_cleanly(deployment):
         (dict(target="adbc_driver_manager.dbapi:Cursor.adbc_ingest"), "old"),
         (
             dict(
-                target="taxi_assets.io_managers.postgres_partitions:PostgresPandasIOManager._swap"
+                target="taxi_assets.defs.io_managers.postgres_partitions:PostgresPandasIOManager._swap"
             ),
             "old",
         ),
         (
             dict(
-                target="taxi_assets.io_managers.postgres_partitions:PostgresPandasIOManager._swap",
+                target="taxi_assets.defs.io_managers.postgres_partitions:PostgresPandasIOManager._swap",
                 when="after",
             ),
             "new",
@@ -406,11 +406,11 @@ def warehouse_days(deployment) -> dict[str, int]:
     "kill",
     [
         dict(
-            target="taxi_assets.io_managers.duckdb:DuckDBWarehouseClient.delete_table_slice",
+            target="taxi_assets.defs.io_managers.duckdb:DuckDBWarehouseClient.delete_table_slice",
             when="after",
         ),
         dict(
-            target="taxi_assets.io_managers.duckdb:DuckDBWarehousePandasTypeHandler.handle_output",
+            target="taxi_assets.defs.io_managers.duckdb:DuckDBWarehousePandasTypeHandler.handle_output",
             when="after",
         ),
     ],
@@ -471,7 +471,7 @@ def test_bigquery_killed_between_load_and_swap_keeps_every_day(
     # The new rows are in the staging table; the transaction that swaps them in never runs.
     deployment.killed_run(
         "ny_taxi/yellow_trips",
-        dict(target="taxi_assets.io_managers.bigquery:_load", when="after"),
+        dict(target="taxi_assets.defs.io_managers.bigquery:_load", when="after"),
         days=WEEK,
     )
 

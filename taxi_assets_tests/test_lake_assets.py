@@ -6,7 +6,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from taxi_assets.resources import LakeResource
+from taxi_assets.defs.resources import LakeResource
 from taxi_assets_tests.conftest import sample
 from taxi_assets_tests.pipeline import materialize, materialize_days, pipeline_resources, query
 

@@ -23,13 +23,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from taxi_assets.io_managers.lake_writers import (
+from taxi_assets.defs.io_managers.lake_writers import (
     DailyDatasetIOManager,
     DailyExportIOManager,
     MonthlyParquetIOManager,
 )
-from taxi_assets.resources import LakeResource
-from taxi_assets.schema import read_trips, to_pandas
+from taxi_assets.defs.resources import LakeResource
+from taxi_assets.tlc.schema import read_trips, to_pandas
 from taxi_assets_tests.emulators.gcs import CuttableLink, GcsEmulator, running_gcs_emulator
 
 

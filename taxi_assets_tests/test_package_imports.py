@@ -127,7 +127,7 @@ def test_the_package_has_no_import_cycle():
 
 def test_the_walk_sees_the_package_modules_and_their_imports():
     graph = import_graph()
-    assert {"taxi_assets.definitions", "taxi_assets.io_managers.duckdb"} <= set(graph)
+    assert {"taxi_assets.definitions", "taxi_assets.defs.io_managers.duckdb"} <= set(graph)
     assert "taxi_assets.datasets" in graph["taxi_assets.definitions"]
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from taxi_assets import console
 from taxi_assets.datasets import DATASETS
-from taxi_assets.local_postgres import free_port
+from taxi_assets.storage.local_postgres import free_port
 from taxi_assets_tests.dagster_processes import REPO_ROOT
 from taxi_assets_tests.green_files import green_csv_gz
 from taxi_assets_tests.test_cli_live import RUN_TIMEOUT, cli, project_env

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from taxi_assets.local_postgres import free_port
+from taxi_assets.storage.local_postgres import free_port
 from taxi_assets_tests.dagster_processes import (
     DAGSTER_YAML,
     REPO_ROOT,

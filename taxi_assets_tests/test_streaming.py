@@ -16,11 +16,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from taxi_assets import batches
-from taxi_assets.assets import clean
+from taxi_assets.tlc import batches
+from taxi_assets.defs.assets import clean
 from taxi_assets.definitions import defs
-from taxi_assets.io_managers import bigquery
-from taxi_assets.resources import TaxiSourceResource
+from taxi_assets.defs.io_managers import bigquery
+from taxi_assets.defs.resources import TaxiSourceResource
 from taxi_assets_tests.pipeline import (
     JANUARY,
     materialize,

@@ -17,9 +17,9 @@ import pytest
 from taxi_assets import cli
 from taxi_assets.datasets import YELLOW
 from taxi_assets.definitions import defs
-from taxi_assets.resources import TaxiSourceResource
-from taxi_assets.schema import TripFileError
-from taxi_assets.source import remote_file
+from taxi_assets.defs.resources import TaxiSourceResource
+from taxi_assets.tlc.schema import TripFileError
+from taxi_assets.tlc.source import remote_file
 from taxi_assets_tests.pipeline import (
     POSTGRES_TABLE,
     materialize,

@@ -5,7 +5,7 @@ import threading
 import dagster as dg
 import pytest
 
-from taxi_assets.assets import clean
+from taxi_assets.defs.assets import clean
 from taxi_assets_tests.conftest import sample
 from taxi_assets_tests.pipeline import (
     JANUARY,

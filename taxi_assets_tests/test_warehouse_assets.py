@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from taxi_assets.definitions import defs
-from taxi_assets.io_managers.bigquery import BigQueryWarehouseIOManager
-from taxi_assets.io_managers.duckdb import DuckDBWarehouseIOManager
+from taxi_assets.defs.io_managers.bigquery import BigQueryWarehouseIOManager
+from taxi_assets.defs.io_managers.duckdb import DuckDBWarehouseIOManager
 from taxi_assets_tests.pipeline import materialize, materialize_days, pipeline_resources, query
 
 pytest_plugins = ["taxi_assets_tests.emulators.bigquery"]

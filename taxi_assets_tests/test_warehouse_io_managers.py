@@ -15,9 +15,9 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from taxi_assets.io_managers.bigquery import BigQueryWarehouseIOManager, bigquery_schema
-from taxi_assets.io_managers.duckdb import DuckDBWarehouseIOManager
-from taxi_assets.schema import to_pandas
+from taxi_assets.defs.io_managers.bigquery import BigQueryWarehouseIOManager, bigquery_schema
+from taxi_assets.defs.io_managers.duckdb import DuckDBWarehouseIOManager
+from taxi_assets.tlc.schema import to_pandas
 
 pytest_plugins = ["taxi_assets_tests.emulators.bigquery"]
 

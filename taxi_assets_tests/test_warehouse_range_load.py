@@ -11,11 +11,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from taxi_assets.batches import TripBatches
+from taxi_assets.tlc.batches import TripBatches
 from taxi_assets.dagster_private import TablePartitionDimension, TableSlice
 
-from taxi_assets.lake_files import LakeDayFiles
-from taxi_assets.io_managers.duckdb import (
+from taxi_assets.storage.lake_files import LakeDayFiles
+from taxi_assets.defs.io_managers.duckdb import (
     DuckDBWarehouseIOManager,
     DuckDBWarehousePandasTypeHandler,
 )

@@ -1,0 +1,1 @@
+"""dbt over the warehouse: its models as assets, and the revenue chart."""

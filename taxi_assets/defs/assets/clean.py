@@ -1,0 +1,73 @@
+import dagster as dg
+import pandas as pd
+import pyarrow as pa
+
+from taxi_assets.tlc.batches import TripBatches
+from taxi_assets.datasets import TripDataset
+from taxi_assets.tlc.month_window import FeedableDays
+from taxi_assets.defs.partitions import monthly_partitions
+from taxi_assets.tlc.schema import to_pandas
+
+
+def kept_trips(dataset: TripDataset, trips: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The trips no drop rule of the dataset matches, and how many rows each rule matches (a
+    row two rules match counts for both; `dropped_rows` counts it once)."""
+    dropped = pd.Series(False, index=trips.index)
+    counts = {}
+    for rule in dataset.drop_rules:
+        matches = rule.matches(trips, dataset.column(rule.column))
+        counts[rule.count_key] = int(matches.sum())
+        dropped |= matches
+    counts["dropped_rows"] = int(dropped.sum())
+    return trips[~dropped], counts
+
+
+def renamed(dataset: TripDataset, trips: TripBatches) -> TripBatches:
+    """The trips with the dataset's names for the contract's columns (green: snake_case)."""
+    if not dataset.renamed:
+        return trips
+    schema = pa.schema([field.with_name(dataset.column(field.name)) for field in trips.schema])
+    return trips.map(lambda batch: batch.rename_columns(schema.names), schema)
+
+
+def build_cleaned_trips(dataset: TripDataset) -> dg.AssetsDefinition:
+    rules = " or ".join(rule.what for rule in dataset.drop_rules)
+
+    @dg.asset(
+        name=dataset.cleaned_asset,
+        ins={"raw_trips": dg.AssetIn(dataset.raw_asset)},
+        partitions_def=monthly_partitions,
+        group_name=dataset.group("ingest"),
+        kinds={"parquet"},  # Arrow batches, staged as Parquet
+        description=f"The month's {dataset.title} trips"
+        + (f", without those with {rules}" if rules else "")
+        + (", columns in snake_case" if dataset.renamed else "")
+        + ".",
+    )
+    def cleaned_trips(context: dg.AssetExecutionContext, raw_trips: TripBatches) -> TripBatches:
+        trips = renamed(dataset, raw_trips)
+        counts = {rule.count_key: 0 for rule in dataset.drop_rules} | {"dropped_rows": 0}
+        window = FeedableDays(dataset.column(dataset.pickup), context.partition_key)
+
+        def cleaned(batch: pa.RecordBatch) -> pa.RecordBatch:
+            kept, dropped = kept_trips(dataset, to_pandas(batch))
+            for key, count in dropped.items():
+                counts[key] += count
+            window.count(kept)
+            return pa.RecordBatch.from_pandas(kept, schema=batch.schema, preserve_index=False)
+
+        def batches():
+            counts.update(dict.fromkeys(counts, 0))
+            window.reset()
+            yield from map(cleaned, trips)
+            by_rule = ", ".join(
+                f"{counts[rule.count_key]:,} with {rule.what}" for rule in dataset.drop_rules
+            )
+            context.log.info(f"dropped {counts['dropped_rows']:,} trips ({by_rule})")
+            counts.update(window.metadata())
+            if window.outside:
+                context.log.warning(window.sentence())
+
+        return TripBatches(trips.schema, batches, metadata=counts)
+
+    return cleaned_trips

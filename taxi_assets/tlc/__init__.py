@@ -1,0 +1,1 @@
+"""The TLC trip files: their download, reading, columns and eras, as Arrow batches. No Dagster."""
