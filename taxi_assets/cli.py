@@ -23,16 +23,14 @@ from taxi_assets import console, first_line, settings
 from taxi_assets.datasets import DATASETS, TripDataset
 from taxi_assets.defs.resources import PROJECT_ROOT, local_pg_port
 
-LOCATION_NAME = "taxi_assets"  # the code location in workspace.yaml, which `make dev` serves
+LOCATION_NAME = "taxi_assets"  # the code location: workspace.yaml's, and the `dg` project's
 WEBSERVER_PORT = int(settings.BY_NAME["DAGSTER_WEBSERVER_PORT"].default)
 
 
 def quiet_framework_warnings() -> None:
-    """Notices no user of the project can act on (the package itself silences Dagster's
-    Beta/Preview ones): platformdirs' about a variable containers often lack, and `dagster dev`
-    pointing to its successor, which `make dev` runs for us."""
+    """A notice no user of the project can act on (the package itself silences Dagster's
+    Beta/Preview ones): platformdirs' about a variable containers often lack."""
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
-    os.environ.setdefault("PYTHONWARNINGS", "ignore:Function `dev_command` is superseded")
 
 
 def log_level(verbose: bool) -> str:
@@ -307,7 +305,7 @@ def backfill(datasets: list[TripDataset], first: str, last: str) -> None:
 
 
 def dev(port: int | None, verbose: bool) -> None:
-    """`dagster dev` (webserver and daemon) on this instance, unless one already serves it;
+    """`dg dev` (webserver and daemon) on this instance, unless one already serves it;
     exits naming the setting when the port is taken."""
     from taxi_assets import dev_server
 

@@ -3,7 +3,7 @@
 A `TripDataset` says everything that differs between yellow and green taxi trips: the files'
 names, the pickup and dropoff columns, the column contract and its eras, the cleaning rule,
 which checks block, and the names of its table, lake objects and warehouse table. From it
-trip_dataset.py builds the dataset's assets, checks, jobs, schedules and sensors; adding a
+defs/trips.py builds the dataset's assets, checks, jobs, schedules and sensors; adding a
 series (fhv, say) is one more definition here.
 """
 
@@ -13,10 +13,13 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
-import dagster as dg
 import pandas as pd
 import pyarrow as pa
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,9 @@ class TripDataset:
 
     @property
     def postgres_asset(self) -> dg.AssetKey:
+        # Imported here: the TLC file readers (tlc/) read these declarations and load no Dagster.
+        import dagster as dg
+
         return dg.AssetKey(self.postgres_table.split("."))
 
     @property
@@ -144,6 +150,8 @@ class TripDataset:
 
     @property
     def warehouse_asset(self) -> dg.AssetKey:
+        import dagster as dg
+
         return dg.AssetKey(self.warehouse_table.split("."))
 
     @property

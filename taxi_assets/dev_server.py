@@ -18,6 +18,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -179,7 +180,8 @@ def without_run_output(lines: Iterable[str]) -> Iterator[str]:
 
 
 def serve(home: Path, host: str, port: int, verbose: bool, workspace: Path) -> int:
-    """`dagster dev` on this instance, or the webserver alone when a daemon already runs."""
+    """`dg dev` (the project's code location, webserver and daemon) on this instance, or the
+    webserver alone on `workspace` when a daemon already runs."""
     import dagster as dg
 
     url = f"http://{host}:{port}"
@@ -187,8 +189,8 @@ def serve(home: Path, host: str, port: int, verbose: bool, workspace: Path) -> i
     daemon_age = running_daemon(instance)
     level = "debug" if verbose else "warning"
     if daemon_age is None:
-        argv = ["dagster", "dev", "--log-level", level, "--code-server-log-level", level]
-        argv += ["-w", str(workspace), "--host", host, "--port", str(port)]
+        argv = ["dg", "dev", "--log-level", level, "--code-server-log-level", level]
+        argv += ["--host", host, "--port", str(port)]
     else:
         print(
             f"A daemon of this instance is already running (its last heartbeat {daemon_age:.0f} s "
@@ -209,6 +211,8 @@ def serve(home: Path, host: str, port: int, verbose: bool, workspace: Path) -> i
             child = subprocess.Popen(
                 argv,
                 cwd=workspace.parent,
+                # The environment `dg` finds in the project: it warns when none is active.
+                env={**os.environ, "VIRTUAL_ENV": sys.prefix},
                 stdout=None if verbose else subprocess.PIPE,
                 stderr=None if verbose else subprocess.STDOUT,
                 text=True,

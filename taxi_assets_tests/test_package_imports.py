@@ -11,6 +11,8 @@ not edges: a package's `__init__` importing its own submodules is how packages w
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -128,7 +130,32 @@ def test_the_package_has_no_import_cycle():
 def test_the_walk_sees_the_package_modules_and_their_imports():
     graph = import_graph()
     assert {"taxi_assets.definitions", "taxi_assets.defs.io_managers.duckdb"} <= set(graph)
-    assert "taxi_assets.datasets" in graph["taxi_assets.definitions"]
+    assert "taxi_assets.datasets" in graph["taxi_assets.defs.trips"]
+
+
+# What is not Dagster's business (the TLC's files, where data lands) is usable without it.
+NO_DAGSTER = ("taxi_assets.tlc", "taxi_assets.storage")
+
+
+@pytest.mark.parametrize("package", NO_DAGSTER)
+def test_the_packages_outside_dagster_load_without_it(package):
+    modules = [name for name in module_files() if name.startswith(f"{package}.")]
+    assert len(modules) > 1
+    # A fresh interpreter: this one has Dagster loaded already.
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import importlib, sys\n"
+            f"for name in {modules!r}:\n"
+            "    importlib.import_module(name)\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0].startswith('dagster')))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert loaded.stdout.strip() == "[]", f"{package} loads Dagster: {loaded.stdout}"
 
 
 @pytest.fixture

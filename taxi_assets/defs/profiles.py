@@ -111,3 +111,9 @@ def resources_for_profile(profile: str) -> dict:
             f"TAXI_PROFILE={profile!r} is not a profile; choose one of {sorted(PROFILES)}"
         )
     return PROFILES[profile]()
+
+
+@dg.definitions
+def profile_resources() -> dg.Definitions:
+    """The resources of the profile TAXI_PROFILE names."""
+    return dg.Definitions(resources=resources_for_profile(settings.profile()))

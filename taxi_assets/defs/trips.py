@@ -15,7 +15,7 @@ from taxi_assets.defs.assets.lake_outputs import build_lake_outputs
 from taxi_assets.defs.assets.postgres_table import build_postgres_table
 from taxi_assets.defs.assets.raw_trips import build_raw_trips
 from taxi_assets.defs.assets.warehouse import build_warehouse
-from taxi_assets.datasets import TripDataset
+from taxi_assets.datasets import DATASETS, TripDataset
 
 
 def trip_dataset_definitions(dataset: TripDataset) -> dg.Definitions:
@@ -43,4 +43,12 @@ def trip_dataset_definitions(dataset: TripDataset) -> dg.Definitions:
             sensors.build_publish_sensor(dataset, monthly_job),
             sensors.build_reupload_sensor(dataset, monthly_job),
         ],
+    )
+
+
+@dg.definitions
+def trip_pipelines() -> dg.Definitions:
+    """Every dataset's pipeline."""
+    return dg.Definitions.merge(
+        *(trip_dataset_definitions(dataset) for dataset in DATASETS.values())
     )

@@ -167,6 +167,7 @@ def _sink(key: dg.AssetKey, io_manager_key: str, kinds: set[str], where: str, **
     return zones_sink
 
 
+@dg.definitions
 def taxi_zones_definitions() -> dg.Definitions:
     assets = automation.with_downstream_automation(
         [

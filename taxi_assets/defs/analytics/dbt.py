@@ -283,6 +283,7 @@ def with_chart(build: DbtBuild, dbt: WarehouseDbtResource) -> Iterator:
         yield event
 
 
+@dg.definitions
 def analytics_definitions() -> dg.Definitions:
     manifest = prepared_manifest()
     common = dict(
