@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 
 import dagster as dg
 
-from taxi_assets.backfill import dataset_assets
+from taxi_assets.backfill.plan import dataset_assets
 from taxi_assets.dagster_private import record_runless_materializations
 from taxi_assets.datasets import DATASETS, TripDataset
 from taxi_assets.definitions import defs

@@ -271,7 +271,7 @@ def print_locations(month: str, datasets: list[TripDataset], results: list, seco
 
 def check_backfill_range(first: str, last: str) -> None:
     """Exits naming FROM or TO when they are not a range of months, before anything starts."""
-    from taxi_assets.backfill import BackfillRangeError, month_range
+    from taxi_assets.backfill.plan import BackfillRangeError, month_range
 
     try:
         month_range(first, last)
@@ -280,7 +280,7 @@ def check_backfill_range(first: str, last: str) -> None:
 
 
 def backfill(datasets: list[TripDataset], first: str, last: str) -> None:
-    from taxi_assets.backfill import run_backfill
+    from taxi_assets.backfill.run import run_backfill
     from taxi_assets.defs.resources import MonthNotCarried, configured_source
 
     try:

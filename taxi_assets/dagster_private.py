@@ -7,7 +7,7 @@ its job and re-execute, but executed in this process rather than handed to a run
 check evaluation for one partition of a range run, tied to that partition's materialization;
 run logs in a folder of their own (`dagster.yaml` names `RunLogs`); and, for dead runs and
 pools (run_health.py), a run launcher's worker health check and the in-process executor's
-wait for a pool slot; and, for `make backfill` (backfill.py), an asset backfill of chosen
+wait for a pool slot; and, for `make backfill` (backfill/), an asset backfill of chosen
 partitions per asset, and the daemon's own backfill and run-queue iterations, run from the
 terminal when no daemon is up; and the switch the UI's "Auto-materialize on/off" headers read,
 which only the sensorless automation daemon obeys.
@@ -276,7 +276,7 @@ def record_runless_materializations(
         instance.event_log_storage.store_event_batch(entries[start : start + 1000])
 
 
-# --- asset backfills from the terminal (backfill.py) ------------------------------------------
+# --- asset backfills from the terminal (backfill/) --------------------------------------------
 
 BACKFILL_IN_PROGRESS = ("REQUESTED", "CANCELING", "FAILING")
 

@@ -28,7 +28,7 @@ from playwright.sync_api import expect
 
 from taxi_assets.definitions import defs
 from taxi_assets.defs.partitions import daily_partitions, monthly_partitions
-from taxi_assets.defs.schedules import keys_partitioned_by
+from taxi_assets.defs.jobs import keys_partitioned_by
 from taxi_assets.datasets import DATASETS, YELLOW
 from taxi_assets.defs.sensors import AUTOMATION_SENSOR
 from taxi_assets_tests.dagster_processes import (

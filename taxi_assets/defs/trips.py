@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from taxi_assets.defs import automation, checks, schedules, sensors
+from taxi_assets.defs import automation, checks, jobs, schedules, sensors
 from taxi_assets.defs.assets.clean import build_cleaned_trips
 from taxi_assets.defs.assets.lake_outputs import build_lake_outputs
 from taxi_assets.defs.assets.postgres_table import build_postgres_table
@@ -30,7 +30,7 @@ def trip_dataset_definitions(dataset: TripDataset) -> dg.Definitions:
         ],
         cleaned=dg.AssetKey(dataset.cleaned_asset),
     )
-    monthly_job, daily_job = schedules.build_jobs(dataset, assets)
+    monthly_job, daily_job = jobs.build_jobs(dataset, assets)
     return dg.Definitions(
         assets=assets,
         asset_checks=[checks.build_quality_checks(dataset), warehouse_matches_lake],

@@ -1,0 +1,1 @@
+"""`make backfill`: a range of months as one Dagster backfill per dataset (run.py)."""
