@@ -5,7 +5,7 @@ import json
 import pytest
 
 from taxi_assets.google_credentials import CredentialsSettingError, check_key_file
-from taxi_assets.defs.io_managers.bigquery import bigquery_client
+from taxi_assets.storage.bigquery_tables import bigquery_client
 from taxi_assets.defs.resources import LakeResource
 
 SERVICE_ACCOUNT = {

@@ -15,7 +15,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from taxi_assets.defs.io_managers.bigquery import BigQueryWarehouseIOManager, bigquery_schema
+from taxi_assets.defs.io_managers.bigquery import BigQueryWarehouseIOManager
+from taxi_assets.storage.bigquery_tables import bigquery_schema
 from taxi_assets.defs.io_managers.duckdb import DuckDBWarehouseIOManager
 from taxi_assets.tlc.schema import to_pandas
 

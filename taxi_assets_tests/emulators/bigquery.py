@@ -41,7 +41,7 @@ class BigQueryEmulator:
 
     def client(self):
         """A google-cloud-bigquery client for this emulator (anonymous credentials)."""
-        from taxi_assets.defs.io_managers.bigquery import bigquery_client
+        from taxi_assets.storage.bigquery_tables import bigquery_client
 
         return bigquery_client(project=self.project, api_endpoint=self.endpoint)
 

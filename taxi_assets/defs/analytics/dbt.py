@@ -190,7 +190,7 @@ class WarehouseDbtResource(DbtCliResource):
     def query(self, sql: str) -> list[tuple]:
         """Rows of `sql` in the warehouse, as dbt's target reaches it."""
         if self.target == "gcp":
-            from taxi_assets.defs.io_managers.bigquery import bigquery_client
+            from taxi_assets.storage.bigquery_tables import bigquery_client
 
             client = bigquery_client(
                 project=self.warehouse_vars["bigquery_project"],

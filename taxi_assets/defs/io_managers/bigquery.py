@@ -23,16 +23,13 @@ Required asset metadata for partitioned assets: `partition_expr` = the name of a
 
 from __future__ import annotations
 
-import datetime as dt
 import io
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import dagster as dg
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from dagster_gcp import BigQueryIOManager
 from dagster_gcp.bigquery.io_manager import BigQueryClient
@@ -47,13 +44,19 @@ from taxi_assets.dagster_private import (
     TableSlice,
     static_where_clause,
 )
-from taxi_assets.google_credentials import check_key_file
 from taxi_assets.defs.io_managers.partition_window import (
     WindowCheckedDbIOManager,
     counted,
     time_window_dimensions,
     wall_clock,
     written_metadata,
+)
+from taxi_assets.storage.bigquery_tables import (
+    bigquery_client,
+    bigquery_schema,
+    parquet_for_table,
+    quoted,
+    staging_table,
 )
 from taxi_assets.storage.lake_files import LakeDayFiles
 from taxi_assets.tlc.schema import to_pandas
@@ -62,30 +65,6 @@ from taxi_assets.tlc.schema import to_pandas
 # Rows per load job: about 60 MB of Parquet for trips, well inside a load job's limits, and
 # all the worker holds of a day range at once.
 LOAD_JOB_ROWS = 1_000_000
-
-
-def bigquery_client(
-    project: str | None, location: str | None = None, api_endpoint: str | None = None
-) -> bigquery.Client:
-    """A BigQuery client; with `api_endpoint` (an emulator) it sends no credentials."""
-    if not api_endpoint:
-        # Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud, metadata server).
-        check_key_file()
-        return bigquery.Client(project=project, location=location)
-    from google.api_core.client_options import ClientOptions
-    from google.auth.credentials import AnonymousCredentials
-
-    return bigquery.Client(
-        project=project,
-        location=location,
-        credentials=AnonymousCredentials(),
-        client_options=ClientOptions(api_endpoint=api_endpoint),
-    )
-
-
-def quoted(identifier: str) -> str:
-    """An identifier in BigQuery's backticks, its backslashes and backticks escaped."""
-    return "`" + identifier.replace("\\", "\\\\").replace("`", "\\`") + "`"
 
 
 def _table_id(table_slice: TableSlice) -> str:
@@ -146,125 +125,6 @@ def _select_statement(table_slice: TableSlice, column_types: Mapping[str, str]) 
     return query
 
 
-# -- Table creation --------------------------------------------------------------------------
-
-
-def _bigquery_type(arrow_type: pa.DataType) -> str:
-    if pa.types.is_dictionary(arrow_type):  # pandas Categorical, dictionary-encoded ArrowDtype
-        return _bigquery_type(arrow_type.value_type)
-    if pa.types.is_boolean(arrow_type):
-        return "BOOL"
-    if pa.types.is_integer(arrow_type):
-        return "INT64"
-    if pa.types.is_floating(arrow_type):
-        return "FLOAT64"
-    if pa.types.is_decimal(arrow_type):
-        return "NUMERIC" if arrow_type.precision <= 38 and arrow_type.scale <= 9 else "BIGNUMERIC"
-    if (
-        pa.types.is_string(arrow_type)
-        or pa.types.is_large_string(arrow_type)
-        or pa.types.is_string_view(arrow_type)
-    ):
-        return "STRING"
-    if pa.types.is_null(arrow_type):  # an all-null object column
-        return "STRING"
-    if (
-        pa.types.is_binary(arrow_type)
-        or pa.types.is_large_binary(arrow_type)
-        or pa.types.is_binary_view(arrow_type)
-    ):
-        return "BYTES"
-    if pa.types.is_timestamp(arrow_type):
-        return "TIMESTAMP" if arrow_type.tz is not None else "DATETIME"
-    if pa.types.is_date(arrow_type):
-        return "DATE"
-    if pa.types.is_time(arrow_type):
-        return "TIME"
-    raise TypeError(f"no BigQuery column type for Arrow type {arrow_type}")
-
-
-def bigquery_schema(obj: pd.DataFrame | pa.Schema) -> list[bigquery.SchemaField]:
-    """The table schema for a DataFrame (or Arrow schema): names unchanged, every column NULLABLE.
-
-    Takes numpy, pandas-nullable (`Int64`, `string`) and Arrow-backed (`int64[pyarrow]`) columns
-    alike, through the Arrow type each converts to.
-    """
-    arrow_schema = (
-        obj if isinstance(obj, pa.Schema) else pa.Schema.from_pandas(obj, preserve_index=False)
-    )
-    fields = []
-    for field in arrow_schema:
-        try:
-            fields.append(bigquery.SchemaField(field.name, _bigquery_type(field.type)))
-        except TypeError as exc:
-            raise TypeError(f"column {field.name!r}: {exc}") from exc
-    return fields
-
-
-# The Arrow type a load writes for each BigQuery column type (as the client library maps them).
-_ARROW_TYPES: dict[str, pa.DataType] = {
-    "BOOL": pa.bool_(),
-    "BOOLEAN": pa.bool_(),
-    "INT64": pa.int64(),
-    "INTEGER": pa.int64(),
-    "FLOAT64": pa.float64(),
-    "FLOAT": pa.float64(),
-    "NUMERIC": pa.decimal128(38, 9),
-    "BIGNUMERIC": pa.decimal256(76, 38),
-    "STRING": pa.string(),
-    "BYTES": pa.binary(),
-    "DATETIME": pa.timestamp("us"),
-    "TIMESTAMP": pa.timestamp("us", tz="UTC"),
-    "DATE": pa.date32(),
-    "TIME": pa.time64("us"),
-}
-
-
-def parquet_for_table(
-    obj: pd.DataFrame | pa.Table, schema: Sequence[bigquery.SchemaField]
-) -> io.BytesIO:
-    """`obj` as Parquet whose columns have the table's order and types.
-
-    Order, because some servers (bqemulator) match a Parquet file's columns by position. Types,
-    because the frame's may be narrower or wider than the table's (int32, nanosecond
-    timestamps): cast safely, so a value the column can't hold fails the write.
-    """
-    present = obj.column_names if isinstance(obj, pa.Table) else list(obj.columns)
-    names = [f.name for f in schema if f.name in present]
-    # Columns the table lacks stay, for the load job to refuse by name.
-    names += [c for c in present if c not in names]
-    table = (
-        obj.select(names)
-        if isinstance(obj, pa.Table)
-        else pa.Table.from_pandas(obj[names], preserve_index=False)
-    )
-    field_types = {f.name: f.field_type for f in schema}
-    columns = []
-    for name, column in zip(table.column_names, table.columns):
-        target = _ARROW_TYPES.get(field_types.get(name, ""))
-        if target is None or column.type == target:
-            columns.append(column)
-            continue
-        if pa.types.is_timestamp(column.type) and pa.types.is_timestamp(target):
-            if (column.type.tz is None) != (target.tz is None):
-                # Arrow would read naive times as UTC, or drop a zone keeping the UTC wall clock.
-                raise TypeError(
-                    f"column {name!r}: {column.type} values can't go into a"
-                    f" {field_types[name]} column (naive vs time-zone aware)"
-                )
-        try:
-            columns.append(column.cast(target))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise TypeError(
-                f"column {name!r}: {column.type} values don't fit the table's"
-                f" {field_types[name]} column: {exc}"
-            ) from exc
-    buffer = io.BytesIO()
-    pq.write_table(pa.table(columns, names=table.column_names), buffer)
-    buffer.seek(0)
-    return buffer
-
-
 # -- Replacing a partition -------------------------------------------------------------------
 
 
@@ -285,37 +145,6 @@ def _load(connection: bigquery.Client, parquet: io.BytesIO, schema, destination,
         location=config.get("location"),
         timeout=config.get("timeout"),
     ).result()
-
-
-def _staging_prefix(table: bigquery.Table) -> str:
-    return f"{table.table_id}__load_"
-
-
-def _drop_dead_staging_tables(connection: bigquery.Client, table: bigquery.Table) -> None:
-    """Drop the staging tables a killed run left (they would expire in a day anyway).
-
-    Writers of one table take turns (its asset's concurrency pool), so any staging table of
-    `table` that exists before a write belongs to a run that is gone. Nobody reads them.
-    """
-    for listed in connection.list_tables(f"{table.project}.{table.dataset_id}"):
-        if listed.table_id.startswith(_staging_prefix(table)):
-            connection.delete_table(listed.reference, not_found_ok=True)
-
-
-@contextmanager
-def _staging_table(connection: bigquery.Client, table: bigquery.Table) -> Iterator[bigquery.Table]:
-    """An empty table shaped like `table`, for one load; dropped after, expiring if we die first."""
-    _drop_dead_staging_tables(connection, table)
-    staging = bigquery.Table(
-        f"{table.project}.{table.dataset_id}.{_staging_prefix(table)}{uuid.uuid4().hex[:12]}",
-        schema=table.schema,
-    )
-    staging.expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)
-    staging = connection.create_table(staging)
-    try:
-        yield staging
-    finally:
-        connection.delete_table(staging.reference, not_found_ok=True)
 
 
 def _partition_delete(table_slice: TableSlice, table: bigquery.Table) -> str:
@@ -437,7 +266,7 @@ class BigQueryWarehousePandasTypeHandler(DbTypeHandler[pd.DataFrame]):
         if not table_slice.partition_dimensions:
             self._load_in_parts(counted(trips, tally), schema, table.reference, connection, config)
         else:
-            with _staging_table(connection, table) as staging:
+            with staging_table(connection, table) as staging:
                 self._load_in_parts(
                     counted(trips, tally), schema, staging.reference, connection, config
                 )
