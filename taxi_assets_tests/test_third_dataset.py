@@ -13,7 +13,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
 
-from taxi_assets.defs import resources as source_kinds
+from taxi_assets.tlc import source_kinds
 from taxi_assets.datasets import TripDataset
 from taxi_assets.defs.trips import trip_dataset_definitions
 from taxi_assets_tests.conftest import sample

@@ -20,7 +20,8 @@ from taxi_assets.tlc import source
 from taxi_assets.defs.assets.warehouse import WAREHOUSE_POOL
 from taxi_assets.defs.io_managers.lake_writers import NAME_METADATA_KEY
 from taxi_assets.materializations import latest_metadata_value
-from taxi_assets.defs.resources import SOURCE_KINDS, TaxiSourceResource
+from taxi_assets.defs.resources import TaxiSourceResource
+from taxi_assets.tlc.source_kinds import SOURCE_KINDS
 
 LOOKUP_FILE = "taxi_zone_lookup.csv"
 COLUMNS = {
