@@ -50,7 +50,7 @@ COPY README.md ./
 COPY taxi_assets ./taxi_assets
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev
-# The dbt project's manifest, parsed here so no container parses it (analytics.py). Runs keep
+# The dbt project's manifest, parsed here so no container parses it (defs/analytics/dbt.py). Runs keep
 # their dbt artifacts under TAXI_HOME.
 RUN python -c "from taxi_assets.defs.analytics.dbt import prepared_manifest; prepared_manifest()"
 COPY dagster.yaml ./

@@ -11,7 +11,7 @@ every monthly asset from the file the source holds now (HEAD: same version) is s
 already built since its months were is skipped too. Run again after a failure or Ctrl-C, the
 same command takes only what is missing: that is the resume.
 
-A day also reads the next month's file (late-filed trips; partitions.py), so the range's last
+A day also reads the next month's file (late-filed trips; defs/partitions.py), so the range's last
 day waits for the month after TO. The range does not pull that month in: it is a whole month's
 download and load into every monthly sink, asked for by no one, to settle one day. The day is
 named as waiting (closing table, the backfill's description, an observation on each daily
