@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 from taxi_assets import batches as batching
 from taxi_assets.atomic_files import PendingObject, is_local, local_path
 from taxi_assets.batches import TripBatches, conformed, rebatched
-from taxi_assets.dagster_private import running_step_run_tags
+from taxi_assets.dagster_private import running_step_job_writes, running_step_run_tags
 from taxi_assets.io_managers import month_publishes
 from taxi_assets.io_managers.lake_versions import LOCAL_LAKE_SETTING, VersionedDays
 from taxi_assets.lake_files import LakeDayFiles
@@ -360,9 +360,9 @@ class MonthlyParquetIOManager(_LakeIOManager):
     With `postgres`, an object whose asset names the table it is one version with (metadata
     "lake/follows_postgres_table") is written beside that table's partition by its IO manager
     (month_publishes.py). Here the month's recorded versions are settled first (a staged
-    object a dead run committed is published); an object this run already published is then
-    only described, and anything else is written as before, its run recorded as the lake's
-    version of the month.
+    object a dead run committed is published); in a run that also writes that table the
+    published object is then only described; a run without the table writes the object
+    alone, its run recorded as the lake's version of the month.
     """
 
     name: str = "nyc_taxi_data"
@@ -389,8 +389,13 @@ class MonthlyParquetIOManager(_LakeIOManager):
         fs = self.lake.filesystem()
         month_publishes.settle(uri, fs, follows, month, context.log)
         recorded = month_publishes.versions(uri, follows, month)
-        if recorded is not None and recorded.lake_run == context.run_id:
-            # Written beside the partition in this run's Postgres step, and published.
+        if (
+            recorded is not None
+            and recorded.lake_run == recorded.postgres_run
+            and running_step_job_writes(context, dg.AssetKey(follows.split(".")))
+        ):
+            # Written beside the partition by this run's Postgres step and published (or by a
+            # run of the month that committed after it): one version, nothing to write.
             with _open_input(fs, path) as source:
                 rows = pq.ParquetFile(source).metadata.num_rows
             context.add_output_metadata(

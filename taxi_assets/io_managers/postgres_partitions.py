@@ -179,13 +179,15 @@ class PostgresPandasIOManager(dg.ConfigurableIOManager):
         try:
             month_publishes.settle(uri, self.lake.filesystem(), name, month)
         except Exception as error:  # committed: whoever touches the month next publishes it
+            month_object.release()
             context.log.warning(
                 f"{month}: {name} holds this run's version of the month; publishing the lake's "
                 f"{month_object.path} failed ({error}): the month object's step, the check "
                 "lake_month_matches_postgres or the month's next run publishes it"
             )
-        finally:
-            month_object.release()
+            return
+        # Published, or superseded by a run of the month that committed after this one.
+        month_object.discard()
 
     @staticmethod
     def _with_partition_column(
