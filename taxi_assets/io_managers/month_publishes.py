@@ -54,7 +54,7 @@ class MonthVersions:
         return self.postgres_run is not None and self.lake_run != self.postgres_run
 
     def describe(self, postgres_table: str) -> str:
-        lake = f"run {self.lake_run}'s" if self.lake_run else "an older, unrecorded"
+        lake = f"run {self.lake_run}'s" if self.lake_run else "an older one, not recorded"
         return (
             f"{self.month}: {postgres_table} holds run {self.postgres_run}'s version of the "
             f"month, the lake's monthly object {lake}"
