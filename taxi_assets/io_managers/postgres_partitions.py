@@ -13,8 +13,10 @@ transaction and published right after its commit: the month's two sinks switch t
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
+from collections.abc import Iterator
 
 import adbc_driver_postgresql.dbapi as adbc
 import dagster as dg
@@ -106,7 +108,7 @@ class PostgresPandasIOManager(dg.ConfigurableIOManager):
                 # One transaction from the staging table's creation to the swap's commit: if
                 # the run or the server dies at any point, the server discards it all, staging
                 # included, and the month's staged lake object is never published.
-                try:
+                with rolled_back_on_failure(conn):
                     with conn.cursor() as cur:
                         # The driver sends the COPY with the GIL released while a thread reads
                         # and prepares the next batches: client and server work at once.
@@ -132,12 +134,6 @@ class PostgresPandasIOManager(dg.ConfigurableIOManager):
                             month_object and month_object.path,
                         )
                     conn.commit()  # the month's switch, in both sinks
-                except BaseException:
-                    try:
-                        conn.rollback()
-                    except adbc.Error:
-                        pass  # the connection is gone, and its transaction with it
-                    raise
         except BaseException:
             if month_object is not None:
                 month_object.discard()
@@ -328,6 +324,19 @@ def _align_columns(cur, schema: str, table: str, staging: str) -> None:
         cur.execute(
             f"ALTER TABLE {quote(schema)}.{quote(staging)} ADD COLUMN {quote(name)} {held[name]}"
         )
+
+
+@contextlib.contextmanager
+def rolled_back_on_failure(conn) -> Iterator[None]:
+    """Roll the connection's transaction back on any failure, and re-raise it."""
+    try:
+        yield
+    except BaseException:
+        try:
+            conn.rollback()
+        except adbc.Error:
+            pass  # the connection is gone, and its transaction with it; report the cause
+        raise
 
 
 def _literal(text: str) -> str:
