@@ -295,6 +295,7 @@ def test_killed_between_the_postgres_commit_and_the_publish_is_rolled_forward(
     # The new object, whole, under its hidden name: what the swap recorded.
     assert leftovers(lake) == [killed.staged_object]
     assert rows_of(lake, killed.staged_object) == 2 * old_rows
+    assert object_version(lake, killed.staged_object) == killed.postgres_run
 
     instance = dg.DagsterInstance.ephemeral()
     if next_touch == "the_check_alone":

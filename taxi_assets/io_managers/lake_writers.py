@@ -416,7 +416,9 @@ class MonthlyParquetIOManager(_LakeIOManager):
 
     def versions_behind(self, postgres_table: str, log=None) -> list[month_publishes.MonthVersions]:
         """Publish every staged object a swap of `postgres_table` committed; the months whose
-        object is still behind their partition."""
+        object is still behind their partition (none without `postgres`: no record)."""
+        if self.postgres is None:
+            return []
         self.lake.check_reachable()
         return month_publishes.settle(
             self.postgres.uri(), self.lake.filesystem(), postgres_table, log=log
