@@ -135,7 +135,6 @@ def stage_month_object(
 ) -> _PendingObject:
     """The month's new object, to be written batch by batch (`append`) and staged beside the
     current one; published by month_publishes once the Postgres swap recorded it."""
-    lake.check_reachable()
     return _PendingObject(
         lake.filesystem(), month_object_path(name, month), _plain(schema), version
     )

@@ -162,6 +162,7 @@ class PostgresPandasIOManager(dg.ConfigurableIOManager):
         dead run's committed object is published first, so nothing overwrites it."""
         if self.lake is None or object_name is None:
             return None
+        self.lake.check_reachable()  # fails fast, naming the settings, before any lake call
         month_publishes.settle(
             self.postgres.uri(), self.lake.filesystem(), name, month, context.log
         )
