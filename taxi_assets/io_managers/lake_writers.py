@@ -5,7 +5,8 @@ that only becomes the object at its path once whole: on local disk a hidden temp
 beside the target, renamed over it (atomic); on GCS a local spool file, uploaded in large
 pieces to a hidden object that is then copied to the target by the server, so a half object
 is never readable and a failed upload leaves the previous one in place. Only a few row groups
-are in memory at a time, whatever the month's size. A monthly object is one such object. The
+are in memory at a time, whatever the month's size. A monthly object is one such object,
+written beside its month's Postgres load and published with its swap (month_publishes.py). The
 daily layouts write a range of days per run through a manifest (lake_versions.VersionedDays):
 each day's object is written as a version beside the current files, and one manifest write
 switches the whole range; their loads read the files the manifest names.
