@@ -11,11 +11,12 @@ import gzip
 import hashlib
 from pathlib import Path
 
+import adbc_driver_postgresql.dbapi as adbc
 import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from taxi_assets.io_managers.month_publishes import versions
+from taxi_assets.io_managers.month_publishes import create_table, versions
 
 from taxi_assets_tests.conftest import sample
 from taxi_assets_tests.pipeline import JANUARY, MONTHLY, materialize, pipeline_resources, query
@@ -135,3 +136,32 @@ def test_a_month_object_written_without_its_postgres_table_is_reported_by_its_ch
     [(rows,)] = query(postgres, "SELECT count(*) FROM ny_taxi.yellow_cab_data")
     month = pq.ParquetFile(state / "lake/nyc_taxi_data/2021-01.parquet").metadata.num_rows
     assert month == rows > good_rows
+
+
+def test_a_month_an_earlier_release_recorded_behind_is_still_reported_behind(pg):  # noqa: F811
+    """That release kept one row per month whose lake object was behind its partition."""
+    query(pg, "DROP SCHEMA IF EXISTS taxi_assets_state CASCADE")
+    query(pg, "CREATE SCHEMA taxi_assets_state")
+    query(
+        pg,
+        "CREATE TABLE taxi_assets_state.lake_behind_postgres (postgres_table text, month text, "
+        "run_id text NOT NULL, swapped_at timestamptz NOT NULL DEFAULT now(), "
+        "PRIMARY KEY (postgres_table, month))",
+    )
+    query(
+        pg,
+        "INSERT INTO taxi_assets_state.lake_behind_postgres VALUES "
+        "('ny_taxi.yellow_cab_data', '2021-01-01', 'a-killed-run')",
+    )
+    uri = pg.resource().uri()
+
+    with adbc.connect(uri) as conn:
+        create_table(conn)
+
+    recorded = versions(uri, "ny_taxi.yellow_cab_data", JANUARY)
+    assert recorded.lake_behind and recorded.postgres_run == "a-killed-run"
+    assert recorded.describe("ny_taxi.yellow_cab_data") == (
+        "2021-01-01: ny_taxi.yellow_cab_data holds run a-killed-run's version of the month, "
+        "the lake's monthly object an older one, not recorded"
+    )
+    assert query(pg, "SELECT to_regclass('taxi_assets_state.lake_behind_postgres')") == [(None,)]
