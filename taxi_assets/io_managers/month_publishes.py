@@ -32,7 +32,8 @@ from taxi_assets.atomic_files import publish_staged
 
 SCHEMA = "taxi_assets_state"
 TABLE = f"{SCHEMA}.month_versions"
-# What an earlier release kept: a row per month whose lake object was behind its partition.
+# The record's former shape, still found on existing instances: a row per month whose lake
+# object was behind its partition.
 EARLIER_TABLE = f"{SCHEMA}.lake_behind_postgres"
 VERSION_KEY = "taxi_assets/version"
 _COLUMNS = "month, postgres_run, lake_run, staged_object, lake_object"
