@@ -238,6 +238,12 @@ def running_step_run_tags(context: dg.OutputContext) -> Mapping[str, str]:
     return context.step_context.run_tags
 
 
+def running_step_job_writes(context: dg.OutputContext, key: dg.AssetKey) -> bool:
+    """Whether the run writing an output also materializes asset `key`: an IO manager's context
+    has no public way to the run's selection."""
+    return key in context.step_context.job_def.asset_layer.selected_asset_keys
+
+
 def automation_run_requests(result, asset_graph) -> list[dg.RunRequest]:
     """What an automation sensor's tick requests for the result of
     `dg.evaluate_automation_conditions`, as the sensor builds it (emitting a backfill when more

@@ -87,6 +87,7 @@ EXPECTED = {
                 "only_known_columns": "warns",
                 "pickups_near_file_month": "warns",
             },
+            "green_trips_parquet": {"lake_month_matches_postgres": "warns"},
             "ny_taxi/green_trips": {"warehouse_matches_lake": "warns"},
         },
         "jobs": {
@@ -139,6 +140,7 @@ EXPECTED = {
                 "only_known_columns": "warns",
                 "pickups_near_file_month": "warns",
             },
+            "yellow_trips_parquet": {"lake_month_matches_postgres": "warns"},
         },
         "jobs": {
             "daily_yellow_trips": [

@@ -294,6 +294,47 @@ def test_gcs_lost_mid_upload_keeps_the_months_object_and_next_run_succeeds(
     assert lake_state(emulator, "lake/").keys() == good.keys()
 
 
+def test_gcs_lost_while_the_months_object_is_staged_beside_the_postgres_load_keeps_both(
+    tmp_path, http_source, pg, big_month, gcs_behind_link
+):
+    """The month's object is written beside its Postgres load; GCS goes away 64 KiB into its
+    upload, with the rows COPYed and not yet swapped: neither sink takes the new month."""
+    emulator, link = gcs_behind_link
+    lake = LakeResource(
+        root=f"gs://{emulator.bucket}/lake", endpoint=link.endpoint, retry_time_limit_seconds=1
+    )
+    http_source.publish("2021-01", JANUARY_FILE)
+    assert materialize(pipeline_resources(tmp_path / "good", http_source.url, pg, lake)).success
+    good = (sink_state(pg), lake_state(emulator, "lake/"))
+    # The big month, already cleaned in staging, to the same table and lake object.
+    big = {
+        **big_month,
+        **{
+            key: value
+            for key, value in pipeline_resources(tmp_path, "", pg, lake).items()
+            if key.startswith(("lake_", "postgres_io_manager"))
+        },
+    }
+
+    link.cut_after(64 * 1024)
+    result = materialize(
+        big, selection="ny_taxi/yellow_cab_data yellow_trips_parquet", raise_on_error=False
+    )
+
+    assert link.cuts == 1
+    assert not result.success
+    message = failure_message(result)
+    assert "nyc_taxi_data/2021-01.parquet" in message and "UNAVAILABLE" in message, message
+    assert (sink_state(pg), lake_state(emulator, "lake/")) == good
+    assert_no_strays(pg)
+
+    link.restore()
+    assert materialize(big, selection="ny_taxi/yellow_cab_data yellow_trips_parquet").success
+    month = pq.read_table("nyc_taxi_data/2021-01.parquet", filesystem=lake.filesystem())
+    assert month.num_rows == sink_state(pg)[JANUARY][0] == KEPT_ROWS * BIG_MONTH_COPIES
+    assert lake_state(emulator, "lake/").keys() == good[1].keys()
+
+
 # --- the warehouse on BigQuery, answering with errors ----------------------------------------
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
-import logging
 import shutil
 import signal
 import subprocess
@@ -28,7 +27,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from taxi_assets.defs.io_managers.bigquery import BigQueryWarehouseIOManager
-from taxi_assets.defs.io_managers.month_publishes import lake_behind
+from taxi_assets.defs.io_managers import month_publishes
+from taxi_assets.defs.io_managers.month_publishes import object_version
 from taxi_assets.defs.resources import LakeResource
 from taxi_assets_tests.conftest import sample
 from taxi_assets_tests.pipeline import (
@@ -50,6 +50,8 @@ WEEK = ("2021-01-01", "2021-01-03")
 WEEK_DAYS = ["2021-01-01", "2021-01-02", "2021-01-03"]
 LAKE = "taxi_assets.defs.io_managers.lake_writers"
 LAKE_VERSIONS = "taxi_assets.storage.lake_versions"
+MONTH_PUBLISHES = "taxi_assets.defs.io_managers.month_publishes"
+MONTH_CHECK = dg.AssetCheckKey(dg.AssetKey("yellow_trips_parquet"), "lake_month_matches_postgres")
 
 
 def doubled_january() -> bytes:
@@ -258,50 +260,78 @@ def test_monthly_object_killed_before_it_is_published_keeps_the_old_object(deplo
     assert leftovers(lake) == []
 
 
-def test_killed_between_the_postgres_swap_and_the_months_object_says_postgres_is_ahead(
-    deployment,
-):
-    pg, lake = deployment.postgres, deployment.lake_fs
+def month_versions(deployment) -> month_publishes.MonthVersions | None:
     uri = deployment.resources["postgres_io_manager"].postgres.uri()
-    month = "nyc_taxi_data/2021-01.parquet"
-    old, old_rows = partition_state(pg), rows_of(lake, month)
-    assert lake_behind(uri, "ny_taxi.yellow_cab_data", JANUARY) is None
+    return month_publishes.versions(uri, "ny_taxi.yellow_cab_data", JANUARY)
 
-    # The month's run dies once Postgres committed the new January, before the lake's object.
-    deployment.killed_run(MONTHLY, dict(target=f"{LAKE}:_write_object", match="2021-01.parquet"))
 
-    assert partition_state(pg)[0] == 2 * old[0]
+def run_month_check(resources: dict, instance: dg.DagsterInstance):
+    """The month object's check on its own, as the UI's "Execute check" runs it."""
+    return materialize(
+        resources,
+        partition_key=None,
+        selection=dg.AssetSelection.checks(MONTH_CHECK),
+        instance=instance,
+    )
+
+
+@pytest.mark.parametrize("deployment", ["local", "gcs"], indirect=True)
+@pytest.mark.parametrize("next_touch", ["the_months_next_run", "the_check_alone"])
+def test_killed_between_the_postgres_commit_and_the_publish_is_rolled_forward(
+    deployment, next_touch
+):
+    lake, month = deployment.lake_fs, "nyc_taxi_data/2021-01.parquet"
+    old, old_rows = partition_state(deployment.postgres), rows_of(lake, month)
+    good = month_versions(deployment)
+    assert good.postgres_run == good.lake_run == object_version(lake, month)
+
+    # The month's run dies once its Postgres swap committed, before the object is published.
+    deployment.killed_run(MONTHLY, dict(target=f"{MONTH_PUBLISHES}:publish_staged"))
+
+    killed = month_versions(deployment)
+    assert partition_state(deployment.postgres)[0] == 2 * old[0]
     assert rows_of(lake, month) == old_rows
-    killed_run = lake_behind(uri, "ny_taxi.yellow_cab_data", JANUARY)
-    assert killed_run is not None, "nothing records that Postgres is ahead of the lake"
+    assert killed.postgres_run != good.postgres_run and killed.lake_run == good.lake_run
+    # The new object, whole, under its hidden name: what the swap recorded.
+    assert leftovers(lake) == [killed.staged_object]
+    assert rows_of(lake, killed.staged_object) == 2 * old_rows
+    assert object_version(lake, killed.staged_object) == killed.postgres_run
 
     instance = dg.DagsterInstance.ephemeral()
-    result = materialize(deployment.resources, instance=instance)
-
+    if next_touch == "the_check_alone":
+        result = run_month_check(deployment.resources, instance)
+        [evaluation] = result.get_asset_check_evaluations()
+        assert evaluation.passed, evaluation.description
+    else:
+        result = materialize(deployment.resources, instance=instance)
     assert result.success
-    assert partition_state(pg)[0] == 2 * old[0]
+
+    assert partition_state(deployment.postgres)[0] == 2 * old[0]
     assert rows_of(lake, month) == 2 * old_rows
-    assert lake_behind(uri, "ny_taxi.yellow_cab_data", JANUARY) is None
-    warnings = [
-        entry.user_message
-        for entry in instance.all_logs(result.run_id)
-        if entry.level == logging.WARNING
-    ]
+    settled = month_versions(deployment)
+    assert settled.lake_run == settled.postgres_run == object_version(lake, month)
+    if next_touch == "the_check_alone":
+        assert settled.postgres_run == killed.postgres_run
+    # Whatever touched the month first published the killed run's object before anything else.
     assert any(
-        f"ny_taxi.yellow_cab_data holds run {killed_run}'s version" in w for w in warnings
-    ), warnings
+        f"run {killed.postgres_run}'s {month} published" in entry.user_message
+        for entry in instance.all_logs(result.run_id)
+    )
+    assert settled.staged_object is None
     assert leftovers(lake) == []
 
 
-def test_a_lake_write_failing_after_the_postgres_swap_says_postgres_is_ahead(deployment):
+def test_a_lake_write_failing_before_the_postgres_commit_keeps_both_sinks_old(deployment):
     """The month's lake folder on a real 16 MiB file system holding the old object (a tmpfs,
-    mounted in a user namespace of the run's own, as test_guards does): the write of the new
-    object fails before it starts, after the Postgres swap committed."""
-    pg, lake = deployment.postgres, deployment.lake_fs
-    uri = deployment.resources["postgres_io_manager"].postgres.uri()
-    month = "nyc_taxi_data/2021-01.parquet"
+    mounted in a user namespace of the run's own, as test_guards does): the month's object,
+    written beside the Postgres load, cannot be staged there; the load is not committed."""
+    lake, month = deployment.lake_fs, "nyc_taxi_data/2021-01.parquet"
     folder = deployment.state / "lake/nyc_taxi_data"
-    old, old_rows = partition_state(pg), rows_of(lake, month)
+    old, old_object = (
+        partition_state(deployment.postgres),
+        (folder / "2021-01.parquet").read_bytes(),
+    )
+    good = month_versions(deployment)
     saved = deployment.state / "saved_month"
     shutil.copytree(folder, saved)
 
@@ -318,17 +348,16 @@ def test_a_lake_write_failing_after_the_postgres_swap_says_postgres_is_ahead(dep
 
     assert run.returncode == 4, run.stderr[-3000:]
     assert "[Errno 28]" in run.stdout.splitlines()[-1], run.stdout[-3000:]
-    assert (
-        "ny_taxi.yellow_cab_data is ahead of the lake's monthly object, which keeps its "
-        "previous version until the month's next run" in run.stderr
-    ), run.stderr[-3000:]
-    assert partition_state(pg)[0] == 2 * old[0]
-    assert rows_of(lake, month) == old_rows
-    assert lake_behind(uri, "ny_taxi.yellow_cab_data", JANUARY) is not None
+    assert partition_state(deployment.postgres) == old
+    assert (folder / "2021-01.parquet").read_bytes() == old_object
+    assert month_versions(deployment) == good
+    assert leftovers(lake) == []
 
     assert materialize(deployment.resources).success
-    assert rows_of(lake, month) == 2 * old_rows
-    assert lake_behind(uri, "ny_taxi.yellow_cab_data", JANUARY) is None
+    assert partition_state(deployment.postgres)[0] == 2 * old[0]
+    assert rows_of(lake, month) == 2 * rows_of(local(saved), "2021-01.parquet")
+    now = month_versions(deployment)
+    assert now.lake_run == now.postgres_run != good.postgres_run
 
 
 def test_staged_month_killed_before_its_rename_is_rewritten_cleanly(deployment):
@@ -361,8 +390,8 @@ def test_staged_month_killed_before_its_rename_is_rewritten_cleanly(deployment):
         ),
         (
             dict(
-                target="taxi_assets.defs.io_managers.postgres_partitions:PostgresPandasIOManager._swap",
-                when="after",
+                target="taxi_assets.defs.io_managers.postgres_partitions:"
+                "PostgresPandasIOManager._publish_month_object"
             ),
             "new",
         ),

@@ -46,7 +46,7 @@ def build_resources(
     return {
         SOURCE_RESOURCE_KEY: taxi_source,
         "io_manager": StagingParquetIOManager(base_dir=staging_dir),
-        "postgres_io_manager": PostgresPandasIOManager(postgres=postgres),
+        "postgres_io_manager": PostgresPandasIOManager(postgres=postgres, lake=lake),
         "lake_monthly_io_manager": MonthlyParquetIOManager(lake=lake, postgres=postgres),
         "lake_by_day_io_manager": DailyDatasetIOManager(lake=lake),
         "lake_export_io_manager": DailyExportIOManager(lake=lake),

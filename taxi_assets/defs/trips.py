@@ -11,7 +11,7 @@ import dagster as dg
 
 from taxi_assets.defs import automation, checks, jobs, schedules, sensors
 from taxi_assets.defs.assets.clean import build_cleaned_trips
-from taxi_assets.defs.assets.lake_outputs import build_lake_outputs
+from taxi_assets.defs.assets.lake_outputs import build_lake_outputs, build_month_versions_check
 from taxi_assets.defs.assets.postgres_table import build_postgres_table
 from taxi_assets.defs.assets.raw_trips import build_raw_trips
 from taxi_assets.defs.assets.warehouse import build_warehouse
@@ -33,7 +33,11 @@ def trip_dataset_definitions(dataset: TripDataset) -> dg.Definitions:
     monthly_job, daily_job = jobs.build_jobs(dataset, assets)
     return dg.Definitions(
         assets=assets,
-        asset_checks=[checks.build_quality_checks(dataset), warehouse_matches_lake],
+        asset_checks=[
+            checks.build_quality_checks(dataset),
+            build_month_versions_check(dataset),
+            warehouse_matches_lake,
+        ],
         jobs=[monthly_job, daily_job],
         schedules=[
             schedules.build_monthly_schedule(dataset, monthly_job),

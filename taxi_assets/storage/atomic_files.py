@@ -148,7 +148,7 @@ class PendingObject:
 
     def __init__(self, fs: pafs.FileSystem, path: str, setting: str | None = None):
         self.fs, self.path = fs, path
-        self._spool = self._local = None
+        self._spool = self._local = self._size = None
         parent, _, file_name = path.rpartition("/")
         if is_local(fs):
             # Only local disk gets folders (creating them on GCS adds placeholder objects).
@@ -160,19 +160,42 @@ class PendingObject:
             self._spool = tempfile.NamedTemporaryFile(prefix="taxi-lake-", suffix=".parquet")
             self.stream = pa.OSFile(self._spool.name, "wb")
 
+    @property
+    def hidden(self) -> str:
+        """The hidden name the bytes are written under until published."""
+        return self._hidden
+
+    def stage(self) -> int:
+        """Make the written bytes whole under the hidden name, not yet at `path`; returns their
+        size. A dead writer's staged object is published by whoever recorded its hidden name
+        (`publish_staged`); until then no reader sees it."""
+        if self._size is None:
+            self._size = self.stream.tell()
+            self.stream.close()
+            if self._spool is not None:
+                with (
+                    open(self._spool.name, "rb") as spool,
+                    self.fs.open_output_stream(self._hidden) as out,
+                ):
+                    while piece := spool.read(UPLOAD_PIECE_BYTES):
+                        out.write(piece)
+                self._close_spool()
+        return self._size
+
     def publish(self) -> int:
         """Put the written bytes at `path` in one step; returns their size."""
-        size = self.stream.tell()
-        self.stream.close()
+        size = self.stage()
         if self._local is not None:
             self._local.publish()
-            return size
-        with open(self._spool.name, "rb") as spool, self.fs.open_output_stream(self._hidden) as out:
-            while piece := spool.read(UPLOAD_PIECE_BYTES):
-                out.write(piece)
-        self.fs.move(self._hidden, self.path)
-        self._close_spool()
+        else:
+            self.fs.move(self._hidden, self.path)
         return size
+
+    def release(self) -> None:
+        """Let go of a staged object without publishing or deleting it (it is recorded for
+        `publish_staged`); on disk this drops the writer's lock on the hidden file."""
+        if self._local is not None:
+            self._local.file.close()
 
     def discard(self) -> None:
         with contextlib.suppress(Exception):
@@ -191,3 +214,12 @@ class PendingObject:
         if self._spool is not None:
             self._spool.close()
             self._spool = None
+
+
+def publish_staged(fs: pafs.FileSystem, hidden: str, path: str) -> bool:
+    """Put a staged object (`PendingObject.stage`) at `path` in one step: a rename on disk, a
+    server-side move on GCS. False when nothing is at `hidden` (already published, or gone)."""
+    if fs.get_file_info(hidden).type == pafs.FileType.NotFound:
+        return False
+    fs.move(hidden, path)
+    return True

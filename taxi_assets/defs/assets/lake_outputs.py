@@ -30,10 +30,9 @@ def build_lake_outputs(dataset: TripDataset) -> list[dg.AssetsDefinition]:
         kinds={"parquet"},
     )
 
-    # One version of a month in its monthly sinks: the object is replaced only once the
-    # month's Postgres partition is (one transaction), so a failed Postgres load leaves both
-    # at the last good version. The object's write is one atomic replace after it; a run that
-    # dies between the two leaves a record of Postgres being ahead (month_publishes.py).
+    # One version of a month in its monthly sinks: the object is written beside the month's
+    # Postgres partition, in that asset's step, and published with its swap; this step then
+    # only describes it (month_publishes.py).
     @dg.asset(
         name=dataset.lake_month_asset,
         ins={"trips": dg.AssetIn(cleaned)},
@@ -82,3 +81,33 @@ def build_lake_outputs(dataset: TripDataset) -> list[dg.AssetsDefinition]:
         return trips
 
     return [month_object, by_day, daily_export]
+
+
+def build_month_versions_check(dataset: TripDataset) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=dataset.lake_month_asset,
+        name="lake_month_matches_postgres",
+        required_resource_keys={"lake_monthly_io_manager"},
+        description=f"Every month's lake object holds the version {dataset.postgres_table} "
+        "holds. Publishes first any object a run killed after its Postgres swap left staged. "
+        "Warns only: a month behind is one whose Postgres table was loaded without the lake "
+        "(or whose staged object was lost); nothing downstream reads the monthly object, and "
+        "the month's next run repairs it.",
+    )
+    def lake_month_matches_postgres(context: dg.AssetCheckExecutionContext):
+        monthly = context.resources.lake_monthly_io_manager
+        behind = monthly.versions_behind(dataset.postgres_table, context.log)
+        return dg.AssetCheckResult(
+            passed=not behind,
+            severity=dg.AssetCheckSeverity.WARN,
+            description="; ".join(row.describe(dataset.postgres_table) for row in behind) or None,
+            metadata={
+                "months_behind": [row.month for row in behind],
+                "versions": {
+                    row.month: {"postgres": row.postgres_run, "lake": row.lake_run}
+                    for row in behind
+                },
+            },
+        )
+
+    return lake_month_matches_postgres

@@ -5,7 +5,8 @@ that only becomes the object at its path once whole: on local disk a hidden temp
 beside the target, renamed over it (atomic); on GCS a local spool file, uploaded in large
 pieces to a hidden object that is then copied to the target by the server, so a half object
 is never readable and a failed upload leaves the previous one in place. Only a few row groups
-are in memory at a time, whatever the month's size. A monthly object is one such object. The
+are in memory at a time, whatever the month's size. A monthly object is one such object,
+written beside its month's Postgres load and published with its swap (month_publishes.py). The
 daily layouts write a range of days per run through a manifest (lake_versions.VersionedDays):
 each day's object is written as a version beside the current files, and one manifest write
 switches the whole range; their loads read the files the manifest names.
@@ -37,7 +38,7 @@ import pyarrow.parquet as pq
 from taxi_assets.tlc import batches as batching
 from taxi_assets.storage.atomic_files import PendingObject, is_local, local_path
 from taxi_assets.tlc.batches import TripBatches, conformed, rebatched
-from taxi_assets.dagster_private import running_step_run_tags
+from taxi_assets.dagster_private import running_step_job_writes, running_step_run_tags
 from taxi_assets.defs.io_managers import month_publishes
 from taxi_assets.storage.lake_versions import LOCAL_LAKE_SETTING, VersionedDays
 from taxi_assets.storage.lake_files import LakeDayFiles
@@ -48,8 +49,13 @@ from taxi_assets.shrink_guard import ShrinkRefused, shrink_allowed, shrink_refus
 NAME_METADATA_KEY = "lake/name"
 DATE_COLUMN_METADATA_KEY = "lake/date_column"
 PARTITION_COLUMN_METADATA_KEY = "lake/partition_column"
-# The `schema.table` a monthly object follows: swapped first, recorded ahead until the object is.
+# The `schema.table` a monthly object is one version with (month_publishes.py).
 FOLLOWS_POSTGRES_METADATA_KEY = "lake/follows_postgres_table"
+# On a Postgres trips asset: the month object's `lake/name`, written beside the partition, and
+# a column the partition has that the object leaves out.
+MONTH_OBJECT_METADATA_KEY = "lake/month_object"
+MONTH_OBJECT_OMITS_METADATA_KEY = "lake/month_object_omits"
+
 DATASET_FILE = "part-0.parquet"
 
 
@@ -58,30 +64,81 @@ def _row_group_rows() -> int:
 
 
 class _PendingObject:
-    """A Parquet object being written; `publish()` makes it visible at `path`, whole."""
+    """A Parquet object being written; `publish()` makes it visible at `path`, whole.
 
-    def __init__(self, fs: pafs.FileSystem, path: str, schema: pa.Schema):
-        self.path, self.rows = path, 0
+    `version` (the run writing it) is kept in the file's key-value metadata, so the object
+    itself says which run's version of its month it holds.
+    """
+
+    def __init__(
+        self, fs: pafs.FileSystem, path: str, schema: pa.Schema, version: str | None = None
+    ):
+        self.path, self.schema, self.rows = path, schema, 0
+        self._waiting: list[pa.RecordBatch] = []
         with _naming(path):
             self._object = PendingObject(fs, path, LOCAL_LAKE_SETTING)
             self._writer = pq.ParquetWriter(self._object.stream, schema)
+            if version is not None:
+                self._writer.add_key_value_metadata({month_publishes.VERSION_KEY: version})
+
+    @property
+    def hidden(self) -> str:
+        return self._object.hidden
 
     def write(self, table: pa.Table) -> None:
         with _naming(self.path):
             self._writer.write_table(table, row_group_size=max(table.num_rows, 1))
         self.rows += table.num_rows
 
-    def publish(self) -> int:
-        """Finish the file and put it at `path` in one step; returns its size in bytes."""
+    def append(self, batch: pa.RecordBatch) -> None:
+        """Add a batch; written out a row group at a time."""
+        self._waiting.append(batch)
+        if sum(b.num_rows for b in self._waiting) >= _row_group_rows():
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._waiting:
+            self.write(pa.Table.from_batches(self._waiting))
+            self._waiting = []
+
+    def stage(self) -> int:
+        """Finish the file under its hidden name, not yet at `path`; returns its size."""
+        self._flush()
         with _naming(self.path):
             self._writer.close()
+            return self._object.stage()
+
+    def publish(self) -> int:
+        """Finish the file and put it at `path` in one step; returns its size in bytes."""
+        self.stage()
+        with _naming(self.path):
             return self._object.publish()
+
+    def release(self) -> None:
+        """Keep the staged file for whoever publishes it by its recorded hidden name."""
+        self._object.release()
 
     def discard(self) -> None:
         """Drop what was written; the object at `path` stays as it was."""
         with contextlib.suppress(Exception):
             self._writer.close()
         self._object.discard()
+
+
+def month_object_path(name: str, month: dt.date | str) -> str:
+    """Where a month's object lives in the lake: `{name}/{YYYY-MM}.parquet`."""
+    month = dt.date.fromisoformat(month) if isinstance(month, str) else month
+    return f"{name}/{month:%Y-%m}.parquet"
+
+
+def stage_month_object(
+    lake: LakeResource, name: str, month: str, schema: pa.Schema, version: str
+) -> _PendingObject:
+    """The month's new object, to be written batch by batch (`append`) and staged beside the
+    current one; published by month_publishes once the Postgres swap recorded it."""
+    return _PendingObject(
+        lake.filesystem(), month_object_path(name, month), _plain(schema), version
+    )
 
 
 @contextlib.contextmanager
@@ -105,9 +162,11 @@ def _all_or_none(pending: dict[object, _PendingObject]) -> Iterator[None]:
         raise
 
 
-def _write_object(fs: pafs.FileSystem, path: str, trips: TripBatches) -> tuple[int, int]:
+def _write_object(
+    fs: pafs.FileSystem, path: str, trips: TripBatches, version: str | None = None
+) -> tuple[int, int]:
     """Publish the batches as one Parquet object at `path`; returns (bytes, rows)."""
-    pending = {path: _PendingObject(fs, path, _plain(trips.schema))}
+    pending = {path: _PendingObject(fs, path, _plain(trips.schema), version)}
     with _all_or_none(pending):
         for table in rebatched(trips, _row_group_rows()):
             pending[path].write(table)
@@ -277,11 +336,15 @@ class _LakeIOManager(dg.ConfigurableIOManager):
         return self._setting(context, NAME_METADATA_KEY, self.name)
 
     def _publish(
-        self, context: dg.OutputContext, path: str, obj: TripBatches | pd.DataFrame
+        self,
+        context: dg.OutputContext,
+        path: str,
+        obj: TripBatches | pd.DataFrame,
+        version: str | None = None,
     ) -> None:
         """`obj` as the one Parquet object at `path`; says where it is and what it holds."""
         self.lake.check_reachable()
-        size, rows = _write_object(self.lake.filesystem(), path, TripBatches.of(obj))
+        size, rows = _write_object(self.lake.filesystem(), path, TripBatches.of(obj), version)
         context.add_output_metadata(
             {
                 "uri": dg.MetadataValue.path(self.lake.uri(path)),
@@ -294,16 +357,19 @@ class _LakeIOManager(dg.ConfigurableIOManager):
 class MonthlyParquetIOManager(_LakeIOManager):
     """One Parquet object per monthly partition: `{root}/{name}/{YYYY-MM}.parquet`.
 
-    With `postgres`, an object whose asset names the table it follows (metadata
-    "lake/follows_postgres_table") clears, once replaced, the record that the table's swap of
-    the month left ahead of it (month_publishes.py).
+    With `postgres`, an object whose asset names the table it is one version with (metadata
+    "lake/follows_postgres_table") is written beside that table's partition by its IO manager
+    (month_publishes.py). Here the month's recorded versions are settled first (a staged
+    object a dead run committed is published); in a run that also writes that table the
+    published object is then only described; a run without the table writes the object
+    alone, its run recorded as the lake's version of the month.
     """
 
     name: str = "nyc_taxi_data"
     postgres: PostgresResource | None = None
 
     def _path(self, context, month: dt.date) -> str:
-        return f"{self._name(context)}/{month:%Y-%m}.parquet"
+        return month_object_path(self._name(context), month)
 
     def handle_output(self, context: dg.OutputContext, obj: TripBatches | pd.DataFrame) -> None:
         window = context.asset_partitions_time_window
@@ -313,25 +379,50 @@ class MonthlyParquetIOManager(_LakeIOManager):
                 f"{context.asset_key.to_user_string()}: one output must be one "
                 f"month, got {len(months)}; do not backfill it as a single run"
             )
+        path = self._path(context, months[0])
         follows = context.definition_metadata.get(FOLLOWS_POSTGRES_METADATA_KEY)
         if follows is None or self.postgres is None:
-            self._publish(context, self._path(context, months[0]), obj)
+            self._publish(context, path, obj)
             return
         month, uri = months[0].isoformat(), self.postgres.uri()
-        behind_since = month_publishes.lake_behind(uri, follows, month)
-        if behind_since not in (None, context.run_id):
-            month_publishes.warn_behind(context.log, follows, month, behind_since)
-        try:
-            self._publish(context, self._path(context, months[0]), obj)
-        except BaseException:
-            if behind_since is not None:
-                context.log.warning(
-                    f"{month}: {follows} is ahead of the lake's monthly object, which keeps "
-                    "its previous version until the month's next run"
-                )
-            raise
-        if behind_since is not None:
-            month_publishes.lake_caught_up(uri, follows, month, behind_since)
+        self.lake.check_reachable()
+        fs = self.lake.filesystem()
+        month_publishes.settle(uri, fs, follows, month, context.log)
+        recorded = month_publishes.versions(uri, follows, month)
+        if (
+            recorded is not None
+            and recorded.lake_run == recorded.postgres_run
+            and running_step_job_writes(context, dg.AssetKey(follows.split(".")))
+        ):
+            # Written beside the partition by this run's Postgres step and published (or by a
+            # run of the month that committed after it): one version, nothing to write.
+            with _open_input(fs, path) as source:
+                rows = pq.ParquetFile(source).metadata.num_rows
+            context.add_output_metadata(
+                {
+                    "uri": dg.MetadataValue.path(self.lake.uri(path)),
+                    "bytes": fs.get_file_info(path).size,
+                    "dagster/row_count": rows,
+                }
+            )
+            return
+        self._publish(context, path, obj, version=context.run_id)
+        recorded = month_publishes.lake_written(uri, follows, month, context.run_id, path)
+        if recorded.lake_behind:
+            context.log.warning(
+                recorded.describe(follows) + ": this run wrote the object alone; running the "
+                "month (its Postgres table with it) brings both to one version"
+            )
+
+    def versions_behind(self, postgres_table: str, log=None) -> list[month_publishes.MonthVersions]:
+        """Publish every staged object a swap of `postgres_table` committed; the months whose
+        object is still behind their partition (none without `postgres`: no record)."""
+        if self.postgres is None:
+            return []
+        self.lake.check_reachable()
+        return month_publishes.settle(
+            self.postgres.uri(), self.lake.filesystem(), postgres_table, log=log
+        )
 
     def load_input(self, context: dg.InputContext) -> TripBatches | pd.DataFrame:
         fs = self.lake.filesystem()

@@ -4,12 +4,19 @@ The rows land by binary COPY (ADBC `adbc_ingest`) in a staging table that nobody
 transaction then detaches the partition's old table and attaches the new one, a short last step
 and the only one readers wait for. A reader sees the old rows or the new rows, never neither,
 and a failed load, even one whose server dies midway, leaves the old rows and nothing else.
+
+An asset naming its month's lake object (metadata "lake/month_object") has that object written
+from the same batches during the COPY, staged under a hidden name, recorded by the swap's
+transaction and published right after its commit: the month's two sinks switch together
+(month_publishes.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
+from collections.abc import Iterator
 
 import adbc_driver_postgresql.dbapi as adbc
 import dagster as dg
@@ -18,7 +25,12 @@ import pyarrow as pa
 
 from taxi_assets.tlc.batches import TripBatches, prefetched
 from taxi_assets.defs.io_managers import month_publishes
-from taxi_assets.defs.resources import PostgresResource
+from taxi_assets.defs.io_managers.lake_writers import (
+    MONTH_OBJECT_METADATA_KEY,
+    MONTH_OBJECT_OMITS_METADATA_KEY,
+    stage_month_object,
+)
+from taxi_assets.defs.resources import LakeResource, PostgresResource
 from taxi_assets.tlc.schema import to_pandas
 
 PROGRESS_EVERY_ROWS = 250_000
@@ -58,10 +70,12 @@ class PostgresPandasIOManager(dg.ConfigurableIOManager):
     """Writes an asset to the table `<key prefix>.<key name>` (schema defaults to `public`).
 
     The asset's `partition_column` metadata names the column that records which partition a
-    row came from; the table is list-partitioned on it.
+    row came from; the table is list-partitioned on it. With `lake`, an asset whose metadata
+    names its month's lake object gets that object written beside the partition, one version.
     """
 
     postgres: PostgresResource
+    lake: LakeResource | None = None
 
     @staticmethod
     def _table(key: dg.AssetKey) -> tuple[str, str]:
@@ -81,45 +95,59 @@ class PostgresPandasIOManager(dg.ConfigurableIOManager):
         partition = f"{table}_{_slug(context.partition_key)}"
         staging = f"{partition}__{context.run_id[:8]}"
         progress = _Progress(context, target, trips.num_rows)
-        rows = self._with_partition_column(trips, column, value, progress)
+        uri, name = self.postgres.uri(), f"{schema}.{table}"
+        object_name = context.definition_metadata.get(MONTH_OBJECT_METADATA_KEY)
+        month_object = self._stage_month_object(context, object_name, name, value, trips)
+        rows = self._with_partition_column(trips, column, value, progress, month_object)
 
-        with adbc.connect(self.postgres.uri()) as conn:
-            self._create_schema(conn, schema)
-            month_publishes.create_table(conn)
-            self._check_target(conn, schema, table, column)
-            # One transaction from the staging table's creation to the swap's commit: if the
-            # run or the server dies at any point, the server discards it all, staging included.
-            try:
-                with conn.cursor() as cur:
-                    # The driver sends the COPY with the GIL released while a thread reads and
-                    # prepares the next batches: client and server work at once.
-                    cur.adbc_ingest(staging, rows.reader(), mode="create", db_schema_name=schema)
-                    # The constraint lets ATTACH skip its validating scan of the new rows.
-                    cur.execute(
-                        f"ALTER TABLE {quote(schema)}.{quote(staging)} ADD CONSTRAINT "
-                        f"{quote(staging + '_partition')} CHECK ({quote(column)} IS NOT NULL "
-                        f"AND {quote(column)} = DATE '{value}')"
-                    )
-                # Committed with the swap: the month's lake object is behind until replaced.
-                behind_since = self._swap(
-                    conn, schema, table, column, staging, partition, value, context.run_id
-                )
-            except BaseException:
-                try:
-                    conn.rollback()
-                except adbc.Error:
-                    pass  # the connection is gone, and its transaction with it; report the cause
-                raise
+        try:
+            with adbc.connect(uri) as conn:
+                month_publishes.create_table(conn)
+                self._create_schema(conn, schema)
+                self._check_target(conn, schema, table, column)
+                # One transaction from the staging table's creation to the swap's commit: if
+                # the run or the server dies at any point, the server discards it all, staging
+                # included, and the month's staged lake object is never published.
+                with rolled_back_on_failure(conn):
+                    with conn.cursor() as cur:
+                        # The driver sends the COPY with the GIL released while a thread reads
+                        # and prepares the next batches: client and server work at once.
+                        cur.adbc_ingest(
+                            staging, rows.reader(), mode="create", db_schema_name=schema
+                        )
+                        # The constraint lets ATTACH skip its validating scan of the new rows.
+                        cur.execute(
+                            f"ALTER TABLE {quote(schema)}.{quote(staging)} ADD CONSTRAINT "
+                            f"{quote(staging + '_partition')} CHECK ({quote(column)} IS NOT "
+                            f"NULL AND {quote(column)} = DATE '{value}')"
+                        )
+                    if month_object is not None:
+                        month_object.stage()
+                    self._swap(conn, schema, table, column, staging, partition, value)
+                    if object_name is not None:  # the version the month's object must hold
+                        month_publishes.record_swap(
+                            conn,
+                            name,
+                            value,
+                            context.run_id,
+                            month_object and month_object.hidden,
+                            month_object and month_object.path,
+                        )
+                    conn.commit()  # the month's switch, in both sinks
+        except BaseException:
+            if month_object is not None:
+                month_object.discard()
+            raise
 
-        if behind_since is not None and behind_since != context.run_id:
-            month_publishes.warn_behind(context.log, f"{schema}.{table}", value, behind_since)
+        if month_object is not None:
+            self._publish_month_object(context, uri, name, value, month_object)
         context.log.info(
             f"{target}: partition {context.partition_key} replaced with {progress.sent:,} rows"
         )
         context.add_output_metadata(
             {
                 "dagster/row_count": progress.sent,
-                "table": f"{schema}.{table}",
+                "table": name,
                 "rows_loaded": progress.sent,
                 "preview": dg.MetadataValue.md(
                     to_pandas(progress.head or trips.schema.empty_table()).to_markdown(index=False)
@@ -127,15 +155,49 @@ class PostgresPandasIOManager(dg.ConfigurableIOManager):
             }
         )
 
+    def _stage_month_object(
+        self, context, object_name: str | None, name: str, month: str, trips: TripBatches
+    ):
+        """The month's lake object to write beside the partition, if the asset names one; a
+        dead run's committed object is published first, so nothing overwrites it."""
+        if self.lake is None or object_name is None:
+            return None
+        self.lake.check_reachable()  # fails fast, naming the settings, before any lake call
+        month_publishes.settle(
+            self.postgres.uri(), self.lake.filesystem(), name, month, context.log
+        )
+        omitted = context.definition_metadata.get(MONTH_OBJECT_OMITS_METADATA_KEY)
+        schema = trips.schema
+        if omitted in schema.names:
+            schema = schema.remove(schema.get_field_index(omitted))
+        return stage_month_object(self.lake, str(object_name), month, schema, context.run_id)
+
+    def _publish_month_object(self, context, uri: str, name: str, month: str, month_object):
+        try:
+            month_publishes.settle(uri, self.lake.filesystem(), name, month)
+        except Exception as error:  # committed: whoever touches the month next publishes it
+            month_object.release()
+            context.log.warning(
+                f"{month}: {name} holds this run's version of the month; publishing the lake's "
+                f"{month_object.path} failed ({error}): the month object's step, the check "
+                "lake_month_matches_postgres or the month's next run publishes it"
+            )
+            return
+        # Published, or superseded by a run of the month that committed after this one.
+        month_object.discard()
+
     @staticmethod
     def _with_partition_column(
-        trips: TripBatches, column: str, value: str, progress: _Progress
+        trips: TripBatches, column: str, value: str, progress: _Progress, month_object=None
     ) -> TripBatches:
         schema = trips.schema.remove_metadata().append(pa.field(column, pa.date32()))
         day = pa.scalar(dt.date.fromisoformat(value), pa.date32())
+        lake_columns = month_object and month_object.schema.names
 
         def batches():
             for batch in prefetched(trips):
+                if month_object is not None:  # the same batch, to the month's lake object
+                    month_object.append(batch.select(lake_columns))
                 yield pa.RecordBatch.from_arrays(
                     [*batch.columns, pa.repeat(day, batch.num_rows)], schema=schema
                 )
@@ -190,8 +252,8 @@ class PostgresPandasIOManager(dg.ConfigurableIOManager):
         # one): _align_columns reconciles them in the swap, and refuses a changed type there.
 
     @staticmethod
-    def _swap(conn, schema, table, column, staging, partition, value, run_id) -> str | None:
-        """Returns the run whose swap the lake was already behind, if any."""
+    def _swap(conn, schema, table, column, staging, partition, value) -> None:
+        """The staged rows become the partition; committed by the caller."""
         target = f"{quote(schema)}.{quote(table)}"
         with conn.cursor() as cur:
             # Runs writing the same table queue here rather than interleave their swaps.
@@ -218,9 +280,6 @@ class PostgresPandasIOManager(dg.ConfigurableIOManager):
                 f"ALTER TABLE {target} ATTACH PARTITION {quote(schema)}.{quote(partition)} "
                 f"FOR VALUES IN (DATE '{value}')"
             )
-            behind_since = month_publishes.mark_lake_behind(cur, f"{schema}.{table}", value, run_id)
-        conn.commit()
-        return behind_since
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         schema, table = self._table(context.asset_key)
@@ -266,6 +325,19 @@ def _align_columns(cur, schema: str, table: str, staging: str) -> None:
         cur.execute(
             f"ALTER TABLE {quote(schema)}.{quote(staging)} ADD COLUMN {quote(name)} {held[name]}"
         )
+
+
+@contextlib.contextmanager
+def rolled_back_on_failure(conn) -> Iterator[None]:
+    """Roll the connection's transaction back on any failure, and re-raise it."""
+    try:
+        yield
+    except BaseException:
+        try:
+            conn.rollback()
+        except adbc.Error:
+            pass  # the connection is gone, and its transaction with it; report the cause
+        raise
 
 
 def _literal(text: str) -> str:

@@ -15,6 +15,7 @@ from taxi_assets.defs.io_managers.postgres_partitions import (
     PostgresPandasIOManager,
     _literal,
     quote,
+    rolled_back_on_failure,
 )
 from taxi_assets.defs.resources import PostgresResource
 from taxi_assets.tlc.schema import to_pandas
@@ -32,7 +33,7 @@ class PostgresTableIOManager(dg.ConfigurableIOManager):
         rows = pa.Table.from_pandas(obj, preserve_index=False)
         with adbc.connect(self.postgres.uri()) as conn:
             PostgresPandasIOManager._create_schema(conn, schema)
-            try:
+            with rolled_back_on_failure(conn):
                 with conn.cursor() as cur:
                     cur.adbc_ingest(staging, rows, mode="create", db_schema_name=schema)
                     # Runs replacing the same table queue here rather than interleave.
@@ -42,12 +43,6 @@ class PostgresTableIOManager(dg.ConfigurableIOManager):
                         f"ALTER TABLE {quote(schema)}.{quote(staging)} RENAME TO {quote(table)}"
                     )
                 conn.commit()
-            except BaseException:
-                try:
-                    conn.rollback()
-                except adbc.Error:
-                    pass  # the connection is gone, and its transaction with it
-                raise
         context.add_output_metadata(
             {"table": f"{schema}.{table}", "dagster/row_count": rows.num_rows}
         )
