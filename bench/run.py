@@ -74,6 +74,13 @@ CONTENDERS: dict[str, Contender] = {
         "taxi_assets through Dagster: the month's run (parse, clean, checks, "
         "Postgres, monthly Parquet) + its days' by-day dataset in one run",
     ),
+    "ours_empty": Contender(
+        "bench.ours:run",
+        {"empty": True},
+        "ours on the month's header alone, no trip: the fixed cost of a run (start-up, "
+        "Dagster's events and storage, every step's setup)",
+        pipeline=False,
+    ),
     "ours_all_sinks": Contender(
         "bench.ours:run",
         {"daily_assets": None},
