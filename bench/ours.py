@@ -50,8 +50,11 @@ TUTORIAL_SCOPE = ["yellow_trips_by_day"]
 
 
 def _header_only(csv_path: Path, workdir: Path) -> Path:
-    """The month's file with its header and no trip: what a run costs with no data at all."""
-    empty = workdir / "empty" / csv_path.name
+    """The header of the file, as the month before's, with no trip: what a run costs with no
+    data at all. Another month than the others', whose last loads would fail its no_shrink."""
+    year, month = int(_month(csv_path)[:4]), int(_month(csv_path)[5:])
+    before = f"{year - (month == 1)}-{(month - 2) % 12 + 1:02d}"
+    empty = workdir / "empty" / f"yellow_tripdata_{before}.csv.gz"
     empty.parent.mkdir(parents=True)
     with gzip.open(csv_path, "rb") as month, gzip.open(empty, "wb") as out:
         out.write(month.readline())
