@@ -365,7 +365,7 @@ def ratios(results: dict[str, dict], ours_name: str = "ours") -> dict[str, dict]
         return {}
     out = {}
     for name, other in results.items():
-        if name == ours_name:
+        if name == ours_name or not other["rows"]:  # the empty month has no rate to compare
             continue
         entry = {}
         if CONTENDERS[name].pipeline:
