@@ -56,8 +56,8 @@ def _header_only(csv_path: Path, workdir: Path) -> Path:
     before = f"{year - (month == 1)}-{(month - 2) % 12 + 1:02d}"
     empty = workdir / "empty" / f"yellow_tripdata_{before}.csv.gz"
     empty.parent.mkdir(parents=True)
-    with gzip.open(csv_path, "rb") as month, gzip.open(empty, "wb") as out:
-        out.write(month.readline())
+    with gzip.open(csv_path, "rb") as source, gzip.open(empty, "wb") as out:
+        out.write(source.readline())
     return empty
 
 
