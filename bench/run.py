@@ -10,11 +10,14 @@ Each contender is a function `run(csv_path, pg_url, workdir, **kwargs) -> dict` 
 least `rows` (rows read from the file), `steps` ({name: seconds}) and optionally
 `rows_loaded` and `postgres_step` (which step is its Postgres load, for the Postgres ratios).
 It runs in a child process of its own, so the peak RSS is that contender's alone:
-`measure()` returns {wall_s, peak_rss_mb, rows, steps, ...} where wall_s is the whole child
-process (interpreter start and imports included, as a user would time the script) and
-peak_rss_mb is the larger of the child's own high-water mark (VmHWM, exact) and the peak of
-the summed proportional set size (PSS) of its process tree, sampled every 20 ms (for helpers
-such as psql; PSS, because a freshly forked helper shares its parent's pages).
+`measure()` returns {wall_s, peak_rss_mb, rows, steps, cpu_s, bench_cpu_s, ...} where wall_s
+is the whole child process (interpreter start and imports included, as a user would time the
+script) and peak_rss_mb is the larger of the high-water mark of its largest process (from
+wait4, exact) and the peak of the summed proportional set size (PSS) of its process tree,
+sampled once a second (for helpers such as psql; PSS, because a freshly forked helper shares
+its parent's pages). Where a memory cgroup can be made, the contender runs in one and its
+kernel-counted peak (page cache included) is reported beside. `bench_cpu_s` is this parent's
+own CPU time while the contender ran: what the measuring cost.
 
 To add a contender (e.g. "ours", a Dagster materialization of the month), add an entry to
 CONTENDERS; the ratio table appears as soon as a contender named "ours" has results.
@@ -34,6 +37,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -69,6 +73,13 @@ CONTENDERS: dict[str, Contender] = {
         {},
         "taxi_assets through Dagster: the month's run (parse, clean, checks, "
         "Postgres, monthly Parquet) + its days' by-day dataset in one run",
+    ),
+    "ours_empty": Contender(
+        "bench.ours:run",
+        {"empty": True},
+        "ours on the month's header alone, no trip: the fixed cost of a run (start-up, "
+        "Dagster's events and storage, every step's setup)",
+        pipeline=False,
     ),
     "ours_all_sinks": Contender(
         "bench.ours:run",
@@ -147,17 +158,17 @@ def _child(name: str, csv: Path, pg_url: str, workdir: Path, result: Path) -> No
     outcome = getattr(importlib.import_module(module), function)(
         csv, pg_url, workdir, **contender.kwargs
     )
-    outcome["self_peak_rss_mb"] = round(_vm_hwm_mb(), 1)
-    outcome["children_peak_rss_mb"] = round(
-        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1
-    )
     result.write_text(json.dumps(outcome))
 
 
 # --- parent side --------------------------------------------------------------------------------
 
+# The process tree's summed memory is sampled this rarely: the peak of the largest process is
+# the kernel's (exact), and a busier sampler would take a core from the contender it measures.
+TREE_SAMPLE_SECONDS = 1.0
 
-def _tree_rss(process: psutil.Process) -> int:
+
+def _tree_pss(process: psutil.Process) -> int:
     """The process tree's memory, as proportional set sizes: a child forked from a big parent
     (Dagster spawns `tail -F` for compute logs) shares the parent's pages until it execs, and
     summed RSS would count them twice."""
@@ -170,8 +181,57 @@ def _tree_rss(process: psutil.Process) -> int:
     return total
 
 
+class MemoryCgroup:
+    """A child cgroup of the memory controller (v1) holding one contender's processes, for
+    their summed peak as the kernel counts it: `memory.max_usage_in_bytes`, which includes the
+    page cache the contender's own file writes dirtied. `create` returns None where no cgroup
+    can be made (no v1 memory controller, no permission): the bench then reports without it."""
+
+    ROOT = Path("/sys/fs/cgroup/memory")
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    @classmethod
+    def create(cls, name: str) -> MemoryCgroup | None:
+        try:
+            own = next(
+                line.split(":", 2)[2].strip()
+                for line in Path("/proc/self/cgroup").read_text().splitlines()
+                if line.split(":")[1] == "memory"
+            )
+            path = cls.ROOT / own.lstrip("/") / f"taxi-bench-{name}-{os.getpid()}"
+            path.mkdir()
+        except (OSError, StopIteration, IndexError):
+            return None
+        return cls(path)
+
+    def enter(self) -> None:
+        """Moves the calling process in (run in the contender's process before it execs)."""
+        (self.path / "cgroup.procs").write_text(str(os.getpid()))
+
+    def peak_mb(self) -> float:
+        return int((self.path / "memory.max_usage_in_bytes").read_text()) / 2**20
+
+    def remove(self) -> None:
+        try:
+            self.path.rmdir()
+        except OSError:
+            pass  # a process outlived its contender; the empty-on-exit cgroup is harmless
+
+
+def _cpu_s(usage) -> float:
+    return usage.ru_utime + usage.ru_stime
+
+
 def measure(name: str, csv: Path, pg_url: str, workdir: Path) -> dict:
-    """Run one contender in a child process; {wall_s, peak_rss_mb, rows, steps, ...}."""
+    """Run one contender in a child process; {wall_s, peak_rss_mb, rows, steps, ...}.
+
+    No busy parent: it blocks in wait4, whose resource usage gives the contender's CPU time
+    and the exact high-water mark of its largest process (the kernel carries the largest of
+    every waited-for descendant up to it); a thread sums the tree's PSS once a second for
+    contenders whose memory is spread over processes (psql beside pyarrow). The parent's
+    own CPU time over the contender is reported as `bench_cpu_s`."""
     workdir.mkdir(parents=True, exist_ok=True)
     result = workdir / f"{name}.result.json"
     log = workdir / f"{name}.log"
@@ -191,30 +251,61 @@ def measure(name: str, csv: Path, pg_url: str, workdir: Path) -> dict:
         "--result",
         str(result),
     ]
+    cgroup = MemoryCgroup.create(name)
     peak_tree = 0
-    with open(log, "w") as log_file:
-        started = time.perf_counter()
-        process = psutil.Popen(command, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT)
-        while process.poll() is None:
+    stopped = threading.Event()
+
+    def sample_tree(process: psutil.Process) -> None:
+        nonlocal peak_tree
+        while not stopped.wait(TREE_SAMPLE_SECONDS):
             try:
-                peak_tree = max(peak_tree, _tree_rss(process))
+                peak_tree = max(peak_tree, _tree_pss(process))
             except psutil.Error:
                 pass
-            time.sleep(0.02)
-        wall = time.perf_counter() - started
+
+    bench_cpu = resource.getrusage(resource.RUSAGE_SELF)
+    try:
+        with open(log, "w") as log_file:
+            started = time.perf_counter()
+            process = subprocess.Popen(
+                command,
+                cwd=REPO,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                preexec_fn=cgroup.enter if cgroup else None,
+            )
+            sampler = threading.Thread(
+                target=sample_tree, args=(psutil.Process(process.pid),), daemon=True
+            )
+            sampler.start()
+            _, status, usage = os.wait4(process.pid, 0)
+            wall = time.perf_counter() - started
+            stopped.set()
+            sampler.join()
+            process.returncode = os.waitstatus_to_exitcode(status)
+        cgroup_peak = cgroup.peak_mb() if cgroup else None
+    finally:
+        if cgroup:
+            cgroup.remove()
+    bench_cpu_s = _cpu_s(resource.getrusage(resource.RUSAGE_SELF)) - _cpu_s(bench_cpu)
     if process.returncode != 0 or not result.exists():
         tail = log.read_text(errors="replace")[-3000:]
         raise RuntimeError(
             f"contender {name} failed (exit {process.returncode}); log {log}:\n{tail}"
         )
     outcome = json.loads(result.read_text())
-    peak = max(outcome["self_peak_rss_mb"], peak_tree / 2**20)
+    largest_process = usage.ru_maxrss / 1024
+    peak = max(largest_process, peak_tree / 2**20)
     return {
         "wall_s": round(wall, 2),
         "peak_rss_mb": round(peak, 1),
         "rows": outcome.pop("rows"),
         "steps": outcome.pop("steps"),
+        "cpu_s": round(_cpu_s(usage), 2),
+        "bench_cpu_s": round(bench_cpu_s, 3),
+        "largest_process_peak_rss_mb": round(largest_process, 1),
         "peak_tree_pss_sampled_mb": round(peak_tree / 2**20, 1),
+        "cgroup_peak_mb_with_page_cache": None if cgroup_peak is None else round(cgroup_peak, 1),
         **outcome,
     }
 
@@ -274,7 +365,7 @@ def ratios(results: dict[str, dict], ours_name: str = "ours") -> dict[str, dict]
         return {}
     out = {}
     for name, other in results.items():
-        if name == ours_name:
+        if name == ours_name or not other["rows"]:  # the empty month has no rate to compare
             continue
         entry = {}
         if CONTENDERS[name].pipeline:
@@ -308,16 +399,25 @@ def render(report: dict) -> str:
         f"{report['file']['mb']} MB {report['file']['format']}; {report['machine']['cpus']} CPUs; "
         f"PostgreSQL {report['machine']['postgres']}",
         "",
-        "| contender | rows read | wall s | peak RSS MB | Postgres step | Postgres s | Postgres rows/s |",
-        "| --- | ---: | ---: | ---: | --- | ---: | ---: |",
+        "| contender | rows read | wall s | CPU s | peak RSS MB | Postgres step | Postgres s "
+        "| Postgres rows/s |",
+        "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
     ]
     for name, r in results.items():
         seconds, rate = _postgres_rate(r)
         lines.append(
-            f"| {name} | {r['rows']:,} | {r['wall_s']:.1f} | {r['peak_rss_mb']:.0f} | "
+            f"| {name} | {r['rows']:,} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | "
+            f"{r['peak_rss_mb']:.0f} | "
             f"{r.get('postgres_step') or '-'} | {'-' if seconds is None else f'{seconds:.1f}'} | "
             f"{'-' if rate is None else f'{rate:,.0f}'} |"
         )
+    bench_cpu = sum(r["bench_cpu_s"] for r in results.values())
+    walls = sum(r["wall_s"] for r in results.values())
+    lines.append(
+        f"(the bench's own CPU while they ran: {bench_cpu:.1f} s over {walls:.0f} s; load "
+        f"average {report['machine']['load_average_at_start']} at the start, "
+        f"{report['machine']['load_average_1_5_15']} at the end)"
+    )
     setup_included = [n for n in results if not CONTENDERS[n].pipeline]
     if setup_included:
         lines.append(
@@ -415,6 +515,7 @@ def run_size(args, rows: int, names: list[str], parquet: bool = False) -> dict:
         else ensure_month(args.month, rows, args.seed)
     )
 
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
     server = pg_dir = None
     pg_url = args.pg_url
     if not pg_url:
@@ -464,6 +565,7 @@ def run_size(args, rows: int, names: list[str], parquet: bool = False) -> dict:
             "pandas": pandas.__version__,
             "pyarrow": pyarrow.__version__,
             "postgres": postgres_version,
+            "load_average_at_start": load_at_start,
             "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
         },
         "contenders": {n: CONTENDERS[n].description for n in names},

@@ -195,7 +195,11 @@ def run(
     day run; the bench's) narrows the day runs to those assets (default: all of them). Returns the (closed) results; when a run
     fails, ends with its cause and exits.
     """
-    from taxi_assets.dagster_private import WorkspaceLocation, execute_in_process
+    from taxi_assets.dagster_private import (
+        WorkspaceLocation,
+        execute_in_process,
+        pooled_storage_connections,
+    )
     from taxi_assets.defs.resources import configured_source, source_run_config
     from taxi_assets.run_health import prepare_run
 
@@ -220,9 +224,12 @@ def run(
         runs = [(ZONES_JOB, {}, None), *runs, (ANALYTICS_JOB, range_tags(days), None)]
     instance = dg.DagsterInstance.get()
     results = []
-    with WorkspaceLocation.open(
-        PROJECT_ROOT / "workspace.yaml", LOCATION_NAME, instance
-    ) as location:
+    with (
+        pooled_storage_connections(instance),
+        WorkspaceLocation.open(
+            PROJECT_ROOT / "workspace.yaml", LOCATION_NAME, instance
+        ) as location,
+    ):
         # The module the location has just loaded: the job's pools, for prepare_run.
         from taxi_assets.definitions import defs
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -39,9 +39,9 @@ class DropRule:
     def what(self) -> str:
         return f"zero, negative or missing {self.column}"
 
-    def matches(self, trips: pd.DataFrame, column: str) -> pd.Series:
+    def matches(self, trips: pa.RecordBatch, column: str) -> pa.BooleanArray:
         """Which rows go; `column` is what `trips` calls the rule's column."""
-        return (trips[column].fillna(0) <= 0).astype(bool)
+        return pc.fill_null(pc.less_equal(trips.column(column), 0), True)
 
 
 ZERO_PASSENGERS = DropRule(

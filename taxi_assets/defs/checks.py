@@ -10,12 +10,13 @@ from collections.abc import Iterator
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from taxi_assets.tlc.batches import TripBatches
+from taxi_assets.tlc.batches import TripBatches, true_count
 from taxi_assets.datasets import TripDataset
 from taxi_assets.materializations import latest_metadata_value
 from taxi_assets.defs.partitions import monthly_partitions
-from taxi_assets.tlc.schema import to_pandas
 from taxi_assets.shrink_guard import ALLOW_SHRINK_TAG, shrink_allowed, shrink_refusal
 
 
@@ -121,23 +122,30 @@ def build_quality_checks(dataset: TripDataset) -> dg.AssetChecksDefinition:
         dropoff_before_pickup = unknown_vendor_rows = missing_vendors = outside_months = 0
         rows = 0
         unknown_ids: set[int] = set()
-        pickups: list[pd.Timestamp] = []
+        pickups: list = []  # each batch's first and last pickup
+        earliest_at, end_at = (t.to_pydatetime() for t in (earliest, end))
+        known_vendor_ids = pa.array(known_vendors)
         for batch in trips:
-            frame = to_pandas(batch)
-            rows += len(frame)
+            rows += batch.num_rows
             for rule in dataset.drop_rules:
                 column = dataset.column(rule.column)
-                not_dropped[rule.check_name] += int(rule.matches(frame, column).sum())
-            dropoff_before_pickup += int((frame[dropoff] < frame[pickup]).sum())
+                not_dropped[rule.check_name] += true_count(rule.matches(batch, column))
+            picked_up = batch.column(pickup)
+            dropoff_before_pickup += true_count(pc.less(batch.column(dropoff), picked_up))
             if known_vendors:
-                vendors = frame[vendor]
-                unknown = vendors.notna() & ~vendors.isin(dataset.known_vendor_ids)
-                unknown_vendor_rows += int(unknown.sum())
-                missing_vendors += int(vendors.isna().sum())
-                unknown_ids.update(int(v) for v in vendors[unknown].unique())
-            outside = (frame[pickup] < earliest) | (frame[pickup] >= end)
-            outside_months += int(outside.sum())
-            pickups += [frame[pickup].min(), frame[pickup].max()]
+                vendors = batch.column(vendor)
+                unknown = pc.and_(
+                    pc.is_valid(vendors),
+                    pc.invert(pc.is_in(vendors, value_set=known_vendor_ids)),
+                )
+                unknown_vendor_rows += true_count(unknown)
+                missing_vendors += vendors.null_count
+                unknown_ids.update(int(v) for v in pc.unique(vendors.filter(unknown)).to_pylist())
+            start, stop = (pa.scalar(t, picked_up.type) for t in (earliest_at, end_at))
+            outside = pc.or_(pc.less(picked_up, start), pc.greater_equal(picked_up, stop))
+            outside_months += true_count(outside)
+            bounds = pc.min_max(picked_up)
+            pickups += [bounds["min"].as_py(), bounds["max"].as_py()]
         for name, failures in not_dropped.items():
             yield _result(name, failures, severity=dg.AssetCheckSeverity.ERROR)
         yield _no_shrink(context, dataset, rows)

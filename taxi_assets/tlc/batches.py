@@ -74,6 +74,11 @@ class TripBatches:
         return to_pandas(self.to_table())
 
 
+def true_count(mask: pa.BooleanArray | pa.ChunkedArray) -> int:
+    """How many rows `mask` selects (nulls select none)."""
+    return pc.sum(mask, min_count=0).as_py()
+
+
 class RowsPerDay(dict):
     """An input typed RowsPerDay asks its IO manager how many rows each day ("YYYY-MM-DD") of
     the partition column holds, counted where the rows are, not for the rows: all a

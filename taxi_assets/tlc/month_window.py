@@ -6,6 +6,8 @@ the monthly object, but no day: they are counted and their dates said, apart fro
 from __future__ import annotations
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 OUTSIDE_ROWS_KEY = "outside_window_rows"
 OUTSIDE_DATES_KEY = "outside_window_pickups"
@@ -25,13 +27,16 @@ class FeedableDays:
         self.first: pd.Timestamp | None = None
         self.last: pd.Timestamp | None = None
 
-    def count(self, trips: pd.DataFrame) -> None:
-        pickups = trips[self.pickup]
-        outside = pickups[(pickups < self.start) | (pickups >= self.end)].dropna()
-        if outside.empty:
+    def count(self, trips: pa.RecordBatch) -> None:
+        pickups = trips.column(self.pickup)
+        start, end = (pa.scalar(t.to_pydatetime(), pickups.type) for t in (self.start, self.end))
+        # Trips without a pickup time are in no window, and not counted outside either.
+        outside = pickups.filter(pc.or_(pc.less(pickups, start), pc.greater_equal(pickups, end)))
+        if not len(outside):
             return
         self.outside += len(outside)
-        low, high = outside.min(), outside.max()
+        bounds = pc.min_max(outside)
+        low, high = pd.Timestamp(bounds["min"].as_py()), pd.Timestamp(bounds["max"].as_py())
         self.first = low if self.first is None else min(self.first, low)
         self.last = high if self.last is None else max(self.last, high)
 

@@ -1,25 +1,26 @@
 import dagster as dg
-import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from taxi_assets.tlc.batches import TripBatches
+from taxi_assets.tlc.batches import TripBatches, true_count
 from taxi_assets.datasets import TripDataset
 from taxi_assets.tlc.month_window import FeedableDays
 from taxi_assets.defs.partitions import monthly_partitions
-from taxi_assets.tlc.schema import to_pandas
 
 
-def kept_trips(dataset: TripDataset, trips: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+def kept_trips(
+    dataset: TripDataset, trips: pa.RecordBatch
+) -> tuple[pa.RecordBatch, dict[str, int]]:
     """The trips no drop rule of the dataset matches, and how many rows each rule matches (a
     row two rules match counts for both; `dropped_rows` counts it once)."""
-    dropped = pd.Series(False, index=trips.index)
+    dropped = pa.repeat(False, trips.num_rows)
     counts = {}
     for rule in dataset.drop_rules:
         matches = rule.matches(trips, dataset.column(rule.column))
-        counts[rule.count_key] = int(matches.sum())
-        dropped |= matches
-    counts["dropped_rows"] = int(dropped.sum())
-    return trips[~dropped], counts
+        counts[rule.count_key] = true_count(matches)
+        dropped = pc.or_(dropped, matches)
+    counts["dropped_rows"] = true_count(dropped)
+    return trips.filter(pc.invert(dropped)), counts
 
 
 def renamed(dataset: TripDataset, trips: TripBatches) -> TripBatches:
@@ -50,11 +51,11 @@ def build_cleaned_trips(dataset: TripDataset) -> dg.AssetsDefinition:
         window = FeedableDays(dataset.column(dataset.pickup), context.partition_key)
 
         def cleaned(batch: pa.RecordBatch) -> pa.RecordBatch:
-            kept, dropped = kept_trips(dataset, to_pandas(batch))
+            kept, dropped = kept_trips(dataset, batch)
             for key, count in dropped.items():
                 counts[key] += count
             window.count(kept)
-            return pa.RecordBatch.from_pandas(kept, schema=batch.schema, preserve_index=False)
+            return kept
 
         def batches():
             counts.update(dict.fromkeys(counts, 0))
