@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import os
 import shutil
+import signal
 import threading
 import urllib.parse
 from dataclasses import dataclass, field
@@ -17,6 +18,11 @@ from taxi_assets.storage.local_postgres import LocalPostgres, free_port
 from taxi_assets.defs.resources import PostgresResource
 
 pytest_plugins = ["taxi_assets_tests.emulators.gcs"]
+
+# A suite started in the background by a non-interactive shell inherits SIGINT ignored, and so
+# would every process it starts: the Ctrl-C tests need their processes to hear it.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 DATA = Path(__file__).parent / "data"
 
