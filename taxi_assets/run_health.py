@@ -214,7 +214,9 @@ def _execution_iterator(job_context, execution_plan, instance_concurrency_contex
 
 class _PoolReportingExecutor(InProcessExecutor):
     def execute(self, plan_context, execution_plan):
-        # InProcessExecutor.execute, with the concurrency context above.
+        # InProcessExecutor.execute, with the concurrency context above; and the job's pools
+        # made first, for runs no `make run` prepared (the daemon's, the UI's).
+        ensure_pools(plan_context.instance, job_pools(plan_context.job.get_definition()))
         yield DagsterEvent.engine_event(
             plan_context,
             f"Executing steps in process (pid: {os.getpid()})",
