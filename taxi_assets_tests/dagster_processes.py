@@ -45,7 +45,7 @@ T = TypeVar("T")
 
 # Generous: a cold start imports Dagster and pandas on a 2-core machine. These only bound a
 # hang; nothing asserts how long anything took.
-START_TIMEOUT = 180.0
+START_TIMEOUT = 300.0
 
 
 # --- environment -----------------------------------------------------------------------------

@@ -51,7 +51,7 @@ MONTHLY_KEYS = [
     k for k in keys_partitioned_by(defs.assets, monthly_partitions) if "yellow" in str(k)
 ]
 DAILY_KEYS = [k for k in keys_partitioned_by(defs.assets, daily_partitions) if "yellow" in str(k)]
-BACKFILL_TIMEOUT = 420.0
+BACKFILL_TIMEOUT = 600.0
 FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-output" / "automation"
 

@@ -40,7 +40,7 @@ from taxi_assets_tests.test_cli_live import cli, project_env
 from taxi_assets_tests.test_tlc_feed import expected
 from taxi_assets_tests.tlc_feed import TlcFeed, era_2021
 
-TIMEOUT = 600.0
+TIMEOUT = 900.0
 ACTIVE = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
 
 

@@ -42,7 +42,7 @@ from taxi_assets_tests.dagster_processes import (
 
 MONTH = "2021-01"
 SAMPLE = "yellow_tripdata_2021-01.csv.gz"
-RUN_TIMEOUT = 300.0
+RUN_TIMEOUT = 600.0
 SCREEN_LINES = 50  # a terminal screen, give or take
 RUN_ID = re.compile(r": run ([0-9a-f-]{36})$", re.MULTILINE)
 
