@@ -496,7 +496,7 @@ def test_a_republished_lookup_is_taken_again_like_a_republished_month(
     (feed.root / "misc" / LOOKUP).write_bytes(lookup_bytes(OLDER))
     resources = pipeline_resources(tmp_path, feed.url, fresh_postgres, source_kind="tlc")
     instance = dg.DagsterInstance.ephemeral()
-    sensor = defs.get_sensor_def("taxi_zone_lookup_changed")
+    sensor = defs.resolve_sensor_def("taxi_zone_lookup_changed")
 
     def tick():
         context = dg.build_sensor_context(
