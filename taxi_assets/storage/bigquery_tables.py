@@ -1,6 +1,7 @@
 """BigQuery tables as the warehouse uses them, apart from Dagster: the client, identifiers,
-a table's schema from Arrow's, a frame as Parquet shaped like its table, and the staging table
-a partition's rows are loaded into before one transaction swaps them in.
+a table's schema from Arrow's, a frame as Parquet shaped like its table, the staging table
+a partition's rows are loaded into before one transaction swaps them in, and loads of Parquet
+objects from Cloud Storage into it.
 """
 
 from __future__ import annotations
@@ -165,6 +166,52 @@ def parquet_for_table(
 # -- Staging a load ---------------------------------------------------------------------------
 
 
+# BigQuery's limit on source URIs in one load job's configuration
+# (https://cloud.google.com/bigquery/quotas#load_jobs: "Maximum number of source URIs in job
+# configuration: 10,000 URIs").
+MAX_URIS_PER_LOAD_JOB = 10_000
+
+
+def load_jobs_needed(objects: int) -> int:
+    """Load jobs that load `objects` Cloud Storage objects, MAX_URIS_PER_LOAD_JOB at most each."""
+    return -(-objects // MAX_URIS_PER_LOAD_JOB)
+
+
+def load_from_storage(
+    connection: bigquery.Client,
+    uris: Sequence[str],
+    destination: bigquery.Table,
+    *,
+    location: str | None = None,
+    timeout: float | None = None,
+) -> int:
+    """Append the Parquet objects at `uris` (gs://…) to `destination`; returns the rows loaded.
+
+    As few load jobs as BigQuery allows (one for up to MAX_URIS_PER_LOAD_JOB objects): the
+    objects go from Cloud Storage to BigQuery without a byte through this process. The table's
+    own schema is sent with each job, so the files are checked against it rather than typed
+    by inference; the files' columns must be the table's, in its order.
+    """
+    config = bigquery.LoadJobConfig(
+        source_format=bigquery.SourceFormat.PARQUET,
+        write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
+        create_disposition=bigquery.CreateDisposition.CREATE_NEVER,
+        schema=destination.schema,
+    )
+    rows = 0
+    for start in range(0, len(uris), MAX_URIS_PER_LOAD_JOB):
+        job = connection.load_table_from_uri(
+            list(uris[start : start + MAX_URIS_PER_LOAD_JOB]),
+            destination.reference,
+            job_config=config,
+            location=location,
+            timeout=timeout,
+        )
+        job.result()
+        rows += job.output_rows or 0
+    return rows
+
+
 def _staging_prefix(table: bigquery.Table) -> str:
     return f"{table.table_id}__load_"
 
@@ -181,12 +228,17 @@ def _drop_dead_staging_tables(connection: bigquery.Client, table: bigquery.Table
 
 
 @contextmanager
-def staging_table(connection: bigquery.Client, table: bigquery.Table) -> Iterator[bigquery.Table]:
-    """An empty table shaped like `table`, for one load; dropped after, expiring if we die first."""
+def staging_table(
+    connection: bigquery.Client,
+    table: bigquery.Table,
+    schema: Sequence[bigquery.SchemaField] | None = None,
+) -> Iterator[bigquery.Table]:
+    """An empty table for one load into `table`, shaped like it or with `schema` (the files'
+    own columns, when they are renamed on the way in); dropped after, expiring if we die first."""
     _drop_dead_staging_tables(connection, table)
     staging = bigquery.Table(
         f"{table.project}.{table.dataset_id}.{_staging_prefix(table)}{uuid.uuid4().hex[:12]}",
-        schema=table.schema,
+        schema=list(schema) if schema is not None else table.schema,
     )
     staging.expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)
     staging = connection.create_table(staging)

@@ -9,6 +9,10 @@ Why a launcher instead of the `bqemulator start` CLI:
 - the emulator runs `INSTALL spatial` at start-up, which downloads from the DuckDB extension
   repository unless the extension is already installed. We install it from the pinned
   duckdb-extension-spatial wheel into a directory inside the venv (not ~/.duckdb).
+- its Parquet load reads `read_parquet(path)`, which takes a `key=value` folder in the path
+  for a Hive partition and adds it as a column; BigQuery adds none unless asked
+  (hivePartitioningOptions), and the lake's day files sit in such folders. We load the file's
+  own columns only.
 - with --port 0 the OS picks a free port with no bind race; the real port is written to
   --ready-file once both servers accept traffic, which doubles as the readiness signal.
 
@@ -33,6 +37,19 @@ def _allow_generic_upload_content_type() -> None:
 
     # _is_permitted_media_type reads this module global on every call.
     upload._PERMITTED_MEDIA_CONTENT_TYPES = (*upload._PERMITTED_MEDIA_CONTENT_TYPES, "*/*")
+
+
+def _load_parquet_without_hive_columns() -> None:
+    from bqemulator.jobs import executor
+
+    def load_parquet(path: str, target_ref: str, ctx) -> None:
+        ctx.engine.execute(
+            f"INSERT INTO {target_ref} SELECT * FROM read_parquet(?, hive_partitioning = false)",
+            [path],
+        )
+
+    # execute_load_job looks the handler up in this module dict on every load.
+    executor._LOAD_FORMAT_HANDLERS["PARQUET"] = load_parquet
 
 
 def _use_bundled_duckdb_extensions() -> None:
@@ -105,6 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     _allow_generic_upload_content_type()
+    _load_parquet_without_hive_columns()
     _use_bundled_duckdb_extensions()
     asyncio.run(_serve(args))
 

@@ -54,6 +54,8 @@ from taxi_assets.defs.io_managers.partition_window import (
 from taxi_assets.storage.bigquery_tables import (
     bigquery_client,
     bigquery_schema,
+    load_from_storage,
+    load_jobs_needed,
     parquet_for_table,
     quoted,
     staging_table,
@@ -152,6 +154,86 @@ def _partition_delete(table_slice: TableSlice, table: bigquery.Table) -> str:
     return f"DELETE FROM `{_table_id(table_slice)}` WHERE\n{where}"
 
 
+def _table_id_of(table: bigquery.Table) -> str:
+    return f"{table.project}.{table.dataset_id}.{table.table_id}"
+
+
+def _swap_in(
+    table_slice: TableSlice,
+    table: bigquery.Table,
+    columns: Sequence[str],
+    rows: str,
+    connection: bigquery.Client,
+    config: Mapping,
+) -> None:
+    """Replace the slice's rows with those the query `rows` selects, in one transaction."""
+    names = ", ".join(map(quoted, columns))
+    connection.query(
+        f"BEGIN TRANSACTION;\n{_partition_delete(table_slice, table)};\n"
+        f"INSERT INTO `{_table_id(table_slice)}` ({names})\n{rows};\n"
+        "COMMIT TRANSACTION;",
+        location=config.get("location"),
+        timeout=config.get("timeout"),
+    ).result()
+
+
+def _check_inside_windows(
+    table_slice: TableSlice, table: bigquery.Table, rows: str, connection, config: Mapping
+) -> None:
+    """Raise, as check_rows_inside_windows does for a frame, if any row the query `rows`
+    selects has its partition column null or outside its partition's time window."""
+    inside = _where_clause(table_slice.partition_dimensions, _column_types(table))
+    [(outside, total)] = connection.query(
+        f"SELECT COUNTIF(NOT COALESCE({inside}, FALSE)), COUNT(*) FROM ({rows})",
+        location=config.get("location"),
+        timeout=config.get("timeout"),
+    ).result()
+    if outside:
+        raise ValueError(
+            f"{outside} of {total} rows of the lake's files have their partition column outside"
+            f" the partition window ({inside}); rerunning the partition would not replace them."
+            " Rewrite the lake's days for this range."
+        )
+
+
+def _replace_from_storage(
+    context: dg.OutputContext,
+    table_slice: TableSlice,
+    table: bigquery.Table,
+    files: LakeDayFiles,
+    connection: bigquery.Client,
+    config: Mapping,
+) -> int:
+    """The range's rows from the lake's Cloud Storage objects, by BigQuery's own load jobs.
+
+    The objects load into a staging table with the files' own columns (a load job can neither
+    rename nor join a transaction); one transaction then deletes the range and inserts the
+    staged rows under the table's names. Returns the rows loaded.
+    """
+    file_schema = bigquery_schema(files.file_schema)
+    names = files.trips.schema.names  # the table's name for each of the files' columns
+    with staging_table(connection, table, file_schema) as staging:
+        rows = load_from_storage(
+            connection,
+            files.gcs_uris,
+            staging,
+            location=config.get("location"),
+            timeout=config.get("timeout"),
+        )
+        renamed = ", ".join(
+            f"{quoted(field.name)} AS {quoted(name)}"
+            for field, name in zip(file_schema, names, strict=True)
+        )
+        staged = f"SELECT {renamed} FROM `{_table_id_of(staging)}`"
+        _check_inside_windows(table_slice, table, staged, connection, config)
+        _swap_in(table_slice, table, names, staged, connection, config)
+    context.log.info(
+        f"{rows:,} rows loaded into {_table_id(table_slice)} from {len(files.gcs_uris):,} lake"
+        f" objects in {load_jobs_needed(len(files.gcs_uris))} load job(s)"
+    )
+    return rows
+
+
 # -- Dagster plumbing ------------------------------------------------------------------------
 
 
@@ -233,8 +315,10 @@ class BigQueryWarehousePandasTypeHandler(DbTypeHandler[pd.DataFrame]):
         connection,
     ):
         config = context.resource_config or {}
-        if isinstance(obj, LakeDayFiles):
-            obj = obj.trips  # the days' rows, streamed from the lake into load jobs
+        files = obj if isinstance(obj, LakeDayFiles) else None
+        if files is not None:
+            # The days' rows, streamed into load jobs unless BigQuery reads the files itself.
+            obj = files.trips
         trips = TripBatches.of(obj)
         if not trips.schema.names or (isinstance(obj, pd.DataFrame) and obj.empty):
             # An empty output means an empty partition.
@@ -253,6 +337,9 @@ class BigQueryWarehousePandasTypeHandler(DbTypeHandler[pd.DataFrame]):
                     ).result()
             return written_metadata(context, obj, "bigquery", rows=0)
         table = self._ensure_table(table_slice, trips.schema, connection)
+        if table_slice.partition_dimensions and files and files.gcs_uris is not None:
+            rows = _replace_from_storage(context, table_slice, table, files, connection, config)
+            return written_metadata(context, obj, "bigquery", rows=rows)
         # Parquet written here rather than by load_table_from_dataframe, which is deprecated
         # in favour of pandas-gbq.
         schema = [
@@ -271,15 +358,14 @@ class BigQueryWarehousePandasTypeHandler(DbTypeHandler[pd.DataFrame]):
                     counted(trips, tally), schema, staging.reference, connection, config
                 )
                 columns = ", ".join(quoted(field.name) for field in schema)
-                connection.query(
-                    f"BEGIN TRANSACTION;\n{_partition_delete(table_slice, table)};\n"
-                    f"INSERT INTO `{_table_id(table_slice)}` ({columns})\n"
-                    f"SELECT {columns} FROM "
-                    f"`{staging.project}.{staging.dataset_id}.{staging.table_id}`;\n"
-                    "COMMIT TRANSACTION;",
-                    location=config.get("location"),
-                    timeout=config.get("timeout"),
-                ).result()
+                _swap_in(
+                    table_slice,
+                    table,
+                    [field.name for field in schema],
+                    f"SELECT {columns} FROM `{_table_id_of(staging)}`",
+                    connection,
+                    config,
+                )
 
         return written_metadata(context, obj, "bigquery", rows=tally["rows"])
 

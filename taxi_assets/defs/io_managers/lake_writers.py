@@ -516,7 +516,8 @@ class _DailyLayoutIOManager(_LakeIOManager):
         paths = self._day_paths(context, fs)
         if context.dagster_type.typing_type is LakeDayFiles:
             local = tuple(str(local_path(fs, path)) for path in paths) if is_local(fs) else None
-            return LakeDayFiles(_streamed(fs, paths, columns), local)
+            gcs = tuple(self.lake.uri(path) for path in paths) if self.lake.is_gcs else None
+            return LakeDayFiles(_streamed(fs, paths, columns), local, gcs_uris=gcs)
         if context.dagster_type.typing_type is TripBatches:
             return _streamed(fs, paths, columns)
         return _to_pandas([_read_parquet(fs, path, columns) for path in paths])
