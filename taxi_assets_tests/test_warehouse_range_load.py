@@ -19,7 +19,11 @@ from taxi_assets.dagster_private import TablePartitionDimension, TableSlice
 from taxi_assets.storage.lake_files import LakeDayFiles
 from google.cloud import bigquery
 
-from taxi_assets.defs.io_managers.bigquery import BigQueryWarehouseIOManager
+from taxi_assets.defs.assets.warehouse import normalise_column_names
+from taxi_assets.defs.io_managers.bigquery import (
+    BigQueryWarehouseIOManager,
+    BigQueryWarehousePandasTypeHandler,
+)
 from taxi_assets.defs.io_managers.duckdb import (
     DuckDBWarehouseIOManager,
     DuckDBWarehousePandasTypeHandler,
@@ -248,3 +252,91 @@ def test_bigquery_replaces_a_range_from_the_lake_objects_by_load_jobs_and_keeps_
     assert warehouse_rows(client, table, columns) == sorted([*want, stray])
     staging = [t.table_id for t in client.list_tables(f"{bigquery_emulator.project}.{dataset}")]
     assert staging == ["yellow_trips"]
+
+
+def gcs_lake(bigquery_emulator, request) -> LakeResource:
+    """A lake folder of its own on the GCS whose objects the emulator's load jobs read."""
+    gcs = bigquery_emulator.gcs
+    return LakeResource(root=f"gs://{gcs.bucket}/{request.node.name}", endpoint=gcs.url)
+
+
+def own_dataset(client: bigquery.Client, request) -> str:
+    dataset = f"{client.project}.{request.node.name[:60]}"
+    client.delete_dataset(dataset, delete_contents=True, not_found_ok=True)
+    client.create_dataset(dataset)
+    return dataset
+
+
+def test_bigquery_loads_more_objects_than_one_job_takes_in_as_few_jobs_as_allowed(
+    bigquery_emulator, request, monkeypatch
+):
+    """BigQuery takes at most 10,000 URIs a job: more go in further jobs, every row once. The
+    limit is lowered to 2 here so that three objects need two jobs."""
+    lake = gcs_lake(bigquery_emulator, request)
+    parts = [pa.table({"VendorID": [day, day], "fare": [day * 1.5, None]}) for day in (1, 2, 3)]
+    for day, part in enumerate(parts, 1):
+        pq.write_table(part, f"day={day}/part-0.parquet", filesystem=lake.filesystem())
+    uris = [lake.uri(f"day={day}/part-0.parquet") for day in (1, 2, 3)]
+    client = bigquery_emulator.client()
+    table = client.create_table(
+        bigquery.Table(
+            f"{own_dataset(client, request)}.trips",
+            schema=bigquery_tables.bigquery_schema(parts[0].schema),
+        )
+    )
+    jobs = []
+    load_from_uri = bigquery.Client.load_table_from_uri
+
+    def recording_load_from_uri(self, source_uris, *args, **kwargs):  # observes only
+        jobs.append(list(source_uris))
+        return load_from_uri(self, source_uris, *args, **kwargs)
+
+    monkeypatch.setattr(bigquery.Client, "load_table_from_uri", recording_load_from_uri)
+    monkeypatch.setattr(bigquery_tables, "MAX_URIS_PER_LOAD_JOB", 2)
+
+    assert bigquery_tables.load_from_storage(client, uris, table) == 2
+    assert jobs == [uris[:2], uris[2:]]
+    held = warehouse_rows(
+        client, f"`{table.full_table_id.replace(':', '.')}`", ["VendorID", "fare"]
+    )
+    assert held == sorted(repr(row) for part in parts for row in zip(*part.to_pydict().values()))
+
+
+def test_bigquery_refuses_a_lake_row_outside_the_days_before_the_table_changes(
+    bigquery_emulator, request
+):
+    """The window guard the frame and stream loads have, applied by BigQuery to the objects."""
+    lake = gcs_lake(bigquery_emulator, request)
+    client = bigquery_emulator.client()
+    project, dataset = own_dataset(client, request).split(".")
+    window = dg.TimeWindow(
+        dt.datetime(2021, 1, 1, tzinfo=dt.timezone.utc),
+        dt.datetime(2021, 1, 2, tzinfo=dt.timezone.utc),
+    )
+    table_slice = TableSlice(
+        table="trips",
+        schema=dataset,
+        database=project,
+        partition_dimensions=[TablePartitionDimension("pickup_time", window)],
+    )
+    handler = BigQueryWarehousePandasTypeHandler()
+    context = dg.build_output_context(partition_key="2021-01-01")
+
+    def write(name: str, pickups: list[dt.datetime]) -> None:
+        """The day's object as the lake hands it over, through the asset's renaming."""
+        rows = pa.table({"Pickup Time": pickups, "fare": [1.0] * len(pickups)})
+        pq.write_table(rows, name, filesystem=lake.filesystem())
+        files = LakeDayFiles(TripBatches.of(rows), None, gcs_uris=(lake.uri(name),))
+        files = dataclasses.replace(
+            files, trips=normalise_column_names(files.trips), normalised_names=True
+        )
+        handler.handle_output(context, table_slice, files, client)
+
+    write("good.parquet", [dt.datetime(2021, 1, 1, 12, 0)])
+    with pytest.raises(ValueError, match=r"1 of 2 rows of the lake's files"):
+        write("bad.parquet", [dt.datetime(2021, 1, 1, 23, 59), dt.datetime(2021, 1, 2, 0, 0)])
+    table = f"`{project}.{dataset}.trips`"
+    assert warehouse_rows(client, table, ["pickup_time", "fare"]) == [
+        repr((dt.datetime(2021, 1, 1, 12, 0), 1.0))
+    ]
+    assert [t.table_id for t in client.list_tables(f"{project}.{dataset}")] == ["trips"]

@@ -172,11 +172,6 @@ def parquet_for_table(
 MAX_URIS_PER_LOAD_JOB = 10_000
 
 
-def load_jobs_needed(objects: int) -> int:
-    """Load jobs that load `objects` Cloud Storage objects, MAX_URIS_PER_LOAD_JOB at most each."""
-    return -(-objects // MAX_URIS_PER_LOAD_JOB)
-
-
 def load_from_storage(
     connection: bigquery.Client,
     uris: Sequence[str],
@@ -185,7 +180,7 @@ def load_from_storage(
     location: str | None = None,
     timeout: float | None = None,
 ) -> int:
-    """Append the Parquet objects at `uris` (gs://…) to `destination`; returns the rows loaded.
+    """Append the Parquet objects at `uris` (gs://…) to `destination`; returns the jobs run.
 
     As few load jobs as BigQuery allows (one for up to MAX_URIS_PER_LOAD_JOB objects): the
     objects go from Cloud Storage to BigQuery without a byte through this process. The table's
@@ -198,18 +193,16 @@ def load_from_storage(
         create_disposition=bigquery.CreateDisposition.CREATE_NEVER,
         schema=destination.schema,
     )
-    rows = 0
-    for start in range(0, len(uris), MAX_URIS_PER_LOAD_JOB):
-        job = connection.load_table_from_uri(
+    starts = range(0, len(uris), MAX_URIS_PER_LOAD_JOB)
+    for start in starts:
+        connection.load_table_from_uri(
             list(uris[start : start + MAX_URIS_PER_LOAD_JOB]),
             destination.reference,
             job_config=config,
             location=location,
             timeout=timeout,
-        )
-        job.result()
-        rows += job.output_rows or 0
-    return rows
+        ).result()
+    return len(starts)
 
 
 def _staging_prefix(table: bigquery.Table) -> str:

@@ -55,7 +55,6 @@ from taxi_assets.storage.bigquery_tables import (
     bigquery_client,
     bigquery_schema,
     load_from_storage,
-    load_jobs_needed,
     parquet_for_table,
     quoted,
     staging_table,
@@ -179,9 +178,10 @@ def _swap_in(
 
 def _check_inside_windows(
     table_slice: TableSlice, table: bigquery.Table, rows: str, connection, config: Mapping
-) -> None:
+) -> int:
     """Raise, as check_rows_inside_windows does for a frame, if any row the query `rows`
-    selects has its partition column null or outside its partition's time window."""
+    selects has its partition column null or outside its partition's time window; else
+    return how many rows it selects."""
     inside = _where_clause(table_slice.partition_dimensions, _column_types(table))
     [(outside, total)] = connection.query(
         f"SELECT COUNTIF(NOT COALESCE({inside}, FALSE)), COUNT(*) FROM ({rows})",
@@ -194,6 +194,7 @@ def _check_inside_windows(
             f" the partition window ({inside}); rerunning the partition would not replace them."
             " Rewrite the lake's days for this range."
         )
+    return total
 
 
 def _replace_from_storage(
@@ -213,7 +214,7 @@ def _replace_from_storage(
     file_schema = bigquery_schema(files.file_schema)
     names = files.trips.schema.names  # the table's name for each of the files' columns
     with staging_table(connection, table, file_schema) as staging:
-        rows = load_from_storage(
+        jobs = load_from_storage(
             connection,
             files.gcs_uris,
             staging,
@@ -225,11 +226,12 @@ def _replace_from_storage(
             for field, name in zip(file_schema, names, strict=True)
         )
         staged = f"SELECT {renamed} FROM `{_table_id_of(staging)}`"
-        _check_inside_windows(table_slice, table, staged, connection, config)
+        # Counted here: bqemulator's outputRows is the table's count, not the job's.
+        rows = _check_inside_windows(table_slice, table, staged, connection, config)
         _swap_in(table_slice, table, names, staged, connection, config)
     context.log.info(
         f"{rows:,} rows loaded into {_table_id(table_slice)} from {len(files.gcs_uris):,} lake"
-        f" objects in {load_jobs_needed(len(files.gcs_uris))} load job(s)"
+        f" objects in {jobs} load job(s)"
     )
     return rows
 
