@@ -693,17 +693,14 @@ def local_stack(tmp_path_factory, postgres, _http_server) -> Iterator[LocalStack
     shutil.copyfile(DAGSTER_YAML, paths[image["DAGSTER_HOME"]] / "dagster.yaml")
 
     with ExitStack() as stack:
-        # Paired as compose pairs them: BigQuery's load jobs read the GCS server's files.
         gcs = stack.enter_context(
-            running_gcs_emulator(
-                tmp / "gcs", bucket=settings["TAXI_GCS_BUCKET"], folder=tmp / "gcs-objects"
-            )
+            running_gcs_emulator(tmp / "gcs", bucket=settings["TAXI_GCS_BUCKET"])
         )
         bigquery = stack.enter_context(
             run_bigquery_emulator(
                 project=settings["TAXI_BQ_PROJECT"],
                 log_dir=tmp_path_factory.mktemp("bqemulator"),
-                gcs=gcs,
+                gcs=gcs,  # as compose's STORAGE_EMULATOR_HOST: load jobs read the lake there
             )
         )
         ports = {

@@ -267,16 +267,14 @@ def test_each_green_parquet_era_reaches_every_sink(
 
 
 def test_a_green_month_reaches_the_gcs_lake_and_bigquery(
-    tmp_path, http_source, fresh_postgres, bigquery_emulator, request
+    tmp_path, http_source, fresh_postgres, gcs_emulator, bigquery_emulator, request
 ):
-    """The gcp profile's sinks, on their emulators: the same names, from the same definition.
-    The warehouse loads the lake's day objects by BigQuery load jobs over their gs:// URIs."""
+    """The gcp profile's sinks, on their emulators: the same names, from the same definition."""
     data = green_csv_gz("2021-01")
     http_source.publish_bytes("2021-01", data, dataset="green")
     want = expected_green(read_green_csv(data), "2021-01")
     prefix = request.node.name
-    gcs = bigquery_emulator.gcs  # the GCS whose objects the emulator's load jobs read
-    lake = LakeResource(root=f"gs://{gcs.bucket}/{prefix}", endpoint=gcs.url)
+    lake = LakeResource(root=f"gs://{gcs_emulator.bucket}/{prefix}", endpoint=gcs_emulator.url)
     bigquery = bigquery_emulator.client()
     bigquery.query("DROP TABLE IF EXISTS ny_taxi.green_trips").result()
     resources = pipeline_resources(

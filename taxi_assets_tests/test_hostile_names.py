@@ -201,15 +201,14 @@ def with_columns(table: pa.Table, names: list[str]) -> pa.Table:
 
 
 @pytest.fixture(params=["local", "gcp"])
-def sinks(request, tmp_path):
-    """A lake and a warehouse of the profile: a directory and DuckDB, or their GCP emulators
-    (the GCS whose objects the BigQuery emulator's load jobs read)."""
+def sinks(request, tmp_path, gcs_emulator):
+    """A lake and a warehouse of the profile: a directory and DuckDB, or their GCP emulators."""
     if request.param == "local":
         return LakeResource(root=str(tmp_path / "lake")), DuckDBWarehouse(tmp_path / "wh.duckdb")
-    bigquery_emulator = request.getfixturevalue("bigquery_emulator")
-    gcs = bigquery_emulator.gcs
-    lake = LakeResource(root=f"gs://{gcs.bucket}/{request.node.name}", endpoint=gcs.url)
-    return lake, BigQueryWarehouse(bigquery_emulator)
+    lake = LakeResource(
+        root=f"gs://{gcs_emulator.bucket}/{request.node.name}", endpoint=gcs_emulator.url
+    )
+    return lake, BigQueryWarehouse(request.getfixturevalue("bigquery_emulator"))
 
 
 def lake_objects(lake: LakeResource) -> dict[str, str]:

