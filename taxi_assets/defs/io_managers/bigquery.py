@@ -17,6 +17,12 @@ staging table (dropped afterwards, by the next write if the run dies first, and 
 itself in a day); then one multi-statement transaction deletes the old rows and inserts the new.
 A failed load or transaction, or a run killed anywhere in between, leaves the old rows.
 
+The rows reach staging one of two ways. The lake's day files on Cloud Storage (`LakeDayFiles`
+with `gcs_uris`) are loaded by BigQuery itself, `load_table_from_uri` over their gs:// URIs,
+into a staging table with the files' own columns, which the transaction renames; nothing passes
+through the worker. Anything else (a DataFrame, a stream, a lake on local disk) is uploaded from
+the worker as Parquet, LOAD_JOB_ROWS rows a load job.
+
 Required asset metadata for partitioned assets: `partition_expr` = the name of a DATE, DATETIME
 (naive pandas datetime64) or TIMESTAMP (tz-aware datetime64) column.
 """
