@@ -163,10 +163,11 @@ def test_bigquery_replaces_a_range_from_the_lake_objects_by_load_jobs_and_keeps_
     """What the emulators prove, and what rests on BigQuery's documentation.
 
     Proven here, on fake-gcs-server and bqemulator (whose launcher fetches `gs://bucket/object`
-    from fake-gcs-server through the GCS JSON API, one object at a time): the days' objects, exactly as the lake's manifest
-    names them, load in one job with many URIs; the table holds exactly the files' rows under the
-    tutorial's names; replacing a range leaves the other days; a load that fails (an object gone
-    between the lake's read and the job) leaves the old rows and no staging table.
+    from fake-gcs-server through the GCS JSON API, one object at a time): the days' objects,
+    exactly as the lake's manifest names them, load in one job with many URIs; the table holds
+    exactly the files' rows under the tutorial's names; replacing a range leaves the other days;
+    a load that fails (an object gone between the lake's read and the job) leaves the old rows
+    and no staging table.
 
     Not provable on the emulator, so resting on BigQuery's documentation: the limit of 10,000
     URIs a job and 1,500 load jobs a table a day (cloud.google.com/bigquery/quotas#load_jobs);
