@@ -248,10 +248,7 @@ def test_bigquery_replaces_a_range_from_the_lake_objects_by_load_jobs_and_keeps_
         filesystem.delete_file(day_paths[DAYS[1]])
         return load(connection, source_uris, *args, **kwargs)
 
-    monkeypatch.setattr(
-        "taxi_assets.defs.io_managers.bigquery.load_from_storage",
-        load_after_losing_the_last_object,
-    )
+    monkeypatch.setattr(bigquery_tables, "load_from_storage", load_after_losing_the_last_object)
     failed = materialize_days(
         resources, DAYS[0], DAYS[-1], selection="ny_taxi/yellow_trips", raise_on_error=False
     )

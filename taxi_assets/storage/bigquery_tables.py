@@ -1,7 +1,7 @@
 """BigQuery tables as the warehouse uses them, apart from Dagster: the client, identifiers,
 a table's schema from Arrow's, a frame as Parquet shaped like its table, the staging table
-a partition's rows are loaded into before one transaction swaps them in, and loads of Parquet
-objects from Cloud Storage into it.
+a partition's rows are loaded into (from the worker, or from Cloud Storage by load jobs), and
+the one transaction that swaps them in.
 """
 
 from __future__ import annotations
@@ -239,3 +239,73 @@ def staging_table(
         yield staging
     finally:
         connection.delete_table(staging.reference, not_found_ok=True)
+
+
+@contextmanager
+def staged_objects(
+    connection: bigquery.Client,
+    table: bigquery.Table,
+    uris: Sequence[str],
+    file_schema: pa.Schema,
+    names: Sequence[str],
+    *,
+    location: str | None = None,
+    timeout: float | None = None,
+) -> Iterator[tuple[str, int]]:
+    """The Parquet objects at `uris`, loaded into a staging table beside `table`.
+
+    The staging table takes the files' own columns (`file_schema`, in its order: a load job can
+    neither rename nor reorder, and some servers match Parquet columns by position). Yields a
+    query selecting the staged rows with each column renamed to `names` (column for column),
+    and the load jobs run.
+    """
+    fields = bigquery_schema(file_schema)
+    with staging_table(connection, table, fields) as staging:
+        jobs = load_from_storage(connection, uris, staging, location=location, timeout=timeout)
+        renamed = ", ".join(
+            f"{quoted(field.name)} AS {quoted(name)}"
+            for field, name in zip(fields, names, strict=True)
+        )
+        yield (
+            f"SELECT {renamed} FROM `{staging.project}.{staging.dataset_id}.{staging.table_id}`",
+            jobs,
+        )
+
+
+def count_outside(
+    connection: bigquery.Client,
+    rows: str,
+    condition: str,
+    *,
+    location: str | None = None,
+    timeout: float | None = None,
+) -> tuple[int, int]:
+    """How many rows the query `rows` selects fail `condition` (or leave it null), of how many."""
+    [(outside, total)] = connection.query(
+        f"SELECT COUNTIF(NOT COALESCE({condition}, FALSE)), COUNT(*) FROM ({rows})",
+        location=location,
+        timeout=timeout,
+    ).result()
+    return outside, total
+
+
+def replace_rows(
+    connection: bigquery.Client,
+    table_id: str,
+    where: str,
+    columns: Sequence[str],
+    rows: str,
+    *,
+    location: str | None = None,
+    timeout: float | None = None,
+) -> None:
+    """In one transaction, delete the rows of `table_id` that `where` selects and insert into
+    `columns` those the query `rows` selects: readers see the old rows or the new, never both."""
+    names = ", ".join(map(quoted, columns))
+    connection.query(
+        f"BEGIN TRANSACTION;\nDELETE FROM `{table_id}` WHERE\n{where};\n"
+        f"INSERT INTO `{table_id}` ({names})\n{rows};\n"
+        "COMMIT TRANSACTION;",
+        location=location,
+        timeout=timeout,
+    ).result()

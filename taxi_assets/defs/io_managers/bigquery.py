@@ -60,9 +60,11 @@ from taxi_assets.defs.io_managers.partition_window import (
 from taxi_assets.storage.bigquery_tables import (
     bigquery_client,
     bigquery_schema,
-    load_from_storage,
+    count_outside,
     parquet_for_table,
     quoted,
+    replace_rows,
+    staged_objects,
     staging_table,
 )
 from taxi_assets.storage.lake_files import LakeDayFiles
@@ -159,50 +161,6 @@ def _partition_delete(table_slice: TableSlice, table: bigquery.Table) -> str:
     return f"DELETE FROM `{_table_id(table_slice)}` WHERE\n{where}"
 
 
-def _table_id_of(table: bigquery.Table) -> str:
-    return f"{table.project}.{table.dataset_id}.{table.table_id}"
-
-
-def _swap_in(
-    table_slice: TableSlice,
-    table: bigquery.Table,
-    columns: Sequence[str],
-    rows: str,
-    connection: bigquery.Client,
-    config: Mapping,
-) -> None:
-    """Replace the slice's rows with those the query `rows` selects, in one transaction."""
-    names = ", ".join(map(quoted, columns))
-    connection.query(
-        f"BEGIN TRANSACTION;\n{_partition_delete(table_slice, table)};\n"
-        f"INSERT INTO `{_table_id(table_slice)}` ({names})\n{rows};\n"
-        "COMMIT TRANSACTION;",
-        location=config.get("location"),
-        timeout=config.get("timeout"),
-    ).result()
-
-
-def _check_inside_windows(
-    table_slice: TableSlice, table: bigquery.Table, rows: str, connection, config: Mapping
-) -> int:
-    """Raise, as check_rows_inside_windows does for a frame, if any row the query `rows`
-    selects has its partition column null or outside its partition's time window; else
-    return how many rows it selects."""
-    inside = _where_clause(table_slice.partition_dimensions, _column_types(table))
-    [(outside, total)] = connection.query(
-        f"SELECT COUNTIF(NOT COALESCE({inside}, FALSE)), COUNT(*) FROM ({rows})",
-        location=config.get("location"),
-        timeout=config.get("timeout"),
-    ).result()
-    if outside:
-        raise ValueError(
-            f"{outside} of {total} rows of the lake's files have their partition column outside"
-            f" the partition window ({inside}); rerunning the partition would not replace them."
-            " Rewrite the lake's days for this range."
-        )
-    return total
-
-
 def _replace_from_storage(
     context: dg.OutputContext,
     table_slice: TableSlice,
@@ -211,30 +169,25 @@ def _replace_from_storage(
     connection: bigquery.Client,
     config: Mapping,
 ) -> int:
-    """The range's rows from the lake's Cloud Storage objects, by BigQuery's own load jobs.
-
-    The objects load into a staging table with the files' own columns (a load job can neither
-    rename nor join a transaction); one transaction then deletes the range and inserts the
-    staged rows under the table's names. Returns the rows loaded.
-    """
-    file_schema = bigquery_schema(files.file_schema)
+    """The range's rows from the lake's Cloud Storage objects, by BigQuery's own load jobs into
+    staging, then the one transaction; returns the rows. Rows outside the range are refused
+    before the table changes, as check_rows_inside_windows refuses them in a frame."""
+    inside = _where_clause(table_slice.partition_dimensions, _column_types(table))
+    options = {"location": config.get("location"), "timeout": config.get("timeout")}
     names = files.trips.schema.names  # the table's name for each of the files' columns
-    with staging_table(connection, table, file_schema) as staging:
-        jobs = load_from_storage(
-            connection,
-            files.gcs_uris,
-            staging,
-            location=config.get("location"),
-            timeout=config.get("timeout"),
-        )
-        renamed = ", ".join(
-            f"{quoted(field.name)} AS {quoted(name)}"
-            for field, name in zip(file_schema, names, strict=True)
-        )
-        staged = f"SELECT {renamed} FROM `{_table_id_of(staging)}`"
+    with staged_objects(connection, table, files.gcs_uris, files.file_schema, names, **options) as (
+        staged,
+        jobs,
+    ):
         # Counted here: bqemulator's outputRows is the table's count, not the job's.
-        rows = _check_inside_windows(table_slice, table, staged, connection, config)
-        _swap_in(table_slice, table, names, staged, connection, config)
+        outside, rows = count_outside(connection, staged, inside, **options)
+        if outside:
+            raise ValueError(
+                f"{outside} of {rows} rows of the lake's files have their partition column"
+                f" outside the partition window ({inside}); rerunning the partition would not"
+                " replace them. Rewrite the lake's days for this range."
+            )
+        replace_rows(connection, _table_id(table_slice), inside, names, staged, **options)
     context.log.info(
         f"{rows:,} rows loaded into {_table_id(table_slice)} from {len(files.gcs_uris):,} lake"
         f" objects in {jobs} load job(s)"
@@ -366,13 +319,15 @@ class BigQueryWarehousePandasTypeHandler(DbTypeHandler[pd.DataFrame]):
                     counted(trips, tally), schema, staging.reference, connection, config
                 )
                 columns = ", ".join(quoted(field.name) for field in schema)
-                _swap_in(
-                    table_slice,
-                    table,
-                    [field.name for field in schema],
-                    f"SELECT {columns} FROM `{_table_id_of(staging)}`",
+                replace_rows(
                     connection,
-                    config,
+                    _table_id(table_slice),
+                    _where_clause(table_slice.partition_dimensions, _column_types(table)),
+                    [field.name for field in schema],
+                    f"SELECT {columns} FROM "
+                    f"`{staging.project}.{staging.dataset_id}.{staging.table_id}`",
+                    location=config.get("location"),
+                    timeout=config.get("timeout"),
                 )
 
         return written_metadata(context, obj, "bigquery", rows=tally["rows"])
