@@ -175,10 +175,8 @@ def _replace_from_storage(
     inside = _where_clause(table_slice.partition_dimensions, _column_types(table))
     options = {"location": config.get("location"), "timeout": config.get("timeout")}
     names = files.trips.schema.names  # the table's name for each of the files' columns
-    with staged_objects(connection, table, files.gcs_uris, files.file_schema, names, **options) as (
-        staged,
-        jobs,
-    ):
+    staging = staged_objects(connection, table, files.gcs_uris, files.file_schema, names, **options)
+    with staging as (staged, jobs):
         # Counted here: bqemulator's outputRows is the table's count, not the job's.
         outside, rows = count_outside(connection, staged, inside, **options)
         if outside:
