@@ -28,6 +28,7 @@ from pathlib import Path
 from taxi_assets import console, human, settings
 
 RECORD_NAME = "dev.json"
+WEBSERVER_PORT = int(settings.BY_NAME["DAGSTER_WEBSERVER_PORT"].default)
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 LOG_RECORD = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")  # a record's first line
 RUN_ID = re.compile(r" - [0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12} - ")
@@ -65,9 +66,6 @@ def running_ui(home: Path) -> tuple[int, str] | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return (pid, url) if _alive(pid) and _answers(url) else None
-
-
-WEBSERVER_PORT = int(settings.BY_NAME["DAGSTER_WEBSERVER_PORT"].default)
 
 
 def webserver_port() -> int:
