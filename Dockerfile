@@ -50,9 +50,9 @@ COPY README.md ./
 COPY taxi_assets ./taxi_assets
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev
-# The dbt project's manifest, parsed here so no container parses it (defs/analytics/dbt.py). Runs keep
-# their dbt artifacts under TAXI_HOME.
-RUN python -c "from taxi_assets.defs.analytics.dbt import prepared_manifest; prepared_manifest()"
+# The dbt project's manifest, parsed here so no container parses it
+# (defs/analytics/dbt_project.py). Runs keep their dbt artifacts under TAXI_HOME.
+RUN python -c "from taxi_assets.defs.analytics.dbt_project import prepared_manifest; prepared_manifest()"
 COPY dagster.yaml ./
 COPY deploy ./deploy
 # DAGSTER_HOME holds the stack's instance: the project's dagster.yaml with the Docker run launcher,

@@ -25,9 +25,10 @@ import urllib.request
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from taxi_assets import console, human
+from taxi_assets import console, human, settings
 
 RECORD_NAME = "dev.json"
+WEBSERVER_PORT = int(settings.BY_NAME["DAGSTER_WEBSERVER_PORT"].default)
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 LOG_RECORD = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")  # a record's first line
 RUN_ID = re.compile(r" - [0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12} - ")
@@ -65,6 +66,24 @@ def running_ui(home: Path) -> tuple[int, str] | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return (pid, url) if _alive(pid) and _answers(url) else None
+
+
+def webserver_port() -> int:
+    return int(settings.value("DAGSTER_WEBSERVER_PORT"))
+
+
+def webserver_host() -> str:
+    return settings.value("DAGSTER_HOST")
+
+
+def webserver_url() -> str:
+    return f"http://{webserver_host()}:{webserver_port()}"
+
+
+def ui_url() -> str:
+    """The address of this instance's running UI, else where `make dev` would serve it."""
+    running = running_ui(settings.taxi_home())
+    return running[1] if running else webserver_url()
 
 
 def is_dagster_ui(url: str) -> bool:

@@ -12,7 +12,8 @@ job's pools if they are new (`ensure_pools`), fails the dead runs and frees thei
 says which run and waits (asleep, so Ctrl-C stops it). In a run, Dagster's in-process executor
 says only that a step is blocked on a pool, and waits for the slot polling without pause and
 deaf to Ctrl-C; `in_process_executor` here is Dagster's with that wait sleeping, stopping on an
-interrupt, and saying at INFO which run holds the slot.
+interrupt (dagster_private/executor.py names the defect), and saying at INFO which run holds
+the slot.
 """
 
 from __future__ import annotations
@@ -27,15 +28,8 @@ import sqlalchemy.exc
 
 from taxi_assets.dagster_private import (
     CheckRunHealthResult,
-    DagsterEvent,
-    EngineEventData,
-    ExecuteRunWithPlanIterable,
-    InProcessExecutor,
-    InstanceConcurrencyContext,
-    PlanExecutionContextManager,
+    PatientInProcessExecutor,
     WorkerStatus,
-    inner_plan_execution_iterator,
-    pop_captured_interrupt,
 )
 
 ACTIVE = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.CANCELING]
@@ -191,80 +185,28 @@ def prepare_run(
             fail_dead_runs(instance, log)
 
 
-class _PatientConcurrencyContext(InstanceConcurrencyContext):
-    """Dagster's pool claims, with a wait that sleeps and hears Ctrl-C.
-
-    Dagster's returns min(0, …), never a pause, so its executor polls the instance's storage
-    without rest while a step waits for a slot (a core at 100%); and a Ctrl-C (or the UI's
-    terminate) only sets a flag that this loop never reads. Here the loop sleeps until the next
-    claim attempt is due and, when an interrupt came meanwhile, stops the run.
-    """
-
-    def interval_to_next_pending_claim_check(self) -> float:
-        if pop_captured_interrupt():
-            raise KeyboardInterrupt
-        due = [ready_at - time.time() for ready_at in self._pending_timeouts.values()]
-        return max(0.0, min(due, default=0.0)) if self._pending_claims else 0.0
-
-
-def _execution_iterator(job_context, execution_plan, instance_concurrency_context=None):
-    with _PatientConcurrencyContext(job_context.instance, job_context.dagster_run) as context:
-        yield from inner_plan_execution_iterator(job_context, execution_plan, context)
-
-
-class _PoolReportingExecutor(InProcessExecutor):
-    def execute(self, plan_context, execution_plan):
-        # InProcessExecutor.execute, with the concurrency context above; and the job's pools
-        # made first, for runs no `make run` prepared (the daemon's, the UI's).
+class _PoolReportingExecutor(PatientInProcessExecutor):
+    def before_steps(self, plan_context) -> None:
+        # The job's pools made first, for runs no `make run` prepared (the daemon's, the UI's).
         ensure_pools(plan_context.instance, job_pools(plan_context.job.get_definition()))
-        yield DagsterEvent.engine_event(
-            plan_context,
-            f"Executing steps in process (pid: {os.getpid()})",
-            event_specific_data=EngineEventData.in_process(
-                os.getpid(), execution_plan.step_keys_to_execute
-            ),
+
+    def after_event(self, plan_context, event) -> None:
+        # Dagster's own notice of a step blocked on a pool (its first, then every 5 min).
+        pool = (
+            event.event_specific_data.metadata.get("pool")
+            if (event.is_engine_event and event.step_key and event.event_specific_data)
+            else None
         )
-        events = ExecuteRunWithPlanIterable(
-            execution_plan=plan_context.execution_plan,
-            iterator=_execution_iterator,
-            execution_context_manager=PlanExecutionContextManager(
-                job=plan_context.job,
-                retry_mode=plan_context.retry_mode,
-                execution_plan=plan_context.execution_plan,
-                run_config=plan_context.run_config,
-                dagster_run=plan_context.dagster_run,
-                instance=plan_context.instance,
-                raise_on_error=plan_context.raise_on_error,
-                output_capture=plan_context.output_capture,
-                step_dependency_config=self.step_dependency_config,
-            ),
-        )
-        for event in events:
-            yield event
-            # Dagster's own notice of a step blocked on a pool (its first, then every 5 min).
-            pool = (
-                event.event_specific_data.metadata.get("pool")
-                if (event.is_engine_event and event.step_key and event.event_specific_data)
-                else None
+        if pool is not None:
+            runs = busy_pools(plan_context.instance, {pool.value}).get(pool.value, [])
+            held_by = f"run {', '.join(runs)}" if runs else "another run"
+            plan_context.log.info(
+                f"{event.step_key} waits for the pool {pool.value}: its slot is held by {held_by}"
             )
-            if pool is not None:
-                runs = busy_pools(plan_context.instance, {pool.value}).get(pool.value, [])
-                held_by = f"run {', '.join(runs)}" if runs else "another run"
-                plan_context.log.info(
-                    f"{event.step_key} waits for the pool {pool.value}: its "
-                    f"slot is held by {held_by}"
-                )
-        yield DagsterEvent.engine_event(
-            plan_context,
-            f"Finished steps in process (pid: {os.getpid()})",
-            event_specific_data=EngineEventData.in_process(
-                os.getpid(), execution_plan.step_keys_to_execute
-            ),
-        )
 
 
 @dg.executor(name="in_process", config_schema=dg.in_process_executor.config_schema)
-def in_process_executor(init_context) -> InProcessExecutor:
+def in_process_executor(init_context) -> PatientInProcessExecutor:
     """Dagster's in-process executor, saying which run holds the pool a step waits for."""
     standard = dg.in_process_executor.executor_creation_fn(init_context)
     return _PoolReportingExecutor(

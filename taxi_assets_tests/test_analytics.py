@@ -19,7 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 from playwright.sync_api import expect
 
-from taxi_assets.defs.analytics.dbt import ANALYTICS_GROUP, WAREHOUSE_POOL, prepared_manifest
+from taxi_assets.defs.analytics.dbt_project import ANALYTICS_GROUP, prepared_manifest
+from taxi_assets.defs.assets.warehouse import WAREHOUSE_POOL
 from taxi_assets.defs.automation import downstream_condition
 from taxi_assets.definitions import defs
 from taxi_assets.defs.io_managers.bigquery import BigQueryWarehouseIOManager

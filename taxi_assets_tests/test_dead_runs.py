@@ -64,7 +64,7 @@ POSTGRES_STEP = "ny_taxi__yellow_cab_data"
 # The month's Postgres write through the job's own executor, as `make run` executes it.
 WRITER = """
 import dagster as dg
-from taxi_assets.cli import LOCATION_NAME
+from taxi_assets.month_run import LOCATION_NAME
 from taxi_assets.dagster_private import WorkspaceLocation, execute_in_process
 from taxi_assets.defs.resources import PROJECT_ROOT
 with dg.DagsterInstance.get() as instance, WorkspaceLocation.open(

@@ -39,7 +39,7 @@ from taxi_assets.storage.local_postgres import LocalPostgres, free_port
 from taxi_assets.defs.profiles import resources_for_profile
 from taxi_assets.datasets import YELLOW
 from taxi_assets.tlc.schema import DATETIME_FORMAT
-from taxi_assets.tlc.source import CHUNK_BYTES
+from taxi_assets.tlc.download import CHUNK_BYTES
 from taxi_assets_tests.conftest import DATA, PostgresUnderTest, sample
 from taxi_assets_tests.dagster_processes import create_database, dagster_env, start_webserver
 from taxi_assets_tests.emulators.gcs import CuttableLink, GcsEmulator, running_gcs_emulator
@@ -618,7 +618,7 @@ def test_download_killed_midway_is_never_taken_as_complete(tmp_path, http_source
         [
             sys.executable,
             "-c",
-            "import sys; from pathlib import Path; from taxi_assets.tlc.source import download; "
+            "import sys; from pathlib import Path; from taxi_assets.tlc.download import download; "
             "download(sys.argv[1], sys.argv[2], Path(sys.argv[3]), retries=0)",
             http_source.url,
             JANUARY_FILE,

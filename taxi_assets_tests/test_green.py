@@ -22,7 +22,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from taxi_assets import cli
+from taxi_assets import month_run
 from taxi_assets.datasets import DATASETS, GREEN
 from taxi_assets.definitions import defs
 from taxi_assets.defs.io_managers.bigquery import BigQueryWarehouseIOManager
@@ -771,11 +771,11 @@ def test_a_green_month_starts_greens_days_and_a_reupload_greens_month_only(
 def test_each_source_carries_greens_own_months(monkeypatch, kind, month, carried):
     monkeypatch.setenv("TAXI_SOURCE", kind)
     if carried:
-        key, days = cli.month_partitions(GREEN, month)
+        key, days = month_run.month_partitions(GREEN, month)
         assert key == f"{month}-01" and days[0] == key
     else:
         with pytest.raises(SystemExit, match=f"--month {month}: .*green taxi"):
-            cli.month_partitions(GREEN, month)
+            month_run.month_partitions(GREEN, month)
 
 
 # --- `make run DATASET=all`, as a new user runs it -------------------------------------------

@@ -133,6 +133,37 @@ def test_the_walk_sees_the_package_modules_and_their_imports():
     assert "taxi_assets.datasets" in graph["taxi_assets.defs.trips"]
 
 
+PRIVATE_API_FENCE = f"{PACKAGE}.dagster_private"
+
+
+def private_dagster_imports(path: Path) -> set[str]:
+    """The `dagster._…` modules a file imports, at any level of its code."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            found.add(node.module or "")
+    return {name for name in found if name.startswith("dagster._")}
+
+
+def test_dagsters_private_api_is_imported_only_inside_its_fence():
+    outside = {
+        name: imported
+        for name, path in module_files().items()
+        if not (name == PRIVATE_API_FENCE or name.startswith(f"{PRIVATE_API_FENCE}."))
+        and (imported := private_dagster_imports(path))
+    }
+    inside = set().union(
+        *(
+            private_dagster_imports(path)
+            for path in (PACKAGE_ROOT / "dagster_private").rglob("*.py")
+        )
+    )
+    assert inside, "the walk finds no private import even inside the fence"
+    assert not outside, f"Dagster's private API outside {PRIVATE_API_FENCE}: {outside}"
+
+
 # What is not Dagster's business (the TLC's files, where data lands) is usable without it.
 NO_DAGSTER = ("taxi_assets.tlc", "taxi_assets.storage")
 

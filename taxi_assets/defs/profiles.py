@@ -14,7 +14,7 @@ import dagster as dg
 from taxi_assets import settings
 from taxi_assets.defs.io_managers.bigquery import BigQueryWarehouseIOManager
 from taxi_assets.defs.io_managers.duckdb import DuckDBWarehouseIOManager
-from taxi_assets.defs.analytics.dbt import warehouse_dbt
+from taxi_assets.defs.analytics.dbt_resource import warehouse_dbt
 from taxi_assets.defs.io_managers.lake_writers import (
     DailyDatasetIOManager,
     DailyExportIOManager,

@@ -14,6 +14,7 @@ from pydantic import Field
 
 from taxi_assets import settings
 from taxi_assets.tlc import source
+from taxi_assets.tlc.download import LandedFile, download
 from taxi_assets.tlc.batches import TripBatches
 from taxi_assets.datasets import TripDataset
 
@@ -134,9 +135,9 @@ class TaxiSourceResource(dg.ConfigurableResource):
     def landing_path(self) -> Path:
         return Path(self.landing_dir or settings.taxi_home() / "landing")
 
-    def fetch(self, dataset: TripDataset, month: str, log) -> source.LandedFile:
+    def fetch(self, dataset: TripDataset, month: str, log) -> LandedFile:
         self.check_month(dataset, month)
-        return source.download(
+        return download(
             self.url(dataset),
             self.file_name(dataset, month),
             self.landing_path,

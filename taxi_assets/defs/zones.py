@@ -17,6 +17,7 @@ import pandas as pd
 
 from taxi_assets.defs import automation
 from taxi_assets.tlc import source
+from taxi_assets.tlc.download import download
 from taxi_assets.defs.assets.warehouse import WAREHOUSE_POOL
 from taxi_assets.defs.io_managers.lake_writers import NAME_METADATA_KEY
 from taxi_assets.materializations import latest_metadata_value
@@ -121,7 +122,7 @@ CHECK_DESCRIPTIONS = {
 def taxi_zones(context: dg.AssetExecutionContext, taxi_source: TaxiSourceResource):
     base = lookup_base_url(taxi_source)
     try:
-        landed = source.download(
+        landed = download(
             base,
             LOOKUP_FILE,
             taxi_source.landing_path / "misc",
