@@ -27,8 +27,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from taxi_assets.defs.io_managers.bigquery import BigQueryWarehouseIOManager
-from taxi_assets.defs.io_managers import month_publishes
-from taxi_assets.defs.io_managers.month_publishes import object_version
+from taxi_assets.storage import month_versions as month_publishes
+from taxi_assets.storage.month_versions import object_version
 from taxi_assets.defs.resources import LakeResource
 from taxi_assets_tests.conftest import sample
 from taxi_assets_tests.pipeline import (
@@ -50,7 +50,7 @@ WEEK = ("2021-01-01", "2021-01-03")
 WEEK_DAYS = ["2021-01-01", "2021-01-02", "2021-01-03"]
 LAKE = "taxi_assets.defs.io_managers.lake_writers"
 LAKE_VERSIONS = "taxi_assets.storage.lake_versions"
-MONTH_PUBLISHES = "taxi_assets.defs.io_managers.month_publishes"
+MONTH_PUBLISHES = "taxi_assets.storage.month_versions"
 MONTH_CHECK = dg.AssetCheckKey(dg.AssetKey("yellow_trips_parquet"), "lake_month_matches_postgres")
 
 

@@ -18,7 +18,6 @@ import pandas as pd
 from taxi_assets.defs import automation
 from taxi_assets.tlc import source
 from taxi_assets.defs.assets.warehouse import WAREHOUSE_POOL
-from taxi_assets.defs.io_managers.lake_writers import NAME_METADATA_KEY
 from taxi_assets.materializations import latest_metadata_value
 from taxi_assets.defs.resources import TaxiSourceResource
 from taxi_assets.tlc.source_kinds import SOURCE_KINDS
@@ -179,7 +178,6 @@ def taxi_zones_definitions() -> dg.Definitions:
                 "lake_object_io_manager",
                 {"parquet"},
                 "in the lake: `misc/taxi_zone_lookup.parquet`",
-                metadata={NAME_METADATA_KEY: "misc/taxi_zone_lookup"},
             ),
             _sink(
                 WAREHOUSE_ZONES,

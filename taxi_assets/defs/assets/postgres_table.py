@@ -4,7 +4,7 @@ import pyarrow.compute as pc
 
 from taxi_assets.tlc.batches import TripBatches
 from taxi_assets.datasets import TripDataset
-from taxi_assets.defs.io_managers.lake_writers import (
+from taxi_assets.defs.io_managers.postgres_partitions import (
     MONTH_OBJECT_METADATA_KEY,
     MONTH_OBJECT_OMITS_METADATA_KEY,
 )

@@ -24,15 +24,15 @@ import pandas as pd
 import pyarrow as pa
 
 from taxi_assets.tlc.batches import TripBatches, prefetched
-from taxi_assets.defs.io_managers import month_publishes
-from taxi_assets.defs.io_managers.lake_writers import (
-    MONTH_OBJECT_METADATA_KEY,
-    MONTH_OBJECT_OMITS_METADATA_KEY,
-    stage_month_object,
-)
+from taxi_assets.storage import month_versions as month_publishes
+from taxi_assets.storage.lake_parquet import stage_month_object
 from taxi_assets.defs.resources import LakeResource, PostgresResource
 from taxi_assets.tlc.schema import to_pandas
 
+# On a Postgres trips asset: the month object's lake name, written beside the partition, and
+# a column the partition has that the object leaves out.
+MONTH_OBJECT_METADATA_KEY = "lake/month_object"
+MONTH_OBJECT_OMITS_METADATA_KEY = "lake/month_object_omits"
 PROGRESS_EVERY_ROWS = 250_000
 
 
@@ -170,7 +170,9 @@ class PostgresPandasIOManager(dg.ConfigurableIOManager):
         schema = trips.schema
         if omitted in schema.names:
             schema = schema.remove(schema.get_field_index(omitted))
-        return stage_month_object(self.lake, str(object_name), month, schema, context.run_id)
+        return stage_month_object(
+            self.lake.filesystem(), str(object_name), month, schema, context.run_id
+        )
 
     def _publish_month_object(self, context, uri: str, name: str, month: str, month_object):
         try:
