@@ -23,7 +23,7 @@ from taxi_assets.defs.io_managers.lake_writers import (
     LakeObjectIOManager,
     MonthlyParquetIOManager,
 )
-from taxi_assets.defs.io_managers.postgres_partitions import PostgresPandasIOManager
+from taxi_assets.defs.io_managers.postgres_partitions import MonthObject, PostgresPandasIOManager
 from taxi_assets.defs.io_managers.postgres_tables import PostgresTableIOManager
 from taxi_assets.defs.io_managers.staging import StagingParquetIOManager
 from taxi_assets.defs.resources import LakeResource
@@ -49,7 +49,17 @@ def build_resources(
     return {
         SOURCE_RESOURCE_KEY: taxi_source,
         "io_manager": StagingParquetIOManager(base_dir=staging_dir),
-        "postgres_io_manager": PostgresPandasIOManager(postgres=postgres, lake=lake),
+        # The month's lake object is written beside each Postgres partition: one version.
+        "postgres_io_manager": PostgresPandasIOManager(
+            postgres=postgres,
+            lake=lake,
+            month_objects={
+                d.postgres_asset.to_user_string(): MonthObject(
+                    name=d.lake_name, omits=d.pickup_date if d.postgres_has_pickup_date else None
+                )
+                for d in datasets
+            },
+        ),
         # Where each dataset's lake assets go: its declaration's names and columns.
         "lake_monthly_io_manager": MonthlyParquetIOManager(
             lake=lake,
