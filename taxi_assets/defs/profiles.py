@@ -15,15 +15,13 @@ from taxi_assets import settings
 from taxi_assets.defs.io_managers.bigquery import BigQueryWarehouseIOManager
 from taxi_assets.defs.io_managers.duckdb import DuckDBWarehouseIOManager
 from taxi_assets.defs.analytics.dbt import warehouse_dbt
-from taxi_assets.datasets import DATASETS
 from taxi_assets.defs.io_managers.lake_writers import (
     DailyDatasetIOManager,
     DailyExportIOManager,
-    LakeLayout,
     LakeObjectIOManager,
     MonthlyParquetIOManager,
 )
-from taxi_assets.defs.io_managers.postgres_partitions import MonthObject, PostgresPandasIOManager
+from taxi_assets.defs.io_managers.postgres_partitions import PostgresPandasIOManager
 from taxi_assets.defs.io_managers.postgres_tables import PostgresTableIOManager
 from taxi_assets.defs.io_managers.staging import StagingParquetIOManager
 from taxi_assets.defs.resources import LakeResource
@@ -45,53 +43,18 @@ def build_resources(
     staging_dir: str,
 ) -> dict:
     """Every resource key the assets name, from the settings a profile (or a test) chooses."""
-    datasets = DATASETS.values()
     return {
         SOURCE_RESOURCE_KEY: taxi_source,
         "io_manager": StagingParquetIOManager(base_dir=staging_dir),
-        # The month's lake object is written beside each Postgres partition: one version.
-        "postgres_io_manager": PostgresPandasIOManager(
-            postgres=postgres,
-            lake=lake,
-            month_objects={
-                d.postgres_asset.to_user_string(): MonthObject(
-                    name=d.lake_name, omits=d.pickup_date if d.postgres_has_pickup_date else None
-                )
-                for d in datasets
-            },
-        ),
-        # Where each dataset's lake assets go: its declaration's names and columns.
-        "lake_monthly_io_manager": MonthlyParquetIOManager(
-            lake=lake,
-            postgres=postgres,
-            assets={
-                d.lake_month_asset: LakeLayout(
-                    name=d.lake_name, follows_postgres_table=d.postgres_table
-                )
-                for d in datasets
-            },
-        ),
-        "lake_by_day_io_manager": DailyDatasetIOManager(
-            lake=lake,
-            assets={
-                d.lake_by_day_asset: LakeLayout(
-                    name=d.lake_by_day_name, date_column=d.pickup, partition_column=d.pickup_date
-                )
-                for d in datasets
-            },
-        ),
-        "lake_export_io_manager": DailyExportIOManager(
-            lake=lake,
-            assets={
-                d.lake_export_asset: LakeLayout(name=d.lake_name, date_column=d.pickup)
-                for d in datasets
-            },
-        ),
+        "postgres_io_manager": PostgresPandasIOManager(postgres=postgres, lake=lake),
+        "lake_monthly_io_manager": MonthlyParquetIOManager(lake=lake, postgres=postgres),
+        "lake_by_day_io_manager": DailyDatasetIOManager(lake=lake),
+        "lake_export_io_manager": DailyExportIOManager(lake=lake),
         "warehouse_io_manager": warehouse_io_manager,
         # The zone lookup's sinks, and dbt over the warehouse (its chart and a failed build's
         # artifacts in `analytics` beside the staging folder).
         "postgres_table_io_manager": PostgresTableIOManager(postgres=postgres),
-        "lake_object_io_manager": LakeObjectIOManager(lake=lake, name="misc/taxi_zone_lookup"),
+        "lake_object_io_manager": LakeObjectIOManager(lake=lake),
         "dbt": warehouse_dbt(warehouse_io_manager, str(Path(staging_dir).parent / "analytics")),
     }
 

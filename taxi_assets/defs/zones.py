@@ -18,6 +18,7 @@ import pandas as pd
 from taxi_assets.defs import automation
 from taxi_assets.tlc import source
 from taxi_assets.defs.assets.warehouse import WAREHOUSE_POOL
+from taxi_assets.defs.io_managers.lake_writers import LakeLayout
 from taxi_assets.materializations import latest_metadata_value
 from taxi_assets.defs.resources import TaxiSourceResource
 from taxi_assets.tlc.source_kinds import SOURCE_KINDS
@@ -178,6 +179,7 @@ def taxi_zones_definitions() -> dg.Definitions:
                 "lake_object_io_manager",
                 {"parquet"},
                 "in the lake: `misc/taxi_zone_lookup.parquet`",
+                metadata=LakeLayout(name="misc/taxi_zone_lookup").as_metadata(),
             ),
             _sink(
                 WAREHOUSE_ZONES,

@@ -4,12 +4,11 @@ import dagster as dg
 
 from taxi_assets.tlc.batches import TripBatches
 from taxi_assets.datasets import TripDataset
+from taxi_assets.defs.io_managers.lake_writers import LakeLayout
 from taxi_assets.defs.partitions import day_to_file_months, daily_partitions, monthly_partitions
 
 
 def build_lake_outputs(dataset: TripDataset) -> list[dg.AssetsDefinition]:
-    """The dataset's three lake assets; where each one's rows go is its IO manager's
-    (its `assets` field, set in profiles.py)."""
     cleaned, pickup = dataset.cleaned_asset, dataset.pickup
     # A day's trips are in its own month's file and, when filed late, in the next one; the
     # next file may not be published (or loaded) yet, and the day is rebuilt when it is. Only
@@ -37,6 +36,9 @@ def build_lake_outputs(dataset: TripDataset) -> list[dg.AssetsDefinition]:
         group_name=dataset.group("lake"),
         kinds={"parquet"},
         io_manager_key="lake_monthly_io_manager",
+        metadata=LakeLayout(
+            name=dataset.lake_name, follows_postgres_table=dataset.postgres_table
+        ).as_metadata(),
         pool=f"lake_{dataset.lake_month_asset}",
         description=f"The month's cleaned {dataset.title} trips as one Parquet object: "
         f"`{dataset.lake_name}/YYYY-MM.parquet`.",
@@ -48,6 +50,9 @@ def build_lake_outputs(dataset: TripDataset) -> list[dg.AssetsDefinition]:
         name=dataset.lake_by_day_asset,
         **daily_from_months,
         io_manager_key="lake_by_day_io_manager",
+        metadata=LakeLayout(
+            name=dataset.lake_by_day_name, date_column=pickup, partition_column=dataset.pickup_date
+        ).as_metadata(),
         pool=f"lake_{dataset.lake_by_day_asset}",
         description=f"{dataset.title.capitalize()} trips by pickup day, whichever month's file "
         f"they came in: `{dataset.lake_by_day_name}/{dataset.pickup_date}=…/` folders.",
@@ -59,6 +64,7 @@ def build_lake_outputs(dataset: TripDataset) -> list[dg.AssetsDefinition]:
         name=dataset.lake_export_asset,
         **daily_from_months,
         io_manager_key="lake_export_io_manager",
+        metadata=LakeLayout(name=dataset.lake_name, date_column=pickup).as_metadata(),
         pool=f"lake_{dataset.lake_export_asset}",
         description="The tutorial's `execution_date` export: a day's trips at "
         f"`YYYY/MM/DD/{dataset.lake_name}.parquet`.",

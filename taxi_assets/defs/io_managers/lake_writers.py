@@ -10,12 +10,14 @@ Layouts, relative to the lake root (the defaults: yellow's):
 - DailyExportIOManager     {YYYY}/{MM}/{DD}/{name}.parquet         (name: nyc_taxi_data)
 - LakeObjectIOManager      {name}.parquet, unpartitioned
 `name`, `date_column` (whose day a row belongs to) and `partition_column` are the IO manager's
-fields; `assets` sets them for each asset it writes that is not the defaults' (profiles.py,
-from each dataset's declaration).
+fields. An asset whose layout differs says so in its metadata (`LakeLayout.as_metadata`), as
+its dataset declares it: a dataset's whole pipeline comes from its declaration, and a new one
+(taxi_assets_tests/test_third_dataset.py) needs no resource changed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import ClassVar
 
@@ -34,9 +36,11 @@ from taxi_assets.storage.lake_versions import VersionedDays
 from taxi_assets.tlc.batches import TripBatches
 
 DATASET_FILE = "part-0.parquet"
+LAYOUT_METADATA_KEY = "lake/layout"
 
 
-class LakeLayout(dg.Config):
+@dataclasses.dataclass(frozen=True)
+class LakeLayout:
     """Where one asset's partitions go in the lake, where they differ from the IO manager's
     defaults."""
 
@@ -49,22 +53,37 @@ class LakeLayout(dg.Config):
     # table's IO manager writes the object beside its partition (month_versions.py).
     follows_postgres_table: str | None = None
 
+    def as_metadata(self) -> dict:
+        """The asset metadata that gives the asset this layout."""
+        layout = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        return {LAYOUT_METADATA_KEY: layout}
 
-def _days_between(start: dt.date, end: dt.date) -> list[dt.date]:
-    return [start + dt.timedelta(days=i) for i in range((end - start).days)]
 
-
-def _months_between(start: dt.date, end: dt.date) -> list[dt.date]:
-    months, month = [], start.replace(day=1)
-    while month < end:
-        months.append(month)
-        month = (month + dt.timedelta(days=32)).replace(day=1)
-    return months
+def _layout_of(context: dg.OutputContext | dg.InputContext) -> LakeLayout | None:
+    """The asset's layout from its metadata; an input's is the upstream asset's, where that
+    one wrote its rows."""
+    if isinstance(context, dg.InputContext):
+        upstream = context.upstream_output
+        metadata = upstream.definition_metadata if upstream else {}
+    else:
+        metadata = context.definition_metadata
+    found = (metadata or {}).get(LAYOUT_METADATA_KEY)
+    return LakeLayout(**found) if found else None
 
 
 def _window_days(context: dg.OutputContext | dg.InputContext) -> list[dt.date]:
     window = context.asset_partitions_time_window
-    return _days_between(window.start.date(), window.end.date())
+    start, end = window.start.date(), window.end.date()
+    return [start + dt.timedelta(days=i) for i in range((end - start).days)]
+
+
+def _window_months(context: dg.OutputContext | dg.InputContext) -> list[dt.date]:
+    window = context.asset_partitions_time_window
+    months, month, end = [], window.start.date().replace(day=1), window.end.date()
+    while month < end:
+        months.append(month)
+        month = (month + dt.timedelta(days=32)).replace(day=1)
+    return months
 
 
 def _row_count(context: dg.OutputContext, rows: int) -> dict:
@@ -78,25 +97,14 @@ def _row_count(context: dg.OutputContext, rows: int) -> dict:
 class _LakeIOManager(dg.ConfigurableIOManager):
     lake: LakeResource
     name: str
-    # By asset key (`a/b` as the UI spells it): the assets whose layout is not the defaults'.
-    assets: dict[str, LakeLayout] = {}
-
-    def _layout_of(self, context: dg.OutputContext | dg.InputContext) -> LakeLayout | None:
-        # An input's asset key is the upstream asset's: its rows are where that one wrote them.
-        return self.assets.get(context.asset_key.to_user_string())
 
     def _name(self, context: dg.OutputContext | dg.InputContext) -> str:
-        layout = self._layout_of(context)
+        layout = _layout_of(context)
         return layout.name if layout else self.name
 
-    def _publish(
-        self,
-        context: dg.OutputContext,
-        path: str,
-        obj: TripBatches | pd.DataFrame,
-        version: str | None = None,
-    ) -> None:
-        """`obj` as the one Parquet object at `path`; says where it is and what it holds."""
+    def _publish(self, context: dg.OutputContext, path: str, obj, version=None) -> None:
+        """`obj` (TripBatches or a DataFrame) as the one Parquet object at `path`; says where
+        it is and what it holds."""
         self.lake.check_reachable()
         size, rows = lake_parquet.write_object(
             self.lake.filesystem(), path, TripBatches.of(obj), version
@@ -131,15 +139,14 @@ class MonthlyParquetIOManager(_LakeIOManager):
         return month_object_path(self._name(context), month)
 
     def handle_output(self, context: dg.OutputContext, obj: TripBatches | pd.DataFrame) -> None:
-        window = context.asset_partitions_time_window
-        months = _months_between(window.start.date(), window.end.date())
+        months = _window_months(context)
         if len(months) != 1:
             raise ValueError(
                 f"{context.asset_key.to_user_string()}: one output must be one "
                 f"month, got {len(months)}; do not backfill it as a single run"
             )
         path = self._path(context, months[0])
-        layout = self._layout_of(context)
+        layout = _layout_of(context)
         follows = layout and layout.follows_postgres_table
         if follows is None or self.postgres is None:
             self._publish(context, path, obj)
@@ -179,9 +186,7 @@ class MonthlyParquetIOManager(_LakeIOManager):
 
     def load_input(self, context: dg.InputContext) -> TripBatches | pd.DataFrame:
         fs = self.lake.filesystem()
-        window = context.asset_partitions_time_window
-        months = _months_between(window.start.date(), window.end.date())
-        paths = [self._path(context, m) for m in months]
+        paths = [self._path(context, m) for m in _window_months(context)]
         if context.dagster_type.typing_type is TripBatches:
             return lake_parquet.streamed(fs, paths)
         return lake_parquet.read_frame(fs, paths)
@@ -206,7 +211,7 @@ class _DailyLayoutIOManager(_LakeIOManager):
     ) -> lake_parquet.DaysWritten:
         self.lake.check_reachable()
         fs = self.lake.filesystem()
-        layout = self._layout_of(context)
+        layout = _layout_of(context)
         return lake_parquet.write_days(
             fs,
             self._versioned_days(context, fs),
@@ -258,7 +263,7 @@ class DailyDatasetIOManager(_DailyLayoutIOManager):
 
     def _folder(self, context, day: dt.date | str) -> str:
         day = day if isinstance(day, str) else day.isoformat()
-        layout = self._layout_of(context)
+        layout = _layout_of(context)
         column = (layout and layout.partition_column) or self.partition_column
         return f"{self._name(context)}/{column}={day}"
 
@@ -342,6 +347,8 @@ class DailyExportIOManager(_DailyLayoutIOManager):
 
 class LakeObjectIOManager(_LakeIOManager):
     """An unpartitioned asset as one Parquet object: `{root}/{name}.parquet`, replaced whole."""
+
+    name: str = "misc/object"
 
     def handle_output(self, context: dg.OutputContext, obj: TripBatches | pd.DataFrame) -> None:
         self._publish(context, f"{self._name(context)}.parquet", obj)

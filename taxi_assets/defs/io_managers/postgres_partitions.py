@@ -5,13 +5,15 @@ the month, list-partitioned on `partition_column`); storage/postgres_swap.py loa
 COPY into a staging table and swaps it in by one transaction: a reader sees the old rows or the
 new rows, never neither, and a failed load leaves the old rows and nothing else.
 
-An asset named in `month_objects` has its month's lake object written from the same batches
+An asset whose metadata names its month's lake object (`MonthObject.as_metadata`) has that
+object written from the same batches
 during the COPY, staged under a hidden name, recorded by the swap's transaction and published
 right after its commit: the month's two sinks switch together (storage/month_versions.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 
@@ -27,13 +29,20 @@ from taxi_assets.tlc.batches import TripBatches, prefetched
 from taxi_assets.tlc.schema import to_pandas
 
 PROGRESS_EVERY_ROWS = 250_000
+MONTH_OBJECT_METADATA_KEY = "lake/month_object"
 
 
-class MonthObject(dg.Config):
+@dataclasses.dataclass(frozen=True)
+class MonthObject:
     """The month's lake object a Postgres trips asset writes beside each partition."""
 
     name: str  # its lake name: `{name}/{YYYY-MM}.parquet`
     omits: str | None = None  # a column the partition has and the object leaves out
+
+    def as_metadata(self) -> dict:
+        """The asset metadata that has the asset write this object beside its partitions."""
+        named = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        return {MONTH_OBJECT_METADATA_KEY: named}
 
 
 def table_of(key: dg.AssetKey) -> tuple[str, str]:
@@ -67,14 +76,13 @@ class PostgresPandasIOManager(dg.ConfigurableIOManager):
     """Writes an asset to the table `<key prefix>.<key name>` (schema defaults to `public`).
 
     `partition_column` is the column that records which partition a row came from; the table
-    is list-partitioned on it. With `lake`, an asset named in `month_objects` (by asset key, as
-    the UI spells it) gets its month's lake object written beside the partition, one version.
+    is list-partitioned on it, the same for every table. With `lake`, an asset whose metadata
+    names its month's lake object gets that object written beside the partition, one version.
     """
 
     postgres: PostgresResource
     lake: LakeResource | None = None
     partition_column: str = "source_month"
-    month_objects: dict[str, MonthObject] = {}
 
     def _partition_value(self, context: dg.OutputContext | dg.InputContext, key: str) -> str:
         window = context.asset_partitions_def.time_window_for_partition_key(key)
@@ -92,7 +100,8 @@ class PostgresPandasIOManager(dg.ConfigurableIOManager):
         )
         trips = TripBatches.of(obj)
         progress = _Progress(context, partition.target, trips.num_rows)
-        month_object = self.month_objects.get(context.asset_key.to_user_string())
+        named = context.definition_metadata.get(MONTH_OBJECT_METADATA_KEY)
+        month_object = MonthObject(**named) if named else None
         staged = self._stage_month_object(context, month_object, name, partition.value, trips)
         rows = self._with_partition_column(trips, column, partition.value, progress, staged)
 
