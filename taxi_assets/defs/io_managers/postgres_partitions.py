@@ -6,9 +6,9 @@ COPY into a staging table and swaps it in by one transaction: a reader sees the 
 new rows, never neither, and a failed load leaves the old rows and nothing else.
 
 An asset whose metadata names its month's lake object (`MonthObject.as_metadata`) has that
-object written from the same batches
-during the COPY, staged under a hidden name, recorded by the swap's transaction and published
-right after its commit: the month's two sinks switch together (storage/month_versions.py).
+object written from the same batches during the COPY, staged under a hidden name, recorded by
+the swap's transaction and published right after its commit: the month's two sinks switch
+together (storage/month_versions.py).
 """
 
 from __future__ import annotations
