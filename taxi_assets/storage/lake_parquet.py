@@ -271,6 +271,8 @@ class _DaySplit:
 
 @dataclass(frozen=True)
 class DaysWritten:
+    """What `write_days` switched in: the days with rows and without, bytes and rows."""
+
     with_rows: list[str]
     without_rows: list[str]
     bytes: int
