@@ -17,7 +17,7 @@ import pytest
 from taxi_assets import console
 from taxi_assets.defs.io_managers.bigquery import BigQueryWarehouseClient
 from taxi_assets.storage.bigquery_tables import bigquery_client
-from taxi_assets.defs.io_managers.duckdb import WarehouseLocked, connect_waiting_for_lock
+from taxi_assets.storage.duckdb_tables import WarehouseLocked, connect_waiting_for_lock
 from taxi_assets.storage.local_postgres import free_port
 from taxi_assets.defs.resources import LakeResource
 from taxi_assets_tests.test_cli_live import cli, project_env

@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from taxi_assets.datasets import GREEN, YELLOW
-from taxi_assets.defs.io_managers.duckdb import quoted as duckdb_quoted
-from taxi_assets.defs.io_managers.postgres_partitions import quote as postgres_quoted
+from taxi_assets.storage.duckdb_tables import quoted as duckdb_quoted
+from taxi_assets.storage.postgres_swap import quote as postgres_quoted
 from taxi_assets.defs.resources import LakeResource
 from taxi_assets.tlc.schema import TripFileError
 from taxi_assets.tlc.schema_mapping import plan_mapping

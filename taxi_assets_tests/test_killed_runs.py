@@ -27,8 +27,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from taxi_assets.defs.io_managers.bigquery import BigQueryWarehouseIOManager
-from taxi_assets.defs.io_managers import month_publishes
-from taxi_assets.defs.io_managers.month_publishes import object_version
+from taxi_assets.storage import month_versions as month_publishes
+from taxi_assets.storage.month_versions import object_version
 from taxi_assets.defs.resources import LakeResource
 from taxi_assets_tests.conftest import sample
 from taxi_assets_tests.pipeline import (
@@ -48,9 +48,9 @@ JANUARY_FILE = "yellow_tripdata_2021-01.csv.gz"
 # The sample's trips are picked up on 2021-01-01 and 02 (and 16 on 2020-12-31); the 3rd has none.
 WEEK = ("2021-01-01", "2021-01-03")
 WEEK_DAYS = ["2021-01-01", "2021-01-02", "2021-01-03"]
-LAKE = "taxi_assets.defs.io_managers.lake_writers"
+LAKE = "taxi_assets.storage.lake_parquet"
 LAKE_VERSIONS = "taxi_assets.storage.lake_versions"
-MONTH_PUBLISHES = "taxi_assets.defs.io_managers.month_publishes"
+MONTH_PUBLISHES = "taxi_assets.storage.month_versions"
 MONTH_CHECK = dg.AssetCheckKey(dg.AssetKey("yellow_trips_parquet"), "lake_month_matches_postgres")
 
 
@@ -201,7 +201,7 @@ def through_folders(fs: pafs.FileSystem, asset: str) -> dict[str, int | None]:
 STAGED = "before the switch"
 SWITCHED = "after the switch"
 LAKE_KILLS = {
-    "one_day_staged": (dict(target=f"{LAKE}:_PendingObject.publish", nth=2), STAGED),
+    "one_day_staged": (dict(target=f"{LAKE}:ParquetObject.publish", nth=2), STAGED),
     "all_staged": (dict(target=f"{LAKE_VERSIONS}:VersionedDays._write_manifest"), STAGED),
     "mid_publish": (dict(target=f"{LAKE_VERSIONS}:copy_object", nth=2), SWITCHED),
     "published": (dict(target=f"{LAKE_VERSIONS}:VersionedDays._write_manifest", nth=2), SWITCHED),
@@ -251,7 +251,7 @@ def test_monthly_object_killed_before_it_is_published_keeps_the_old_object(deplo
     old, old_rows = month.read_bytes(), rows_of(lake, "nyc_taxi_data/2021-01.parquet")
     assert materialize(deployment.resources, selection="raw_yellow_trips yellow_trips").success
 
-    deployment.killed_run("yellow_trips_parquet", dict(target=f"{LAKE}:_PendingObject.publish"))
+    deployment.killed_run("yellow_trips_parquet", dict(target=f"{LAKE}:ParquetObject.publish"))
 
     assert month.read_bytes() == old
     assert [Path(p).name[:17] for p in leftovers(lake)] == [".2021-01.parquet."]
@@ -383,9 +383,7 @@ def test_staged_month_killed_before_its_rename_is_rewritten_cleanly(deployment):
     [
         (dict(target="adbc_driver_manager.dbapi:Cursor.adbc_ingest"), "old"),
         (
-            dict(
-                target="taxi_assets.defs.io_managers.postgres_partitions:PostgresPandasIOManager._swap"
-            ),
+            dict(target="taxi_assets.storage.postgres_swap:_swap"),
             "old",
         ),
         (

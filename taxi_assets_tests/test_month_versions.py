@@ -16,7 +16,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from taxi_assets.defs.io_managers.month_publishes import create_table, versions
+from taxi_assets.storage.month_versions import create_table, versions
 
 from taxi_assets_tests.conftest import sample
 from taxi_assets_tests.pipeline import JANUARY, MONTHLY, materialize, pipeline_resources, query

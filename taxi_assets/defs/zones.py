@@ -19,7 +19,7 @@ from taxi_assets.defs import automation
 from taxi_assets.tlc import source
 from taxi_assets.tlc.download import download
 from taxi_assets.defs.assets.warehouse import WAREHOUSE_POOL
-from taxi_assets.defs.io_managers.lake_writers import NAME_METADATA_KEY
+from taxi_assets.defs.io_managers.lake_writers import LakeLayout
 from taxi_assets.materializations import latest_metadata_value
 from taxi_assets.defs.resources import TaxiSourceResource
 from taxi_assets.tlc.source_kinds import SOURCE_KINDS
@@ -180,7 +180,7 @@ def taxi_zones_definitions() -> dg.Definitions:
                 "lake_object_io_manager",
                 {"parquet"},
                 "in the lake: `misc/taxi_zone_lookup.parquet`",
-                metadata={NAME_METADATA_KEY: "misc/taxi_zone_lookup"},
+                metadata=LakeLayout(name="misc/taxi_zone_lookup").as_metadata(),
             ),
             _sink(
                 WAREHOUSE_ZONES,

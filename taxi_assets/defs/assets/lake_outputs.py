@@ -4,12 +4,7 @@ import dagster as dg
 
 from taxi_assets.tlc.batches import TripBatches
 from taxi_assets.datasets import TripDataset
-from taxi_assets.defs.io_managers.lake_writers import (
-    DATE_COLUMN_METADATA_KEY,
-    FOLLOWS_POSTGRES_METADATA_KEY,
-    NAME_METADATA_KEY,
-    PARTITION_COLUMN_METADATA_KEY,
-)
+from taxi_assets.defs.io_managers.lake_writers import LakeLayout
 from taxi_assets.defs.partitions import day_to_file_months, daily_partitions, monthly_partitions
 
 
@@ -32,7 +27,7 @@ def build_lake_outputs(dataset: TripDataset) -> list[dg.AssetsDefinition]:
 
     # One version of a month in its monthly sinks: the object is written beside the month's
     # Postgres partition, in that asset's step, and published with its swap; this step then
-    # only describes it (month_publishes.py).
+    # only describes it (storage/month_versions.py).
     @dg.asset(
         name=dataset.lake_month_asset,
         ins={"trips": dg.AssetIn(cleaned)},
@@ -41,10 +36,9 @@ def build_lake_outputs(dataset: TripDataset) -> list[dg.AssetsDefinition]:
         group_name=dataset.group("lake"),
         kinds={"parquet"},
         io_manager_key="lake_monthly_io_manager",
-        metadata={
-            NAME_METADATA_KEY: dataset.lake_name,
-            FOLLOWS_POSTGRES_METADATA_KEY: dataset.postgres_table,
-        },
+        metadata=LakeLayout(
+            name=dataset.lake_name, follows_postgres_table=dataset.postgres_table
+        ).as_metadata(),
         pool=f"lake_{dataset.lake_month_asset}",
         description=f"The month's cleaned {dataset.title} trips as one Parquet object: "
         f"`{dataset.lake_name}/YYYY-MM.parquet`.",
@@ -56,11 +50,9 @@ def build_lake_outputs(dataset: TripDataset) -> list[dg.AssetsDefinition]:
         name=dataset.lake_by_day_asset,
         **daily_from_months,
         io_manager_key="lake_by_day_io_manager",
-        metadata={
-            NAME_METADATA_KEY: dataset.lake_by_day_name,
-            DATE_COLUMN_METADATA_KEY: pickup,
-            PARTITION_COLUMN_METADATA_KEY: dataset.pickup_date,
-        },
+        metadata=LakeLayout(
+            name=dataset.lake_by_day_name, date_column=pickup, partition_column=dataset.pickup_date
+        ).as_metadata(),
         pool=f"lake_{dataset.lake_by_day_asset}",
         description=f"{dataset.title.capitalize()} trips by pickup day, whichever month's file "
         f"they came in: `{dataset.lake_by_day_name}/{dataset.pickup_date}=…/` folders.",
@@ -72,7 +64,7 @@ def build_lake_outputs(dataset: TripDataset) -> list[dg.AssetsDefinition]:
         name=dataset.lake_export_asset,
         **daily_from_months,
         io_manager_key="lake_export_io_manager",
-        metadata={NAME_METADATA_KEY: dataset.lake_name, DATE_COLUMN_METADATA_KEY: pickup},
+        metadata=LakeLayout(name=dataset.lake_name, date_column=pickup).as_metadata(),
         pool=f"lake_{dataset.lake_export_asset}",
         description="The tutorial's `execution_date` export: a day's trips at "
         f"`YYYY/MM/DD/{dataset.lake_name}.parquet`.",

@@ -4,10 +4,7 @@ import pyarrow.compute as pc
 
 from taxi_assets.tlc.batches import TripBatches
 from taxi_assets.datasets import TripDataset
-from taxi_assets.defs.io_managers.lake_writers import (
-    MONTH_OBJECT_METADATA_KEY,
-    MONTH_OBJECT_OMITS_METADATA_KEY,
-)
+from taxi_assets.defs.io_managers.postgres_partitions import MonthObject
 from taxi_assets.defs.partitions import monthly_partitions
 
 
@@ -30,12 +27,8 @@ def build_postgres_table(dataset: TripDataset) -> dg.AssetsDefinition:
         group_name=dataset.group("postgres"),
         kinds={"postgres"},
         io_manager_key="postgres_io_manager",
-        metadata={
-            "partition_column": "source_month",
-            # The month's lake object is written beside the partition: one version of a month.
-            MONTH_OBJECT_METADATA_KEY: dataset.lake_name,
-            **({MONTH_OBJECT_OMITS_METADATA_KEY: pickup_date} if pickup_date else {}),
-        },
+        # The month's lake object is written beside the partition: one version of a month.
+        metadata=MonthObject(dataset.lake_name, omits=pickup_date).as_metadata(),
         pool=f"postgres_{dataset.postgres_asset.path[-1]}",
         description=f"`{dataset.postgres_table}`: the cleaned {dataset.title} trips"
         + (f", with their {pickup_date}" if pickup_date else "")

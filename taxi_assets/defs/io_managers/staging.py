@@ -1,26 +1,22 @@
 """Intermediate asset values as one Parquet file per asset partition on local disk.
 
-A value is written row group by row group as its batches arrive and read back the same way,
-so a step holds a few batches of the month, never the month. Steps that take `TripBatches`
-get that stream; anything else (a notebook's `load_asset_value`, an asset asking for a
-DataFrame) gets the rows as one pandas DataFrame.
+The IO manager says where a partition's file is (`{base_dir}/{asset key}/{partition}.parquet`)
+and which partitions an input reads; storage/staged_files.py writes and reads the files as a
+stream. Steps that take `TripBatches` get that stream; anything else (a notebook's
+`load_asset_value`, an asset asking for a DataFrame) gets the rows as one pandas DataFrame.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from taxi_assets.tlc import batches as batching
-from taxi_assets.storage.atomic_files import replace_file
-from taxi_assets.tlc.batches import TripBatches, conformed, rebatched
 from taxi_assets.dagster_private import running_step_time_window
+from taxi_assets.storage.staged_files import read_staged, write_staged
+from taxi_assets.tlc.batches import TripBatches
 
 
 class StagingParquetIOManager(dg.ConfigurableIOManager):
@@ -33,18 +29,8 @@ class StagingParquetIOManager(dg.ConfigurableIOManager):
         partition = context.partition_key if context.has_partition_key else None
         path = self._path(context.asset_key, partition)
         trips = TripBatches.of(obj)
-        rows = 0
-
-        def write(out) -> None:
-            nonlocal rows
-            with pq.ParquetWriter(out, trips.schema) as writer:
-                for group in rebatched(trips, batching.BATCH_ROWS):
-                    writer.write_table(group, row_group_size=group.num_rows)
-                    rows += group.num_rows
-
-        # Written aside and renamed, so a reader never meets half a file; a dead run's partial
-        # file is removed by the next write of the partition.
-        replace_file(path, write, setting="TAXI_HOME")
+        # Written aside and renamed, so a reader never meets half a file.
+        rows = write_staged(path, trips, setting="TAXI_HOME")
         context.log.info(f"{context.asset_key.to_user_string()}: staged {rows:,} rows")
         context.add_output_metadata(
             {
@@ -87,17 +73,7 @@ class StagingParquetIOManager(dg.ConfigurableIOManager):
                 )
         if not files:
             raise FileNotFoundError(f"{key.to_user_string()}: no partition is materialized")
-        # Months may differ by a column one of them brought: the others get it as nulls.
-        schema = pa.unify_schemas([file.schema_arrow for file in files], promote_options="default")
-        trips = TripBatches(
-            schema,
-            lambda: (
-                conformed(batch, schema)
-                for file in files
-                for batch in _batches(file, column, window)
-            ),
-            num_rows=None if window else sum(file.metadata.num_rows for file in files),
-        )
+        trips = read_staged(files, column, window)
         if context.dagster_type.typing_type is TripBatches:
             return trips
         return trips.to_pandas()
@@ -106,35 +82,3 @@ class StagingParquetIOManager(dg.ConfigurableIOManager):
 def _naive_window(window: dg.TimeWindow) -> tuple[pd.Timestamp, pd.Timestamp]:
     # Trip times are naive wall-clock times; partition windows are in UTC.
     return pd.Timestamp(window.start).tz_localize(None), pd.Timestamp(window.end).tz_localize(None)
-
-
-def _batches(
-    file: pq.ParquetFile, column: str | None, window: tuple[pd.Timestamp, pd.Timestamp] | None
-) -> Iterator[pa.RecordBatch]:
-    """The file's batches; with a window, only its rows, skipping row groups wholly outside."""
-    groups = list(range(file.num_row_groups))
-    if window:
-        index = file.schema_arrow.get_field_index(column)
-        groups = [
-            g for g in groups if _may_overlap(file.metadata.row_group(g).column(index), window)
-        ]
-    if not groups:
-        return
-    batches = file.iter_batches(batch_size=batching.BATCH_ROWS, row_groups=groups)
-    if not window:
-        yield from batches
-        return
-    dates_type = file.schema_arrow.field(column).type
-    start, end = (pa.scalar(t.to_pydatetime(), dates_type) for t in window)
-    for batch in batches:
-        dates = batch.column(column)
-        inside = batch.filter(pc.and_(pc.greater_equal(dates, start), pc.less(dates, end)))
-        if inside.num_rows:
-            yield inside
-
-
-def _may_overlap(chunk: pq.ColumnChunkMetaData, window: tuple[pd.Timestamp, pd.Timestamp]) -> bool:
-    stats = chunk.statistics
-    if stats is None or not stats.has_min_max:
-        return True
-    return pd.Timestamp(stats.min) < window[1] and pd.Timestamp(stats.max) >= window[0]

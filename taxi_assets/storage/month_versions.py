@@ -2,7 +2,7 @@
 
 The month's run writes both from the same batches: the rows go by COPY into a staging table
 while the same batches are written to the month's lake object under a hidden name beside the
-current one (`lake_writers.stage_month_object`). Nothing is visible yet. The Postgres swap's
+current one (`lake_parquet.stage_month_object`). Nothing is visible yet. The Postgres swap's
 own transaction then records, per table and month, that run's version of the month and the
 hidden object holding it (`record_swap`): that commit is the month's one switch. Right after
 it the object is published (renamed on disk, moved by the server on GCS) and the record says
@@ -24,7 +24,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import adbc_driver_postgresql.dbapi as adbc
-import dagster as dg
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -132,7 +131,7 @@ def settle(
     fs: pafs.FileSystem,
     postgres_table: str,
     month: str | None = None,
-    log: dg.DagsterLogManager | None = None,
+    log=None,
 ) -> list[MonthVersions]:
     """Publish every staged object a committed swap recorded (of `month`, or of every month),
     and return the months whose lake object is still behind their partition.
