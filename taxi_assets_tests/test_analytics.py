@@ -41,10 +41,10 @@ from taxi_assets_tests.test_automation_live import page, screenshot  # noqa: F40
 pytest_plugins = ["taxi_assets_tests.emulators.bigquery"]
 
 FIRST_DAY, LAST_DAY = "2021-01-01", "2021-01-31"
-ZONES = "taxi_zones ny_taxi/taxi_zone_lookup taxi_zones_parquet ny_taxi/taxi_zones"
+ZONES = "checked_taxi_zones ny_taxi/taxi_zone_lookup taxi_zones_parquet ny_taxi/taxi_zones"
 MONTHLY = {
-    "yellow": "raw_yellow_trips yellow_trips ny_taxi/yellow_cab_data yellow_trips_parquet",
-    "green": "raw_green_trips green_trips ny_taxi/green_taxi green_trips_parquet",
+    "yellow": "raw_yellow_trips cleaned_yellow_trips ny_taxi/yellow_cab_data yellow_trips_parquet",
+    "green": "raw_green_trips cleaned_green_trips ny_taxi/green_taxi green_trips_parquet",
 }
 DAILY = {
     "yellow": "yellow_trips_by_day ny_taxi/yellow_trips",
@@ -435,7 +435,7 @@ def test_the_lookup_comes_from_the_tlc_feeds_misc_folder(tmp_path, feed, fresh_p
     resources = pipeline_resources(tmp_path, feed.url, fresh_postgres, source_kind="tlc")
     result = load_zones(resources)
     assert f"GET /misc/{LOOKUP}" in feed.requests
-    materialization = result.asset_materializations_for_node("taxi_zones")[0]
+    materialization = result.asset_materializations_for_node("checked_taxi_zones")[0]
     assert materialization.metadata["dagster/row_count"].value == 265
 
 

@@ -8,7 +8,7 @@ DataFrame) gets the rows as one pandas DataFrame.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import dagster as dg
@@ -23,15 +23,24 @@ from taxi_assets.tlc.batches import TripBatches, conformed, rebatched
 from taxi_assets.dagster_private import running_step_time_window
 
 
+# An asset's staging folder, where it is not its key's path: the name it keeps when its key is
+# renamed, so the values staged before stay readable.
+STAGING_NAME_METADATA_KEY = "staging/name"
+
+
 class StagingParquetIOManager(dg.ConfigurableIOManager):
     base_dir: str
 
-    def _path(self, key: dg.AssetKey, partition: str | None) -> Path:
-        return Path(self.base_dir, *key.path, f"{partition or 'all'}.parquet")
+    def _path(
+        self, key: dg.AssetKey, metadata: Mapping[str, object] | None, partition: str | None
+    ) -> Path:
+        name = (metadata or {}).get(STAGING_NAME_METADATA_KEY)
+        folder = [str(name)] if name else key.path
+        return Path(self.base_dir, *folder, f"{partition or 'all'}.parquet")
 
     def handle_output(self, context: dg.OutputContext, obj: TripBatches | pd.DataFrame) -> None:
         partition = context.partition_key if context.has_partition_key else None
-        path = self._path(context.asset_key, partition)
+        path = self._path(context.asset_key, context.definition_metadata, partition)
         trips = TripBatches.of(obj)
         rows = 0
 
@@ -56,6 +65,8 @@ class StagingParquetIOManager(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext) -> TripBatches | pd.DataFrame:
         key = context.asset_key
+        upstream = context.upstream_output
+        metadata = upstream.definition_metadata if upstream else None
         partitions = context.asset_partition_keys if context.has_asset_partitions else [None]
         # Input metadata "window_column" asks for the rows whose date in that column falls in
         # the running step's time window, from every upstream partition mapped to it: the
@@ -65,7 +76,7 @@ class StagingParquetIOManager(dg.ConfigurableIOManager):
         window = _naive_window(running_step_time_window(context)) if column else None
         files = []
         for partition in partitions:
-            path = self._path(key, partition)
+            path = self._path(key, metadata, partition)
             if path.exists():
                 # Opened now: a run replacing the file meanwhile cannot change what this reads.
                 files.append(pq.ParquetFile(path))
