@@ -170,7 +170,11 @@ WAITING_FOR_THE_OTHER_DATASET = {"analytics/int_trips_unioned", "analytics/fct_t
 
 def below_cleaned_trips(partitions_def) -> list[str]:
     graph = defs.resolve_asset_graph()
-    below = dg.AssetSelection.assets("cleaned_yellow_trips").downstream(include_self=False).resolve(graph)
+    below = (
+        dg.AssetSelection.assets("cleaned_yellow_trips")
+        .downstream(include_self=False)
+        .resolve(graph)
+    )
     return sorted(
         k.to_user_string()
         for k in below

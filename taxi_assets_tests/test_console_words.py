@@ -97,7 +97,9 @@ def test_a_failed_download_says_every_sink_is_unchanged_and_names_them():
 
 def test_a_failed_sink_step_says_which_sinks_were_written_before_it():
     monthly = finished_run(
-        YELLOW.monthly_job, ["raw_yellow_trips", "cleaned_yellow_trips", "ny_taxi/yellow_cab_data"], ""
+        YELLOW.monthly_job,
+        ["raw_yellow_trips", "cleaned_yellow_trips", "ny_taxi/yellow_cab_data"],
+        "",
     )
     daily = finished_run(YELLOW.daily_job, ["yellow_trips_by_day"], "ny_taxi__yellow_trips")
 

@@ -225,7 +225,11 @@ def test_a_local_file_in_the_wrong_format_says_what_is_read(tmp_path, postgres):
 @pytest.mark.parametrize(
     "folder, selection, full",
     [
-        ("lake", "raw_yellow_trips cleaned_yellow_trips yellow_trips_parquet", "lake/nyc_taxi_data"),
+        (
+            "lake",
+            "raw_yellow_trips cleaned_yellow_trips yellow_trips_parquet",
+            "lake/nyc_taxi_data",
+        ),
         ("landing", "raw_yellow_trips", "landing"),
     ],
 )
