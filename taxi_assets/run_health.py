@@ -25,6 +25,7 @@ from collections.abc import Callable
 import dagster as dg
 import sqlalchemy.exc
 
+from taxi_assets import console
 from taxi_assets.dagster_private import (
     CheckRunHealthResult,
     DagsterEvent,
@@ -37,6 +38,7 @@ from taxi_assets.dagster_private import (
     inner_plan_execution_iterator,
     pop_captured_interrupt,
 )
+from taxi_assets.datasets import DATASETS
 
 ACTIVE = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.CANCELING]
 POLL_SECONDS = 2.0
@@ -239,8 +241,12 @@ class _PoolReportingExecutor(InProcessExecutor):
                 step_dependency_config=self.step_dependency_config,
             ),
         )
+        materialized, failed = [], False
         for event in events:
             yield event
+            if event.is_step_materialization:
+                materialized.append(event.asset_key.to_user_string())
+            failed = failed or event.is_step_failure
             # Dagster's own notice of a step blocked on a pool (its first, then every 5 min).
             pool = (
                 event.event_specific_data.metadata.get("pool")
@@ -254,6 +260,10 @@ class _PoolReportingExecutor(InProcessExecutor):
                     f"{event.step_key} waits for the pool {pool.value}: its "
                     f"slot is held by {held_by}"
                 )
+        if failed and (
+            said := sinks_event(plan_context, execution_plan.step_keys_to_execute, materialized)
+        ):
+            yield said
         yield DagsterEvent.engine_event(
             plan_context,
             f"Finished steps in process (pid: {os.getpid()})",
@@ -261,6 +271,30 @@ class _PoolReportingExecutor(InProcessExecutor):
                 os.getpid(), execution_plan.step_keys_to_execute
             ),
         )
+
+
+def sinks_event(plan_context, step_keys: list[str], materialized: list[str]) -> DagsterEvent | None:
+    """What a run with a failed step says on its page: which of the trip sinks its steps write
+    it wrote, from its own materializations, and which it left as they were (None: its steps
+    write none). Its red is then not read as a failed write where nothing was written, nor as
+    nothing written where half was."""
+    sinks = [
+        sink
+        for dataset in DATASETS.values()
+        for sink in dataset.sink_assets
+        if dg.AssetKey.from_user_string(sink).to_python_identifier() in step_keys
+    ]
+    if not sinks:
+        return None
+    written = [sink for sink in sinks if sink in materialized]
+    unchanged = [sink for sink in sinks if sink not in materialized]
+    return DagsterEvent.engine_event(
+        plan_context,
+        console.sinks_sentence(written, unchanged),
+        event_specific_data=EngineEventData(
+            metadata={"sinks_written": written, "sinks_unchanged": unchanged}
+        ),
+    )
 
 
 @dg.executor(name="in_process", config_schema=dg.in_process_executor.config_schema)

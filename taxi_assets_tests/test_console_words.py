@@ -106,7 +106,7 @@ def test_a_failed_sink_step_says_which_sinks_were_written_before_it():
     lines = console.failure_summary(daily, "http://127.0.0.1:3000", earlier=[monthly])
 
     assert lines[2] == (
-        "Written before the failure: ny_taxi/yellow_cab_data, yellow_trips_by_day. "
+        "Sinks written: ny_taxi/yellow_cab_data, yellow_trips_by_day. "
         "Unchanged: yellow_trips_parquet, yellow_trips_daily_export, ny_taxi/yellow_trips."
     )
 
