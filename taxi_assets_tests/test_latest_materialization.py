@@ -13,11 +13,21 @@ MONTHS = dg.StaticPartitionsDefinition(["2021-01-01", "2021-02-01"])
 VERSION = "source_version"
 
 
-@dg.asset(partitions_def=MONTHS, config_schema={"version": str})
-def months(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+def configured_version(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     return dg.MaterializeResult(
         metadata={VERSION: context.op_execution_context.op_config["version"]}
     )
+
+
+@dg.asset(partitions_def=MONTHS, config_schema={"version": str})
+def months(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    return configured_version(context)
+
+
+# `months` under the key it is given after a rename: its history so far is under `months`.
+@dg.asset(partitions_def=MONTHS, config_schema={"version": str})
+def renamed_months(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    return configured_version(context)
 
 
 @dg.asset
@@ -25,12 +35,12 @@ def lookup() -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata={VERSION: "etag-1"})
 
 
-def materialize_month(instance: dg.DagsterInstance, month: str, version: str) -> None:
+def materialize_month(instance: dg.DagsterInstance, month: str, version: str, asset=months) -> None:
     result = dg.materialize(
-        [months],
+        [asset],
         instance=instance,
         partition_key=month,
-        run_config={"ops": {"months": {"config": {"version": version}}}},
+        run_config={"ops": {asset.op.name: {"config": {"version": version}}}},
     )
     assert result.success
 
@@ -61,3 +71,23 @@ def test_the_latest_materialization_of_an_unpartitioned_asset():
     assert latest_metadata_value(instance, lookup.key, VERSION) is None
     assert dg.materialize([lookup], instance=instance).success
     assert latest_metadata_value(instance, lookup.key, VERSION) == "etag-1"
+
+
+def test_a_renamed_asset_answers_with_its_former_keys_history_until_it_has_its_own():
+    instance = dg.DagsterInstance.ephemeral()
+    key, former = renamed_months.key, months.key
+    materialize_month(instance, "2021-01-01", "a")
+    materialize_month(instance, "2021-02-01", "b")
+    assert latest_metadata_value(instance, key, VERSION, "2021-01-01") is None
+
+    materialize_month(instance, "2021-01-01", "c", asset=renamed_months)
+
+    january = latest_materialization(instance, key, "2021-01-01")
+    february = latest_materialization(instance, former, "2021-02-01")
+    assert latest_metadata_value(instance, key, VERSION, "2021-01-01", former_key=former) == "c"
+    assert latest_metadata_value(instance, key, VERSION, "2021-02-01", former_key=former) == "b"
+    assert latest_storage_ids(instance, key, former_key=former) == {
+        "2021-01-01": january.storage_id,
+        "2021-02-01": february.storage_id,
+    }
+    assert latest_storage_ids(instance, key) == {"2021-01-01": january.storage_id}
