@@ -25,7 +25,8 @@ from taxi_assets.definitions import defs
 from taxi_assets.defs.io_managers.bigquery import BigQueryWarehouseIOManager
 from taxi_assets.defs.io_managers.duckdb import DuckDBWarehouseIOManager
 from taxi_assets.defs.resources import LakeResource
-from taxi_assets.defs.zones import ZONES_JOB
+from taxi_assets.defs.zones import FORMER_ZONES_ASSET, ZONES_ASSET, ZONES_JOB
+from taxi_assets.materializations import latest_metadata_value
 from taxi_assets_tests.conftest import sample
 from taxi_assets_tests.dagster_processes import start_webserver
 from taxi_assets_tests.green_files import write_sample_source
@@ -498,15 +499,22 @@ def test_a_republished_lookup_is_taken_again_like_a_republished_month(
     instance = dg.DagsterInstance.ephemeral()
     sensor = defs.resolve_sensor_def("taxi_zone_lookup_changed")
 
-    def tick():
+    def tick(on: dg.DagsterInstance = instance):
         context = dg.build_sensor_context(
-            instance=instance, resources={"taxi_source": resources["taxi_source"]}
+            instance=on, resources={"taxi_source": resources["taxi_source"]}
         )
         return sensor(context)
 
     assert "not been taken yet" in tick().skip_message
     assert load_zones(resources, instance=instance).success
     assert "unchanged" in tick().skip_message
+    # An instance from before the lookup's rename holds what it took under the former key.
+    upgraded = dg.DagsterInstance.ephemeral()
+    taken = latest_metadata_value(instance, ZONES_ASSET, "source_version")
+    upgraded.report_runless_asset_event(
+        dg.AssetMaterialization(FORMER_ZONES_ASSET, metadata={"source_version": taken})
+    )
+    assert "unchanged" in tick(upgraded).skip_message
 
     (feed.root / "misc" / LOOKUP).write_bytes(lookup_bytes(NEWER))  # the TLC's newer version
     request = tick()
