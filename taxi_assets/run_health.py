@@ -12,7 +12,8 @@ job's pools if they are new (`ensure_pools`), fails the dead runs and frees thei
 says which run and waits (asleep, so Ctrl-C stops it). In a run, Dagster's in-process executor
 says only that a step is blocked on a pool, and waits for the slot polling without pause and
 deaf to Ctrl-C; `in_process_executor` here is Dagster's with that wait sleeping, stopping on an
-interrupt, and saying at INFO which run holds the slot.
+interrupt, and saying at INFO which run holds the slot. A run of it whose step failed ends by
+saying which of its trip sinks it wrote and which it left as they were (`sinks_event`).
 """
 
 from __future__ import annotations
@@ -299,7 +300,8 @@ def sinks_event(plan_context, step_keys: list[str], materialized: list[str]) -> 
 
 @dg.executor(name="in_process", config_schema=dg.in_process_executor.config_schema)
 def in_process_executor(init_context) -> InProcessExecutor:
-    """Dagster's in-process executor, saying which run holds the pool a step waits for."""
+    """Dagster's in-process executor, saying which run holds the pool a step waits for, and,
+    when a step failed, which sinks the run wrote."""
     standard = dg.in_process_executor.executor_creation_fn(init_context)
     return _PoolReportingExecutor(
         retries=standard.retries,

@@ -1,7 +1,7 @@
 """The TLC's taxi zones: the lookup of the trips' `PULocationID` and `DOLocationID`.
 
-`checked_taxi_zones` reads `taxi_zone_lookup.csv` from the chosen source (the DataTalksClub release's
-`misc`, the TLC feed's `misc/`, or beside the trip files in a folder), checks its contract
+`checked_taxi_zones` reads `taxi_zone_lookup.csv` from the chosen source (the DataTalksClub
+release's `misc`, the TLC feed's `misc/`, or beside the trip files in a folder), checks its contract
 (blocking: the ids unique and 1 to 265, the boroughs known) and goes to Postgres, the lake and
 the warehouse, where dbt's `dim_zones` reads it. Its data version is the file's version at
 the source, and `taxi_zone_lookup_changed` takes a re-published lookup as the re-upload
