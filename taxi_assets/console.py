@@ -245,7 +245,7 @@ def sinks_line(result, earlier=()) -> str:
     from taxi_assets.datasets import DATASETS
 
     written = sinks_written([*earlier, result])
-    job = getattr(result, "job_name", None)
+    job = result.dagster_run.job_name
     sinks = [
         sink
         for dataset in DATASETS.values()

@@ -634,7 +634,9 @@ def test_a_run_that_failed_after_writing_some_sinks_says_which_it_wrote(project)
     output = failed.stdout + failed.stderr
     assert failed.returncode == 1, output
     assert "Cause (ny_taxi__yellow_trips): WarehouseLocked: " in output, output
-    [(written, unchanged)] = SINKS_LINE.findall(output)
+    said = SINKS_LINE.findall(output)
+    assert len(said) == 1, output
+    [(written, unchanged)] = said
     assert set(written.split(", ")) == {
         "ny_taxi/yellow_cab_data",
         "yellow_trips_parquet",

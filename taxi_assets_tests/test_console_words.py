@@ -80,7 +80,9 @@ def finished_run(job_name: str, materialized: list[str], failed_step: str):
             event_type_value="STEP_FAILURE", step_key=failed_step, event_specific_data=failure
         )
     )
-    return SimpleNamespace(run_id="f00", job_name=job_name, all_events=events)
+    return SimpleNamespace(
+        run_id="f00", dagster_run=SimpleNamespace(job_name=job_name), all_events=events
+    )
 
 
 def test_a_failed_download_says_every_sink_is_unchanged_and_names_them():
