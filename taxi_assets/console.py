@@ -226,27 +226,33 @@ def sinks_written(results) -> list[str]:
     return [a for a in dict.fromkeys(written) if a not in staging]
 
 
+def sinks_sentence(written: list[str], unchanged: list[str]) -> str:
+    """Which sinks a failed run (or command) wrote and which it left as they were: a failed
+    download is told apart from a failed write, and a write that failed half-way says which
+    half."""
+    if not written:
+        return "No sink was written: every sink is unchanged" + (
+            f" ({', '.join(unchanged)})." if unchanged else "."
+        )
+    return f"Sinks written: {', '.join(written)}." + (
+        f" Unchanged: {', '.join(unchanged)}." if unchanged else ""
+    )
+
+
 def sinks_line(result, earlier=()) -> str:
-    """Which sinks the command wrote before the failure, and which of its run's it left as
-    they were: a failed download is told apart from a failed write."""
+    """Which sinks the command wrote (its runs before the failed one included), and which of
+    the failed run's it left as they were."""
     from taxi_assets.datasets import DATASETS
 
     written = sinks_written([*earlier, result])
-    job = getattr(result, "job_name", None)
+    job = result.dagster_run.job_name
     sinks = [
         sink
         for dataset in DATASETS.values()
         if job in (dataset.monthly_job, dataset.daily_job)
         for sink in dataset.sink_assets
     ]
-    unchanged = [sink for sink in sinks if sink not in written]
-    if not written:
-        return "No sink was written: every sink is unchanged" + (
-            f" ({', '.join(unchanged)})." if unchanged else "."
-        )
-    return f"Written before the failure: {', '.join(written)}." + (
-        f" Unchanged: {', '.join(unchanged)}." if unchanged else ""
-    )
+    return sinks_sentence(written, [sink for sink in sinks if sink not in written])
 
 
 def failure_summary(result, webserver: str, earlier=()) -> list[str]:

@@ -127,6 +127,14 @@ class TripDataset:
 
     @property
     def cleaned_asset(self) -> str:
+        # Not `yellow_trips`: the graph labels an asset by its key's last part, and that is
+        # the warehouse table's (`ny_taxi/yellow_trips`).
+        return f"cleaned_{self.name}_trips"
+
+    @property
+    def former_cleaned_asset(self) -> str:
+        """The cleaned trips' key before they were named apart from the warehouse table. Their
+        staging folder keeps it, and an instance from then holds their history under it."""
         return f"{self.name}_trips"
 
     @property
@@ -138,15 +146,15 @@ class TripDataset:
 
     @property
     def lake_month_asset(self) -> str:
-        return f"{self.cleaned_asset}_parquet"
+        return f"{self.name}_trips_parquet"
 
     @property
     def lake_by_day_asset(self) -> str:
-        return f"{self.cleaned_asset}_by_day"
+        return f"{self.name}_trips_by_day"
 
     @property
     def lake_export_asset(self) -> str:
-        return f"{self.cleaned_asset}_daily_export"
+        return f"{self.name}_trips_daily_export"
 
     @property
     def warehouse_asset(self) -> dg.AssetKey:

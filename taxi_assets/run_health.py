@@ -13,7 +13,8 @@ says which run and waits (asleep, so Ctrl-C stops it). In a run, Dagster's in-pr
 says only that a step is blocked on a pool, and waits for the slot polling without pause and
 deaf to Ctrl-C; `in_process_executor` here is Dagster's with that wait sleeping, stopping on an
 interrupt (dagster_private/executor.py names the defect), and saying at INFO which run holds
-the slot.
+the slot. A run of it whose step failed ends by
+saying which of its trip sinks it wrote and which it left as they were (`sinks_event`).
 """
 
 from __future__ import annotations
@@ -26,11 +27,15 @@ from collections.abc import Callable
 import dagster as dg
 import sqlalchemy.exc
 
+from taxi_assets import console
 from taxi_assets.dagster_private import (
     CheckRunHealthResult,
     PatientInProcessExecutor,
     WorkerStatus,
+    engine_event,
+    launcher_instance,
 )
+from taxi_assets.datasets import DATASETS
 
 ACTIVE = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.CANCELING]
 POLL_SECONDS = 2.0
@@ -87,7 +92,7 @@ class LocalRunLauncher(dg.DefaultRunLauncher):
         return True
 
     def check_run_worker_health(self, run: dg.DagsterRun) -> CheckRunHealthResult:
-        worker = run_worker(self._instance, run.run_id)
+        worker = run_worker(launcher_instance(self), run.run_id)
         if worker is None:
             return CheckRunHealthResult(WorkerStatus.UNKNOWN, "the run has not started yet")
         gone = worker_gone(worker)
@@ -189,8 +194,13 @@ class _PoolReportingExecutor(PatientInProcessExecutor):
     def before_steps(self, plan_context) -> None:
         # The job's pools made first, for runs no `make run` prepared (the daemon's, the UI's).
         ensure_pools(plan_context.instance, job_pools(plan_context.job.get_definition()))
+        self.materialized: list[str] = []
+        self.failed = False
 
     def after_event(self, plan_context, event) -> None:
+        if event.is_step_materialization:
+            self.materialized.append(event.asset_key.to_user_string())
+        self.failed = self.failed or event.is_step_failure
         # Dagster's own notice of a step blocked on a pool (its first, then every 5 min).
         pool = (
             event.event_specific_data.metadata.get("pool")
@@ -204,10 +214,41 @@ class _PoolReportingExecutor(PatientInProcessExecutor):
                 f"{event.step_key} waits for the pool {pool.value}: its slot is held by {held_by}"
             )
 
+    def closing_events(self, plan_context, execution_plan):
+        if self.failed and (
+            said := sinks_event(
+                plan_context, execution_plan.step_keys_to_execute, self.materialized
+            )
+        ):
+            yield said
+
+
+def sinks_event(plan_context, step_keys: list[str], materialized: list[str]):
+    """What a run with a failed step says on its page: which of the trip sinks its steps write
+    it wrote, from its own materializations, and which it left as they were (None: its steps
+    write none). Its red is then not read as a failed write where nothing was written, nor as
+    nothing written where half was."""
+    sinks = [
+        sink
+        for dataset in DATASETS.values()
+        for sink in dataset.sink_assets
+        if dg.AssetKey.from_user_string(sink).to_python_identifier() in step_keys
+    ]
+    if not sinks:
+        return None
+    written = [sink for sink in sinks if sink in materialized]
+    unchanged = [sink for sink in sinks if sink not in materialized]
+    return engine_event(
+        plan_context,
+        console.sinks_sentence(written, unchanged),
+        {"sinks_written": written, "sinks_unchanged": unchanged},
+    )
+
 
 @dg.executor(name="in_process", config_schema=dg.in_process_executor.config_schema)
 def in_process_executor(init_context) -> PatientInProcessExecutor:
-    """Dagster's in-process executor, saying which run holds the pool a step waits for."""
+    """Dagster's in-process executor, saying which run holds the pool a step waits for, and,
+    when a step failed, which sinks the run wrote."""
     standard = dg.in_process_executor.executor_creation_fn(init_context)
     return _PoolReportingExecutor(
         retries=standard.retries,

@@ -41,7 +41,7 @@ def pipeline_resources(
     )
 
 
-MONTHLY = "raw_yellow_trips yellow_trips ny_taxi/yellow_cab_data yellow_trips_parquet"
+MONTHLY = "raw_yellow_trips cleaned_yellow_trips ny_taxi/yellow_cab_data yellow_trips_parquet"
 DAILY = "yellow_trips_by_day yellow_trips_daily_export ny_taxi/yellow_trips"
 
 

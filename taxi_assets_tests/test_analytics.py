@@ -26,7 +26,8 @@ from taxi_assets.definitions import defs
 from taxi_assets.defs.io_managers.bigquery import BigQueryWarehouseIOManager
 from taxi_assets.defs.io_managers.duckdb import DuckDBWarehouseIOManager
 from taxi_assets.defs.resources import LakeResource
-from taxi_assets.defs.zones import ZONES_JOB
+from taxi_assets.defs.zones import FORMER_ZONES_ASSET, ZONES_ASSET, ZONES_JOB
+from taxi_assets.materializations import latest_metadata_value
 from taxi_assets_tests.conftest import sample
 from taxi_assets_tests.dagster_processes import start_webserver
 from taxi_assets_tests.green_files import write_sample_source
@@ -42,10 +43,10 @@ from taxi_assets_tests.test_automation_live import page, screenshot  # noqa: F40
 pytest_plugins = ["taxi_assets_tests.emulators.bigquery"]
 
 FIRST_DAY, LAST_DAY = "2021-01-01", "2021-01-31"
-ZONES = "taxi_zones ny_taxi/taxi_zone_lookup taxi_zones_parquet ny_taxi/taxi_zones"
+ZONES = "checked_taxi_zones ny_taxi/taxi_zone_lookup taxi_zones_parquet ny_taxi/taxi_zones"
 MONTHLY = {
-    "yellow": "raw_yellow_trips yellow_trips ny_taxi/yellow_cab_data yellow_trips_parquet",
-    "green": "raw_green_trips green_trips ny_taxi/green_taxi green_trips_parquet",
+    "yellow": "raw_yellow_trips cleaned_yellow_trips ny_taxi/yellow_cab_data yellow_trips_parquet",
+    "green": "raw_green_trips cleaned_green_trips ny_taxi/green_taxi green_trips_parquet",
 }
 DAILY = {
     "yellow": "yellow_trips_by_day ny_taxi/yellow_trips",
@@ -436,7 +437,7 @@ def test_the_lookup_comes_from_the_tlc_feeds_misc_folder(tmp_path, feed, fresh_p
     resources = pipeline_resources(tmp_path, feed.url, fresh_postgres, source_kind="tlc")
     result = load_zones(resources)
     assert f"GET /misc/{LOOKUP}" in feed.requests
-    materialization = result.asset_materializations_for_node("taxi_zones")[0]
+    materialization = result.asset_materializations_for_node("checked_taxi_zones")[0]
     assert materialization.metadata["dagster/row_count"].value == 265
 
 
@@ -499,15 +500,22 @@ def test_a_republished_lookup_is_taken_again_like_a_republished_month(
     instance = dg.DagsterInstance.ephemeral()
     sensor = defs.resolve_sensor_def("taxi_zone_lookup_changed")
 
-    def tick():
+    def tick(on: dg.DagsterInstance = instance):
         context = dg.build_sensor_context(
-            instance=instance, resources={"taxi_source": resources["taxi_source"]}
+            instance=on, resources={"taxi_source": resources["taxi_source"]}
         )
         return sensor(context)
 
     assert "not been taken yet" in tick().skip_message
     assert load_zones(resources, instance=instance).success
     assert "unchanged" in tick().skip_message
+    # An instance from before the lookup's rename holds what it took under the former key.
+    upgraded = dg.DagsterInstance.ephemeral()
+    taken = latest_metadata_value(instance, ZONES_ASSET, "source_version")
+    upgraded.report_runless_asset_event(
+        dg.AssetMaterialization(FORMER_ZONES_ASSET, metadata={"source_version": taken})
+    )
+    assert "unchanged" in tick(upgraded).skip_message
 
     (feed.root / "misc" / LOOKUP).write_bytes(lookup_bytes(NEWER))  # the TLC's newer version
     request = tick()

@@ -20,7 +20,7 @@ from taxi_assets.tlc.source import SourceNotPublished, remote_file
 from taxi_assets_tests.pipeline import materialize, pipeline_resources
 
 SAMPLE = "yellow_tripdata_2021-01.csv.gz"
-SOURCE_AND_CLEAN = [dg.AssetKey("raw_yellow_trips"), dg.AssetKey("yellow_trips")]
+SOURCE_AND_CLEAN = [dg.AssetKey("raw_yellow_trips"), dg.AssetKey("cleaned_yellow_trips")]
 REPO = defs.get_repository_def()
 
 
@@ -170,7 +170,11 @@ WAITING_FOR_THE_OTHER_DATASET = {"analytics/int_trips_unioned", "analytics/fct_t
 
 def below_cleaned_trips(partitions_def) -> list[str]:
     graph = defs.resolve_asset_graph()
-    below = dg.AssetSelection.assets("yellow_trips").downstream(include_self=False).resolve(graph)
+    below = (
+        dg.AssetSelection.assets("cleaned_yellow_trips")
+        .downstream(include_self=False)
+        .resolve(graph)
+    )
     return sorted(
         k.to_user_string()
         for k in below
@@ -214,7 +218,7 @@ def test_automation_builds_downstream_of_a_month_but_not_past_a_failed_blocking_
     assert requested(january) == expected_requests("2021-01-01", days("2021-01-01", "2021-01-30"))
 
     # Fault injection: cleaning regresses to the tutorial's commented-out filter, so the
-    # blocking check fails on February; yellow_trips is materialized all the same.
+    # blocking check fails on February; cleaned_yellow_trips is materialized all the same.
     monkeypatch.setattr(clean, "kept_trips", lambda dataset, trips: (trips, {}))
     assert not take(resources, instance, "2021-02", raise_on_error=False).success
     bad_february = dg.evaluate_automation_conditions(defs, instance, cursor=january.cursor)

@@ -77,6 +77,17 @@ query Failures($id: ID!) {
 }
 """
 
+ENGINE_EVENTS = """
+query Events($id: ID!) {
+  logsForRun(runId: $id) {
+    __typename
+    ... on EventConnection { events { __typename
+      ... on EngineEvent { message metadataEntries { label
+        ... on JsonMetadataEntry { jsonString } } } } }
+  }
+}
+"""
+
 REEXECUTE = """
 mutation Reexecute($params: ReexecutionParams!) {
   launchPipelineReexecution(reexecutionParams: $params) {
@@ -580,17 +591,74 @@ def test_the_ui_shows_a_runs_source_the_loaded_month_and_what_each_check_means(
     expect(page.get_by_text("base_url").first).to_be_visible()
     shoot(page, "run-source")
 
-    page.goto(f"{ui}/assets/yellow_trips?view=partitions&partition={MONTH}-01")
+    page.goto(f"{ui}/assets/cleaned_yellow_trips?view=partitions&partition={MONTH}-01")
     expect(page.get_by_text("Materialized (1)").first).to_be_visible()
     expect(page.get_by_text(f"{MONTH}-01").first).to_be_visible()
     shoot(page, "loaded-month")
 
-    page.goto(f"{ui}/assets/yellow_trips?view=checks")
+    page.goto(f"{ui}/assets/cleaned_yellow_trips?view=checks")
     expect(page.get_by_text("Warns only:").first).to_be_visible()  # the first, a warning
     page.get_by_text("no_shrink", exact=True).first.click()
     expect(page.get_by_text("Blocking: a failure stops").first).to_be_visible()
     expect(page.get_by_text("No description provided")).to_have_count(0)
     shoot(page, "checks")
+
+
+HOLD_THE_WAREHOUSE = """
+import duckdb, sys
+connection = duckdb.connect(sys.argv[1])
+print("holding", flush=True)
+sys.stdin.read()
+"""
+SINKS_LINE = re.compile(r"^Sinks written: (.*)\. Unchanged: (.*)\.$", re.MULTILINE)
+
+
+def test_a_run_that_failed_after_writing_some_sinks_says_which_it_wrote(project):
+    """A real fault half-way: another process holds the DuckDB warehouse file, so the day
+    run's warehouse step fails (once its wait for the lock is over) after the month's and the
+    days' lake sinks were written. The console says which sinks the command wrote and which
+    it left; the run's page says the same of the run, from its own materializations."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_THE_WAREHOUSE, str(project.taxi_home / "warehouse.duckdb")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        failed = project.cli("run", "--month", MONTH)
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+
+    output = failed.stdout + failed.stderr
+    assert failed.returncode == 1, output
+    assert "Cause (ny_taxi__yellow_trips): WarehouseLocked: " in output, output
+    said = SINKS_LINE.findall(output)
+    assert len(said) == 1, output
+    [(written, unchanged)] = said
+    assert set(written.split(", ")) == {
+        "ny_taxi/yellow_cab_data",
+        "yellow_trips_parquet",
+        "yellow_trips_by_day",
+        "yellow_trips_daily_export",
+    }, output
+    assert unchanged == "ny_taxi/yellow_trips", output
+
+    monthly_run, daily_run = RUN_ID.findall(output)
+    events = project.graphql(ENGINE_EVENTS, {"id": daily_run})["logsForRun"]["events"]
+    said = [e for e in events if e.get("message", "").startswith(("Sinks written", "No sink"))]
+    assert [e["message"] for e in said] == [
+        "Sinks written: yellow_trips_by_day, yellow_trips_daily_export. "
+        "Unchanged: ny_taxi/yellow_trips."
+    ]
+    assert {m["label"]: m["jsonString"] for m in said[0]["metadataEntries"]} == {
+        "sinks_written": '["yellow_trips_by_day", "yellow_trips_daily_export"]',
+        "sinks_unchanged": '["ny_taxi/yellow_trips"]',
+    }
+    # The month's run failed nothing, so its page says nothing of the kind.
+    events = project.graphql(ENGINE_EVENTS, {"id": monthly_run})["logsForRun"]["events"]
+    assert not [e for e in events if e.get("message", "").startswith("Sinks written")]
 
 
 def test_the_checkout_stays_clean(project):

@@ -80,7 +80,9 @@ def finished_run(job_name: str, materialized: list[str], failed_step: str):
             event_type_value="STEP_FAILURE", step_key=failed_step, event_specific_data=failure
         )
     )
-    return SimpleNamespace(run_id="f00", job_name=job_name, all_events=events)
+    return SimpleNamespace(
+        run_id="f00", dagster_run=SimpleNamespace(job_name=job_name), all_events=events
+    )
 
 
 def test_a_failed_download_says_every_sink_is_unchanged_and_names_them():
@@ -97,14 +99,16 @@ def test_a_failed_download_says_every_sink_is_unchanged_and_names_them():
 
 def test_a_failed_sink_step_says_which_sinks_were_written_before_it():
     monthly = finished_run(
-        YELLOW.monthly_job, ["raw_yellow_trips", "yellow_trips", "ny_taxi/yellow_cab_data"], ""
+        YELLOW.monthly_job,
+        ["raw_yellow_trips", "cleaned_yellow_trips", "ny_taxi/yellow_cab_data"],
+        "",
     )
     daily = finished_run(YELLOW.daily_job, ["yellow_trips_by_day"], "ny_taxi__yellow_trips")
 
     lines = console.failure_summary(daily, "http://127.0.0.1:3000", earlier=[monthly])
 
     assert lines[2] == (
-        "Written before the failure: ny_taxi/yellow_cab_data, yellow_trips_by_day. "
+        "Sinks written: ny_taxi/yellow_cab_data, yellow_trips_by_day. "
         "Unchanged: yellow_trips_parquet, yellow_trips_daily_export, ny_taxi/yellow_trips."
     )
 

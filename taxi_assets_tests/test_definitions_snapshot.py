@@ -68,7 +68,7 @@ EXPECTED = {
     },
     "green": {
         "assets": {
-            "green_ingest": {"green_trips": "monthly", "raw_green_trips": "monthly"},
+            "green_ingest": {"cleaned_green_trips": "monthly", "raw_green_trips": "monthly"},
             "green_lake": {
                 "green_trips_by_day": "daily",
                 "green_trips_daily_export": "daily",
@@ -78,7 +78,7 @@ EXPECTED = {
             "green_warehouse": {"ny_taxi/green_trips": "daily"},
         },
         "checks": {
-            "green_trips": {
+            "cleaned_green_trips": {
                 "dropoff_not_before_pickup": "warns",
                 "known_vendor_ids": "blocks",
                 "no_shrink": "blocks",
@@ -97,7 +97,7 @@ EXPECTED = {
                 "ny_taxi/green_trips",
             ],
             "monthly_green_trips": [
-                "green_trips",
+                "cleaned_green_trips",
                 "green_trips_parquet",
                 "ny_taxi/green_taxi",
                 "raw_green_trips",
@@ -121,7 +121,7 @@ EXPECTED = {
     },
     "yellow": {
         "assets": {
-            "yellow_ingest": {"raw_yellow_trips": "monthly", "yellow_trips": "monthly"},
+            "yellow_ingest": {"cleaned_yellow_trips": "monthly", "raw_yellow_trips": "monthly"},
             "yellow_lake": {
                 "yellow_trips_by_day": "daily",
                 "yellow_trips_daily_export": "daily",
@@ -131,8 +131,7 @@ EXPECTED = {
             "yellow_warehouse": {"ny_taxi/yellow_trips": "daily"},
         },
         "checks": {
-            "ny_taxi/yellow_trips": {"warehouse_matches_lake": "warns"},
-            "yellow_trips": {
+            "cleaned_yellow_trips": {
                 "dropoff_not_before_pickup": "warns",
                 "known_vendor_ids": "warns",
                 "no_shrink": "blocks",
@@ -140,6 +139,7 @@ EXPECTED = {
                 "only_known_columns": "warns",
                 "pickups_near_file_month": "warns",
             },
+            "ny_taxi/yellow_trips": {"warehouse_matches_lake": "warns"},
             "yellow_trips_parquet": {"lake_month_matches_postgres": "warns"},
         },
         "jobs": {
@@ -149,9 +149,9 @@ EXPECTED = {
                 "yellow_trips_daily_export",
             ],
             "monthly_yellow_trips": [
+                "cleaned_yellow_trips",
                 "ny_taxi/yellow_cab_data",
                 "raw_yellow_trips",
-                "yellow_trips",
                 "yellow_trips_parquet",
             ],
         },
@@ -167,14 +167,14 @@ EXPECTED = {
     "zones": {
         "assets": {
             "zones": {
+                "checked_taxi_zones": None,
                 "ny_taxi/taxi_zone_lookup": None,
                 "ny_taxi/taxi_zones": None,
-                "taxi_zones": None,
                 "taxi_zones_parquet": None,
             }
         },
         "checks": {
-            "taxi_zones": {
+            "checked_taxi_zones": {
                 "boroughs_known": "blocks",
                 "zone_ids_in_range": "blocks",
                 "zone_ids_unique": "blocks",
@@ -182,9 +182,9 @@ EXPECTED = {
         },
         "jobs": {
             "taxi_zones_job": [
+                "checked_taxi_zones",
                 "ny_taxi/taxi_zone_lookup",
                 "ny_taxi/taxi_zones",
-                "taxi_zones",
                 "taxi_zones_parquet",
             ]
         },
@@ -267,7 +267,7 @@ def snapshot(definitions: dg.Definitions) -> dict:
 
 
 def differences(expected, actual, path: str = "") -> list[str]:
-    """Each entry added, removed or changed, by its path: `yellow > checks > yellow_trips`."""
+    """Each entry added, removed or changed, by its path: `yellow > checks > cleaned_yellow_trips`."""
     if not (isinstance(expected, dict) and isinstance(actual, dict)):
         return [] if expected == actual else [f"changed {path}: {expected!r} -> {actual!r}"]
     found = []
@@ -303,9 +303,9 @@ def test_the_snapshot_names_an_added_asset_and_a_check_that_stops_blocking():
     ]
 
     pinned_as_warning = copy.deepcopy(EXPECTED)
-    pinned_as_warning["yellow"]["checks"]["yellow_trips"]["no_shrink"] = "warns"
+    pinned_as_warning["yellow"]["checks"]["cleaned_yellow_trips"]["no_shrink"] = "warns"
     assert differences(pinned_as_warning, snapshot(defs)) == [
-        "changed yellow > checks > yellow_trips > no_shrink: 'warns' -> 'blocks'"
+        "changed yellow > checks > cleaned_yellow_trips > no_shrink: 'warns' -> 'blocks'"
     ]
 
 

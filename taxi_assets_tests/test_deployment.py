@@ -76,7 +76,7 @@ LOADED_ROWS = 28_401 - 589
 # The month's path into PostgreSQL and into the lake on GCS.
 SELECTION = [
     ["raw_yellow_trips"],
-    ["yellow_trips"],
+    ["cleaned_yellow_trips"],
     ["ny_taxi", "yellow_cab_data"],
     ["yellow_trips_parquet"],
 ]

@@ -104,7 +104,7 @@ def big_month(tmp_path_factory, fault_postgres) -> dict:
         gzip.compress(header + rows * BIG_MONTH_COPIES, compresslevel=1)
     )
     resources = pipeline_resources(folder / "state", str(folder / "source"), fault_postgres)
-    assert materialize(resources, selection=["raw_yellow_trips", "yellow_trips"]).success
+    assert materialize(resources, selection=["raw_yellow_trips", "cleaned_yellow_trips"]).success
     return resources
 
 
@@ -796,7 +796,7 @@ def test_real_sample_fed_as_a_month_loads_correctly_or_fails_naming_file_and_fau
         return
     assert result.success, failure_message(result)
     raw_meta = result.asset_materializations_for_node("raw_yellow_trips")[0].metadata
-    clean_meta = result.asset_materializations_for_node("yellow_trips")[0].metadata
+    clean_meta = result.asset_materializations_for_node("cleaned_yellow_trips")[0].metadata
     assert raw_meta["dagster/row_count"].value == expected.rows
     assert clean_meta["dropped_zero_or_missing_passengers"].value == expected.dropped
     assert clean_meta["dagster/row_count"].value == expected.rows - expected.dropped

@@ -56,9 +56,9 @@ from taxi_assets_tests.tlc_feed import era_2021
 
 pytest_plugins = ["taxi_assets_tests.emulators.bigquery"]
 
-GREEN_MONTHLY = "raw_green_trips green_trips ny_taxi/green_taxi green_trips_parquet"
+GREEN_MONTHLY = "raw_green_trips cleaned_green_trips ny_taxi/green_taxi green_trips_parquet"
 GREEN_DAILY = "green_trips_by_day green_trips_daily_export ny_taxi/green_trips"
-GREEN_INGEST = "raw_green_trips green_trips"
+GREEN_INGEST = "raw_green_trips cleaned_green_trips"
 YELLOW_DAILY = "yellow_trips_by_day yellow_trips_daily_export ny_taxi/yellow_trips"
 
 SNAKE_CASE = {
@@ -85,7 +85,7 @@ def check_results(result) -> dict[str, dg.AssetCheckEvaluation]:
     return {
         e.check_name: e
         for e in result.get_asset_check_evaluations()
-        if e.asset_key == dg.AssetKey("green_trips")
+        if e.asset_key == dg.AssetKey("cleaned_green_trips")
     }
 
 
@@ -147,7 +147,7 @@ def assert_green_month_in_every_sink(tmp_path, postgres, warehouse, resources, t
     first, last = day_range(want)
     assert materialize_days(resources, first, last, selection=GREEN_DAILY).success
 
-    cleaned = materialization(monthly, "green_trips").metadata
+    cleaned = materialization(monthly, "cleaned_green_trips").metadata
     assert cleaned["dropped_zero_or_missing_passengers"].value == want["dropped_passengers"]
     assert cleaned["dropped_zero_or_missing_distance"].value == want["dropped_distance"]
     assert cleaned["dagster/row_count"].value == want["rows"]
@@ -345,7 +345,7 @@ def test_the_distance_rule_drops_zero_negative_and_missing_distances(
     result = materialize(resources, "2020-10-01", selection=GREEN_MONTHLY)
 
     assert result.success
-    cleaned = materialization(result, "green_trips").metadata
+    cleaned = materialization(result, "cleaned_green_trips").metadata
     assert cleaned["dropped_zero_or_missing_distance"].value == want["dropped_distance"]
     assert cleaned["dagster/row_count"].value == want["rows"]
     assert query(
@@ -430,7 +430,7 @@ def test_real_green_rows_load_with_every_value_in_its_column(
     assert result.success
     # The real first row has 5 passengers but a distance of .00: only the distance rule drops it.
     assert (want["dropped_passengers"], want["dropped_distance"]) == (0, 1)
-    cleaned = materialization(result, "green_trips").metadata
+    cleaned = materialization(result, "cleaned_green_trips").metadata
     assert cleaned["dropped_zero_or_missing_distance"].value == 1
     kept = table.filter(pc.greater(table["trip_distance"], 0)).sort_by("lpep_pickup_datetime")
     columns = ["VendorID", "PULocationID", "DOLocationID", "trip_type", "total_amount"]
@@ -633,7 +633,7 @@ def test_a_source_may_keep_each_dataset_in_its_own_folder(tmp_path, fresh_postgr
     result = materialize(resources, "2021-07-01", selection=GREEN_INGEST)
 
     assert result.success
-    cleaned = materialization(result, "green_trips").metadata
+    cleaned = materialization(result, "cleaned_green_trips").metadata
     assert (
         cleaned["dagster/row_count"].value
         == expected_green(read_green_csv(data), "2021-07")["rows"]
@@ -690,7 +690,7 @@ def test_greens_blocking_checks_are_its_rules_and_vendors():
         spec.name: spec.blocking
         for checks in defs.asset_checks
         for spec in checks.check_specs
-        if spec.asset_key == dg.AssetKey("green_trips")
+        if spec.asset_key == dg.AssetKey("cleaned_green_trips")
     }
     assert specs == {
         "no_zero_passenger_trips": True,

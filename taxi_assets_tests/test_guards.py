@@ -106,7 +106,7 @@ def test_shrunken_month_is_stopped_before_any_sink_and_goes_through_on_request(
 
     assert not result.success
     reason = failed_checks(result)["no_shrink"]
-    assert "yellow_trips 2021-01" in reason and f"{KEPT_ROWS:,}" in reason, reason
+    assert "cleaned_yellow_trips 2021-01" in reason and f"{KEPT_ROWS:,}" in reason, reason
     assert ALLOW_SHRINK_TAG in reason
     assert not result.asset_materializations_for_node("ny_taxi__yellow_cab_data")
     assert (partition_state(postgres), lake_files(resources), warehouse_rows(resources)) == before
@@ -225,7 +225,11 @@ def test_a_local_file_in_the_wrong_format_says_what_is_read(tmp_path, postgres):
 @pytest.mark.parametrize(
     "folder, selection, full",
     [
-        ("lake", "raw_yellow_trips yellow_trips yellow_trips_parquet", "lake/nyc_taxi_data"),
+        (
+            "lake",
+            "raw_yellow_trips cleaned_yellow_trips yellow_trips_parquet",
+            "lake/nyc_taxi_data",
+        ),
         ("landing", "raw_yellow_trips", "landing"),
     ],
 )
@@ -293,7 +297,7 @@ def test_an_unreachable_lake_or_warehouse_fails_before_writing_naming_the_settin
         lake=LakeResource(root="gs://taxi-lake", endpoint=nowhere, retry_time_limit_seconds=1),
         warehouse_io_manager=BigQueryWarehouseIOManager(project="taxi", api_endpoint=nowhere),
     )
-    assert materialize(resources, selection="raw_yellow_trips yellow_trips").success
+    assert materialize(resources, selection="raw_yellow_trips cleaned_yellow_trips").success
 
     lake = materialize(resources, selection="yellow_trips_parquet", raise_on_error=False)
     message = messages_of(lake)

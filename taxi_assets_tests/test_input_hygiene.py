@@ -79,7 +79,7 @@ def test_trips_outside_the_days_a_month_feeds_are_counted_and_dated_apart_from_l
         materialize_days(resources, "2021-01-01", "2021-01-31"),
     ]
 
-    [cleaned] = results[0].asset_materializations_for_node("yellow_trips")
+    [cleaned] = results[0].asset_materializations_for_node("cleaned_yellow_trips")
     assert cleaned.metadata["outside_window_rows"].value == 2
     assert cleaned.metadata["outside_window_pickups"].value == "2002-12-31 … 2088-01-24"
     closing = console.closing_table(

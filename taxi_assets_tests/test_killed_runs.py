@@ -222,7 +222,9 @@ def test_daily_layout_killed_mid_range_is_all_old_or_all_new(deployment, asset, 
     empty_day = None if asset == "yellow_trips_by_day" else 0  # no folder, or an empty file
     assert through_folders(lake, asset) == {**old, "2021-01-03": empty_day}
     assert old["2021-01-01"] and old["2021-01-02"] and not old["2021-01-03"]
-    assert materialize(deployment.resources, selection="raw_yellow_trips yellow_trips").success
+    assert materialize(
+        deployment.resources, selection="raw_yellow_trips cleaned_yellow_trips"
+    ).success
     kill, expected = LAKE_KILLS[moment]
 
     deployment.killed_run(asset, kill, days=WEEK)
@@ -249,7 +251,9 @@ def test_monthly_object_killed_before_it_is_published_keeps_the_old_object(deplo
     root = Path(deployment.resources["lake_monthly_io_manager"].lake.root)
     month = root / "nyc_taxi_data/2021-01.parquet"
     old, old_rows = month.read_bytes(), rows_of(lake, "nyc_taxi_data/2021-01.parquet")
-    assert materialize(deployment.resources, selection="raw_yellow_trips yellow_trips").success
+    assert materialize(
+        deployment.resources, selection="raw_yellow_trips cleaned_yellow_trips"
+    ).success
 
     deployment.killed_run("yellow_trips_parquet", dict(target=f"{LAKE}:ParquetObject.publish"))
 
@@ -366,12 +370,14 @@ def test_staged_month_killed_before_its_rename_is_rewritten_cleanly(deployment):
     old = cleaned.read_bytes()
 
     deployment.killed_run(
-        "raw_yellow_trips yellow_trips", dict(target="os:replace", match="/yellow_trips/.")
+        "raw_yellow_trips cleaned_yellow_trips", dict(target="os:replace", match="/yellow_trips/.")
     )
 
     assert cleaned.read_bytes() == old
     assert len(leftovers(local(staging))) == 1
-    assert materialize(deployment.resources, selection="raw_yellow_trips yellow_trips").success
+    assert materialize(
+        deployment.resources, selection="raw_yellow_trips cleaned_yellow_trips"
+    ).success
     assert leftovers(local(staging)) == []
 
 
@@ -399,7 +405,9 @@ def test_staged_month_killed_before_its_rename_is_rewritten_cleanly(deployment):
 def test_postgres_killed_mid_load_is_all_old_or_all_new(deployment, kill, expected):
     pg = deployment.postgres
     old = partition_state(pg)
-    assert materialize(deployment.resources, selection="raw_yellow_trips yellow_trips").success
+    assert materialize(
+        deployment.resources, selection="raw_yellow_trips cleaned_yellow_trips"
+    ).success
 
     deployment.killed_run("ny_taxi/yellow_cab_data", kill)
 
@@ -446,7 +454,9 @@ def warehouse_days(deployment) -> dict[str, int]:
 def test_warehouse_killed_mid_replace_keeps_every_day(deployment, kill):
     old = warehouse_days(deployment)
     assert sorted(old) == WEEK_DAYS[:2]  # the 3rd has no trips
-    assert materialize(deployment.resources, selection="raw_yellow_trips yellow_trips").success
+    assert materialize(
+        deployment.resources, selection="raw_yellow_trips cleaned_yellow_trips"
+    ).success
     assert materialize_days(deployment.resources, *WEEK, selection="yellow_trips_by_day").success
 
     deployment.killed_run("ny_taxi/yellow_trips", kill, days=WEEK)
@@ -491,7 +501,7 @@ def test_bigquery_killed_between_load_and_swap_keeps_every_day(
     assert sorted(old) == WEEK_DAYS[:2]
     http_source.publish_bytes("2021-01", doubled_january())
     (Path(resources["taxi_source"].landing_dir) / JANUARY_FILE).unlink()
-    assert materialize(resources, selection="raw_yellow_trips yellow_trips").success
+    assert materialize(resources, selection="raw_yellow_trips cleaned_yellow_trips").success
     assert materialize_days(resources, *WEEK, selection="yellow_trips_by_day").success
     deployment = Deployment(tmp_path, resources, http_source.url, postgres, bigquery)
 

@@ -116,7 +116,7 @@ def test_a_month_object_written_without_its_postgres_table_is_reported_by_its_ch
 
     # The new file's month into the lake alone: the object is no longer Postgres's version.
     lake_only = materialize(
-        resources, selection="raw_yellow_trips yellow_trips yellow_trips_parquet"
+        resources, selection="raw_yellow_trips cleaned_yellow_trips yellow_trips_parquet"
     )
 
     evaluation = month_check(lake_only)

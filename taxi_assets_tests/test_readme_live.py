@@ -68,7 +68,7 @@ def test_the_readmes_offline_quick_start_works_as_written(tmp_path):
         assert "ny_taxi/yellow_trips           27,796   31" in output, output
         assert "Bytecode compiled" not in output  # the installer says nothing once installed
         assert loaded.stdout.strip().splitlines()[-1] == (
-            f"The yellow taxi month in the UI: {ui}/assets/yellow_trips"
+            f"The yellow taxi month in the UI: {ui}/assets/cleaned_yellow_trips"
             "?view=partitions&partition=2021-01-01"
         )
 

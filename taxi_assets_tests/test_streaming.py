@@ -216,7 +216,7 @@ def test_one_bad_batch_among_many_fails_the_blocking_check_and_nothing_is_writte
     assert not evaluation.passed
     assert evaluation.metadata["failing_rows"].value == leaked[0]
     written = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
-    assert written == {"raw_yellow_trips", "yellow_trips"}
+    assert written == {"raw_yellow_trips", "cleaned_yellow_trips"}
     assert partition_state(postgres) == good_postgres
     assert files_and_digests(tmp_path / "lake") == good_lake
 
@@ -226,7 +226,7 @@ def test_notebooks_still_load_a_month_or_a_day_as_one_dataframe(tmp_path, source
     run_everything(resources)
     notebook = dg.Definitions(assets=defs.assets, resources=resources)
 
-    month = notebook.load_asset_value("yellow_trips", partition_key=JANUARY)
+    month = notebook.load_asset_value("cleaned_yellow_trips", partition_key=JANUARY)
     lake_month = notebook.load_asset_value("yellow_trips_parquet", partition_key=JANUARY)
     day = notebook.load_asset_value("yellow_trips_by_day", partition_key="2021-01-02")
 

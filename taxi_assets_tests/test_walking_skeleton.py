@@ -31,7 +31,7 @@ def test_month_materializes_end_to_end(resources, http_source, postgres):
     result = materialize(resources)
 
     assert result.success
-    clean_meta = result.asset_materializations_for_node("yellow_trips")[0].metadata
+    clean_meta = result.asset_materializations_for_node("cleaned_yellow_trips")[0].metadata
     assert clean_meta["dropped_zero_or_missing_passengers"].value == REAL_ZERO_PASSENGER_ROWS
     assert clean_meta["dagster/row_count"].value == REAL_ROWS - REAL_ZERO_PASSENGER_ROWS
     count, _, _ = partition_state(postgres)

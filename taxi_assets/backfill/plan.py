@@ -140,7 +140,10 @@ def plan_dataset(
         )
 
     raw = dg.AssetKey(dataset.raw_asset)
-    month_ids = {key: latest_storage_ids(instance, key) for key in monthly}
+    # An instance from before the cleaned trips' rename holds their months under the former key.
+    cleaned_key = dg.AssetKey(dataset.cleaned_asset)
+    former = {cleaned_key: dg.AssetKey(dataset.former_cleaned_asset)}
+    month_ids = {key: latest_storage_ids(instance, key, former.get(key)) for key in monthly}
     for month in plan.months:
         ids = [month_ids[key].get(month) for key in monthly]
         # Every monthly asset materialized, none before the raw trips' latest (a write that
@@ -151,7 +154,7 @@ def plan_dataset(
         else:
             plan.to_run.append(month)
 
-    cleaned = month_ids[dg.AssetKey(dataset.cleaned_asset)]
+    cleaned = month_ids[cleaned_key]
     day_ids = {key: latest_storage_ids(instance, key) for key in daily}
     in_range = set(plan.months)
     for month in plan.months:

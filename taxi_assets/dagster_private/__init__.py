@@ -15,9 +15,11 @@ from taxi_assets.dagster_private.backfills import AssetBackfill, BackfillDriver
 from taxi_assets.dagster_private.executor import (
     InstanceConcurrencyContext,
     PatientInProcessExecutor,
+    engine_event,
 )
 from taxi_assets.dagster_private.io_managers import (
     DbIOManager,
+    ProjectMaintained,
     DbTypeHandler,
     TablePartitionDimension,
     TableSlice,
@@ -32,6 +34,7 @@ from taxi_assets.dagster_private.workspace_runs import (
     WorkerStatus,
     WorkspaceLocation,
     execute_in_process,
+    launcher_instance,
     pooled_storage_connections,
 )
 
@@ -40,6 +43,7 @@ __all__ = [
     "BackfillDriver",
     "CheckRunHealthResult",
     "DbIOManager",
+    "ProjectMaintained",
     "DbTypeHandler",
     "InstanceConcurrencyContext",
     "PatientInProcessExecutor",
@@ -50,7 +54,9 @@ __all__ = [
     "WorkspaceLocation",
     "automation_run_requests",
     "check_evaluation_for_partition",
+    "engine_event",
     "execute_in_process",
+    "launcher_instance",
     "pooled_storage_connections",
     "record_runless_materializations",
     "running_step_job_writes",

@@ -31,7 +31,7 @@ from dagster._core.execution.plan.instance_concurrency_context import InstanceCo
 from dagster._core.executor.in_process import InProcessExecutor
 from dagster._utils.interrupts import pop_captured_interrupt
 
-__all__ = ["InstanceConcurrencyContext", "PatientInProcessExecutor"]
+__all__ = ["InstanceConcurrencyContext", "PatientInProcessExecutor", "engine_event"]
 
 
 class _PatientConcurrencyContext(InstanceConcurrencyContext):
@@ -52,7 +52,8 @@ def _execution_iterator(job_context, execution_plan, instance_concurrency_contex
 
 class PatientInProcessExecutor(InProcessExecutor):
     """`InProcessExecutor` whose steps wait for a pool slot asleep. A subclass may act before
-    the first step (`before_steps`) and on each event of the steps (`after_event`)."""
+    the first step (`before_steps`), on each event of the steps (`after_event`) and add events
+    once they have ended (`closing_events`)."""
 
     def before_steps(self, plan_context) -> None:
         """Called once, before the steps start."""
@@ -60,8 +61,12 @@ class PatientInProcessExecutor(InProcessExecutor):
     def after_event(self, plan_context, event: DagsterEvent) -> None:
         """Called with each event of the steps, once it has been handed on."""
 
+    def closing_events(self, plan_context, execution_plan) -> Iterator[DagsterEvent]:
+        """Events of the run's own after its steps have ended, before the executor's last."""
+        yield from ()
+
     def execute(self, plan_context, execution_plan) -> Iterator[DagsterEvent]:
-        # InProcessExecutor.execute, with the concurrency context above and the two hooks.
+        # InProcessExecutor.execute, with the concurrency context above and the hooks.
         self.before_steps(plan_context)
         yield DagsterEvent.engine_event(
             plan_context,
@@ -88,6 +93,7 @@ class PatientInProcessExecutor(InProcessExecutor):
         for event in events:
             yield event
             self.after_event(plan_context, event)
+        yield from self.closing_events(plan_context, execution_plan)
         yield DagsterEvent.engine_event(
             plan_context,
             f"Finished steps in process (pid: {os.getpid()})",
@@ -95,3 +101,10 @@ class PatientInProcessExecutor(InProcessExecutor):
                 os.getpid(), execution_plan.step_keys_to_execute
             ),
         )
+
+
+def engine_event(plan_context, message: str, metadata: dict) -> DagsterEvent:
+    """An event of the run (not of a step) on its page, with metadata."""
+    return DagsterEvent.engine_event(
+        plan_context, message, event_specific_data=EngineEventData(metadata=metadata)
+    )

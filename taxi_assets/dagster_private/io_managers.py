@@ -17,6 +17,7 @@ from dagster._core.storage.db_io_manager import (
 
 __all__ = [
     "DbIOManager",
+    "ProjectMaintained",
     "DbTypeHandler",
     "TablePartitionDimension",
     "TableSlice",
@@ -25,6 +26,15 @@ __all__ = [
     "running_step_time_window",
     "static_where_clause",
 ]
+
+
+class ProjectMaintained:
+    """For a subclass of an IO manager Dagster maintains: Dagster's telemetry, where it is on,
+    then counts it as this project's, not as Dagster's own."""
+
+    @classmethod
+    def _is_dagster_maintained(cls) -> bool:
+        return False
 
 
 def running_step_time_window(context: dg.InputContext) -> dg.TimeWindow:

@@ -32,6 +32,7 @@ from dagster._utils.hosted_user_process import recon_job_from_origin
 
 __all__ = [
     "CheckRunHealthResult",
+    "launcher_instance",
     "RunLogs",
     "WorkerStatus",
     "WorkspaceLocation",
@@ -157,3 +158,8 @@ class RunLogs(LocalComputeLogManager):
         config = dict(config_value)
         config["base_dir"] = os.path.join(config["base_dir"], "storage")
         return cls(inst_data=inst_data, **config)
+
+
+def launcher_instance(launcher: dg.RunLauncher) -> dg.DagsterInstance:
+    """The instance a run launcher belongs to: a launcher holds it, but only privately."""
+    return launcher._instance  # noqa: SLF001

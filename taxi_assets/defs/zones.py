@@ -1,7 +1,7 @@
 """The TLC's taxi zones: the lookup of the trips' `PULocationID` and `DOLocationID`.
 
-`taxi_zones` reads `taxi_zone_lookup.csv` from the chosen source (the DataTalksClub release's
-`misc`, the TLC feed's `misc/`, or beside the trip files in a folder), checks its contract
+`checked_taxi_zones` reads `taxi_zone_lookup.csv` from the chosen source (the DataTalksClub
+release's `misc`, the TLC feed's `misc/`, or beside the trip files in a folder), checks its contract
 (blocking: the ids unique and 1 to 265, the boroughs known) and goes to Postgres, the lake and
 the warehouse, where dbt's `dim_zones` reads it. Its data version is the file's version at
 the source, and `taxi_zone_lookup_changed` takes a re-published lookup as the re-upload
@@ -20,6 +20,7 @@ from taxi_assets.tlc import source
 from taxi_assets.tlc.download import download
 from taxi_assets.defs.assets.warehouse import WAREHOUSE_POOL
 from taxi_assets.defs.io_managers.lake_writers import LakeLayout
+from taxi_assets.defs.io_managers.staging import STAGING_NAME_METADATA_KEY
 from taxi_assets.materializations import latest_metadata_value
 from taxi_assets.defs.resources import TaxiSourceResource
 from taxi_assets.tlc.source_kinds import SOURCE_KINDS
@@ -39,7 +40,11 @@ KNOWN_BOROUGHS = frozenset(
 # The real file is 12 kB: anything this large is not the lookup.
 MAX_LOOKUP_BYTES = 1_000_000
 
-ZONES_ASSET = dg.AssetKey("taxi_zones")
+# Not `taxi_zones`: the graph labels an asset by its key's last part, and that is the
+# warehouse table's (`ny_taxi/taxi_zones`). Its staging folder and an instance's history from
+# before keep that former key.
+ZONES_ASSET = dg.AssetKey("checked_taxi_zones")
+FORMER_ZONES_ASSET = dg.AssetKey("taxi_zones")
 POSTGRES_ZONES = dg.AssetKey(["ny_taxi", "taxi_zone_lookup"])
 LAKE_ZONES = dg.AssetKey("taxi_zones_parquet")
 WAREHOUSE_ZONES = dg.AssetKey(["ny_taxi", "taxi_zones"])
@@ -111,6 +116,7 @@ CHECK_DESCRIPTIONS = {
     key=ZONES_ASSET,
     group_name="zones",
     kinds={"csv", "pandas"},
+    metadata={STAGING_NAME_METADATA_KEY: FORMER_ZONES_ASSET.to_user_string()},
     check_specs=[
         dg.AssetCheckSpec(name, asset=ZONES_ASSET, description=f"Blocking: {text}", blocking=True)
         for name, text in CHECK_DESCRIPTIONS.items()
@@ -119,7 +125,7 @@ CHECK_DESCRIPTIONS = {
     "265 zones, their borough, name and service zone. Its data version is the file's version "
     "at the source.",
 )
-def taxi_zones(context: dg.AssetExecutionContext, taxi_source: TaxiSourceResource):
+def checked_taxi_zones(context: dg.AssetExecutionContext, taxi_source: TaxiSourceResource):
     base = lookup_base_url(taxi_source)
     try:
         landed = download(
@@ -173,7 +179,7 @@ def _sink(key: dg.AssetKey, io_manager_key: str, kinds: set[str], where: str, **
 def taxi_zones_definitions() -> dg.Definitions:
     assets = automation.with_downstream_automation(
         [
-            taxi_zones,
+            checked_taxi_zones,
             _sink(POSTGRES_ZONES, "postgres_table_io_manager", {"postgres"}, "in PostgreSQL"),
             _sink(
                 LAKE_ZONES,
@@ -212,9 +218,13 @@ def build_lookup_changed_sensor(job) -> dg.SensorDefinition:
         "the models over them.",
     )
     def lookup_changed(context: dg.SensorEvaluationContext, taxi_source: TaxiSourceResource):
-        taken = latest_metadata_value(context.instance, ZONES_ASSET, "source_version")
+        taken = latest_metadata_value(
+            context.instance, ZONES_ASSET, "source_version", former_key=FORMER_ZONES_ASSET
+        )
         if taken is None:
-            return dg.SkipReason("the zone lookup has not been taken yet: materialize taxi_zones")
+            return dg.SkipReason(
+                f"the zone lookup has not been taken yet: materialize {ZONES_ASSET.to_user_string()}"
+            )
         try:
             now = source.remote_file(
                 lookup_base_url(taxi_source), LOOKUP_FILE, timeout=taxi_source.timeout_seconds

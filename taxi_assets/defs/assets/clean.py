@@ -5,6 +5,7 @@ import pyarrow.compute as pc
 from taxi_assets.tlc.batches import TripBatches, true_count
 from taxi_assets.datasets import TripDataset
 from taxi_assets.tlc.month_window import FeedableDays
+from taxi_assets.defs.io_managers.staging import STAGING_NAME_METADATA_KEY
 from taxi_assets.defs.partitions import monthly_partitions
 
 
@@ -40,6 +41,7 @@ def build_cleaned_trips(dataset: TripDataset) -> dg.AssetsDefinition:
         partitions_def=monthly_partitions,
         group_name=dataset.group("ingest"),
         kinds={"parquet"},  # Arrow batches, staged as Parquet
+        metadata={STAGING_NAME_METADATA_KEY: dataset.former_cleaned_asset},
         description=f"The month's {dataset.title} trips"
         + (f", without those with {rules}" if rules else "")
         + (", columns in snake_case" if dataset.renamed else "")

@@ -30,7 +30,7 @@ from dagster_duckdb.io_manager import DuckDbClient
 from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
 from pydantic import Field
 
-from taxi_assets.dagster_private import DbTypeHandler, TableSlice
+from taxi_assets.dagster_private import DbTypeHandler, ProjectMaintained, TableSlice
 from taxi_assets.defs.io_managers.partition_window import (
     WindowCheckedDbIOManager,
     counted,
@@ -149,7 +149,7 @@ class DuckDBWarehousePandasTypeHandler(DuckDBPandasTypeHandler):
         return to_pandas(connection.sql(select).to_arrow_table())
 
 
-class DuckDBWarehouseIOManager(DuckDBPandasIOManager):
+class DuckDBWarehouseIOManager(ProjectMaintained, DuckDBPandasIOManager):
     """Reads and writes pandas DataFrames as DuckDB tables `{schema}.{asset name}`.
 
     Fields as DuckDBPandasIOManager: `database` (path of the DuckDB file), `schema`,
@@ -162,10 +162,6 @@ class DuckDBWarehouseIOManager(DuckDBPandasIOManager):
         default={"memory_limit": "128MB"},
         description="DuckDB configuration options (https://duckdb.org/docs/sql/configuration).",
     )
-
-    @classmethod
-    def _is_dagster_maintained(cls) -> bool:
-        return False
 
     @staticmethod
     def type_handlers() -> Sequence[DbTypeHandler]:

@@ -8,6 +8,7 @@ stream. Steps that take `TripBatches` get that stream; anything else (a notebook
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import dagster as dg
@@ -19,15 +20,24 @@ from taxi_assets.storage.staged_files import read_staged, write_staged
 from taxi_assets.tlc.batches import TripBatches
 
 
+# An asset's staging folder, where it is not its key's path: the name it keeps when its key is
+# renamed, so the values staged before stay readable.
+STAGING_NAME_METADATA_KEY = "staging/name"
+
+
 class StagingParquetIOManager(dg.ConfigurableIOManager):
     base_dir: str
 
-    def _path(self, key: dg.AssetKey, partition: str | None) -> Path:
-        return Path(self.base_dir, *key.path, f"{partition or 'all'}.parquet")
+    def _path(
+        self, key: dg.AssetKey, metadata: Mapping[str, object] | None, partition: str | None
+    ) -> Path:
+        name = (metadata or {}).get(STAGING_NAME_METADATA_KEY)
+        folder = [str(name)] if name else key.path
+        return Path(self.base_dir, *folder, f"{partition or 'all'}.parquet")
 
     def handle_output(self, context: dg.OutputContext, obj: TripBatches | pd.DataFrame) -> None:
         partition = context.partition_key if context.has_partition_key else None
-        path = self._path(context.asset_key, partition)
+        path = self._path(context.asset_key, context.definition_metadata, partition)
         trips = TripBatches.of(obj)
         # Written aside and renamed, so a reader never meets half a file.
         rows = write_staged(path, trips, setting="TAXI_HOME")
@@ -42,6 +52,8 @@ class StagingParquetIOManager(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext) -> TripBatches | pd.DataFrame:
         key = context.asset_key
+        upstream = context.upstream_output
+        metadata = upstream.definition_metadata if upstream else None
         partitions = context.asset_partition_keys if context.has_asset_partitions else [None]
         # Input metadata "window_column" asks for the rows whose date in that column falls in
         # the running step's time window, from every upstream partition mapped to it: the
@@ -51,7 +63,7 @@ class StagingParquetIOManager(dg.ConfigurableIOManager):
         window = _naive_window(running_step_time_window(context)) if column else None
         files = []
         for partition in partitions:
-            path = self._path(key, partition)
+            path = self._path(key, metadata, partition)
             if path.exists():
                 # Opened now: a run replacing the file meanwhile cannot change what this reads.
                 files.append(pq.ParquetFile(path))
