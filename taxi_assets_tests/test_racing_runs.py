@@ -92,6 +92,7 @@ def test_a_run_that_fails_outside_any_step_ends_its_console_with_the_runs_error(
     )
     result = SimpleNamespace(
         run_id="f00",
+        dagster_run=SimpleNamespace(job_name="monthly_yellow_trips"),
         all_events=[
             SimpleNamespace(
                 event_type_value="RUN_FAILURE", event_specific_data=SimpleNamespace(error=error)

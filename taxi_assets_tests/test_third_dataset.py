@@ -71,7 +71,7 @@ def test_a_third_series_runs_through_every_sink_from_its_definition_alone(
         everything,
         partition_key="2021-01-01",
         resources=resources,
-        selection=[dg.AssetKey(k) for k in ("raw_fhvhv_trips", "fhvhv_trips")]
+        selection=[dg.AssetKey(k) for k in (FHVHV.raw_asset, FHVHV.cleaned_asset)]
         + [FHVHV.postgres_asset, dg.AssetKey("fhvhv_trips_parquet")],
         instance=(instance := dg.DagsterInstance.ephemeral()),
     )
