@@ -164,7 +164,8 @@ def run_bigquery_emulator(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        shutil.rmtree(work_dir / "uploads", ignore_errors=True)
+        for scratch in ("uploads", "gs-objects"):
+            shutil.rmtree(work_dir / scratch, ignore_errors=True)
         if log_dir is not None:
             shutil.rmtree(work_dir, ignore_errors=True)
 

@@ -42,7 +42,6 @@ def _allow_generic_upload_content_type() -> None:
 
 def _read_gs_uris_from_the_storage_emulator(storage: str) -> None:
     import shutil
-    import tempfile
     import urllib.error
     import urllib.parse
     import urllib.request
@@ -51,7 +50,9 @@ def _read_gs_uris_from_the_storage_emulator(storage: str) -> None:
     from bqemulator.jobs import executor
 
     resolve, load = executor._resolve_uri, executor._load_path_into_target
-    downloads = Path(tempfile.mkdtemp(prefix="bq-gs-objects-"))
+    # In the emulator's working folder, which its runner removes.
+    downloads = Path.cwd() / "gs-objects"
+    downloads.mkdir(exist_ok=True)
 
     def resolve_uri(uri: str, ctx) -> str:
         # Kept as it is (it passes the path check), for load_path to fetch when its turn comes.

@@ -8,12 +8,7 @@ import io
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display: runs draw into files
-
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import pandas as pd
 
 # Per month, borough and service type, summed over the mart's zones.
 CHART_SQL = """
@@ -28,6 +23,13 @@ COLUMNS = ["revenue_month", "borough", "service_type", "revenue", "trips"]
 def chart_png(rows: Sequence[tuple]) -> bytes:
     """Stacked bars per month, a colour per borough: revenue above, trips below, a column per
     service type."""
+    # Imported here: every run process loads the code location, and only this asset draws
+    # (matplotlib costs half a second of each process's start).
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: runs draw into files
+    import matplotlib.pyplot as plt
+
     totals = pd.DataFrame(list(rows), columns=COLUMNS)
     totals["revenue_month"] = pd.to_datetime(totals["revenue_month"]).dt.strftime("%Y-%m")
     services = sorted(totals["service_type"].unique()) or ["(no trips)"]
