@@ -11,8 +11,9 @@ from taxi_assets.datasets import TripDataset
 from taxi_assets.storage.lake_files import LakeDayFiles
 from taxi_assets.defs.partitions import daily_partitions
 
-# Every step that writes the warehouse (each dataset's table, the zones, dbt's models) takes
-# this pool's one slot: DuckDB lets one process at a time write its file.
+# Every step that opens the warehouse (each dataset's table and its check, the zones, dbt's
+# models) takes this pool's one slot: while one process writes a DuckDB file, no other process
+# can open it, not even to read.
 WAREHOUSE_POOL = "warehouse"
 
 
@@ -54,6 +55,7 @@ def build_warehouse(dataset: TripDataset) -> tuple[dg.AssetsDefinition, dg.Asset
         name="warehouse_matches_lake",
         additional_ins={"lake_trips": dg.AssetIn(by_day, metadata={"columns": [pickup]})},
         partitions_def=daily_partitions,
+        pool=WAREHOUSE_POOL,
         description="The warehouse holds exactly as many rows for each day as the lake does. "
         "Warns only: nothing is built from the warehouse table, so there is nothing to stop; "
         "a failed day says which sink to load again.",
