@@ -103,14 +103,34 @@ def follow(command: list[str], env: dict[str, str], log: Path) -> dict:
                     peaks[proc.pid] = (kind, rss)
             tree_peak = max(tree_peak, total)
             time.sleep(SAMPLE_SECONDS)
-    runs = [rss for kind, rss in peaks.values() if kind == "run"]
+    runs = {pid: rss for pid, (kind, rss) in peaks.items() if kind == "run"}
     return {
         "exit_code": process.returncode,
         "wall_s": round(time.monotonic() - started, 1),
         "run_processes": len(runs),
-        "peak_rss_run_mb": round(max(runs, default=0) / 2**20),
+        "peak_rss_run_mb": round(max(runs.values(), default=0) / 2**20),
         "peak_rss_tree_mb": round(tree_peak / 2**20),
+        "run_peaks_by_pid": runs,
     }
+
+
+def peaks_by_run_kind(run_peaks: dict[int, int], runs_log: Path) -> dict[str, int]:
+    """The largest run process of each kind (the months' runs, the day ranges' runs), told
+    apart by the steps each pid logged."""
+    kinds: dict[int, str] = {}
+    if runs_log.exists():
+        for pid, step in re.findall(
+            r" - [0-9a-f-]{36} - (\d+) - (\w+) - STEP_START", runs_log.read_text()
+        ):
+            if step.startswith("raw_"):
+                kinds[int(pid)] = "month"
+            elif step.endswith("_by_day"):
+                kinds.setdefault(int(pid), "day_range")
+    peaks: dict[str, int] = {}
+    for pid, rss in run_peaks.items():
+        kind = kinds.get(pid, "other")
+        peaks[kind] = max(peaks.get(kind, 0), round(rss / 2**20))
+    return peaks
 
 
 def closing_figures(log: Path) -> dict:
@@ -143,6 +163,9 @@ def main(argv: list[str] | None = None) -> None:
             home / "backfill.log",
         )
         figures |= closing_figures(home / "backfill.log")
+        figures["peak_rss_run_mb_by_kind"] = peaks_by_run_kind(
+            figures.pop("run_peaks_by_pid"), Path(env["TAXI_HOME"], "storage", "backfill_runs.log")
+        )
     finally:
         subprocess.run([*cli, "stop"], env=env, cwd=REPO, capture_output=True)
     taxi_home = Path(env["TAXI_HOME"])
