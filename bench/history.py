@@ -4,11 +4,12 @@
 
 Generates the year's twelve yellow months at their real sizes (2020's: 24,648,499 rows) times
 --scale, from the real rows (bench/generate_month.py), serves them as a folder (TAXI_SOURCE_URL),
-and runs `python -m taxi_assets.cli backfill --from YEAR-01 --to YEAR-12` in a fresh project
-(its own TAXI_HOME and PostgreSQL, no daemon: the CLI drives the backfill). It samples the
-process tree twice a second and reports: wall time, rows and rows/s, the peak RSS of each run
-process and of the whole tree, the runs created, the disk of each sink, and a projection of
-the whole yellow+green history (≈ 1.9 B trips) at the measured rate and disk per row.
+and runs `python -m taxi_assets.cli backfill`, first of the year's largest month alone, then of
+YEAR-01..YEAR-12, each in a fresh project (its own TAXI_HOME and PostgreSQL, no daemon: the CLI
+drives the backfill). It samples the process trees twice a second and reports for each: wall
+time, rows and rows/s, the peak RSS of each kind of run process and of the whole tree, the
+runs created; for the year, its rate against the single month's, the disk of each sink, and a
+projection of the whole yellow+green history (≈ 1.9 B trips) at the year's rate and disk per row.
 """
 
 from __future__ import annotations
@@ -134,13 +135,47 @@ def peaks_by_run_kind(run_peaks: dict[int, int], runs_log: Path) -> dict[str, in
 
 
 def closing_figures(log: Path) -> dict:
-    """Rows and runs from the closing table's yellow line."""
+    """Rows, runs and failures from the closing table's yellow line."""
     text = log.read_text()
     line = re.search(r"^  yellow +(\d+) +(\d+) +(\d+) +(\d+) +(\d+) +(\d+).*$", text, re.M)
     if line is None:
         return {}
     fields = line.group(0).split()
-    return {"rows": int(fields[9].replace(",", "")), "runs": int(fields[11])}
+    return {
+        "rows": int(fields[9].replace(",", "")),
+        "runs": int(fields[11]),
+        "failed": {"months": int(fields[4]), "days": int(fields[8])},
+    }
+
+
+def backfill(source: Path, first: str, last: str, name: str) -> tuple[dict, dict[str, int]]:
+    """`make backfill FROM=first TO=last` in a fresh project of its own: its figures, and the
+    disk each sink took."""
+    home = BENCH_DIR / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{name}"
+    env = project_env(home, source)
+    cli = [sys.executable, "-m", "taxi_assets.cli"]
+    subprocess.run([*cli, "postgres"], env=env, cwd=REPO, check=True, capture_output=True)
+    try:
+        figures = {"load_avg_at_start": [round(x, 2) for x in os.getloadavg()]}
+        figures |= follow(
+            [*cli, "backfill", "--from", first, "--to", last], env, home / "backfill.log"
+        )
+        figures |= closing_figures(home / "backfill.log")
+        figures["peak_rss_run_mb_by_kind"] = peaks_by_run_kind(
+            figures.pop("run_peaks_by_pid"), Path(env["TAXI_HOME"], "storage", "backfill_runs.log")
+        )
+    finally:
+        subprocess.run([*cli, "stop"], env=env, cwd=REPO, capture_output=True)
+    figures["rows_per_s"] = round(figures.get("rows", 0) / figures["wall_s"])
+    figures["log"] = str(home / "backfill.log")
+    taxi_home = Path(env["TAXI_HOME"])
+    disk = {
+        "postgres": du(taxi_home / "pgdata"),
+        "lake": du(taxi_home / "lake"),
+        "duckdb": du(taxi_home / "warehouse.duckdb"),
+        "staging": du(taxi_home / "staging"),
+    }
+    return figures, disk
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -151,39 +186,22 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     source, generated_rows = source_folder(args.year, args.scale)
-    home = BENCH_DIR / f"run-{time.strftime('%Y%m%d-%H%M%S')}"
-    env = project_env(home, source)
-    cli = [sys.executable, "-m", "taxi_assets.cli"]
-    subprocess.run([*cli, "postgres"], env=env, cwd=REPO, check=True, capture_output=True)
-    try:
-        load = os.getloadavg()
-        figures = follow(
-            [*cli, "backfill", "--from", f"{args.year}-01", "--to", f"{args.year}-12"],
-            env,
-            home / "backfill.log",
-        )
-        figures |= closing_figures(home / "backfill.log")
-        figures["peak_rss_run_mb_by_kind"] = peaks_by_run_kind(
-            figures.pop("run_peaks_by_pid"), Path(env["TAXI_HOME"], "storage", "backfill_runs.log")
-        )
-    finally:
-        subprocess.run([*cli, "stop"], env=env, cwd=REPO, capture_output=True)
-    taxi_home = Path(env["TAXI_HOME"])
-    disk = {
-        "postgres": du(taxi_home / "pgdata"),
-        "lake": du(taxi_home / "lake"),
-        "duckdb": du(taxi_home / "warehouse.duckdb"),
-        "staging": du(taxi_home / "staging"),
-    }
-    rows = figures.get("rows") or generated_rows
-    rate = rows / figures["wall_s"] if figures["wall_s"] else 0.0
+    # The year's largest month alone first, the same way: the single-month rate the year's is
+    # measured against, on the machine as it is now.
+    largest = f"{args.year}-{MONTH_ROWS_2020.index(max(MONTH_ROWS_2020)) + 1:02d}"
+    month, _ = backfill(source, largest, largest, "month")
+    year, disk = backfill(source, f"{args.year}-01", f"{args.year}-12", "year")
+    rows = year.get("rows") or generated_rows
+    rate = rows / year["wall_s"] if year["wall_s"] else 0.0
     report = {
         "year": args.year,
         "scale": args.scale,
         "generated_rows": generated_rows,
-        **figures,
-        "rows_per_s": round(rate),
-        "load_avg_at_start": [round(x, 2) for x in load],
+        **year,
+        "single_month": {"month": largest, **month},
+        "year_rate_of_single_month": round(rate / month["rows_per_s"], 2)
+        if month["rows_per_s"]
+        else None,
         "disk_bytes": disk,
         "disk_bytes_per_row": {k: round(v / rows, 1) for k, v in disk.items()},
         "projection_whole_history": {
@@ -191,7 +209,6 @@ def main(argv: list[str] | None = None) -> None:
             "hours": round(WHOLE_HISTORY_ROWS / rate / 3600, 1) if rate else None,
             "disk_gb": {k: round(v / rows * WHOLE_HISTORY_ROWS / 1e9, 1) for k, v in disk.items()},
         },
-        "log": str(home / "backfill.log"),
     }
     print(json.dumps(report, indent=2))
     (BENCH_DIR / "report.json").write_text(json.dumps(report, indent=2))
