@@ -83,9 +83,17 @@ def run_or_name(proc: psutil.Process) -> str:
     return "run" if from_code_server or "execute_run" in command else proc.name()
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """The machine's (busy, total) CPU ticks so far, over all cores, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    return sum(fields) - idle, sum(fields)
+
+
 def follow(command: list[str], env: dict[str, str], log: Path) -> dict:
-    """Run the backfill, sampling its process tree's memory."""
+    """Run the backfill, sampling its process tree's memory and the machine's CPU use."""
     peaks: dict[int, tuple[str, int]] = {}
+    busy_before, total_before = cpu_ticks()
     tree_peak = 0
     started = time.monotonic()
     with open(log, "w") as out:
@@ -105,7 +113,10 @@ def follow(command: list[str], env: dict[str, str], log: Path) -> dict:
             tree_peak = max(tree_peak, total)
             time.sleep(SAMPLE_SECONDS)
     runs = {pid: rss for pid, (kind, rss) in peaks.items() if kind == "run"}
+    busy, total = (now - before for now, before in zip(cpu_ticks(), (busy_before, total_before)))
     return {
+        # Of all cores together, while the backfill ran (PostgreSQL's server included).
+        "machine_cpu_busy": round(busy / total, 2) if total else None,
         "exit_code": process.returncode,
         "wall_s": round(time.monotonic() - started, 1),
         "run_processes": len(runs),

@@ -392,6 +392,17 @@ def _postgres_rate(result: dict) -> tuple[float | None, float | None]:
     return seconds, result.get("rows_loaded", result["rows"]) / seconds
 
 
+def timeline_lines(name: str, timeline: list, width: int = 60) -> list[str]:
+    """Runs and steps as bars on one time axis: what overlaps, and the gaps between steps."""
+    end = max(stop for _, _, stop in timeline) or 1.0
+    lines = [f"{name}: timeline, s from the first run's start (each character {end / width:.2f} s)"]
+    for label, start, stop in timeline:
+        first, last = round(start / end * width), max(round(stop / end * width), 1)
+        bar = " " * first + "#" * max(last - first, 1)
+        lines.append(f"  {label[:40]:<40} {start:7.2f} {stop:7.2f} |{bar:<{width}}|")
+    return lines
+
+
 def render(report: dict) -> str:
     results = report["results"]
     lines = [
@@ -427,6 +438,9 @@ def render(report: dict) -> str:
     for name, r in results.items():
         for step, seconds in r["steps"].items():
             lines.append(f"| {name} | {step} | {seconds:.2f} |")
+    for name, r in results.items():
+        if r.get("timeline"):
+            lines += ["", "```", *timeline_lines(name, r["timeline"]), "```"]
     if report["ratios"]:
         lines += [
             "",
