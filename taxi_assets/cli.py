@@ -124,18 +124,23 @@ def check_backfill_range(first: str, last: str) -> None:
 def backfill(datasets: list[TripDataset], first: str, last: str) -> None:
     from taxi_assets.backfill.run import run_backfill
     from taxi_assets.defs.resources import MonthNotCarried, configured_source
+    from taxi_assets.instance_setup import exits_when_dagster_storage_fails
 
     try:
-        code = run_backfill(
-            datasets,
-            first,
-            last,
-            taxi_source=configured_source(),
-            workspace_yaml=PROJECT_ROOT / "workspace.yaml",
-            webserver_url=dev_server.ui_url(),
-            runs_are_local=settings.profile() == "local",
-            runs_log=settings.taxi_home() / "storage" / "backfill_runs.log",
-        )
+        with exits_when_dagster_storage_fails(
+            then="The backfill stays as it is: run the same command again once the database "
+            "answers, and it carries on"
+        ):
+            code = run_backfill(
+                datasets,
+                first,
+                last,
+                taxi_source=configured_source(),
+                workspace_yaml=PROJECT_ROOT / "workspace.yaml",
+                webserver_url=dev_server.ui_url(),
+                runs_are_local=settings.profile() == "local",
+                runs_log=settings.taxi_home() / "storage" / "backfill_runs.log",
+            )
     except MonthNotCarried as error:
         sys.exit(f"TAXI_SOURCE: {error}")
     except OSError as error:  # the plan HEADs the source: unreachable or throttled

@@ -46,12 +46,21 @@ def set_up_instance() -> None:
     from taxi_assets.definitions import defs
 
     pools = {pool for job in defs.resolve_all_job_defs() for pool in job_pools(job)}
-    root = logging.getLogger()
-    root.addFilter(_no_connection_retries)
-    try:
+    with exits_when_dagster_storage_fails():
         with dg.DagsterInstance.get() as instance:
             ensure_pools(instance, pools)
             show_automation_as_it_runs(instance)
+
+
+@contextmanager
+def exits_when_dagster_storage_fails(then: str = "") -> Iterator[None]:
+    """Exits in one line naming DAGSTER_PG_URL (never its password), and `then`, when Dagster's
+    database cannot be reached or stops answering, instead of a traceback after
+    dagster-postgres's warning at each of its retries."""
+    root = logging.getLogger()
+    root.addFilter(_no_connection_retries)
+    try:
+        yield
     except sqlalchemy.exc.ArgumentError:
         sys.exit("DAGSTER_PG_URL is not a PostgreSQL URL (postgresql://user:password@host:port/db)")
     except (sqlalchemy.exc.OperationalError, DagsterPostgresException) as error:
@@ -60,7 +69,7 @@ def set_up_instance() -> None:
         reason = str(getattr(cause, "orig", None) or cause).strip().splitlines()[0]
         sys.exit(
             f"DAGSTER_PG_URL ({url.render_as_string(hide_password=True)}), the database of "
-            f"Dagster's runs and events, cannot be used: {reason}"
+            f"Dagster's runs and events, cannot be used: {reason}" + (f". {then}" if then else "")
         )
     finally:
         root.removeFilter(_no_connection_retries)

@@ -15,6 +15,7 @@ import re
 import signal
 import subprocess
 import sys
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -340,6 +341,59 @@ def test_a_killed_terminal_leaves_a_backfill_the_same_command_carries_on(project
         again = project.backfill("2022-01", "2022-02")
         assert again.returncode == 0, again.stdout + again.stderr
     assert_sinks_hold(project, months("2022-01", "2022-02"), days_of("2022-01-01", "2022-02-27"))
+
+
+def test_dagsters_database_going_away_ends_the_terminal_in_one_line_and_the_command_resumes(
+    project, tmp_path
+):
+    publish(project, *months("2022-03", "2022-04"))
+    running = start_process(
+        "backfill",
+        [
+            sys.executable,
+            "-m",
+            "taxi_assets.cli",
+            "backfill",
+            "--from",
+            "2022-03",
+            "--to",
+            "2022-04",
+        ],
+        project.env,
+        tmp_path,
+    )
+    wait_until(
+        lambda: "STARTED" in project.runs().values() or not running.alive,
+        "a run of the backfill",
+        [running],
+        timeout=TIMEOUT,
+    )
+    # The project's PostgreSQL, which holds Dagster's runs and events, stops under the backfill
+    # (a full disk, a restart).
+    stopped = cli(project.env, "stop")
+    assert stopped.returncode == 0, stopped.stderr
+    try:
+        running.popen.wait(TIMEOUT)
+        output = running.log_path.read_text()
+    finally:
+        restarted = cli(project.env, "postgres")
+    assert restarted.returncode == 0, restarted.stderr
+
+    assert running.popen.returncode == 1, output
+    assert "Traceback" not in output and "Retrying failed database connection" not in output
+    last = output.strip().splitlines()[-1]
+    assert last.startswith("DAGSTER_PG_URL (postgresql://"), output
+    assert "run the same command again" in last
+    password = urllib.parse.urlsplit(project.env["DAGSTER_PG_URL"]).password
+    assert not password or password not in output
+
+    resumed = project.backfill("2022-03", "2022-04")
+    if resumed.returncode != 0:  # runs the database's stop failed: the next run retries them
+        assert "Run the same command again" in resumed.stdout
+        resumed = project.backfill("2022-03", "2022-04")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert not [s for s in project.runs().values() if s in ACTIVE]
+    assert_sinks_hold(project, months("2022-03", "2022-04"), days_of("2022-03-01", "2022-04-29"))
 
 
 def test_with_make_devs_daemon_the_daemon_drives_it(project, tmp_path):

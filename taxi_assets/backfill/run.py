@@ -319,6 +319,9 @@ def run_backfill(
             f"Interrupted: the backfill is {stopped}. Run the same command again to resume: "
             "it skips what is done."
         )
+    except Exception:
+        printer.end()  # the cause is printed below the progress line, not over it
+        raise
     printer.end()
     for line in closing_table(instance, tracked, time.monotonic() - start):
         print(line)

@@ -150,7 +150,14 @@ class BackfillDriver:
             WorkspaceProcessContext(instance, target) as context,
             QueuedRunCoordinatorDaemon(interval_seconds=0) as queue,
         ):
-            yield cls(context, queue, logger)
+            # The daemons log a caught error with its traceback; in a terminal, one line each.
+            for daemon_logger in (queue._logger, logger):
+                daemon_logger.addFilter(_one_line_errors)
+            try:
+                yield cls(context, queue, logger)
+            finally:
+                for daemon_logger in (queue._logger, logger):
+                    daemon_logger.removeFilter(_one_line_errors)
 
     def iterate(self, backfill_ids: Sequence[str]) -> list[str]:
         """One iteration over these backfills and the run queue; the errors, as messages."""
@@ -166,3 +173,13 @@ class BackfillDriver:
         for _ in self._queue.run_iteration(self._context):
             pass
         return errors
+
+
+def _one_line_errors(record: logging.LogRecord) -> bool:
+    """A record's exception as the last line of its message, without the traceback."""
+    if record.exc_info and record.exc_info[1] is not None:
+        error = record.exc_info[1]
+        cause = (str(error).strip().splitlines() or [""])[-1]
+        record.msg, record.args = f"{record.getMessage()}: {type(error).__name__}: {cause}", ()
+        record.exc_info = record.exc_text = None
+    return True
