@@ -6,9 +6,9 @@ day: Dagster's partition window goes to dbt as the vars `min_date`/`max_date`, a
 replaces only those days) → `revenue_mart` (fct_monthly_zone_revenue, unpartitioned, with its
 chart). dbt's tests are their asset checks; those of severity `error` block.
 
-Every step that writes the warehouse shares the pool WAREHOUSE_POOL: DuckDB lets one process
-at a time write its file, and dbt holds it for a whole build. (A reader that finds it held,
-such as a warehouse check, waits: dagster-duckdb and dbt-duckdb retry the connection.)
+Every step that opens the warehouse shares the pool WAREHOUSE_POOL: DuckDB lets one process
+at a time write its file, and dbt holds it for a whole build. (A process outside the project
+holding the file is waited for briefly: profiles.yml's `connect_attempts`.)
 """
 
 from collections.abc import Iterator
