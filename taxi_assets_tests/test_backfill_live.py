@@ -107,6 +107,24 @@ def project(tmp_path_factory, _feed) -> Iterator[Project]:
         _feed.clear()
 
 
+def backfill_with_a_run_started(project: Project, first: str, last: str, tmp_path: Path):
+    """`make backfill` in the background, in its own process group as a terminal runs it,
+    once one of its runs has started (or it has ended)."""
+    process = start_process(
+        "backfill",
+        [sys.executable, "-m", "taxi_assets.cli", "backfill", "--from", first, "--to", last],
+        project.env,
+        tmp_path,
+    )
+    wait_until(
+        lambda: "STARTED" in project.runs().values() or not process.alive,
+        "a run of the backfill",
+        [process],
+        timeout=TIMEOUT,
+    )
+    return process
+
+
 def months(first: str, last: str) -> list[str]:
     out, month = [], first
     while month <= last:
@@ -263,26 +281,7 @@ def test_a_failed_month_is_retried_on_resume(project):
 def test_ctrl_c_leaves_a_canceled_backfill_and_the_same_command_resumes(project, tmp_path):
     publish(project, *months("2021-07", "2021-09"))
     before = set(project.backfills())
-    interrupted = start_process(
-        "backfill",
-        [
-            sys.executable,
-            "-m",
-            "taxi_assets.cli",
-            "backfill",
-            "--from",
-            "2021-07",
-            "--to",
-            "2021-09",
-        ],
-        project.env,
-        tmp_path,
-    )
-
-    def a_run_started() -> bool:
-        return "STARTED" in project.runs().values() or not interrupted.alive
-
-    wait_until(a_run_started, "a run of the backfill", [interrupted], timeout=TIMEOUT)
+    interrupted = backfill_with_a_run_started(project, "2021-07", "2021-09", tmp_path)
     # As a terminal's Ctrl-C: to the whole foreground process group.
     os.killpg(interrupted.popen.pid, signal.SIGINT)
     interrupted.popen.wait(TIMEOUT)
@@ -303,27 +302,7 @@ def test_ctrl_c_leaves_a_canceled_backfill_and_the_same_command_resumes(project,
 def test_a_killed_terminal_leaves_a_backfill_the_same_command_carries_on(project, tmp_path):
     publish(project, *months("2022-01", "2022-02"))
     before = set(project.backfills())
-    killed = start_process(
-        "backfill",
-        [
-            sys.executable,
-            "-m",
-            "taxi_assets.cli",
-            "backfill",
-            "--from",
-            "2022-01",
-            "--to",
-            "2022-02",
-        ],
-        project.env,
-        tmp_path,
-    )
-    wait_until(
-        lambda: "STARTED" in project.runs().values() or not killed.alive,
-        "a run of the backfill",
-        [killed],
-        timeout=TIMEOUT,
-    )
+    killed = backfill_with_a_run_started(project, "2022-01", "2022-02", tmp_path)
     # The terminal, its code server and its runs, gone at once (a closed laptop, the OOM killer).
     os.killpg(killed.popen.pid, signal.SIGKILL)
     killed.popen.wait(TIMEOUT)
@@ -347,27 +326,7 @@ def test_dagsters_database_going_away_ends_the_terminal_in_one_line_and_the_comm
     project, tmp_path
 ):
     publish(project, *months("2022-03", "2022-04"))
-    running = start_process(
-        "backfill",
-        [
-            sys.executable,
-            "-m",
-            "taxi_assets.cli",
-            "backfill",
-            "--from",
-            "2022-03",
-            "--to",
-            "2022-04",
-        ],
-        project.env,
-        tmp_path,
-    )
-    wait_until(
-        lambda: "STARTED" in project.runs().values() or not running.alive,
-        "a run of the backfill",
-        [running],
-        timeout=TIMEOUT,
-    )
+    running = backfill_with_a_run_started(project, "2022-03", "2022-04", tmp_path)
     # The project's PostgreSQL, which holds Dagster's runs and events, stops under the backfill
     # (a full disk, a restart).
     stopped = cli(project.env, "stop")
