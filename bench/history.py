@@ -9,7 +9,8 @@ YEAR-01..YEAR-12, each in a fresh project (its own TAXI_HOME and PostgreSQL, no 
 drives the backfill). It samples the process trees twice a second and reports for each: wall
 time, rows and rows/s, the peak RSS of each kind of run process and of the whole tree, the
 runs created; for the year, its rate against the single month's, what running the finished
-range again does (its wall time, runs, downloads), the disk of each sink, and a projection of the whole yellow+green history (≈ 1.9 B trips) at the year's rate and disk per row.
+range again does (its wall time, runs, downloads), the disk of each sink, and a projection of
+the whole yellow+green history (≈ 1.9 B trips) at the year's rate and disk per row.
 """
 
 from __future__ import annotations

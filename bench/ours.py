@@ -85,24 +85,16 @@ def run(
     # ran beside what, and the time between steps that is Dagster's own.
     runs = [(result, instance.get_run_stats(result.run_id)) for result in results]
     origin = runs[0][1].start_time
+
+    def span(label: str, start: float, end: float) -> list:
+        return [label, round(start - origin, 2), round(end - origin, 2)]
+
     timeline = []
     for number, (result, stats) in enumerate(runs, start=1):
-        timeline.append(
-            [
-                f"run {number}",
-                round(stats.start_time - origin, 2),
-                round(stats.end_time - origin, 2),
-            ]
-        )
+        timeline.append(span(f"run {number}", stats.start_time, stats.end_time))
         for stat in instance.get_run_step_stats(result.run_id):
             steps[stat.step_key] = round(stat.end_time - stat.start_time, 3)
-            timeline.append(
-                [
-                    stat.step_key,
-                    round(stat.start_time - origin, 2),
-                    round(stat.end_time - origin, 2),
-                ]
-            )
+            timeline.append(span(stat.step_key, stat.start_time, stat.end_time))
     rows = results[0].asset_materializations_for_node("raw_yellow_trips")[0].metadata
     loaded = results[0].asset_materializations_for_node("ny_taxi__yellow_cab_data")[0].metadata
     return {
