@@ -38,6 +38,7 @@ from taxi_assets.dagster_private import (
 from taxi_assets.datasets import DATASETS
 
 ACTIVE = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.CANCELING]
+ENDED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
 POLL_SECONDS = 2.0
 
 
@@ -102,7 +103,8 @@ class LocalRunLauncher(dg.DefaultRunLauncher):
 
 
 def fail_dead_runs(instance: dg.DagsterInstance, log: Callable[[str], None]) -> list[str]:
-    """Mark every started run whose process is gone as failed, freeing its pool slots."""
+    """Mark every started run whose process is gone as failed, freeing its pool slots; and free
+    the slots an ended run's process held when it died."""
     failed = []
     for run in instance.get_runs(filters=dg.RunsFilter(statuses=ACTIVE)):
         gone = worker_gone(run_worker(instance, run.run_id))
@@ -113,7 +115,28 @@ def fail_dead_runs(instance: dg.DagsterInstance, log: Callable[[str], None]) -> 
         instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
         log(f"{message}: marked it failed and freed its pool slots")
         failed.append(run.run_id)
+    _free_slots_of_ended_runs(instance, log)
     return failed
+
+
+def _free_slots_of_ended_runs(instance: dg.DagsterInstance, log: Callable[[str], None]) -> None:
+    """A run marked ended while its process lived on (the process lost the Dagster database,
+    and the next command failed the run) can claim a slot after that and die holding it. A
+    process frees its slots as its steps end; once it is gone, nothing else does without the
+    daemon's run monitoring. Its slots are freed here; a live process keeps its own."""
+    holders = instance.event_log_storage.get_concurrency_run_ids()
+    if not holders:
+        return
+    for run in instance.get_runs(filters=dg.RunsFilter(run_ids=sorted(holders), statuses=ENDED)):
+        worker = run_worker(instance, run.run_id)
+        gone = worker_gone(worker) if worker else "it never started"
+        if gone is None:
+            continue
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        log(
+            f"run {run.run_id} ({run.job_name}) had ended ({run.status.value}) but still held "
+            f"pool slots, and {gone}: freed them"
+        )
 
 
 def _console(message: str) -> None:

@@ -103,13 +103,24 @@ def home_instance(tmp_path, http_source, postgres, monkeypatch):
         yield instance, env
 
 
-def test_a_killed_runs_slot_is_freed_and_the_waiting_writer_proceeds(
-    tmp_path, http_source, postgres, home_instance
-):
-    instance, env = home_instance
+@dataclasses.dataclass
+class StuckWriter:
+    """A run in a process of its own, holding the Postgres pool's slot inside its write."""
+
+    process: subprocess.Popen
+    holder: psycopg.Connection
+    run_id: str
+    resources: dict
+    good: tuple
+
+
+def start_stuck_writer(instance, env, http_source, postgres) -> StuckWriter:
+    """The month loaded once (`good`), then a run of its Postgres write in a process of its own,
+    held inside its pooled write by the advisory lock the write queues on, as by a concurrent
+    writer; returned once it holds the pool's slot."""
     query(postgres, "DROP SCHEMA IF EXISTS ny_taxi CASCADE")
     http_source.publish("2021-01", "yellow_tripdata_2021-01.csv.gz")
-    # The local profile's layout under TAXI_HOME, for the writer below that runs as make run does.
+    # The local profile's layout under TAXI_HOME, for the writers that run as make run does.
     state = Path(env["TAXI_HOME"])
     resources = pipeline_resources(state, http_source.url, postgres)
     assert materialize(resources, instance=instance).success
@@ -128,14 +139,29 @@ def test_a_killed_runs_slot_is_freed_and_the_waiting_writer_proceeds(
         "selection": "ny_taxi/yellow_cab_data",
         "instance": "home",
     }
-    stuck = subprocess.Popen(
+    process = subprocess.Popen(
         [sys.executable, "-m", "taxi_assets_tests.killed_run", json.dumps(spec)]
     )
-    waiter = writer = None
     try:
         [run_id] = wait_for(
-            "the run to take the pool's slot", lambda: slot_holders(instance), stuck
+            "the run to take the pool's slot", lambda: slot_holders(instance), process
         )
+    except BaseException:
+        process.kill()
+        holder.close()
+        raise
+    return StuckWriter(process, holder, run_id, resources, good)
+
+
+def test_a_killed_runs_slot_is_freed_and_the_waiting_writer_proceeds(
+    http_source, postgres, home_instance
+):
+    instance, env = home_instance
+    stuck_writer = start_stuck_writer(instance, env, http_source, postgres)
+    stuck, holder, run_id = stuck_writer.process, stuck_writer.holder, stuck_writer.run_id
+    resources, good = stuck_writer.resources, stuck_writer.good
+    waiter = writer = None
+    try:
         launcher = LocalRunLauncher()
         launcher.register_instance(instance)
         health = launcher.check_run_worker_health(instance.get_run_by_id(run_id))
@@ -216,6 +242,44 @@ def test_a_killed_runs_slot_is_freed_and_the_waiting_writer_proceeds(
     assert partition_state(postgres) == good, "the killed run's load was never committed"
     assert materialize(resources, instance=instance, selection="ny_taxi/yellow_cab_data").success
     assert partition_state(postgres) == good
+
+
+def test_a_slot_held_by_a_run_marked_ended_before_its_process_died_is_freed(
+    http_source, postgres, home_instance
+):
+    """A run process can outlive its run's record: when the Dagster database stops answering
+    under a backfill, the next command marks the runs it cannot follow failed while their
+    processes may still hold, or go on to claim, a pool slot. Here the run is marked failed
+    while its process holds the slot (as that command does), then the process dies. Nothing
+    but the daemon's run monitoring would free the slot; the next writer's preparation does."""
+    instance, env = home_instance
+    stuck = start_stuck_writer(instance, env, http_source, postgres)
+    try:
+        instance.report_run_failed(instance.get_run_by_id(stuck.run_id), "its database went away")
+        stuck.process.send_signal(signal.SIGKILL)
+        stuck.process.wait()
+    finally:
+        stuck.process.kill()
+        stuck.holder.close()
+    assert slot_holders(instance) == {stuck.run_id}
+
+    said: list[str] = []
+    waiter = threading.Thread(
+        target=prepare_run, args=(instance, defs.resolve_job_def(YELLOW.monthly_job), said.append)
+    )
+    waiter.start()
+    waiter.join(timeout=HANG_BOUND)
+    assert not waiter.is_alive(), f"the next writer still waits for the pool: {said}"
+    job_name = instance.get_run_by_id(stuck.run_id).job_name
+    freed = f"run {stuck.run_id} ({job_name}) had ended (FAILURE) but still held pool slots"
+    assert any(line.startswith(freed) and line.endswith("is gone: freed them") for line in said), (
+        said
+    )
+    assert slot_holders(instance) == set()
+    assert materialize(
+        stuck.resources, instance=instance, selection="ny_taxi/yellow_cab_data"
+    ).success
+    assert partition_state(postgres) == stuck.good
 
 
 # --- under the daemon (make dev) -------------------------------------------------------------
