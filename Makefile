@@ -44,11 +44,12 @@ lint: install  ## ruff: the checks and the formatting configured in pyproject.to
 
 # Two pytest workers, a module each (its tests keep their order and module fixtures): the live
 # modules spend much of their time waiting on Dagster's processes, so a second module runs then.
-# TEST_WORKERS= runs the suite in one process.
+# TEST_WORKERS= runs the suite in one process. The slowest tests are listed at the end: the
+# suite's time is theirs to keep down.
 TEST_WORKERS ?= -n 2 --dist loadfile --no-loadscope-reorder
 test: install lint  ## lint, then the suite against real PostgreSQL and emulators: PYTEST_ARGS
 	bash scripts/ensure-chromium.sh  # Debian's chromium for the browser test; no-op once installed
-	$(UV) run --frozen pytest -q -rs $(TEST_WORKERS) $(PYTEST_ARGS)
+	$(UV) run --frozen pytest -q -rs --durations=20 $(TEST_WORKERS) $(PYTEST_ARGS)
 
 bench: install  ## a generated full-size month: ours vs the tutorial's script vs psql/pyarrow limits
 	$(UV) run --frozen python -m bench.run $(BENCH_ARGS)
