@@ -16,8 +16,8 @@ def _return_freed_buffers_to_the_os() -> None:
     each time such a block is freed: after the first batches a month's buffers came from the
     heap, whose freed holes it keeps. A fixed threshold stays put; two arenas keep each thread
     (Arrow's, the Postgres client's) from holding a heap of its own. Arrow's default pool,
-    mimalloc, kept 60-70 MB of a month's freed buffers as well. Together 120-140 MB of a
-    month's peak, for about 5% more CPU (page faults); docs/performance.md."""
+    mimalloc, kept 60-70 MB of a month's freed buffers as well. Together 130-150 MB off a
+    month's peak, for ~15% more CPU in page faults; docs/performance.md has the trade-off."""
     libc = ctypes.CDLL(None)
     if hasattr(libc, "gnu_get_libc_version"):  # other C libraries have other knobs
         m_arena_max, m_mmap_threshold = -8, -3  # glibc's malloc.h
