@@ -11,12 +11,12 @@ import os  # noqa: E402
 
 
 def _return_freed_buffers_to_the_os() -> None:
-    """Arrow's buffers from the system allocator, glibc's malloc, which gives a block of
-    128 KiB or more back to the OS when freed (mmap), but raises that threshold (up to 32 MiB)
-    each time such a block is freed: after the first batches a month's buffers came from the
-    heap, whose freed holes it keeps. A fixed threshold stays put; two arenas keep each thread
-    (Arrow's, the Postgres client's) from holding a heap of its own. Arrow's default pool,
-    mimalloc, kept 60-70 MB of a month's freed buffers as well. Together 130-150 MB off a
+    """Arrow allocates from the system allocator, glibc's malloc, which gives a block of
+    128 KiB or more back to the OS when freed (it is an mmap), but raises that threshold (up to
+    32 MiB) each time such a block is freed: after a month's first batches its buffers came
+    from the heap, whose freed holes glibc keeps. A fixed threshold stays put; two arenas keep
+    each thread (Arrow's, the Postgres client's) from holding a heap of its own. Arrow's C++
+    default pool, mimalloc, kept 60-70 MB of a month's freed buffers as well. Together 130-150 MB off a
     month's peak, for ~15% more CPU in page faults; docs/performance.md has the trade-off."""
     libc = ctypes.CDLL(None)
     if hasattr(libc, "gnu_get_libc_version"):  # other C libraries have other knobs
