@@ -55,7 +55,10 @@ class StagingParquetIOManager(dg.ConfigurableIOManager):
         path = self._path(context.asset_key, context.definition_metadata, partition)
         if isinstance(obj, LandedTrips):
             stored = _store_landed(path, obj)
-            context.log.info(f"{context.asset_key.to_user_string()}: kept {stored} to read")
+            context.log.info(
+                f"{context.asset_key.to_user_string()}: the landed file kept as {stored}; "
+                "its rows are read where they are cleaned"
+            )
             context.add_output_metadata({"path": dg.MetadataValue.path(str(stored))})
             return
         trips = TripBatches.of(obj)
@@ -128,9 +131,29 @@ def _landed(path: Path) -> LandedTrips | None:
     recipe_path = path.with_suffix(RECIPE_SUFFIX)
     if not recipe_path.exists():
         return None
-    stored = json.loads(recipe_path.read_text())
-    recipe = ReadRecipe(**{key: value for key, value in stored.items() if key != "version"})
-    return LandedTrips(path.parent / stored["version"] / recipe.file_name, recipe)
+    try:
+        stored = json.loads(recipe_path.read_text())
+        recipe = ReadRecipe(**{key: value for key, value in stored.items() if key != "version"})
+        landed = LandedTrips(path.parent / stored["version"] / recipe.file_name, recipe)
+    except (ValueError, TypeError, KeyError) as error:
+        raise ValueError(
+            f"{recipe_path} is not a raw month's recipe ({error}): materialize the month's raw "
+            "trips again"
+        ) from error
+    if not landed.path.exists():
+        raise FileNotFoundError(
+            f"{recipe_path} names {landed.path}, which is gone: materialize the month's raw "
+            "trips again"
+        )
+    return landed
+
+
+def _version(recipe_path: Path) -> str | None:
+    """The version folder the recipe names, if it names one."""
+    try:
+        return json.loads(recipe_path.read_text()).get("version")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _store_landed(path: Path, landed: LandedTrips) -> Path:
@@ -146,11 +169,11 @@ def _store_landed(path: Path, landed: LandedTrips) -> Path:
     # Runs storing the same month take turns, or one could delete the other's new version.
     with open(folder / f".{month}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        replaced = _landed(path)
+        replaced = _version(recipe_path)
         link_or_copy_file(landed.path, kept, setting="TAXI_HOME")
         recipe = json.dumps({"version": version, **asdict(landed.recipe)}, indent=1)
         replace_file(recipe_path, lambda out: out.write(recipe.encode()), setting="TAXI_HOME")
-        keep = {version, replaced.path.parent.name if replaced else None}
+        keep = {version, replaced}
         for other in folder.glob(f"{month}.*"):
             if other.is_dir() and other.name not in keep:
                 shutil.rmtree(other, ignore_errors=True)
