@@ -685,8 +685,16 @@ def test_two_runs_of_one_partition_at_once_end_as_one_clean_run(tmp_path, http_s
         assert [name for name in landing_files(resources) if not name.startswith(".")] == [
             JANUARY_FILE
         ]
-        staged = [p.name for p in Path(resources["io_manager"].base_dir).rglob("*") if p.is_file()]
-        assert sorted(staged) == ["2021-01-01.parquet", "2021-01-01.parquet"], staged
+        staging = Path(resources["io_manager"].base_dir)
+        staged = [p.name for p in staging.rglob("*") if p.is_file() and p.suffix != ".lock"]
+        # The cleaned month; the raw month's recipe and its file, the one each run kept (the
+        # month's, and the one it replaced), both the landed file itself; no temporary file.
+        assert sorted(staged) == ["2021-01-01.parquet", "2021-01-01.recipe.json"] + 2 * [
+            JANUARY_FILE
+        ], staged
+        landed = Path(resources["taxi_source"].landing_dir) / JANUARY_FILE
+        kept = {p.stat().st_ino for p in staging.rglob(JANUARY_FILE)}
+        assert kept == {landed.stat().st_ino}
 
 
 # --- every real sample fed as a month -------------------------------------------------------
