@@ -17,6 +17,7 @@ import pyarrow.csv as pa_csv
 from bench.ours import _month, _prepare
 from taxi_assets import cli
 from taxi_assets.datasets import DATASETS
+from taxi_assets.tlc.landed_trips import ROWS_READ_KEY
 from taxi_assets_tests.conftest import sample
 from taxi_assets_tests.green_files import GREEN_COLUMNS, _FROM_YELLOW, _text_trip_type
 
@@ -57,9 +58,7 @@ def run(csv_path: Path | str, pg_url: str, workdir: Path | str) -> dict:
         for stat in instance.get_run_step_stats(result.run_id):
             steps[stat.step_key] = round(stat.end_time - stat.start_time, 3)
         for event in result.get_asset_materialization_events():
-            if event.asset_key.to_user_string() in ("raw_yellow_trips", "raw_green_trips"):
-                rows += event.event_specific_data.materialization.metadata[
-                    "dagster/row_count"
-                ].value
+            if event.asset_key.to_user_string() in ("cleaned_yellow_trips", "cleaned_green_trips"):
+                rows += event.event_specific_data.materialization.metadata[ROWS_READ_KEY].value
     steps["dbt build (the three dbt steps)"] = round(sum(steps[s] for s in DBT_STEPS), 3)
     return {"rows": rows, "steps": steps}

@@ -17,6 +17,7 @@ from pathlib import Path
 from taxi_assets import cli
 from taxi_assets.datasets import YELLOW
 from taxi_assets.defs.resources import PROJECT_ROOT
+from taxi_assets.tlc.landed_trips import ROWS_READ_KEY
 
 
 def _month(csv_path: Path) -> str:
@@ -95,10 +96,11 @@ def run(
         for stat in instance.get_run_step_stats(result.run_id):
             steps[stat.step_key] = round(stat.end_time - stat.start_time, 3)
             timeline.append(span(stat.step_key, stat.start_time, stat.end_time))
-    rows = results[0].asset_materializations_for_node("raw_yellow_trips")[0].metadata
+    # The rows the month's file held: counted where they are read, in the cleaning.
+    rows = results[0].asset_materializations_for_node("cleaned_yellow_trips")[0].metadata
     loaded = results[0].asset_materializations_for_node("ny_taxi__yellow_cab_data")[0].metadata
     return {
-        "rows": rows["dagster/row_count"].value,
+        "rows": rows[ROWS_READ_KEY].value,
         "rows_loaded": loaded["dagster/row_count"].value,
         "steps": steps,
         "timeline": timeline,
@@ -135,9 +137,9 @@ def run_backfill(
         Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
         for result in cli.run(name, [YELLOW], daily_assets):
             rows += sum(
-                e.event_specific_data.materialization.metadata["dagster/row_count"].value
+                e.event_specific_data.materialization.metadata[ROWS_READ_KEY].value
                 for e in result.get_asset_materialization_events()
-                if e.asset_key.to_user_string() == "raw_yellow_trips"
+                if e.asset_key.to_user_string() == "cleaned_yellow_trips"
             )
         steps[f"{name} (the month's peak RSS MB)"] = round(_vm_hwm_mb(), 1)
     return {"rows": rows, "steps": steps}

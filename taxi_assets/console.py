@@ -19,6 +19,7 @@ import dagster as dg
 
 from taxi_assets import human
 from taxi_assets.datasets import TripDataset
+from taxi_assets.tlc.landed_trips import ROWS_READ_KEY
 from taxi_assets.tlc.month_window import (
     OUTSIDE_DATES_KEY,
     OUTSIDE_ROWS_KEY,
@@ -313,11 +314,19 @@ def landed(results) -> list[tuple[str, str, int | None, int]]:
             by_asset.setdefault(materialization.asset_key.to_user_string(), []).append(
                 materialization
             )
+    from taxi_assets.datasets import DATASETS
+
+    # A raw month is its landed file, not read to count it: its rows are those its cleaning read.
+    cleaned_of = {dataset.raw_asset: dataset.cleaned_asset for dataset in DATASETS.values()}
     table = []
     for asset, materializations in by_asset.items():
         first = materializations[0]
         days = len(materializations) if len(materializations) > 1 else 0
-        table.append((asset, _where(first.metadata), _rows(first.metadata), days))
+        rows = _rows(first.metadata)
+        if rows is None and cleaned_of.get(asset) in by_asset:
+            read = by_asset[cleaned_of[asset]][0].metadata.get(ROWS_READ_KEY)
+            rows = int(read.value) if read else None
+        table.append((asset, _where(first.metadata), rows, days))
     return table
 
 

@@ -67,6 +67,10 @@ class LegacyLayout:
     named_codes: Mapping[str, str]
 
 
+# Every dataset declared in this process, shipped or not, by name (see `dataset_named`).
+_DECLARED: dict[str, TripDataset] = {}
+
+
 @dataclass(frozen=True)
 class TripDataset:
     name: str  # "yellow": asset keys, jobs and groups are named after it
@@ -93,6 +97,10 @@ class TripDataset:
     # Whether the Postgres table adds the pickup's date (`pickup_date`) as a column.
     postgres_has_pickup_date: bool = False
     legacy: LegacyLayout | None = None
+
+    def __post_init__(self) -> None:
+        # A staged raw month names its dataset; reading it back finds the definition here.
+        _DECLARED[self.name] = self
 
     @property
     def canonical_columns(self) -> dict[str, pa.DataType]:
@@ -325,6 +333,14 @@ GREEN = TripDataset(
 )
 
 DATASETS: dict[str, TripDataset] = {dataset.name: dataset for dataset in (YELLOW, GREEN)}
+
+
+def dataset_named(name: str) -> TripDataset:
+    """The dataset declared under `name` in this process: a shipped one, or one a project
+    declares beside them."""
+    if name not in _DECLARED:
+        raise ValueError(f"no trip dataset is named {name!r}; declared: {', '.join(_DECLARED)}")
+    return _DECLARED[name]
 
 
 def foreign_columns(dataset: TripDataset, names: Iterable[str]) -> dict[str, list[str]]:

@@ -38,6 +38,7 @@ from taxi_assets.defs.resources import LakeResource
 from taxi_assets.storage.local_postgres import LocalPostgres, free_port
 from taxi_assets.defs.profiles import resources_for_profile
 from taxi_assets.datasets import YELLOW
+from taxi_assets.tlc.landed_trips import ROWS_READ_KEY
 from taxi_assets.tlc.schema import DATETIME_FORMAT
 from taxi_assets.tlc.download import CHUNK_BYTES
 from taxi_assets_tests.conftest import DATA, PostgresUnderTest, sample
@@ -684,8 +685,16 @@ def test_two_runs_of_one_partition_at_once_end_as_one_clean_run(tmp_path, http_s
         assert [name for name in landing_files(resources) if not name.startswith(".")] == [
             JANUARY_FILE
         ]
-        staged = [p.name for p in Path(resources["io_manager"].base_dir).rglob("*") if p.is_file()]
-        assert sorted(staged) == ["2021-01-01.parquet", "2021-01-01.parquet"], staged
+        staging = Path(resources["io_manager"].base_dir)
+        staged = [p.name for p in staging.rglob("*") if p.is_file() and p.suffix != ".lock"]
+        # The cleaned month; the raw month's recipe and its file, the one each run kept (the
+        # month's, and the one it replaced), both the landed file itself; no temporary file.
+        assert sorted(staged) == ["2021-01-01.parquet", "2021-01-01.recipe.json"] + 2 * [
+            JANUARY_FILE
+        ], staged
+        landed = Path(resources["taxi_source"].landing_dir) / JANUARY_FILE
+        kept = {p.stat().st_ino for p in staging.rglob(JANUARY_FILE)}
+        assert kept == {landed.stat().st_ino}
 
 
 # --- every real sample fed as a month -------------------------------------------------------
@@ -790,14 +799,17 @@ def test_real_sample_fed_as_a_month_loads_correctly_or_fails_naming_file_and_fau
         assert not result.success
         message = failure_message(result)
         assert served in message
-        for fragment in expected.says:
+        # Wherever the fault shows (the header on download, a row as the month is read and
+        # cleaned, the last line included), the run says nothing was written, and nothing was.
+        for fragment in [*expected.says, "Every sink is unchanged"]:
             assert fragment in message, message
+        assert console.sinks_line(result) == "No sink was written: every sink is unchanged."
         assert sink_state(sample_sink) == before
+        assert not list((tmp_path / "run" / "lake").rglob("*.parquet"))
         return
     assert result.success, failure_message(result)
-    raw_meta = result.asset_materializations_for_node("raw_yellow_trips")[0].metadata
     clean_meta = result.asset_materializations_for_node("cleaned_yellow_trips")[0].metadata
-    assert raw_meta["dagster/row_count"].value == expected.rows
+    assert clean_meta[ROWS_READ_KEY].value == expected.rows
     assert clean_meta["dropped_zero_or_missing_passengers"].value == expected.dropped
     assert clean_meta["dagster/row_count"].value == expected.rows - expected.dropped
     # The loaded rows against an independent strict read: no value shifted, coerced or lost.

@@ -11,6 +11,7 @@ import pytest
 
 from taxi_assets import console
 from taxi_assets.datasets import YELLOW
+from taxi_assets.tlc.landed_trips import ROWS_READ_KEY
 from taxi_assets_tests.conftest import sample
 from taxi_assets_tests.pipeline import materialize, materialize_days, pipeline_resources
 from taxi_assets_tests.test_faults import failure_message
@@ -25,10 +26,10 @@ def test_a_header_after_a_utf8_byte_order_mark_loads(tmp_path, http_source, post
     http_source.publish_bytes("2021-01", gzip.compress(b"\xef\xbb\xbf" + text))
     resources = pipeline_resources(tmp_path, http_source.url, postgres)
 
-    result = materialize(resources, selection="raw_yellow_trips")
+    result = materialize(resources, selection="raw_yellow_trips cleaned_yellow_trips")
 
-    [materialization] = result.asset_materializations_for_node("raw_yellow_trips")
-    assert materialization.metadata["dagster/row_count"].value == SAMPLE_ROWS
+    [materialization] = result.asset_materializations_for_node("cleaned_yellow_trips")
+    assert materialization.metadata[ROWS_READ_KEY].value == SAMPLE_ROWS
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,7 @@ from taxi_assets.defs.io_managers.bigquery import BigQueryWarehouseIOManager
 from taxi_assets.storage import month_versions as month_publishes
 from taxi_assets.storage.month_versions import object_version
 from taxi_assets.defs.resources import LakeResource
+from taxi_assets.tlc.landed_trips import ROWS_READ_KEY
 from taxi_assets_tests.conftest import sample
 from taxi_assets_tests.pipeline import (
     JANUARY,
@@ -40,6 +41,7 @@ from taxi_assets_tests.pipeline import (
     pipeline_resources,
     query,
 )
+from taxi_assets_tests.test_walking_skeleton import REAL_ROWS
 
 pytestmark = pytest.mark.faults
 pytest_plugins = ["taxi_assets_tests.emulators.bigquery"]
@@ -379,6 +381,33 @@ def test_staged_month_killed_before_its_rename_is_rewritten_cleanly(deployment):
         deployment.resources, selection="raw_yellow_trips cleaned_yellow_trips"
     ).success
     assert leftovers(local(staging)) == []
+
+
+def test_raw_month_killed_before_its_recipe_is_published_keeps_the_month_it_had(deployment):
+    """The new file is linked in first, the recipe renamed over the old one last: killed in
+    between, the month is still the old file, whole; the next run publishes the new one and
+    clears what the dead one left."""
+    staging = Path(deployment.resources["io_manager"].base_dir)
+    raw = staging / "raw_yellow_trips"
+    recipe = raw / f"{JANUARY}.recipe.json"
+    old = recipe.read_bytes()
+
+    deployment.killed_run(
+        "raw_yellow_trips", dict(target="os:replace", match=f"{JANUARY}.recipe.json")
+    )
+
+    assert recipe.read_bytes() == old
+    assert len(leftovers(local(staging))) == 1
+    from_old = materialize(deployment.resources, selection="cleaned_yellow_trips")
+    [cleaned] = from_old.asset_materializations_for_node("cleaned_yellow_trips")
+    assert cleaned.metadata[ROWS_READ_KEY].value == REAL_ROWS
+    assert materialize(deployment.resources, selection="raw_yellow_trips").success
+    from_new = materialize(deployment.resources, selection="cleaned_yellow_trips")
+    [cleaned] = from_new.asset_materializations_for_node("cleaned_yellow_trips")
+    assert cleaned.metadata[ROWS_READ_KEY].value == 2 * REAL_ROWS
+    assert leftovers(local(staging)) == []
+    # The month's file and the one it replaced (a reader may still be on it); not the dead run's.
+    assert len([p for p in raw.iterdir() if p.is_dir()]) == 2
 
 
 # --- Postgres and the warehouse --------------------------------------------------------------

@@ -1,13 +1,17 @@
 """A month flows through the pipeline in batches: contents, ceilings and checks are the same.
 
 `BATCH_ROWS` is shrunk to run the real 28k-row sample through dozens of batches (and every
-staged file through dozens of row groups), or raised to hold it in one.
+staged file through dozens of row groups), or raised to hold it in one; the CSV reader's
+block (`CSV_BLOCK_BYTES`), which sets the batches the file is read and cleaned in, with it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import dagster as dg
@@ -16,11 +20,14 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from taxi_assets.tlc import batches
+from taxi_assets.tlc import batches, schema
 from taxi_assets.defs.assets import clean
+from taxi_assets.datasets import YELLOW
 from taxi_assets.definitions import defs
 from taxi_assets.defs.io_managers import bigquery
 from taxi_assets.defs.resources import TaxiSourceResource
+from taxi_assets.storage.staged_files import write_staged
+from taxi_assets.tlc.landed_trips import ROWS_READ_KEY
 from taxi_assets_tests.pipeline import (
     JANUARY,
     materialize,
@@ -35,6 +42,12 @@ pytest_plugins = ["taxi_assets_tests.emulators.bigquery"]
 
 JANUARY_FILE = "yellow_tripdata_2021-01.csv.gz"
 SMALL_BATCH = 500
+SMALL_CSV_BLOCK = 32 << 10  # about 350 of the sample's rows
+
+
+def small_batches(monkeypatch) -> None:
+    monkeypatch.setattr(batches, "BATCH_ROWS", SMALL_BATCH)
+    monkeypatch.setattr(schema, "CSV_BLOCK_BYTES", SMALL_CSV_BLOCK)
 
 
 @pytest.fixture
@@ -84,7 +97,7 @@ def test_tiny_batches_give_exactly_the_sink_contents_of_one_batch(
     )
     assert staged.num_row_groups == 1
 
-    monkeypatch.setattr(batches, "BATCH_ROWS", SMALL_BATCH)
+    small_batches(monkeypatch)
     run_everything(pipeline_resources(tmp_path / "many_batches", source.url, postgres))
     many = sink_contents(tmp_path / "many_batches", postgres)
     staged = pq.ParquetFile(
@@ -157,10 +170,11 @@ def test_file_over_the_ceiling_fails_naming_file_and_limit_with_every_sink_uncha
 ):
     resources = pipeline_resources(tmp_path, source.url, postgres)
     run_everything(resources)
+    cleaned_stage = tmp_path / "staging" / "yellow_trips"
     before = {
         "postgres": partition_state(postgres),
         "lake": files_and_digests(tmp_path / "lake"),
-        "staging": files_and_digests(tmp_path / "staging"),
+        "staging": files_and_digests(cleaned_stage),
         "warehouse": files_and_digests(tmp_path).get("warehouse.duckdb"),
     }
     capped = {
@@ -174,15 +188,17 @@ def test_file_over_the_ceiling_fails_naming_file_and_limit_with_every_sink_uncha
 
     assert not result.success
     [failure] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
-    assert failure.step_key == "raw_yellow_trips"
+    # The rows are read where they are cleaned: the raw step only kept the file.
+    assert failure.step_key == "cleaned_yellow_trips"
     message = str(failure.event_specific_data.error)
     assert JANUARY_FILE in message
-    for fragment in named:
+    for fragment in [*named, "Every sink is unchanged"]:
         assert fragment in message
-    assert not result.get_asset_materialization_events()
+    written = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert written == {"raw_yellow_trips"}
     assert partition_state(postgres) == before["postgres"]
     assert files_and_digests(tmp_path / "lake") == before["lake"]
-    assert files_and_digests(tmp_path / "staging") == before["staging"]
+    assert files_and_digests(cleaned_stage) == before["staging"]
     assert files_and_digests(tmp_path).get("warehouse.duckdb") == before["warehouse"]
 
 
@@ -194,7 +210,7 @@ def test_one_bad_batch_among_many_fails_the_blocking_check_and_nothing_is_writte
     good_postgres, good_lake = partition_state(postgres), files_and_digests(tmp_path / "lake")
     # Fault injection: the cleaning rule forgets itself for one batch in the middle of the
     # month, the first after the tenth that has zero-passenger trips to let through.
-    monkeypatch.setattr(batches, "BATCH_ROWS", SMALL_BATCH)
+    small_batches(monkeypatch)
     real_rule, calls, leaked = clean.kept_trips, itertools.count(), []
 
     def forgets_once(dataset, trips: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
@@ -234,3 +250,75 @@ def test_notebooks_still_load_a_month_or_a_day_as_one_dataframe(tmp_path, source
     assert len(month) == len(lake_month) == REAL_ROWS - REAL_ZERO_PASSENGER_ROWS
     assert isinstance(day, pd.DataFrame)
     assert len(day) == (month["tpep_pickup_datetime"].dt.date.astype(str) == "2021-01-02").sum()
+
+
+def test_the_raw_month_is_the_landed_file_itself_and_a_notebook_still_reads_its_mapped_rows(
+    tmp_path, source, postgres
+):
+    resources = pipeline_resources(tmp_path, source.url, postgres)
+    result = materialize(resources, selection="raw_yellow_trips cleaned_yellow_trips")
+
+    [raw] = result.asset_materializations_for_node("raw_yellow_trips")
+    kept = Path(raw.metadata["path"].value)
+    landed = tmp_path / "landing" / JANUARY_FILE
+    # No copy of the rows: the stage is the landed file, linked, under the source's name.
+    assert kept.name == JANUARY_FILE and kept.read_bytes() == landed.read_bytes()
+    assert os.stat(kept).st_ino == os.stat(landed).st_ino
+    assert not list((tmp_path / "staging" / "raw_yellow_trips").rglob("*.parquet"))
+    [cleaned] = result.asset_materializations_for_node("cleaned_yellow_trips")
+    assert cleaned.metadata[ROWS_READ_KEY].value == REAL_ROWS
+    assert cleaned.metadata["dagster/row_count"].value == REAL_ROWS - REAL_ZERO_PASSENGER_ROWS
+
+    notebook = dg.Definitions(assets=defs.assets, resources=resources)
+    month = notebook.load_asset_value("raw_yellow_trips", partition_key=JANUARY)
+    assert isinstance(month, pd.DataFrame)
+    assert list(month.columns) == list(YELLOW.canonical_columns)
+    assert len(month) == REAL_ROWS
+    assert (month["passenger_count"].fillna(0) <= 0).sum() == REAL_ZERO_PASSENGER_ROWS
+    assert str(month["tpep_pickup_datetime"].dtype) == "datetime64[us]"
+
+
+def test_a_rematerialized_raw_month_replaces_its_file_and_an_old_parquet_stage_still_reads(
+    tmp_path, source, postgres
+):
+    """Staging written by earlier code held the raw month's rows as Parquet: the cleaning reads
+    that while no recipe stands beside it; the next raw run replaces it. Runs keep the month's
+    file and the one before it, never more."""
+    resources = pipeline_resources(tmp_path, source.url, postgres)
+    folder = tmp_path / "staging" / "raw_yellow_trips"
+    landed = tmp_path / "landing" / JANUARY_FILE
+    source_resource = resources["taxi_source"]
+    source_resource.fetch(YELLOW, "2021-01", log=print)
+    _, trips = source_resource.trips(YELLOW, landed)
+    write_staged(folder / f"{JANUARY}.parquet", trips, setting="TAXI_HOME")
+
+    from_old_stage = materialize(resources, selection="cleaned_yellow_trips")
+
+    [cleaned] = from_old_stage.asset_materializations_for_node("cleaned_yellow_trips")
+    assert cleaned.metadata["dagster/row_count"].value == REAL_ROWS - REAL_ZERO_PASSENGER_ROWS
+    for _ in range(3):
+        assert materialize(resources, selection="raw_yellow_trips").success
+    kept = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+    assert len(kept) == 3 and f"{JANUARY}.recipe.json" in kept, kept
+    assert all((folder / name / JANUARY_FILE).exists() for name in kept if "recipe" not in name)
+    assert materialize(resources, selection="cleaned_yellow_trips").success
+
+
+def test_a_landing_folder_on_another_file_system_is_copied_into_staging(tmp_path, source, postgres):
+    """/dev/shm is a tmpfs, staging is not: no hard link can join them, so the file is copied."""
+    landing = Path(tempfile.mkdtemp(dir="/dev/shm", prefix="taxi-landing-"))
+    try:
+        resources = {
+            **pipeline_resources(tmp_path, source.url, postgres),
+            "taxi_source": TaxiSourceResource(base_url=source.url, landing_dir=str(landing)),
+        }
+        result = materialize(resources, selection="raw_yellow_trips cleaned_yellow_trips")
+
+        [raw] = result.asset_materializations_for_node("raw_yellow_trips")
+        kept = Path(raw.metadata["path"].value)
+        assert os.stat(kept).st_dev != os.stat(landing / JANUARY_FILE).st_dev
+        assert kept.read_bytes() == (landing / JANUARY_FILE).read_bytes()
+        [cleaned] = result.asset_materializations_for_node("cleaned_yellow_trips")
+        assert cleaned.metadata[ROWS_READ_KEY].value == REAL_ROWS
+    finally:
+        shutil.rmtree(landing)

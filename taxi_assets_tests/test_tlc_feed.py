@@ -18,6 +18,7 @@ from taxi_assets import cli
 from taxi_assets.datasets import YELLOW
 from taxi_assets.definitions import defs
 from taxi_assets.defs.resources import TaxiSourceResource
+from taxi_assets.tlc.landed_trips import ROWS_READ_KEY
 from taxi_assets.tlc.schema import TripFileError
 from taxi_assets.tlc.source import remote_file
 from taxi_assets_tests.pipeline import (
@@ -332,6 +333,10 @@ def test_each_era_loads_into_every_sink(tmp_path, feed, postgres, month):
     [raw] = [m for m in monthly.asset_materializations_for_node("raw_yellow_trips")]
     report = raw.metadata["schema_mapping"].value
     assert {k: v for k, v in report.items() if v} == EXPECTED_REPORTS[month]
+    # A Parquet file's footer counts its rows for free: the raw month says it, and the
+    # cleaning, which read them, agrees.
+    [cleaned] = monthly.asset_materializations_for_node("cleaned_yellow_trips")
+    assert raw.metadata["dagster/row_count"].value == cleaned.metadata[ROWS_READ_KEY].value
 
 
 @pytest.fixture(params=["bigquery", "duckdb"])

@@ -20,8 +20,8 @@ from taxi_assets.datasets import TripDataset
 
 from taxi_assets.google_credentials import check_key_file
 from taxi_assets.tlc.source_kinds import SOURCE_KINDS, SourceKind
-from taxi_assets.tlc.schema import file_schema, trip_batches
-from taxi_assets.tlc.schema_mapping import MappingPlan, map_batches, plan_mapping
+from taxi_assets.tlc.landed_trips import ReadRecipe, mapped_trips
+from taxi_assets.tlc.schema_mapping import MappingPlan
 
 PROJECT_ROOT = settings.PROJECT_ROOT
 LOCAL_PG_PORT = int(settings.BY_NAME["TAXI_PG_PORT"].default)
@@ -148,25 +148,25 @@ class TaxiSourceResource(dg.ConfigurableResource):
             log=log,
         )
 
+    def recipe(
+        self, dataset: TripDataset, path: Path, known_types: dict[str, pa.DataType] | None = None
+    ) -> ReadRecipe:
+        """How to read the landed file at `path` under this source's ceilings. `known_types`:
+        the types the sinks hold for columns beyond the canonical ones."""
+        return ReadRecipe.of(
+            dataset.name,
+            path.name,
+            max_rows=self.max_rows_per_file,
+            max_bytes=self.max_bytes_per_file,
+            known_types=known_types,
+        )
+
     def trips(
         self, dataset: TripDataset, path: Path, known_types: dict[str, pa.DataType] | None = None
     ) -> tuple[MappingPlan, TripBatches]:
         """The file's trips as the dataset's canonical columns, read and mapped batch by batch;
-        and the mapping, planned from the file's schema before a row is read. `known_types`:
-        the types the sinks hold for columns beyond the canonical ones."""
-        plan = plan_mapping(path.name, file_schema(path, dataset), dataset, known_types)
-        return plan, TripBatches(
-            plan.schema,
-            lambda: map_batches(
-                plan,
-                trip_batches(
-                    path,
-                    dataset=dataset,
-                    max_rows=self.max_rows_per_file,
-                    max_bytes=self.max_bytes_per_file,
-                ),
-            ),
-        )
+        and the mapping, planned from the file's schema before a row is read."""
+        return mapped_trips(path, self.recipe(dataset, path, known_types))
 
 
 def configured_source() -> TaxiSourceResource:

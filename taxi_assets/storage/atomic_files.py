@@ -133,6 +133,29 @@ def link_file(source: Path, target: Path) -> None:
         raise
 
 
+# Why os.link refuses where a copy would do: another filesystem, one without hard links, or a
+# file at its link limit.
+_CANNOT_LINK = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP, errno.ENOTSUP}
+
+
+def link_or_copy_file(source: Path, target: Path, setting: str | None = None) -> None:
+    """Make `target` the same file as `source` (link_file); where no hard link can be made,
+    a copy written aside and renamed over it (replace_file). Either way in one step."""
+    try:
+        link_file(source, target)
+        return
+    except OSError as error:
+        if error.errno not in _CANNOT_LINK:
+            raise
+    with open(source, "rb") as original:
+        replace_file(
+            target,
+            lambda out: shutil.copyfileobj(original, out, UPLOAD_PIECE_BYTES),
+            size_hint=source.stat().st_size,
+            setting=setting,
+        )
+
+
 def is_local(fs: pafs.FileSystem) -> bool:
     base = fs.base_fs if isinstance(fs, pafs.SubTreeFileSystem) else fs
     return isinstance(base, pafs.LocalFileSystem)

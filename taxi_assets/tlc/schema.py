@@ -259,10 +259,20 @@ READERS: dict[str, Callable[..., Iterator[pa.RecordBatch]]] = {
 }
 
 
+def _reader(path: Path) -> Callable[..., Iterator[pa.RecordBatch]]:
+    if path.suffix not in READERS:
+        raise TripFileError(path, f"has no reader for {path.suffix or 'suffix-less'} files")
+    return READERS[path.suffix]
+
+
 def file_schema(path: Path | str, dataset: TripDataset) -> pa.Schema:
-    """The schema of the batches trip_batches yields for this file, without reading a row."""
+    """The schema of the batches trip_batches yields for this file, without reading a row: a
+    CSV's header is checked against the contract here, so a wrong file fails before its rows."""
     path = Path(path)
-    return _parquet_file(path).schema_arrow if path.suffix == ".parquet" else dataset.csv_schema
+    if _reader(path) is read_parquet_batches:
+        return _parquet_file(path).schema_arrow
+    _check_header(path, dataset)
+    return dataset.csv_schema
 
 
 def trip_batches(
@@ -270,11 +280,8 @@ def trip_batches(
 ) -> Iterator[pa.RecordBatch]:
     """A source file's trips as the file has them, in batches, within the ceiling."""
     path = Path(path)
-    reader = READERS.get(path.suffix)
-    if reader is None:
-        raise TripFileError(path, f"has no reader for {path.suffix or 'suffix-less'} files")
     rows = 0
-    for batch in reader(path, dataset=dataset, max_bytes=max_bytes):
+    for batch in _reader(path)(path, dataset=dataset, max_bytes=max_bytes):
         rows += batch.num_rows
         if rows > max_rows:
             raise InputTooLarge(

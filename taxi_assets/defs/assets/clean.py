@@ -4,7 +4,9 @@ import pyarrow.compute as pc
 
 from taxi_assets.tlc.batches import TripBatches, true_count
 from taxi_assets.datasets import TripDataset
+from taxi_assets.tlc.landed_trips import ROWS_READ_KEY
 from taxi_assets.tlc.month_window import FeedableDays
+from taxi_assets.defs.assets.raw_trips import sinks_unchanged_failure
 from taxi_assets.defs.io_managers.staging import STAGING_NAME_METADATA_KEY
 from taxi_assets.defs.partitions import monthly_partitions
 
@@ -49,20 +51,29 @@ def build_cleaned_trips(dataset: TripDataset) -> dg.AssetsDefinition:
     )
     def cleaned_trips(context: dg.AssetExecutionContext, raw_trips: TripBatches) -> TripBatches:
         trips = renamed(dataset, raw_trips)
-        counts = {rule.count_key: 0 for rule in dataset.drop_rules} | {"dropped_rows": 0}
+        counts = {rule.count_key: 0 for rule in dataset.drop_rules} | {
+            "dropped_rows": 0,
+            ROWS_READ_KEY: 0,
+        }
         window = FeedableDays(dataset.column(dataset.pickup), context.partition_key)
 
         def cleaned(batch: pa.RecordBatch) -> pa.RecordBatch:
             kept, dropped = kept_trips(dataset, batch)
             for key, count in dropped.items():
                 counts[key] += count
+            counts[ROWS_READ_KEY] += batch.num_rows
             window.count(kept)
             return kept
 
         def batches():
             counts.update(dict.fromkeys(counts, 0))
             window.reset()
-            yield from map(cleaned, trips)
+            try:
+                # The month's file is read here, as the rows pass: a bad row, bytes or a
+                # ceiling fails the step before its stage is replaced.
+                yield from map(cleaned, trips)
+            except Exception as error:
+                raise sinks_unchanged_failure(dataset, context.partition_key[:7], error) from error
             by_rule = ", ".join(
                 f"{counts[rule.count_key]:,} with {rule.what}" for rule in dataset.drop_rules
             )
