@@ -7,6 +7,7 @@ block (`CSV_BLOCK_BYTES`), which sets the batches the file is read and cleaned i
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import itertools
 import os
@@ -26,8 +27,9 @@ from taxi_assets.datasets import YELLOW
 from taxi_assets.definitions import defs
 from taxi_assets.defs.io_managers import bigquery
 from taxi_assets.defs.resources import TaxiSourceResource
-from taxi_assets.storage.staged_files import write_staged
+from taxi_assets.storage.staged_files import PRODUCER_METADATA_KEY, write_staged
 from taxi_assets.tlc.landed_trips import ROWS_READ_KEY
+from taxi_assets_tests.conftest import DATA
 from taxi_assets_tests.pipeline import (
     JANUARY,
     materialize,
@@ -322,3 +324,61 @@ def test_a_landing_folder_on_another_file_system_is_copied_into_staging(tmp_path
         assert cleaned.metadata[ROWS_READ_KEY].value == REAL_ROWS
     finally:
         shutil.rmtree(landing)
+
+
+def check_outcomes(result) -> dict[str, tuple[bool, dict]]:
+    return {
+        e.check_name: (e.passed, {k: v.value for k, v in e.metadata.items()})
+        for e in result.get_asset_check_evaluations()
+    }
+
+
+def test_the_checks_count_in_the_cleaning_pass_exactly_what_reading_the_stage_counts(
+    tmp_path, source, postgres
+):
+    """The cleaning counts the checks' figures as its batches pass, and the staged month keeps
+    them in its footer, where the checks read them; a stage without them (staged by earlier
+    code) is read and counted instead. Both ways give the same results."""
+    # The real month with counts for the checks to find: trips dropped off before they were
+    # picked up, an unknown vendor, pickups years away.
+    header, *rows = gzip.decompress((DATA / JANUARY_FILE).read_bytes()).decode().splitlines()
+    for number in range(1, 31):
+        fields = rows[number].split(",")
+        if number <= 10:
+            fields[1], fields[2] = fields[2], fields[1]
+        elif number <= 20:
+            fields[0] = "99"
+        else:
+            fields[1] = "2009" + fields[1][4:]
+        rows[number] = ",".join(fields)
+    source.publish_bytes("2021-01", gzip.compress("\n".join([header, *rows, ""]).encode()))
+    resources = pipeline_resources(tmp_path, source.url, postgres)
+    instance = dg.DagsterInstance.ephemeral()
+    checks = dg.AssetSelection.checks_for_assets("cleaned_yellow_trips")
+    month = materialize(
+        resources,
+        instance=instance,
+        selection=dg.AssetSelection.assets("raw_yellow_trips", "cleaned_yellow_trips") | checks,
+    )
+    from_the_cleaning = check_outcomes(month)
+    staged = tmp_path / "staging" / "yellow_trips" / f"{JANUARY}.parquet"
+    assert PRODUCER_METADATA_KEY.encode() in pq.ParquetFile(staged).metadata.metadata
+    pq.write_table(pq.read_table(staged).replace_schema_metadata(None), staged)
+    assert PRODUCER_METADATA_KEY.encode() not in (pq.ParquetFile(staged).metadata.metadata or {})
+
+    # The checks alone on the month, as the UI's "Execute checks" runs them.
+    from_reading = check_outcomes(
+        materialize(
+            resources,
+            partition_key=None,
+            selection=checks,
+            instance=instance,
+            tags={"dagster/partition": JANUARY},
+        )
+    )
+
+    assert from_reading == from_the_cleaning
+    failing = {name: metadata.get("failing_rows") for name, (_, metadata) in from_reading.items()}
+    assert failing["dropoff_not_before_pickup"] > 0 and failing["pickups_near_file_month"] > 0
+    assert from_the_cleaning["known_vendor_ids"][1]["unknown_ids"] == [99]
+    assert from_the_cleaning["pickups_near_file_month"][1]["earliest_pickup"].startswith("2009")

@@ -9,11 +9,9 @@ still worth loading.
 from collections.abc import Iterator
 
 import dagster as dg
-import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 
-from taxi_assets.tlc.batches import TripBatches, true_count
+from taxi_assets.tlc.batches import TripBatches
+from taxi_assets.tlc.trip_quality import QUALITY_COUNTS_KEY, QualityCounts, counted
 from taxi_assets.datasets import TripDataset
 from taxi_assets.materializations import latest_metadata_value
 from taxi_assets.defs.partitions import monthly_partitions
@@ -35,7 +33,7 @@ def monthly_sinks(dataset: TripDataset) -> list[dg.AssetKey]:
 
 
 def build_quality_checks(dataset: TripDataset) -> dg.AssetChecksDefinition:
-    vendor, pickup, dropoff = dataset.column("VendorID"), dataset.pickup, dataset.dropoff
+    vendor = dataset.column("VendorID")
     known_vendors = sorted(dataset.known_vendor_ids)
 
     def spec(name: str, description: str, why: str = "", blocking: bool = False):
@@ -115,57 +113,34 @@ def build_quality_checks(dataset: TripDataset) -> dg.AssetChecksDefinition:
     def quality(
         context: dg.AssetCheckExecutionContext, trips: TripBatches
     ) -> Iterator[dg.AssetCheckResult]:
-        # Counted over every batch of the month, so a failure in any one of them is seen.
-        month = pd.Timestamp(context.partition_key)
-        earliest, end = month - pd.DateOffset(months=1), month + pd.DateOffset(months=1)
-        not_dropped = dict.fromkeys((rule.check_name for rule in dataset.drop_rules), 0)
-        dropoff_before_pickup = unknown_vendor_rows = missing_vendors = outside_months = 0
-        rows = 0
-        unknown_ids: set[int] = set()
-        pickups: list = []  # each batch's first and last pickup
-        earliest_at, end_at = (t.to_pydatetime() for t in (earliest, end))
-        known_vendor_ids = pa.array(known_vendors)
-        for batch in trips:
-            rows += batch.num_rows
-            for rule in dataset.drop_rules:
-                column = dataset.column(rule.column)
-                not_dropped[rule.check_name] += true_count(rule.matches(batch, column))
-            picked_up = batch.column(pickup)
-            dropoff_before_pickup += true_count(pc.less(batch.column(dropoff), picked_up))
-            if known_vendors:
-                vendors = batch.column(vendor)
-                unknown = pc.and_(
-                    pc.is_valid(vendors),
-                    pc.invert(pc.is_in(vendors, value_set=known_vendor_ids)),
-                )
-                unknown_vendor_rows += true_count(unknown)
-                missing_vendors += vendors.null_count
-                unknown_ids.update(int(v) for v in pc.unique(vendors.filter(unknown)).to_pylist())
-            start, stop = (pa.scalar(t, picked_up.type) for t in (earliest_at, end_at))
-            outside = pc.or_(pc.less(picked_up, start), pc.greater_equal(picked_up, stop))
-            outside_months += true_count(outside)
-            bounds = pc.min_max(picked_up)
-            pickups += [bounds["min"].as_py(), bounds["max"].as_py()]
-        for name, failures in not_dropped.items():
+        # Counted over every batch of the month, so a failure in any one of them is seen: by
+        # the cleaning as its batches passed, kept in the staged file's footer; a file staged
+        # without them is read here.
+        stored = trips.metadata.get(QUALITY_COUNTS_KEY)
+        counts = (
+            QualityCounts.of(stored)
+            if stored
+            else counted(dataset, context.partition_key, trips.schema.names, trips)
+        )
+        for name, failures in counts.not_dropped.items():
             yield _result(name, failures, severity=dg.AssetCheckSeverity.ERROR)
-        yield _no_shrink(context, dataset, rows)
-        yield _result("dropoff_not_before_pickup", dropoff_before_pickup)
+        yield _no_shrink(context, dataset, counts.rows)
+        yield _result("dropoff_not_before_pickup", counts.dropoff_before_pickup)
         if known_vendors:
             yield _result(
                 "known_vendor_ids",
-                unknown_vendor_rows,
+                counts.unknown_vendor_rows,
                 severity=vendor_severity,
-                missing_vendor_rows=missing_vendors,
-                unknown_ids=sorted(unknown_ids),
+                missing_vendor_rows=counts.missing_vendors,
+                unknown_ids=counts.unknown_ids,
             )
-        pickups = pd.Series(pickups, dtype="datetime64[us]")
         yield _result(
             "pickups_near_file_month",
-            outside_months,
-            earliest_pickup=str(pickups.min()),
-            latest_pickup=str(pickups.max()),
+            counts.outside_months,
+            earliest_pickup=counts.earliest_pickup,
+            latest_pickup=counts.latest_pickup,
         )
-        new_columns = [name for name in trips.schema.names if name not in known_columns]
+        new_columns = [name for name in counts.columns if name not in known_columns]
         yield dg.AssetCheckResult(
             check_name="only_known_columns",
             passed=not new_columns,

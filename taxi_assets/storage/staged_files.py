@@ -7,6 +7,7 @@ month, never the month.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,11 +21,15 @@ from taxi_assets.tlc import batches as batching
 from taxi_assets.tlc.batches import TripBatches, conformed, rebatched
 
 Window = tuple[pd.Timestamp, pd.Timestamp]
+# The footer entry holding what the stream's producer learned while its batches passed.
+PRODUCER_METADATA_KEY = "taxi_assets.producer_metadata"
 
 
 def write_staged(path: Path, trips: TripBatches, setting: str) -> int:
-    """The stream as the one file at `path`; returns its rows. A dead run's partial file is
-    removed by the next write of the path; `setting` moves the folder, for errors."""
+    """The stream as the one file at `path`; returns its rows. What the stream's producer
+    learned while its batches passed (`trips.metadata`) goes in the file's footer, with the
+    rows it is about. A dead run's partial file is removed by the next write of the path;
+    `setting` moves the folder, for errors."""
     rows = 0
 
     def write(out) -> None:
@@ -33,6 +38,10 @@ def write_staged(path: Path, trips: TripBatches, setting: str) -> int:
             for group in rebatched(trips, batching.BATCH_ROWS):
                 writer.write_table(group, row_group_size=group.num_rows)
                 rows += group.num_rows
+            if trips.metadata:
+                writer.add_key_value_metadata(
+                    {PRODUCER_METADATA_KEY: json.dumps(trips.metadata, default=str)}
+                )
 
     replace_file(path, write, setting=setting)
     return rows
@@ -51,7 +60,14 @@ def read_staged(
             conformed(batch, schema) for file in files for batch in _batches(file, column, window)
         ),
         num_rows=None if window else sum(file.metadata.num_rows for file in files),
+        # What the producer learned about the rows holds for one whole file only.
+        metadata=_producer_metadata(files[0]) if len(files) == 1 and not window else {},
     )
+
+
+def _producer_metadata(file: pq.ParquetFile) -> dict:
+    stored = (file.metadata.metadata or {}).get(PRODUCER_METADATA_KEY.encode())
+    return json.loads(stored) if stored else {}
 
 
 def _batches(

@@ -6,6 +6,7 @@ from taxi_assets.tlc.batches import TripBatches, true_count
 from taxi_assets.datasets import TripDataset
 from taxi_assets.tlc.landed_trips import ROWS_READ_KEY
 from taxi_assets.tlc.month_window import FeedableDays
+from taxi_assets.tlc.trip_quality import QUALITY_COUNTS_KEY, QualityCounter
 from taxi_assets.defs.assets.raw_trips import sinks_unchanged_failure
 from taxi_assets.defs.io_managers.staging import STAGING_NAME_METADATA_KEY
 from taxi_assets.defs.partitions import monthly_partitions
@@ -56,6 +57,8 @@ def build_cleaned_trips(dataset: TripDataset) -> dg.AssetsDefinition:
             ROWS_READ_KEY: 0,
         }
         window = FeedableDays(dataset.column(dataset.pickup), context.partition_key)
+        # The quality checks' counts, in the same pass: the staged file keeps them.
+        quality = QualityCounter(dataset, context.partition_key, trips.schema.names)
 
         def cleaned(batch: pa.RecordBatch) -> pa.RecordBatch:
             kept, dropped = kept_trips(dataset, batch)
@@ -63,11 +66,13 @@ def build_cleaned_trips(dataset: TripDataset) -> dg.AssetsDefinition:
                 counts[key] += count
             counts[ROWS_READ_KEY] += batch.num_rows
             window.count(kept)
+            quality.add(kept)
             return kept
 
         def batches():
             counts.update(dict.fromkeys(counts, 0))
             window.reset()
+            quality.reset()
             try:
                 # The month's file is read here, as the rows pass: a bad row, bytes or a
                 # ceiling fails the step before its stage is replaced.
@@ -79,6 +84,7 @@ def build_cleaned_trips(dataset: TripDataset) -> dg.AssetsDefinition:
             )
             context.log.info(f"dropped {counts['dropped_rows']:,} trips ({by_rule})")
             counts.update(window.metadata())
+            counts[QUALITY_COUNTS_KEY] = quality.counts().as_dict()
             if window.outside:
                 context.log.warning(window.sentence())
 
