@@ -18,6 +18,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -204,20 +205,31 @@ def test_file_over_the_ceiling_fails_naming_file_and_limit_with_every_sink_uncha
     assert files_and_digests(tmp_path).get("warehouse.duckdb") == before["warehouse"]
 
 
+@pytest.mark.parametrize("bad_batch", ["middle", "last"])
 def test_one_bad_batch_among_many_fails_the_blocking_check_and_nothing_is_written(
-    tmp_path, source, postgres, monkeypatch
+    tmp_path, source, postgres, monkeypatch, bad_batch
 ):
     resources = pipeline_resources(tmp_path, source.url, postgres)
+    small_batches(monkeypatch)
+    real_rule, with_drops = clean.kept_trips, []
+
+    def noting(dataset, trips: pa.RecordBatch) -> tuple[pa.RecordBatch, dict]:
+        kept, counts = real_rule(dataset, trips)
+        with_drops.append(len(kept) < len(trips))
+        return kept, counts
+
+    monkeypatch.setattr(clean, "kept_trips", noting)
     assert materialize(resources).success
     good_postgres, good_lake = partition_state(postgres), files_and_digests(tmp_path / "lake")
-    # Fault injection: the cleaning rule forgets itself for one batch in the middle of the
-    # month, the first after the tenth that has zero-passenger trips to let through.
-    small_batches(monkeypatch)
-    real_rule, calls, leaked = clean.kept_trips, itertools.count(), []
+    # Fault injection: the cleaning rule forgets itself for one batch with zero-passenger
+    # trips to let through: the eleventh such batch, in the middle of the month, or the last.
+    dropping = [number for number, dropped in enumerate(with_drops) if dropped]
+    bad = dropping[10] if bad_batch == "middle" else dropping[-1]
+    calls, leaked = itertools.count(), []
 
-    def forgets_once(dataset, trips: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    def forgets_once(dataset, trips: pa.RecordBatch) -> tuple[pa.RecordBatch, dict]:
         kept, counts = real_rule(dataset, trips)
-        if next(calls) >= 10 and not leaked and len(kept) < len(trips):
+        if next(calls) == bad:
             leaked.append(len(trips) - len(kept))
             return trips, {}
         return kept, counts
@@ -228,6 +240,7 @@ def test_one_bad_batch_among_many_fails_the_blocking_check_and_nothing_is_writte
 
     assert not result.success
     assert next(calls) > 40, "the month must have gone through many batches"
+    assert bad >= 10 and leaked, f"the {bad_batch} batch with zero-passenger trips, {bad}, leaked"
     [evaluation] = [
         e for e in result.get_asset_check_evaluations() if e.check_name == "no_zero_passenger_trips"
     ]
