@@ -22,7 +22,7 @@ QUALITY_COUNTS_KEY = "quality_counts"
 
 @dataclass
 class QualityCounts:
-    """The checks' counts for one month (`month_key`: its first day, YYYY-MM-DD)."""
+    """The checks' counts over one month's cleaned trips, as the footer keeps them."""
 
     rows: int = 0
     not_dropped: dict[str, int] = field(default_factory=dict)  # by drop rule's check name
