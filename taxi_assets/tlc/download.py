@@ -29,6 +29,9 @@ from taxi_assets.tlc.source import (
 )
 
 CHUNK_BYTES = 1 << 20
+# Below malloc's mmap threshold (taxi_assets/__init__.py), so that checking a file does not map
+# and unmap a fresh buffer for every piece: 1.3-1.6 s of CPU for a 7.7 M-row month, 0.6 s so.
+VERIFY_PIECE_BYTES = 64 << 10
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,7 @@ def _verify_gzip(part: Path, file_name: str) -> None:
     """
     try:
         with gzip.open(part, "rb") as stream:
-            while stream.read(CHUNK_BYTES):
+            while stream.read(VERIFY_PIECE_BYTES):
                 pass
     except gzip.BadGzipFile as error:
         with open(part, "rb") as raw:
