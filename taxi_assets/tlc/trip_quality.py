@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 
 from taxi_assets.datasets import TripDataset
 from taxi_assets.tlc.batches import true_count
+from taxi_assets.tlc.month_window import feedable_days
 
 QUALITY_COUNTS_KEY = "quality_counts"
 
@@ -51,9 +52,8 @@ class QualityCounter:
         self.vendor, self.pickup = dataset.column("VendorID"), dataset.pickup
         self.dropoff = dataset.dropoff
         self.known_vendor_ids = pa.array(sorted(dataset.known_vendor_ids))
-        month = pd.Timestamp(month_key)
-        earliest, end = month - pd.DateOffset(months=1), month + pd.DateOffset(months=1)
-        self.window = (earliest.to_pydatetime(), end.to_pydatetime())
+        # Pickups near the file's month: the days it can feed, the month before's included.
+        self.window = tuple(t.to_pydatetime() for t in feedable_days(month_key))
         self.reset()
 
     def reset(self) -> None:
@@ -62,7 +62,7 @@ class QualityCounter:
             columns=list(self.columns),
         )
         self.unknown_ids: set[int] = set()
-        self.bounds: list = []  # each batch's first and last pickup
+        self.earliest = self.latest = None  # pickups, over the batches so far
 
     def add(self, batch: pa.RecordBatch) -> None:
         totals, dataset = self.totals, self.dataset
@@ -85,17 +85,17 @@ class QualityCounter:
         outside = pc.or_(pc.less(picked_up, start), pc.greater_equal(picked_up, stop))
         totals.outside_months += true_count(outside)
         bounds = pc.min_max(picked_up)
-        self.bounds += [bounds["min"].as_py(), bounds["max"].as_py()]
-        # Two per batch are enough: the earliest and the latest so far.
-        pickups = [b for b in self.bounds if b is not None]
-        self.bounds = [min(pickups), max(pickups)] if pickups else []
+        low, high = bounds["min"].as_py(), bounds["max"].as_py()
+        if low is not None:  # a batch without pickup times has no bounds
+            self.earliest = low if self.earliest is None else min(self.earliest, low)
+            self.latest = high if self.latest is None else max(self.latest, high)
 
     def counts(self) -> QualityCounts:
-        pickups = pd.Series(self.bounds, dtype="datetime64[us]")
         self.totals.unknown_ids = sorted(self.unknown_ids)
+        # As pandas prints a pickup: microseconds only where there are some; NaT for none.
         self.totals.earliest_pickup, self.totals.latest_pickup = (
-            str(pickups.min()),
-            str(pickups.max()),
+            str(pd.Timestamp(self.earliest)),
+            str(pd.Timestamp(self.latest)),
         )
         return self.totals
 
