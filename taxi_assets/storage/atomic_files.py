@@ -72,6 +72,23 @@ def check_free_space(folder: Path, needed_bytes: int, setting: str | None = None
         )
 
 
+def _locked_new_partial(path: Path) -> tuple[Path, BinaryIO]:
+    """A new partial file of `path`, created and locked.
+
+    Between creating a file and locking it, another writer's `remove_dead_partials` can take
+    it for a dead writer's and delete it. The cleaner deletes only what it holds locked, so once
+    this writer holds the lock its file is either still named (and safe) or already unlinked,
+    and then it simply makes another.
+    """
+    while True:
+        partial = path.with_name(partial_name(path.name))
+        file = open(partial, "xb")  # noqa: SIM115 - held until publish
+        fcntl.flock(file, fcntl.LOCK_EX)
+        if os.fstat(file.fileno()).st_nlink > 0:
+            return partial, file
+        file.close()
+
+
 class PartialFile:
     """A local file being written aside `path`, locked; `publish()` renames it over `path`."""
 
@@ -79,9 +96,8 @@ class PartialFile:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_dead_partials(path)
         check_free_space(path.parent, size_hint, setting)
-        self.path, self.partial = path, path.with_name(partial_name(path.name))
-        self.file: BinaryIO = open(self.partial, "wb")  # noqa: SIM115 - held until publish
-        fcntl.flock(self.file, fcntl.LOCK_EX)
+        self.path = path
+        self.partial, self.file = _locked_new_partial(path)
 
     def publish(self) -> None:
         self.file.flush()
@@ -125,12 +141,16 @@ def link_file(source: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_dead_partials(target)
     partial = target.with_name(partial_name(target.name))
-    os.link(source, partial)
-    try:
-        os.replace(partial, target)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    with open(source, "rb") as held:
+        # The partial is `source` under another name: a shared lock on it tells a concurrent
+        # `remove_dead_partials` that a live writer owns it, and other links of `source` go on.
+        fcntl.flock(held, fcntl.LOCK_SH)
+        os.link(source, partial)
+        try:
+            os.replace(partial, target)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
 
 
 # Why os.link refuses where a copy would do: another filesystem, one without hard links, or a
