@@ -26,13 +26,16 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 
 DATA = Path(__file__).parent / "data"
 # The modules that take longest (Dagster's processes, dbt, the emulators), longest first: with
-# `make test`'s two workers, each taking the next module when done, the short modules fill in
+# `make test`'s workers each taking the next module when done, the short modules fill in
 # around them instead of one long module starting last. Modules are independent of each other.
 LONGEST_MODULES = (
-    "test_backfill_live.py",
     "test_cli_live.py",
-    "test_automation_live.py",
+    "test_backfill_interrupted.py",
     "test_analytics.py",
+    "test_backfill_live.py",
+    "test_automation_live.py",
+    "test_killed_runs.py",
+    "test_racing_runs.py",
 )
 
 
