@@ -22,6 +22,7 @@ import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import pytest
 
 from taxi_assets.storage.local_postgres import free_port
 from taxi_assets_tests.dagster_processes import REPO_ROOT, start_process, wait_until
@@ -91,6 +92,16 @@ def started_project(folder: Path, feed: TlcFeed) -> Iterator[Project]:
         yield Project(env, folder / "taxi_home", env["DAGSTER_PG_URL"].split("?")[0], feed)
     finally:
         cli(env, "stop")
+
+
+@pytest.fixture(scope="module", name="project")
+def module_project(tmp_path_factory, _feed) -> Iterator[Project]:
+    """`project`: a project for the tests of one module, which build on each other. Each
+    module that imports this fixture gets a project of its own."""
+    _feed.clear()
+    with started_project(tmp_path_factory.mktemp("backfill"), _feed) as project:
+        yield project
+    _feed.clear()
 
 
 def backfill_with_a_run_started(project: Project, first: str, last: str, tmp_path: Path):

@@ -10,30 +10,19 @@ import os
 import re
 import signal
 import urllib.parse
-from collections.abc import Iterator
-
-import pytest
 
 from taxi_assets_tests.backfill_project import (
     ACTIVE,
     TIMEOUT,
-    Project,
     assert_sinks_hold,
     backfill_with_a_run_started,
     days_of,
     months,
+    module_project,  # noqa: F401 - the `project` fixture: this module's own
     publish,
     started_project,
 )
 from taxi_assets_tests.test_cli_live import cli
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory, _feed) -> Iterator[Project]:
-    _feed.clear()
-    with started_project(tmp_path_factory.mktemp("backfill"), _feed) as project:
-        yield project
-    _feed.clear()
 
 
 def test_ctrl_c_leaves_a_canceled_backfill_and_the_same_command_resumes(project, tmp_path):

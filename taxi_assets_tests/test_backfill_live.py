@@ -6,19 +6,16 @@ Tests run in file order on one project and build on each other (backfill_project
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 
 import dagster as dg
-import pytest
 
 from taxi_assets.storage.local_postgres import free_port
 from taxi_assets_tests.backfill_project import (
-    Project,
     assert_sinks_hold,
     days_of,
     months,
+    module_project,  # noqa: F401 - the `project` fixture: this module's own
     publish,
-    started_project,
 )
 from taxi_assets_tests.dagster_processes import (
     GraphQLClient,
@@ -27,14 +24,6 @@ from taxi_assets_tests.dagster_processes import (
     start_process,
     wait_until,
 )
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory, _feed) -> Iterator[Project]:
-    _feed.clear()
-    with started_project(tmp_path_factory.mktemp("backfill"), _feed) as project:
-        yield project
-    _feed.clear()
 
 
 def test_a_range_that_is_not_one_is_refused_naming_the_setting(project):
