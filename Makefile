@@ -44,7 +44,7 @@ lint: install  ## ruff: the checks and the formatting configured in pyproject.to
 
 # Three pytest workers on two cores, a module each (its tests keep their order and module
 # fixtures): the live modules spend much of their time waiting on Dagster's processes and its
-# daemon's ticks, and a third module runs then (17.4 min against 19.1 with two, same machine).
+# daemon's ticks, and a third module runs then (17.4-18.2 min against 19.1 with two, idle).
 # TEST_WORKERS= runs the suite in one process. The slowest tests are listed at the end: the
 # suite's time is theirs to keep down.
 TEST_WORKERS ?= -n 3 --dist loadfile --no-loadscope-reorder
